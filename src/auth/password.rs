@@ -1,0 +1,92 @@
+//! Password hashing with bcrypt, and equal work on every failed login path.
+//!
+//! A login for an unknown email verifies against a dummy hash of the same cost, computed
+//! once at start (prewarmed), so response time does not tell which emails exist, and the
+//! first real login is no slower than the rest. bcrypt ignores bytes past 72: longer
+//! passwords are refused with 422 rather than silently truncated.
+
+use crate::error::{AppError, AppResult, FieldError};
+
+pub const MIN_LEN: usize = 8;
+/// bcrypt's input limit in bytes.
+pub const MAX_BYTES: usize = 72;
+
+pub struct Passwords {
+    cost: u32,
+    dummy_hash: String,
+}
+
+impl Passwords {
+    /// Computes the dummy hash on a blocking thread; call once at start.
+    pub async fn prewarm(cost: u32) -> AppResult<Self> {
+        let dummy_hash = tokio::task::spawn_blocking(move || {
+            let secret = hex::encode(crate::crypto::random_bytes::<16>());
+            bcrypt::hash(secret, cost)
+        })
+        .await
+        .map_err(AppError::internal)?
+        .map_err(AppError::internal)?;
+        Ok(Self { cost, dummy_hash })
+    }
+
+    /// The password rules, checked before any hashing: 8 characters to 72 bytes.
+    pub fn validate(field: &str, password: &str) -> Result<(), FieldError> {
+        if password.chars().count() < MIN_LEN {
+            return Err(FieldError::new(field, format!("must be at least {MIN_LEN} characters")));
+        }
+        if password.len() > MAX_BYTES {
+            return Err(FieldError::new(field, format!("must be at most {MAX_BYTES} bytes (bcrypt's limit)")));
+        }
+        Ok(())
+    }
+
+    pub async fn hash(&self, password: String) -> AppResult<String> {
+        let cost = self.cost;
+        tokio::task::spawn_blocking(move || bcrypt::hash(password, cost))
+            .await
+            .map_err(AppError::internal)?
+            .map_err(AppError::internal)
+    }
+
+    /// Verifies against `hash`, or against the dummy when there is no user: same cost either way.
+    /// A malformed stored hash counts as a mismatch (and is logged), never as a panic.
+    pub async fn verify(&self, password: String, hash: Option<String>) -> bool {
+        let hash = hash.unwrap_or_else(|| self.dummy_hash.clone());
+        match tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash)).await {
+            Ok(Ok(matches)) => matches,
+            Ok(Err(err)) => {
+                tracing::error!(error = %err, "stored password hash is unreadable");
+                false
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "password verification task failed");
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn length_rules_count_characters_and_bytes() {
+        assert!(Passwords::validate("password", "short").is_err());
+        assert!(Passwords::validate("password", "long enough").is_ok());
+        assert!(Passwords::validate("password", &"a".repeat(72)).is_ok());
+        assert!(Passwords::validate("password", &"a".repeat(73)).is_err());
+        // 25 three-byte characters: 25 characters but 75 bytes.
+        assert!(Passwords::validate("password", &"€".repeat(25)).is_err());
+    }
+
+    #[tokio::test]
+    async fn verify_accepts_the_right_password_only() {
+        let passwords = Passwords::prewarm(4).await.unwrap();
+        let hash = passwords.hash("correct horse".into()).await.unwrap();
+        assert!(passwords.verify("correct horse".into(), Some(hash.clone())).await);
+        assert!(!passwords.verify("wrong horse".into(), Some(hash)).await);
+        assert!(!passwords.verify("correct horse".into(), None).await);
+        assert!(!passwords.verify("x".into(), Some("not a bcrypt hash".into())).await);
+    }
+}

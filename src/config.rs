@@ -1,0 +1,189 @@
+//! Typed settings, read from the environment and an optional TOML file.
+//!
+//! Keys are the same in both places (`EDGEDESK_DATA_DIR = "./data"` in the file, or the
+//! variable); the environment wins over the file, and the file over the defaults. Secrets
+//! (database URLs) are wrapped in [`Secret`] so that `Debug` output and logs never show them.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A string that must not appear in logs: `Debug` prints a placeholder.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where platform.db and tenants/<id>/ live (SQLite mode) and the master key by default.
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Unset: one SQLite file per workspace. `postgres://…`: Postgres mode, as the app role.
+    pub database_url: Option<Secret>,
+    /// The Postgres owner role, used by `edgedesk migrate`.
+    pub admin_database_url: Option<Secret>,
+    /// 32 random bytes, created with mode 0600 on first start when missing.
+    pub master_key_file: PathBuf,
+    /// How many tenant databases may be open at once; the least recently used closes first.
+    pub max_open_tenants: usize,
+    /// A tenant database unused for this long is closed by the background sweeper.
+    pub tenant_idle: Duration,
+    /// The largest request body accepted, in bytes (413 beyond it).
+    pub body_limit: usize,
+    pub session_ttl: Duration,
+    /// Whether the session cookie carries `Secure` (set it when served over HTTPS).
+    pub cookie_secure: bool,
+    /// `text` (default) or `json` log lines.
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("setting {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+/// Where settings come from: the file's table, then the environment on top.
+struct Sources {
+    file: HashMap<String, String>,
+    env: HashMap<String, String>,
+}
+
+impl Sources {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.env.get(key).or_else(|| self.file.get(key)).map(String::as_str).filter(|v| !v.is_empty())
+    }
+
+    fn parse<T: std::str::FromStr>(&self, key: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.get(key) {
+            None => Ok(default),
+            Some(raw) => raw.parse().map_err(|e: T::Err| ConfigError::Invalid { key, message: e.to_string() }),
+        }
+    }
+}
+
+impl Config {
+    /// Reads the process environment and, when given, a TOML file.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::from_sources(file, std::env::vars().collect())
+    }
+
+    /// Defaults only, rooted at `data_dir`: what tests start servers with.
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        let mut config = Self::from_sources(None, HashMap::new()).unwrap_or_else(|_| unreachable!("defaults parse"));
+        config.data_dir = data_dir.into();
+        config.master_key_file = config.data_dir.join("master.key");
+        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config
+    }
+
+    fn from_sources(file: Option<&Path>, env: HashMap<String, String>) -> Result<Self, ConfigError> {
+        let file = match file {
+            Some(path) => read_toml(path)?,
+            None => HashMap::new(),
+        };
+        let src = Sources { file, env };
+        let data_dir: PathBuf = src.parse("EDGEDESK_DATA_DIR", PathBuf::from("./data"))?;
+        let master_key_file = src.get("EDGEDESK_MASTER_KEY_FILE").map(PathBuf::from).unwrap_or_else(|| data_dir.join("master.key"));
+        let log_format = match src.get("EDGEDESK_LOG_FORMAT").unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(ConfigError::Invalid { key: "EDGEDESK_LOG_FORMAT", message: format!("{other:?} is not text or json") });
+            }
+        };
+        let max_open_tenants: usize = src.parse("EDGEDESK_MAX_OPEN_TENANTS", 256)?;
+        if max_open_tenants == 0 {
+            return Err(ConfigError::Invalid { key: "EDGEDESK_MAX_OPEN_TENANTS", message: "must be at least 1".into() });
+        }
+        Ok(Self {
+            data_dir,
+            listen: src.parse("EDGEDESK_LISTEN", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
+            database_url: src.get("EDGEDESK_DATABASE_URL").map(Secret::new),
+            admin_database_url: src.get("EDGEDESK_ADMIN_DATABASE_URL").map(Secret::new),
+            master_key_file,
+            max_open_tenants,
+            tenant_idle: Duration::from_secs(src.parse("EDGEDESK_TENANT_IDLE_SECS", 300)?),
+            body_limit: src.parse("EDGEDESK_BODY_LIMIT", 1024 * 1024)?,
+            session_ttl: Duration::from_secs(3600 * src.parse::<u64>("EDGEDESK_SESSION_TTL_HOURS", 24 * 30)?),
+            cookie_secure: src.parse("EDGEDESK_COOKIE_SECURE", false)?,
+            log_format,
+        })
+    }
+}
+
+fn read_toml(path: &Path) -> Result<HashMap<String, String>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    let table: toml::Table =
+        text.parse().map_err(|e: toml::de::Error| ConfigError::Parse { path: path.to_owned(), message: e.message().to_string() })?;
+    Ok(table
+        .into_iter()
+        .map(|(key, value)| {
+            let value = match value {
+                toml::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            (key, value)
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_wins_over_file_and_file_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edgedesk.toml");
+        std::fs::write(&path, "EDGEDESK_DATA_DIR = \"/srv/desk\"\nEDGEDESK_MAX_OPEN_TENANTS = 12\n").unwrap();
+        let env = HashMap::from([("EDGEDESK_MAX_OPEN_TENANTS".to_string(), "7".to_string())]);
+        let config = Config::from_sources(Some(&path), env).unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/srv/desk"));
+        assert_eq!(config.master_key_file, PathBuf::from("/srv/desk/master.key"));
+        assert_eq!(config.max_open_tenants, 7);
+        assert_eq!(config.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let env = HashMap::from([("EDGEDESK_LISTEN".to_string(), "nowhere".to_string())]);
+        let err = Config::from_sources(None, env).unwrap_err();
+        assert!(err.to_string().contains("EDGEDESK_LISTEN"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let env = HashMap::from([("EDGEDESK_DATABASE_URL".to_string(), "postgres://app:hunter2@db/desk".to_string())]);
+        let config = Config::from_sources(None, env).unwrap();
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+}

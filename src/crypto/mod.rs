@@ -1,0 +1,108 @@
+//! Pure cryptographic helpers: random tokens, token hashing, digests, the master key.
+//!
+//! No I/O beyond reading/creating the master key file. Opaque bearer tokens are 32 random
+//! bytes; only their SHA-256 is ever stored, so a copied database cannot be used to log in.
+
+use std::io::Write;
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::digest;
+use ring::rand::{SecureRandom, SystemRandom};
+use zeroize::Zeroizing;
+
+/// Fills `N` bytes from the operating system's CSPRNG.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut buf = [0u8; N];
+    // SystemRandom only fails when the OS has no entropy source at all; nothing can proceed then.
+    SystemRandom::new().fill(&mut buf).expect("operating system random source");
+    buf
+}
+
+/// A new opaque token `<prefix>_<43 chars of base64url>` carrying 256 bits of randomness.
+/// The prefix tells a reader (and a secret scanner) what kind of credential it is.
+pub fn new_token(prefix: &str) -> String {
+    format!("{prefix}_{}", URL_SAFE_NO_PAD.encode(random_bytes::<32>()))
+}
+
+/// The stored form of a token: hex SHA-256. Tokens are high-entropy, so no salt or slow hash.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(digest::digest(&digest::SHA256, token.as_bytes()))
+}
+
+/// An incremental SHA-256, for checksums over streamed output.
+pub struct Sha256(digest::Context);
+
+impl Default for Sha256 {
+    fn default() -> Self {
+        Self(digest::Context::new(&digest::SHA256))
+    }
+}
+
+impl Sha256 {
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+    pub fn hex(self) -> String {
+        hex::encode(self.0.finish())
+    }
+}
+
+/// Reads the 32-byte master key, creating it (mode 0600) when the file does not exist.
+pub fn load_or_create_master_key(path: &Path) -> std::io::Result<Zeroizing<[u8; 32]>> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let bytes = Zeroizing::new(bytes);
+            let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{} must hold exactly 32 bytes", path.display()))
+            })?;
+            Ok(Zeroizing::new(key))
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let key = Zeroizing::new(random_bytes::<32>());
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options.open(path)?;
+            file.write_all(key.as_slice())?;
+            file.sync_all()?;
+            Ok(key)
+        }
+        Err(err) => Err(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_prefixed_unique_and_hash_stably() {
+        let a = new_token("eds");
+        let b = new_token("eds");
+        assert!(a.starts_with("eds_") && a.len() == 4 + 43);
+        assert_ne!(a, b);
+        assert_eq!(token_hash(&a), token_hash(&a));
+        assert_ne!(token_hash(&a), token_hash(&b));
+    }
+
+    #[test]
+    fn master_key_is_created_once_with_owner_only_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys/master.key");
+        let first = load_or_create_master_key(&path).unwrap();
+        let second = load_or_create_master_key(&path).unwrap();
+        assert_eq!(*first, *second);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! edgedesk: a self-hosted help desk server.
+//!
+//! `store` holds platform and per-workspace data behind backend-neutral traits (SQLite file
+//! per workspace, or Postgres with row-level security); `auth` and `tenants` turn requests
+//! into authenticated, workspace-scoped handles; `sync` is the per-workspace log and its
+//! routes (bootstrap, delta, audit); features such as `tickets` write through the store and
+//! react to the log; `router` and `app` assemble the server.
+
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod store;
+pub mod auth;
+pub mod http;

@@ -1,0 +1,137 @@
+//! The bootstrap wire format, shared by every backend: NDJSON with a header, rows, a footer.
+//!
+//! `{"type":"header","sync_id":N,…}` first; then one line per row, each the entity's own
+//! JSON with `"type"` first; then `{"type":"footer","count":rows,"checksum":"sha256:…"}`.
+//! The checksum is SHA-256 over the row lines exactly as sent (each with its `\n`), so a
+//! client can verify what it received and two snapshots of the same state compare equal.
+//! Output is cut into chunks of about [`CHUNK`] bytes for the bounded channel.
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::{BootstrapSummary, StoreError, StoreResult, WorkspaceId};
+use crate::crypto::Sha256;
+
+/// Bytes per chunk handed to the channel: big enough to amortise the hand-off,
+/// small enough that a handful of chunks in flight is a small, fixed amount of memory.
+pub const CHUNK: usize = 64 * 1024;
+/// Chunks the channel holds; with [`CHUNK`] this bounds buffered output at ~512 KiB.
+pub const CHANNEL_CHUNKS: usize = 8;
+
+pub struct Encoder {
+    buf: Vec<u8>,
+    hasher: Sha256,
+    count: u64,
+    sync_id: i64,
+}
+
+#[derive(Serialize)]
+struct Header {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    sync_id: i64,
+    workspace_id: WorkspaceId,
+    format: u32,
+}
+
+impl Encoder {
+    pub fn new(workspace_id: WorkspaceId, sync_id: i64) -> StoreResult<Self> {
+        let mut buf = Vec::with_capacity(CHUNK + 4096);
+        serde_json::to_writer(&mut buf, &Header { kind: "header", sync_id, workspace_id, format: 1 })
+            .map_err(StoreError::internal)?;
+        buf.push(b'\n');
+        Ok(Self { buf, hasher: Sha256::default(), count: 0, sync_id })
+    }
+
+    /// Appends one row; returns a full chunk when one is ready to send.
+    pub fn row<T: Serialize>(&mut self, kind: &str, row: &T) -> StoreResult<Option<Bytes>> {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(b"{\"type\":");
+        serde_json::to_writer(&mut self.buf, kind).map_err(StoreError::internal)?;
+        let body = self.buf.len();
+        serde_json::to_writer(&mut self.buf, row).map_err(StoreError::internal)?;
+        // The row serialises as `{…}`: turn its opening brace into the comma after "type".
+        match self.buf.get(body..body + 2) {
+            Some(b"{}") => {
+                self.buf.truncate(body);
+                self.buf.push(b'}');
+            }
+            Some([b'{', _]) => self.buf[body] = b',',
+            _ => return Err(StoreError::internal("bootstrap row is not a JSON object")),
+        }
+        self.buf.push(b'\n');
+        self.hasher.update(&self.buf[start..]);
+        self.count += 1;
+        Ok(self.take_if_full())
+    }
+
+    fn take_if_full(&mut self) -> Option<Bytes> {
+        (self.buf.len() >= CHUNK).then(|| Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK + 4096))))
+    }
+
+    /// The last chunk (remaining rows and the footer) and the summary.
+    pub fn finish(mut self) -> StoreResult<(Bytes, BootstrapSummary)> {
+        let checksum = format!("sha256:{}", self.hasher.hex());
+        #[derive(Serialize)]
+        struct Footer<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            count: u64,
+            checksum: &'a str,
+        }
+        serde_json::to_writer(&mut self.buf, &Footer { kind: "footer", count: self.count, checksum: &checksum })
+            .map_err(StoreError::internal)?;
+        self.buf.push(b'\n');
+        Ok((Bytes::from(self.buf), BootstrapSummary { sync_id: self.sync_id, count: self.count, checksum }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize)]
+    struct Thing {
+        id: u32,
+        name: &'static str,
+    }
+
+    #[derive(Serialize)]
+    struct Empty {}
+
+    #[test]
+    fn rows_carry_type_first_and_the_footer_counts_and_hashes_them() {
+        let ws = WorkspaceId::new();
+        let mut enc = Encoder::new(ws, 7).unwrap();
+        assert!(enc.row("thing", &Thing { id: 1, name: "a" }).unwrap().is_none());
+        assert!(enc.row("empty", &Empty {}).unwrap().is_none());
+        let (bytes, summary) = enc.finish().unwrap();
+        let text = std::str::from_utf8(&bytes).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4);
+        let header: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(header["type"], "header");
+        assert_eq!(header["sync_id"], 7);
+        assert_eq!(lines[1], r#"{"type":"thing","id":1,"name":"a"}"#);
+        assert_eq!(lines[2], r#"{"type":"empty"}"#);
+        let mut hasher = Sha256::default();
+        hasher.update(format!("{}\n{}\n", lines[1], lines[2]).as_bytes());
+        let footer: serde_json::Value = serde_json::from_str(lines[3]).unwrap();
+        assert_eq!(footer["count"], 2);
+        assert_eq!(footer["checksum"], format!("sha256:{}", hasher.hex()));
+        assert_eq!(summary.count, 2);
+    }
+
+    #[test]
+    fn output_is_cut_into_bounded_chunks() {
+        let mut enc = Encoder::new(WorkspaceId::new(), 0).unwrap();
+        let mut chunks = 0;
+        for id in 0..20_000 {
+            if let Some(chunk) = enc.row("thing", &Thing { id, name: "some ticket title" }).unwrap() {
+                assert!(chunk.len() < CHUNK + 4096);
+                chunks += 1;
+            }
+        }
+        assert!(chunks > 5);
+    }
+}

@@ -1,0 +1,157 @@
+//! The storage boundary: backend-neutral traits and models; `sqlite/` (and `postgres/`) implement them.
+//!
+//! Two kinds of data, two traits. [`PlatformStore`] holds what spans workspaces: users,
+//! credentials, sessions, API tokens, the workspace registry and memberships.
+//! [`TenantStore`] is one workspace's data, reached through [`TenantStores::open`]; every
+//! write on it appends its event(s) to the workspace log in the same transaction, and
+//! nothing in its signatures assumes a file per tenant.
+//!
+//! This module never imports axum, rusqlite or tokio-postgres.
+
+pub mod bootstrap;
+pub mod model;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+pub use model::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness or state conflict (duplicate email, link already present, …).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A value the store refuses (a reference to a member that does not exist, …).
+    #[error("invalid {field}: {message}")]
+    Invalid { field: String, message: String },
+    /// The database could not be reached or stayed locked past its busy timeout.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl StoreError {
+    pub fn internal(err: impl std::fmt::Display) -> Self {
+        Self::Internal(err.to_string())
+    }
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        Self::Invalid { field: field.to_string(), message: message.into() }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The whole store: platform data plus the way into each workspace.
+#[derive(Clone)]
+pub struct Store {
+    pub platform: Arc<dyn PlatformStore>,
+    pub tenants: Arc<dyn TenantStores>,
+}
+
+/// Data that spans workspaces. Reached by handlers only through `PlatformConn`.
+#[async_trait]
+pub trait PlatformStore: Send + Sync + 'static {
+    /// Cheap reachability check for `/ready`.
+    async fn ping(&self) -> StoreResult<()>;
+
+    async fn user_count(&self) -> StoreResult<u64>;
+    /// Creates the first user as platform admin; `Conflict` once any user exists,
+    /// decided atomically so two racing setups cannot both win.
+    async fn create_first_admin(&self, user: NewUser) -> StoreResult<User>;
+    /// `Conflict` when the email (case-insensitively) is taken.
+    async fn create_user(&self, user: NewUser) -> StoreResult<User>;
+    async fn user(&self, id: UserId) -> StoreResult<Option<User>>;
+    /// The user and their password hash, by email (case-insensitive).
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<(User, String)>>;
+    async fn list_users(&self) -> StoreResult<Vec<User>>;
+    async fn update_user(&self, id: UserId, patch: UserPatch) -> StoreResult<User>;
+    /// Replaces the password hash and ends every session of the user.
+    async fn set_password(&self, id: UserId, password_hash: String) -> StoreResult<()>;
+
+    async fn create_session(&self, session: NewSession) -> StoreResult<SessionInfo>;
+    /// Resolves a bearer token's hash to its (enabled) user and credential, if it is a live
+    /// session or API token at `now`.
+    async fn authenticate(&self, token_hash: &str, now: Millis) -> StoreResult<Option<(User, Credential)>>;
+    async fn list_sessions(&self, user: UserId, now: Millis) -> StoreResult<Vec<SessionInfo>>;
+    /// `false` when the session does not exist or is not the user's.
+    async fn revoke_session(&self, user: UserId, session: SessionId) -> StoreResult<bool>;
+
+    async fn create_api_token(&self, token: NewApiToken) -> StoreResult<ApiTokenInfo>;
+    async fn list_api_tokens(&self, user: UserId) -> StoreResult<Vec<ApiTokenInfo>>;
+    async fn revoke_api_token(&self, user: UserId, token: TokenId) -> StoreResult<bool>;
+
+    /// Registers the workspace and makes `owner` its owner, in one transaction.
+    async fn create_workspace(&self, workspace: &Workspace, owner: UserId) -> StoreResult<Member>;
+    async fn workspace(&self, id: WorkspaceId) -> StoreResult<Option<Workspace>>;
+    async fn list_workspaces(&self) -> StoreResult<Vec<Workspace>>;
+    /// The workspaces `user` belongs to, with their role in each.
+    async fn workspaces_of(&self, user: UserId) -> StoreResult<Vec<(Workspace, Role)>>;
+    /// The caller's role in the workspace; `None` when not a member or no such workspace.
+    async fn member_role(&self, workspace: WorkspaceId, user: UserId) -> StoreResult<Option<Role>>;
+    /// Adds a member or changes a member's role; the flag says whether they were new.
+    async fn upsert_member(&self, workspace: WorkspaceId, user: UserId, role: Role) -> StoreResult<(Member, bool)>;
+    async fn list_members(&self, workspace: WorkspaceId) -> StoreResult<Vec<Member>>;
+}
+
+/// The way into individual workspaces' data.
+#[async_trait]
+pub trait TenantStores: Send + Sync + 'static {
+    /// Creates the workspace's storage and records `workspace.created` as its first event.
+    async fn create(&self, workspace: &Workspace, actor: UserId) -> StoreResult<Arc<dyn TenantStore>>;
+    /// A handle on one workspace's data. Cheap when the workspace is already open.
+    async fn open(&self, workspace: WorkspaceId) -> StoreResult<Arc<dyn TenantStore>>;
+    /// Releases handles idle for longer than the configured time.
+    fn close_idle(&self);
+    /// How many workspaces have resources held open right now.
+    fn open_count(&self) -> usize;
+}
+
+/// Summary of a finished bootstrap stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootstrapSummary {
+    pub sync_id: i64,
+    pub count: u64,
+    pub checksum: String,
+}
+
+/// One workspace's data. Every method is one transaction. Write methods take the acting
+/// user (recorded in the log); read methods take the [`Audience`] they answer for.
+#[async_trait]
+pub trait TenantStore: Send + Sync + 'static {
+    fn workspace_id(&self) -> WorkspaceId;
+
+    /// Mirrors a membership into the workspace (for bootstrap and the log):
+    /// `member.added` or `member.updated`.
+    async fn record_member(&self, actor: UserId, member: &Member, added: bool) -> StoreResult<()>;
+
+    async fn create_ticket(&self, actor: UserId, ticket: NewTicket) -> StoreResult<Ticket>;
+    async fn list_tickets(&self, audience: Audience, query: &TicketQuery) -> StoreResult<Page<Ticket>>;
+    async fn ticket(&self, audience: Audience, id: TicketId) -> StoreResult<Option<Ticket>>;
+    /// `NotFound` when the ticket is absent, deleted, or not visible to `audience`.
+    async fn update_ticket(&self, actor: UserId, audience: Audience, id: TicketId, patch: TicketPatch) -> StoreResult<Ticket>;
+    /// Soft delete: the ticket disappears from lists, bootstrap and lookups.
+    async fn delete_ticket(&self, actor: UserId, id: TicketId) -> StoreResult<()>;
+
+    async fn add_comment(&self, actor: UserId, audience: Audience, ticket: TicketId, body: String, internal: bool) -> StoreResult<Comment>;
+    async fn list_comments(&self, audience: Audience, ticket: TicketId, query: &CommentQuery) -> StoreResult<Page<Comment>>;
+
+    async fn add_link(&self, actor: UserId, source: TicketId, target: TicketId, kind: LinkKind) -> StoreResult<TicketLink>;
+    async fn list_links(&self, ticket: TicketId) -> StoreResult<Vec<TicketLink>>;
+    async fn remove_link(&self, actor: UserId, ticket: TicketId, link: LinkId) -> StoreResult<()>;
+
+    /// Streams everything `audience` may see as NDJSON chunks into `out`, from ONE read
+    /// transaction. `out` is bounded: a slow reader slows the producer, nothing buffers.
+    async fn bootstrap(&self, audience: Audience, out: mpsc::Sender<Bytes>) -> StoreResult<BootstrapSummary>;
+    /// Events after `after` that `audience` may see, at most `limit`.
+    async fn delta(&self, audience: Audience, after: i64, limit: usize) -> StoreResult<DeltaPage>;
+    async fn audit(&self, query: &AuditQuery) -> StoreResult<Page<SyncEvent>>;
+    /// The newest sync_id (0 for an empty log).
+    async fn head(&self) -> StoreResult<i64>;
+}

@@ -1,0 +1,460 @@
+//! The backend-neutral data model: ids, timestamps, platform rows and tenant rows.
+//!
+//! These types are what both backends read and write and what the HTTP layer serialises,
+//! so a ticket has one JSON shape everywhere: in a list, in a bootstrap row and in the
+//! `data` of a `ticket.updated` event.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+macro_rules! id_type {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+        #[serde(transparent)]
+        #[schema(value_type = String, format = Uuid)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            /// A new time-ordered (v7) id: ids sort roughly by creation, which keeps
+            /// B-tree inserts local and cursors meaningful.
+            pub fn new() -> Self {
+                Self(Uuid::now_v7())
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = uuid::Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(s).map(Self)
+            }
+        }
+    };
+}
+
+id_type!(/// A platform user.
+    UserId);
+id_type!(/// A workspace (tenant).
+    WorkspaceId);
+id_type!(/// A ticket, unique within its workspace (and in practice globally).
+    TicketId);
+id_type!(/// A comment on a ticket.
+    CommentId);
+id_type!(/// A link between two tickets.
+    LinkId);
+id_type!(/// A login session.
+    SessionId);
+id_type!(/// An API token.
+    TokenId);
+
+/// Milliseconds since the Unix epoch, UTC. Stored as an integer, sent as RFC 3339.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, ToSchema)]
+#[schema(value_type = String, format = DateTime)]
+pub struct Millis(pub i64);
+
+impl Millis {
+    pub fn now() -> Self {
+        Self((time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64)
+    }
+
+    pub fn plus(self, duration: std::time::Duration) -> Self {
+        Self(self.0.saturating_add(duration.as_millis().min(i64::MAX as u128) as i64))
+    }
+
+    pub fn to_rfc3339(self) -> String {
+        let nanos = i128::from(self.0) * 1_000_000;
+        let at = time::OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        // Fixed width with milliseconds, so lexical order equals time order.
+        let format = time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+        );
+        at.format(&format).unwrap_or_default()
+    }
+
+    pub fn parse_rfc3339(text: &str) -> Option<Self> {
+        let at = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+        Some(Self((at.unix_timestamp_nanos() / 1_000_000) as i64))
+    }
+}
+
+impl Serialize for Millis {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_rfc3339())
+    }
+}
+
+impl<'de> Deserialize<'de> for Millis {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse_rfc3339(&text).ok_or_else(|| serde::de::Error::custom("expected an RFC 3339 timestamp"))
+    }
+}
+
+/// A member's role in one workspace, from most to least powerful.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Owner,
+    Admin,
+    Agent,
+    Requester,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Owner => "owner",
+            Self::Admin => "admin",
+            Self::Agent => "agent",
+            Self::Requester => "requester",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "owner" => Some(Self::Owner),
+            "admin" => Some(Self::Admin),
+            "agent" => Some(Self::Agent),
+            "requester" => Some(Self::Requester),
+            _ => None,
+        }
+    }
+
+    /// Owners, admins and agents work tickets; requesters only raise and follow their own.
+    pub fn is_staff(self) -> bool {
+        !matches!(self, Self::Requester)
+    }
+
+    /// Owners and admins manage members and read the audit trail.
+    pub fn is_admin(self) -> bool {
+        matches!(self, Self::Owner | Self::Admin)
+    }
+}
+
+/// Who is looking: decides which tickets, comments and log events a query returns.
+/// Built by the domain from the caller's role; the store applies it in SQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// Everything in the workspace, internal notes included.
+    Staff,
+    /// Only tickets this user requested, public comments only, no members or links.
+    Requester(UserId),
+}
+
+impl Audience {
+    pub fn for_role(user: UserId, role: Role) -> Self {
+        if role.is_staff() { Self::Staff } else { Self::Requester(user) }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Platform rows
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct User {
+    pub id: UserId,
+    pub email: String,
+    pub name: String,
+    /// A platform administrator may create users; it grants nothing inside workspaces.
+    pub is_admin: bool,
+    pub disabled: bool,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub email: String,
+    pub name: String,
+    pub password_hash: String,
+    pub is_admin: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct UserPatch {
+    pub name: Option<String>,
+    pub disabled: Option<bool>,
+    pub is_admin: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SessionInfo {
+    pub id: SessionId,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+    pub last_seen_at: Millis,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub token_hash: String,
+    pub user_id: UserId,
+    pub expires_at: Millis,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ApiTokenInfo {
+    pub id: TokenId,
+    pub name: String,
+    pub created_at: Millis,
+    pub expires_at: Option<Millis>,
+    pub last_used_at: Option<Millis>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewApiToken {
+    pub token_hash: String,
+    pub user_id: UserId,
+    pub name: String,
+    pub expires_at: Option<Millis>,
+}
+
+/// How a request authenticated: which credential, so logout and revocation know what to drop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    Session(SessionId),
+    ApiToken(TokenId),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct Workspace {
+    pub id: WorkspaceId,
+    pub name: String,
+    pub created_at: Millis,
+}
+
+/// A membership as the platform knows it: who may enter which workspace in which role.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct Member {
+    pub user_id: UserId,
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+    pub joined_at: Millis,
+}
+
+// ---------------------------------------------------------------------------------------
+// Tenant rows
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Open,
+    Pending,
+    Resolved,
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    Low,
+    Normal,
+    High,
+    Urgent,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkKind {
+    RelatesTo,
+    Duplicates,
+    Blocks,
+}
+
+macro_rules! text_enum {
+    ($ty:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        impl $ty {
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $text),+ }
+            }
+            pub fn parse(text: &str) -> Option<Self> {
+                match text { $($text => Some(Self::$variant),)+ _ => None }
+            }
+        }
+    };
+}
+
+text_enum!(Status { Open = "open", Pending = "pending", Resolved = "resolved", Closed = "closed" });
+text_enum!(Priority { Low = "low", Normal = "normal", High = "high", Urgent = "urgent" });
+text_enum!(LinkKind { RelatesTo = "relates_to", Duplicates = "duplicates", Blocks = "blocks" });
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Ticket {
+    pub id: TicketId,
+    /// Human-facing number, sequential per workspace (#1, #2, …).
+    pub number: i64,
+    pub title: String,
+    pub status: Status,
+    pub priority: Priority,
+    pub requester_id: UserId,
+    pub assignee_id: Option<UserId>,
+    pub tags: Vec<String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    /// Incremented on every change; lets clients discard stale copies.
+    pub version: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewTicket {
+    pub title: String,
+    pub status: Status,
+    pub priority: Priority,
+    pub requester_id: UserId,
+    pub assignee_id: Option<UserId>,
+    pub tags: Vec<String>,
+}
+
+/// A validated change to a ticket; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct TicketPatch {
+    pub title: Option<String>,
+    pub status: Option<Status>,
+    pub priority: Option<Priority>,
+    /// `Some(None)` unassigns.
+    pub assignee_id: Option<Option<UserId>>,
+    pub tags: Option<Vec<String>>,
+}
+
+impl TicketPatch {
+    pub fn is_empty(&self) -> bool {
+        self.title.is_none()
+            && self.status.is_none()
+            && self.priority.is_none()
+            && self.assignee_id.is_none()
+            && self.tags.is_none()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Comment {
+    pub id: CommentId,
+    pub ticket_id: TicketId,
+    pub author_id: UserId,
+    pub body: String,
+    /// An internal note: visible to staff only, never to requesters.
+    pub internal: bool,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TicketLink {
+    pub id: LinkId,
+    pub source_id: TicketId,
+    pub target_id: TicketId,
+    pub kind: LinkKind,
+    pub created_by: UserId,
+    pub created_at: Millis,
+}
+
+/// One row of the workspace's log. `data` is the entity as it is after the change
+/// (the same JSON as a bootstrap row of that entity), or `{ "id": … }` for removals.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SyncEvent {
+    pub sync_id: i64,
+    pub at: Millis,
+    pub actor: Option<UserId>,
+    /// `ticket.created`, `comment.created`, `member.added`, …
+    pub kind: String,
+    pub entity: String,
+    pub entity_id: String,
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+}
+
+// ---------------------------------------------------------------------------------------
+// Queries
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TicketSort {
+    #[default]
+    UpdatedAt,
+    CreatedAt,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SortOrder {
+    #[default]
+    Desc,
+    Asc,
+}
+
+/// Filter on the assignee: a user, or explicitly nobody.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssigneeFilter {
+    User(UserId),
+    Unassigned,
+}
+
+/// A position in a ticket list: the sort key and id of the last row returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketCursor {
+    pub key: i64,
+    pub id: TicketId,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TicketQuery {
+    pub status: Option<Status>,
+    pub priority: Option<Priority>,
+    pub assignee: Option<AssigneeFilter>,
+    pub requester: Option<UserId>,
+    pub tag: Option<String>,
+    pub sort: TicketSort,
+    pub order: SortOrder,
+    pub after: Option<TicketCursor>,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CommentQuery {
+    pub after: Option<CommentId>,
+    pub limit: usize,
+}
+
+/// A filter over the log for the audit view.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub actor: Option<UserId>,
+    pub entity: Option<String>,
+    pub entity_id: Option<String>,
+    pub kind: Option<String>,
+    pub since: Option<Millis>,
+    pub until: Option<Millis>,
+    /// Newest first: events with `sync_id < before`.
+    pub before: Option<i64>,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub has_more: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeltaPage {
+    pub events: Vec<SyncEvent>,
+    /// Where the next `after=` should start: past filtered-out events too.
+    pub last_sync_id: i64,
+    pub has_more: bool,
+}

@@ -1,0 +1,303 @@
+//! The workspace log in SQLite: the write transaction that must record its events, and the
+//! reads over the log (delta, audit, head) and over a whole snapshot (bootstrap).
+//!
+//! [`WriteTx`] is the only way tenant code writes. It refuses to commit a transaction that
+//! recorded no event unless the caller said why with [`WriteTx::exempt`]; the lint test
+//! `tests/sync_lint.rs` checks the same statically for every write function.
+
+use std::ops::Deref;
+
+use bytes::Bytes;
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::error;
+use super::tenant::{COMMENT_COLS, LINK_COLS, TICKET_COLS, comment_from_row, link_from_row, ticket_from_row};
+use crate::store::bootstrap::Encoder;
+use crate::store::{
+    Audience, AuditQuery, BootstrapSummary, DeltaPage, Member, Millis, Page, StoreError, StoreResult, SyncEvent,
+    TicketId, UserId, Workspace, WorkspaceId,
+};
+
+/// One business event, as appended to the log.
+pub struct Event<'a, T: Serialize> {
+    /// `ticket.created`, `comment.created`, …
+    pub kind: &'static str,
+    pub entity: &'static str,
+    pub entity_id: String,
+    /// The entity after the change (or `{ "id": … }` for removals).
+    pub data: &'a T,
+    /// The ticket the event is about: requesters see events of their own tickets.
+    pub ticket: Option<TicketId>,
+    /// Internal notes, members, links: never shown to requesters.
+    pub staff_only: bool,
+}
+
+pub struct WriteTx<'c> {
+    tx: Transaction<'c>,
+    now: Millis,
+    recorded: usize,
+    exempt: Option<&'static str>,
+}
+
+impl<'c> WriteTx<'c> {
+    /// Takes the file's write lock now, not at the first write, so ids follow commit order.
+    pub fn begin(conn: &'c mut Connection) -> StoreResult<Self> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(error)?;
+        Ok(Self { tx, now: Millis::now(), recorded: 0, exempt: None })
+    }
+
+    /// The transaction's timestamp: every row and event it writes carries this time.
+    pub fn now(&self) -> Millis {
+        self.now
+    }
+
+    /// Appends an event; returns its sync_id.
+    pub fn record<T: Serialize>(&mut self, actor: Option<UserId>, event: Event<'_, T>) -> StoreResult<i64> {
+        let data = serde_json::to_string(event.data).map_err(StoreError::internal)?;
+        self.tx
+            .prepare_cached(
+                "INSERT INTO sync_actions (at, actor, kind, entity, entity_id, data, ticket_id, staff_only)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    self.now,
+                    actor,
+                    event.kind,
+                    event.entity,
+                    event.entity_id,
+                    data,
+                    event.ticket,
+                    event.staff_only
+                ])
+            })
+            .map_err(error)?;
+        self.recorded += 1;
+        Ok(self.tx.last_insert_rowid())
+    }
+
+    /// Declares that this transaction legitimately changes nothing a client may see.
+    pub fn exempt(&mut self, why: &'static str) {
+        self.exempt = Some(why);
+    }
+
+    pub fn commit(self) -> StoreResult<()> {
+        if self.recorded == 0 && self.exempt.is_none() {
+            // Rolled back on drop: a write that forgot its event must not land silently.
+            return Err(StoreError::Internal("write transaction recorded no sync action".into()));
+        }
+        self.tx.commit().map_err(error)
+    }
+}
+
+impl<'c> Deref for WriteTx<'c> {
+    type Target = Transaction<'c>;
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+pub fn head(conn: &Connection) -> StoreResult<i64> {
+    conn.query_row("SELECT COALESCE(MAX(sync_id), 0) FROM sync_actions", [], |row| row.get(0)).map_err(error)
+}
+
+const EVENT_COLS: &str = "s.sync_id, s.at, s.actor, s.kind, s.entity, s.entity_id, s.data";
+
+fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SyncEvent> {
+    let data: String = row.get(6)?;
+    let data = serde_json::from_str(&data)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(6, rusqlite::types::Type::Text, Box::new(e)))?;
+    Ok(SyncEvent {
+        sync_id: row.get(0)?,
+        at: row.get(1)?,
+        actor: row.get(2)?,
+        kind: row.get(3)?,
+        entity: row.get(4)?,
+        entity_id: row.get(5)?,
+        data,
+    })
+}
+
+/// SQL that limits `sync_actions s` to what a requester may see (`?1` is the user).
+const REQUESTER_EVENTS: &str = "s.staff_only = 0 AND (s.ticket_id IS NULL OR s.ticket_id IN
+     (SELECT id FROM tickets WHERE requester_id = ?1))";
+
+pub fn delta(conn: &mut Connection, audience: Audience, after: i64, limit: usize) -> StoreResult<DeltaPage> {
+    // One read transaction: the head and the page come from the same snapshot.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred).map_err(error)?;
+    let head = head(&tx)?;
+    let fetch = (limit + 1) as i64;
+    let mut events = match audience {
+        Audience::Staff => {
+            let mut stmt = tx
+                .prepare_cached(&format!(
+                    "SELECT {EVENT_COLS} FROM sync_actions s WHERE s.sync_id > ?1 AND s.sync_id <= ?2
+                     ORDER BY s.sync_id LIMIT ?3"
+                ))
+                .map_err(error)?;
+            stmt.query_map(params![after, head, fetch], event_from_row)
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(error)?
+        }
+        Audience::Requester(user) => {
+            let mut stmt = tx
+                .prepare_cached(&format!(
+                    "SELECT {EVENT_COLS} FROM sync_actions s WHERE {REQUESTER_EVENTS}
+                     AND s.sync_id > ?2 AND s.sync_id <= ?3 ORDER BY s.sync_id LIMIT ?4"
+                ))
+                .map_err(error)?;
+            stmt.query_map(params![user, after, head, fetch], event_from_row)
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(error)?
+        }
+    };
+    let has_more = events.len() > limit;
+    events.truncate(limit);
+    let last_sync_id = match (has_more, events.last()) {
+        (true, Some(last)) => last.sync_id,
+        // Nothing more is visible up to the head: the client may skip to it.
+        _ => head.max(after),
+    };
+    Ok(DeltaPage { events, last_sync_id, has_more })
+}
+
+pub fn audit(conn: &Connection, query: &AuditQuery) -> StoreResult<Page<SyncEvent>> {
+    let mut sql = format!("SELECT {EVENT_COLS} FROM sync_actions s WHERE 1 = 1");
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    let mut push = |clause: &str, value: rusqlite::types::Value| {
+        args.push(value);
+        sql.push_str(&format!(" AND {clause} ?{}", args.len()));
+    };
+    if let Some(actor) = query.actor {
+        push("s.actor =", actor.to_string().into());
+    }
+    if let Some(entity) = &query.entity {
+        push("s.entity =", entity.clone().into());
+    }
+    if let Some(entity_id) = &query.entity_id {
+        push("s.entity_id =", entity_id.clone().into());
+    }
+    if let Some(kind) = &query.kind {
+        push("s.kind =", kind.clone().into());
+    }
+    if let Some(since) = query.since {
+        push("s.at >=", since.0.into());
+    }
+    if let Some(until) = query.until {
+        push("s.at <", until.0.into());
+    }
+    if let Some(before) = query.before {
+        push("s.sync_id <", before.into());
+    }
+    sql.push_str(&format!(" ORDER BY s.sync_id DESC LIMIT {}", query.limit + 1));
+    let mut stmt = conn.prepare(&sql).map_err(error)?;
+    let mut items = stmt
+        .query_map(rusqlite::params_from_iter(args), event_from_row)
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+        .map_err(error)?;
+    let has_more = items.len() > query.limit;
+    items.truncate(query.limit);
+    Ok(Page { items, has_more })
+}
+
+/// Streams the snapshot from one read transaction, sending chunks with `blocking_send`
+/// (this runs on a blocking thread): when the reader is slow, this thread waits.
+pub fn bootstrap(
+    conn: &mut Connection,
+    workspace: WorkspaceId,
+    audience: Audience,
+    out: &mpsc::Sender<Bytes>,
+) -> StoreResult<BootstrapSummary> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred).map_err(error)?;
+    // The first read fixes the WAL snapshot; everything after sees the same state.
+    let sync_id = head(&tx)?;
+    let mut enc = Encoder::new(workspace, sync_id)?;
+    let send = |chunk: Option<Bytes>| -> StoreResult<()> {
+        match chunk {
+            Some(bytes) => out.blocking_send(bytes).map_err(|_| StoreError::Internal("bootstrap reader went away".into())),
+            None => Ok(()),
+        }
+    };
+
+    let ws: Option<Workspace> = tx
+        .query_row("SELECT id, name, created_at FROM workspace", [], |row| {
+            Ok(Workspace { id: row.get(0)?, name: row.get(1)?, created_at: row.get(2)? })
+        })
+        .optional()
+        .map_err(error)?;
+    if let Some(ws) = ws {
+        send(enc.row("workspace", &ws)?)?;
+    }
+
+    let staff = matches!(audience, Audience::Staff);
+    let requester = match audience {
+        Audience::Requester(user) => Some(user),
+        Audience::Staff => None,
+    };
+    if staff {
+        let mut stmt = tx
+            .prepare("SELECT user_id, email, name, role, joined_at FROM members ORDER BY user_id")
+            .map_err(error)?;
+        let mut rows = stmt.query([]).map_err(error)?;
+        while let Some(row) = rows.next().map_err(error)? {
+            let member = Member {
+                user_id: row.get(0).map_err(error)?,
+                email: row.get(1).map_err(error)?,
+                name: row.get(2).map_err(error)?,
+                role: row.get(3).map_err(error)?,
+                joined_at: row.get(4).map_err(error)?,
+            };
+            send(enc.row("member", &member)?)?;
+        }
+    }
+
+    {
+        let mut stmt = tx
+            .prepare(&format!(
+                "SELECT {TICKET_COLS} FROM tickets t WHERE t.deleted_at IS NULL
+                 AND (?1 IS NULL OR t.requester_id = ?1) ORDER BY t.number"
+            ))
+            .map_err(error)?;
+        let mut rows = stmt.query(params![requester]).map_err(error)?;
+        while let Some(row) = rows.next().map_err(error)? {
+            let ticket = ticket_from_row(row).map_err(error)?;
+            send(enc.row("ticket", &ticket)?)?;
+        }
+    }
+
+    {
+        let mut stmt = tx
+            .prepare(&format!(
+                "SELECT {COMMENT_COLS} FROM comments c JOIN tickets t ON t.id = c.ticket_id
+                 WHERE t.deleted_at IS NULL AND (?1 IS NULL OR (t.requester_id = ?1 AND c.internal = 0))
+                 ORDER BY c.id"
+            ))
+            .map_err(error)?;
+        let mut rows = stmt.query(params![requester]).map_err(error)?;
+        while let Some(row) = rows.next().map_err(error)? {
+            let comment = comment_from_row(row).map_err(error)?;
+            send(enc.row("comment", &comment)?)?;
+        }
+    }
+
+    if staff {
+        let mut stmt = tx
+            .prepare(&format!(
+                "SELECT {LINK_COLS} FROM ticket_links l
+                 JOIN tickets s ON s.id = l.source_id JOIN tickets d ON d.id = l.target_id
+                 WHERE s.deleted_at IS NULL AND d.deleted_at IS NULL ORDER BY l.id"
+            ))
+            .map_err(error)?;
+        let mut rows = stmt.query([]).map_err(error)?;
+        while let Some(row) = rows.next().map_err(error)? {
+            let link = link_from_row(row).map_err(error)?;
+            send(enc.row("link", &link)?)?;
+        }
+    }
+
+    let (last, summary) = enc.finish()?;
+    send(Some(last))?;
+    Ok(summary)
+}

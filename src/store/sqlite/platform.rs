@@ -1,0 +1,412 @@
+//! Platform data in `data/platform.db`: users, sessions, API tokens, workspaces, memberships.
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use super::pool::SqlitePool;
+use super::{blocking, error};
+use crate::store::*;
+
+/// A session's `last_seen_at` is refreshed at most this often, so that reads stay reads.
+const TOUCH_EVERY_MS: i64 = 60_000;
+
+const USER_COLS: &str = "u.id, u.email, u.name, u.is_admin, u.disabled, u.created_at";
+
+fn user_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        id: row.get(0)?,
+        email: row.get(1)?,
+        name: row.get(2)?,
+        is_admin: row.get(3)?,
+        disabled: row.get(4)?,
+        created_at: row.get(5)?,
+    })
+}
+
+fn normalize_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+fn insert_user(conn: &Connection, user: &NewUser, only_if_first: bool) -> StoreResult<Option<User>> {
+    let row = User {
+        id: UserId::new(),
+        email: user.email.trim().to_string(),
+        name: user.name.clone(),
+        is_admin: user.is_admin,
+        disabled: false,
+        created_at: Millis::now(),
+    };
+    let guard = if only_if_first { "WHERE NOT EXISTS (SELECT 1 FROM users)" } else { "" };
+    let inserted = conn
+        .execute(
+            &format!(
+                "INSERT INTO users (id, email, email_norm, name, password_hash, is_admin, created_at)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 {guard}"
+            ),
+            params![row.id, row.email, normalize_email(&row.email), row.name, user.password_hash, row.is_admin, row.created_at],
+        )
+        .map_err(|e| match error(e) {
+            StoreError::Conflict(_) => StoreError::Conflict("a user with this email exists".into()),
+            other => other,
+        })?;
+    Ok((inserted == 1).then_some(row))
+}
+
+fn member_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Member> {
+    Ok(Member { user_id: row.get(0)?, email: row.get(1)?, name: row.get(2)?, role: row.get(3)?, joined_at: row.get(4)? })
+}
+
+const MEMBER_SELECT: &str = "SELECT m.user_id, u.email, u.name, m.role, m.created_at
+     FROM memberships m JOIN users u ON u.id = m.user_id";
+
+pub struct SqlitePlatform {
+    pool: SqlitePool,
+}
+
+impl SqlitePlatform {
+    pub fn new(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+}
+
+#[async_trait]
+impl PlatformStore for SqlitePlatform {
+    async fn ping(&self) -> StoreResult<()> {
+        blocking(&self.pool, |conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(error)).await
+    }
+
+    async fn user_count(&self) -> StoreResult<u64> {
+        blocking(&self.pool, |conn| conn.query_row("SELECT COUNT(*) FROM users", [], |row| row.get::<_, i64>(0)).map(|n| n as u64).map_err(error)).await
+    }
+
+    async fn create_first_admin(&self, user: NewUser) -> StoreResult<User> {
+        blocking(&self.pool, move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(error)?;
+            let created = insert_user(&tx, &NewUser { is_admin: true, ..user }, true)?;
+            tx.commit().map_err(error)?;
+            created.ok_or_else(|| StoreError::Conflict("setup is already done: users exist".into()))
+        })
+        .await
+    }
+
+    async fn create_user(&self, user: NewUser) -> StoreResult<User> {
+        blocking(&self.pool, move |conn| insert_user(conn, &user, false)?.ok_or(StoreError::internal("user not inserted"))).await
+    }
+
+    async fn user(&self, id: UserId) -> StoreResult<Option<User>> {
+        blocking(&self.pool, move |conn| {
+            conn.query_row(&format!("SELECT {USER_COLS} FROM users u WHERE u.id = ?1"), params![id], user_from_row)
+                .optional()
+                .map_err(error)
+        })
+        .await
+    }
+
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<(User, String)>> {
+        let email = normalize_email(email);
+        blocking(&self.pool, move |conn| {
+            conn.prepare_cached(&format!("SELECT {USER_COLS}, u.password_hash FROM users u WHERE u.email_norm = ?1"))
+                .and_then(|mut stmt| stmt.query_row(params![email], |row| Ok((user_from_row(row)?, row.get(6)?))).optional())
+                .map_err(error)
+        })
+        .await
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<User>> {
+        blocking(&self.pool, |conn| {
+            let mut stmt = conn.prepare(&format!("SELECT {USER_COLS} FROM users u ORDER BY u.created_at, u.id")).map_err(error)?;
+            stmt.query_map([], user_from_row).and_then(|rows| rows.collect()).map_err(error)
+        })
+        .await
+    }
+
+    async fn update_user(&self, id: UserId, patch: UserPatch) -> StoreResult<User> {
+        blocking(&self.pool, move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(error)?;
+            let changed = tx
+                .execute(
+                    "UPDATE users SET name = COALESCE(?2, name), disabled = COALESCE(?3, disabled),
+                     is_admin = COALESCE(?4, is_admin) WHERE id = ?1",
+                    params![id, patch.name, patch.disabled, patch.is_admin],
+                )
+                .map_err(error)?;
+            if changed == 0 {
+                return Err(StoreError::NotFound);
+            }
+            if patch.disabled == Some(true) {
+                // A disabled user is signed out everywhere at once.
+                tx.execute("DELETE FROM sessions WHERE user_id = ?1", params![id]).map_err(error)?;
+            }
+            let user = tx
+                .query_row(&format!("SELECT {USER_COLS} FROM users u WHERE u.id = ?1"), params![id], user_from_row)
+                .map_err(error)?;
+            tx.commit().map_err(error)?;
+            Ok(user)
+        })
+        .await
+    }
+
+    async fn set_password(&self, id: UserId, password_hash: String) -> StoreResult<()> {
+        blocking(&self.pool, move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(error)?;
+            let changed = tx.execute("UPDATE users SET password_hash = ?2 WHERE id = ?1", params![id, password_hash]).map_err(error)?;
+            if changed == 0 {
+                return Err(StoreError::NotFound);
+            }
+            tx.execute("DELETE FROM sessions WHERE user_id = ?1", params![id]).map_err(error)?;
+            tx.commit().map_err(error)
+        })
+        .await
+    }
+
+    async fn create_session(&self, session: NewSession) -> StoreResult<SessionInfo> {
+        blocking(&self.pool, move |conn| {
+            let now = Millis::now();
+            let info = SessionInfo {
+                id: SessionId::new(),
+                created_at: now,
+                expires_at: session.expires_at,
+                last_seen_at: now,
+                user_agent: session.user_agent,
+                ip: session.ip,
+            };
+            conn.execute(
+                "INSERT INTO sessions (id, token_hash, user_id, created_at, expires_at, last_seen_at, user_agent, ip)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?4, ?6, ?7)",
+                params![info.id, session.token_hash, session.user_id, now, info.expires_at, info.user_agent, info.ip],
+            )
+            .map_err(error)?;
+            // Expired sessions are swept when new ones are made: no background job needed.
+            conn.execute("DELETE FROM sessions WHERE expires_at <= ?1", params![now]).map_err(error)?;
+            Ok(info)
+        })
+        .await
+    }
+
+    async fn authenticate(&self, token_hash: &str, now: Millis) -> StoreResult<Option<(User, Credential)>> {
+        let token_hash = token_hash.to_string();
+        blocking(&self.pool, move |conn| {
+            let session = conn
+                .prepare_cached(&format!(
+                    "SELECT {USER_COLS}, s.id, s.last_seen_at FROM sessions s JOIN users u ON u.id = s.user_id
+                     WHERE s.token_hash = ?1 AND s.expires_at > ?2 AND u.disabled = 0"
+                ))
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![token_hash, now], |row| {
+                        Ok((user_from_row(row)?, row.get::<_, SessionId>(6)?, row.get::<_, Millis>(7)?))
+                    })
+                    .optional()
+                })
+                .map_err(error)?;
+            if let Some((user, id, last_seen)) = session {
+                if now.0 - last_seen.0 > TOUCH_EVERY_MS {
+                    conn.execute("UPDATE sessions SET last_seen_at = ?2 WHERE id = ?1", params![id, now]).map_err(error)?;
+                }
+                return Ok(Some((user, Credential::Session(id))));
+            }
+            let token = conn
+                .prepare_cached(&format!(
+                    "SELECT {USER_COLS}, t.id, t.last_used_at FROM api_tokens t JOIN users u ON u.id = t.user_id
+                     WHERE t.token_hash = ?1 AND (t.expires_at IS NULL OR t.expires_at > ?2) AND u.disabled = 0"
+                ))
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![token_hash, now], |row| {
+                        Ok((user_from_row(row)?, row.get::<_, TokenId>(6)?, row.get::<_, Option<Millis>>(7)?))
+                    })
+                    .optional()
+                })
+                .map_err(error)?;
+            if let Some((user, id, last_used)) = token {
+                if last_used.is_none_or(|at| now.0 - at.0 > TOUCH_EVERY_MS) {
+                    conn.execute("UPDATE api_tokens SET last_used_at = ?2 WHERE id = ?1", params![id, now]).map_err(error)?;
+                }
+                return Ok(Some((user, Credential::ApiToken(id))));
+            }
+            Ok(None)
+        })
+        .await
+    }
+
+    async fn list_sessions(&self, user: UserId, now: Millis) -> StoreResult<Vec<SessionInfo>> {
+        blocking(&self.pool, move |conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT id, created_at, expires_at, last_seen_at, user_agent, ip FROM sessions
+                     WHERE user_id = ?1 AND expires_at > ?2 ORDER BY created_at DESC",
+                )
+                .map_err(error)?;
+            stmt.query_map(params![user, now], |row| {
+                Ok(SessionInfo {
+                    id: row.get(0)?,
+                    created_at: row.get(1)?,
+                    expires_at: row.get(2)?,
+                    last_seen_at: row.get(3)?,
+                    user_agent: row.get(4)?,
+                    ip: row.get(5)?,
+                })
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(error)
+        })
+        .await
+    }
+
+    async fn revoke_session(&self, user: UserId, session: SessionId) -> StoreResult<bool> {
+        blocking(&self.pool, move |conn| {
+            conn.execute("DELETE FROM sessions WHERE id = ?1 AND user_id = ?2", params![session, user]).map(|n| n == 1).map_err(error)
+        })
+        .await
+    }
+
+    async fn create_api_token(&self, token: NewApiToken) -> StoreResult<ApiTokenInfo> {
+        blocking(&self.pool, move |conn| {
+            let info = ApiTokenInfo {
+                id: TokenId::new(),
+                name: token.name,
+                created_at: Millis::now(),
+                expires_at: token.expires_at,
+                last_used_at: None,
+            };
+            conn.execute(
+                "INSERT INTO api_tokens (id, token_hash, user_id, name, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![info.id, token.token_hash, token.user_id, info.name, info.created_at, info.expires_at],
+            )
+            .map_err(error)?;
+            Ok(info)
+        })
+        .await
+    }
+
+    async fn list_api_tokens(&self, user: UserId) -> StoreResult<Vec<ApiTokenInfo>> {
+        blocking(&self.pool, move |conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT id, name, created_at, expires_at, last_used_at FROM api_tokens
+                     WHERE user_id = ?1 ORDER BY created_at DESC",
+                )
+                .map_err(error)?;
+            stmt.query_map(params![user], |row| {
+                Ok(ApiTokenInfo {
+                    id: row.get(0)?,
+                    name: row.get(1)?,
+                    created_at: row.get(2)?,
+                    expires_at: row.get(3)?,
+                    last_used_at: row.get(4)?,
+                })
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(error)
+        })
+        .await
+    }
+
+    async fn revoke_api_token(&self, user: UserId, token: TokenId) -> StoreResult<bool> {
+        blocking(&self.pool, move |conn| {
+            conn.execute("DELETE FROM api_tokens WHERE id = ?1 AND user_id = ?2", params![token, user]).map(|n| n == 1).map_err(error)
+        })
+        .await
+    }
+
+    async fn create_workspace(&self, workspace: &Workspace, owner: UserId) -> StoreResult<Member> {
+        let workspace = workspace.clone();
+        blocking(&self.pool, move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(error)?;
+            tx.execute(
+                "INSERT INTO workspaces (id, name, created_by, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![workspace.id, workspace.name, owner, workspace.created_at],
+            )
+            .map_err(error)?;
+            tx.execute(
+                "INSERT INTO memberships (workspace_id, user_id, role, created_at) VALUES (?1, ?2, 'owner', ?3)",
+                params![workspace.id, owner, workspace.created_at],
+            )
+            .map_err(error)?;
+            let member = tx
+                .query_row(&format!("{MEMBER_SELECT} WHERE m.workspace_id = ?1 AND m.user_id = ?2"), params![workspace.id, owner], member_from_row)
+                .map_err(error)?;
+            tx.commit().map_err(error)?;
+            Ok(member)
+        })
+        .await
+    }
+
+    async fn workspace(&self, id: WorkspaceId) -> StoreResult<Option<Workspace>> {
+        blocking(&self.pool, move |conn| {
+            conn.query_row("SELECT id, name, created_at FROM workspaces WHERE id = ?1", params![id], |row| {
+                Ok(Workspace { id: row.get(0)?, name: row.get(1)?, created_at: row.get(2)? })
+            })
+            .optional()
+            .map_err(error)
+        })
+        .await
+    }
+
+    async fn list_workspaces(&self) -> StoreResult<Vec<Workspace>> {
+        blocking(&self.pool, |conn| {
+            let mut stmt = conn.prepare("SELECT id, name, created_at FROM workspaces ORDER BY created_at, id").map_err(error)?;
+            stmt.query_map([], |row| Ok(Workspace { id: row.get(0)?, name: row.get(1)?, created_at: row.get(2)? }))
+                .and_then(|rows| rows.collect())
+                .map_err(error)
+        })
+        .await
+    }
+
+    async fn workspaces_of(&self, user: UserId) -> StoreResult<Vec<(Workspace, Role)>> {
+        blocking(&self.pool, move |conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT w.id, w.name, w.created_at, m.role FROM memberships m JOIN workspaces w ON w.id = m.workspace_id
+                     WHERE m.user_id = ?1 ORDER BY w.created_at, w.id",
+                )
+                .map_err(error)?;
+            stmt.query_map(params![user], |row| {
+                Ok((Workspace { id: row.get(0)?, name: row.get(1)?, created_at: row.get(2)? }, row.get(3)?))
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(error)
+        })
+        .await
+    }
+
+    async fn member_role(&self, workspace: WorkspaceId, user: UserId) -> StoreResult<Option<Role>> {
+        blocking(&self.pool, move |conn| {
+            conn.prepare_cached("SELECT role FROM memberships WHERE workspace_id = ?1 AND user_id = ?2")
+                .and_then(|mut stmt| stmt.query_row(params![workspace, user], |row| row.get(0)).optional())
+                .map_err(error)
+        })
+        .await
+    }
+
+    async fn upsert_member(&self, workspace: WorkspaceId, user: UserId, role: Role) -> StoreResult<(Member, bool)> {
+        blocking(&self.pool, move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(error)?;
+            let existed: bool = tx
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM memberships WHERE workspace_id = ?1 AND user_id = ?2)",
+                    params![workspace, user],
+                    |row| row.get(0),
+                )
+                .map_err(error)?;
+            tx.execute(
+                "INSERT INTO memberships (workspace_id, user_id, role, created_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (workspace_id, user_id) DO UPDATE SET role = excluded.role",
+                params![workspace, user, role, Millis::now()],
+            )
+            .map_err(error)?;
+            let member = tx
+                .query_row(&format!("{MEMBER_SELECT} WHERE m.workspace_id = ?1 AND m.user_id = ?2"), params![workspace, user], member_from_row)
+                .map_err(error)?;
+            tx.commit().map_err(error)?;
+            Ok((member, !existed))
+        })
+        .await
+    }
+
+    async fn list_members(&self, workspace: WorkspaceId) -> StoreResult<Vec<Member>> {
+        blocking(&self.pool, move |conn| {
+            let mut stmt = conn.prepare(&format!("{MEMBER_SELECT} WHERE m.workspace_id = ?1 ORDER BY m.created_at, m.user_id")).map_err(error)?;
+            stmt.query_map(params![workspace], member_from_row).and_then(|rows| rows.collect()).map_err(error)
+        })
+        .await
+    }
+}

@@ -1,0 +1,556 @@
+//! One workspace's data in its own SQLite file: tickets, comments, links, the member mirror.
+//!
+//! Every write function runs inside [`WriteTx`] and records its event(s) with `tx.record`,
+//! or says why not with `tx.exempt`. `tests/sync_lint.rs` reads this file and fails when a
+//! function that calls `self.write(` does neither.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::log::{self, Event, WriteTx};
+use super::pool::SqlitePool;
+use super::{blocking, error};
+use crate::store::*;
+
+pub const TICKET_COLS: &str = "t.id, t.number, t.title, t.status, t.priority, t.requester_id, t.assignee_id, \
+                               t.tags, t.created_at, t.updated_at, t.version";
+pub const COMMENT_COLS: &str = "c.id, c.ticket_id, c.author_id, c.body, c.internal, c.created_at";
+pub const LINK_COLS: &str = "l.id, l.source_id, l.target_id, l.kind, l.created_by, l.created_at";
+
+pub fn ticket_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Ticket> {
+    let tags: String = row.get(7)?;
+    let tags = serde_json::from_str(&tags)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(7, rusqlite::types::Type::Text, Box::new(e)))?;
+    Ok(Ticket {
+        id: row.get(0)?,
+        number: row.get(1)?,
+        title: row.get(2)?,
+        status: row.get(3)?,
+        priority: row.get(4)?,
+        requester_id: row.get(5)?,
+        assignee_id: row.get(6)?,
+        tags,
+        created_at: row.get(8)?,
+        updated_at: row.get(9)?,
+        version: row.get(10)?,
+    })
+}
+
+pub fn comment_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Comment> {
+    Ok(Comment {
+        id: row.get(0)?,
+        ticket_id: row.get(1)?,
+        author_id: row.get(2)?,
+        body: row.get(3)?,
+        internal: row.get(4)?,
+        created_at: row.get(5)?,
+    })
+}
+
+pub fn link_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TicketLink> {
+    Ok(TicketLink {
+        id: row.get(0)?,
+        source_id: row.get(1)?,
+        target_id: row.get(2)?,
+        kind: row.get(3)?,
+        created_by: row.get(4)?,
+        created_at: row.get(5)?,
+    })
+}
+
+/// A live ticket (not deleted) that `audience` may see.
+fn visible_ticket(conn: &Connection, audience: Audience, id: TicketId) -> StoreResult<Option<Ticket>> {
+    let requester = match audience {
+        Audience::Requester(user) => Some(user),
+        Audience::Staff => None,
+    };
+    conn.prepare_cached(&format!(
+        "SELECT {TICKET_COLS} FROM tickets t WHERE t.id = ?1 AND t.deleted_at IS NULL
+         AND (?2 IS NULL OR t.requester_id = ?2)"
+    ))
+    .and_then(|mut stmt| stmt.query_row(params![id, requester], ticket_from_row).optional())
+    .map_err(error)
+}
+
+fn tags_json(tags: &[String]) -> StoreResult<String> {
+    serde_json::to_string(tags).map_err(StoreError::internal)
+}
+
+fn write_tags(conn: &Connection, ticket: TicketId, tags: &[String]) -> StoreResult<()> {
+    conn.prepare_cached("DELETE FROM ticket_tags WHERE ticket_id = ?1")
+        .and_then(|mut stmt| stmt.execute(params![ticket]))
+        .map_err(error)?;
+    let mut insert = conn.prepare_cached("INSERT OR IGNORE INTO ticket_tags (tag, ticket_id) VALUES (?1, ?2)").map_err(error)?;
+    for tag in tags {
+        insert.execute(params![tag, ticket]).map_err(error)?;
+    }
+    Ok(())
+}
+
+pub struct SqliteTenant {
+    workspace: WorkspaceId,
+    pool: SqlitePool,
+    /// Milliseconds of the last use, for the LRU and the idle sweeper.
+    last_used: AtomicI64,
+}
+
+impl SqliteTenant {
+    pub fn new(workspace: WorkspaceId, pool: SqlitePool) -> Self {
+        Self { workspace, pool, last_used: AtomicI64::new(Millis::now().0) }
+    }
+
+    pub fn touch(&self) {
+        self.last_used.store(Millis::now().0, Ordering::Relaxed);
+    }
+
+    pub fn last_used(&self) -> i64 {
+        self.last_used.load(Ordering::Relaxed)
+    }
+
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        self.touch();
+        blocking(&self.pool, f).await
+    }
+
+    /// Runs `f` in a write transaction that commits only if it recorded its events.
+    async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteTx<'_>) -> StoreResult<T> + Send + 'static,
+    {
+        self.touch();
+        blocking(&self.pool, move |conn| {
+            let mut tx = WriteTx::begin(conn)?;
+            let value = f(&mut tx)?;
+            tx.commit()?;
+            Ok(value)
+        })
+        .await
+    }
+
+    /// Writes the workspace row and its `workspace.created` event into a new tenant file.
+    pub async fn init_workspace(&self, actor: UserId, workspace: Workspace) -> StoreResult<()> {
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO workspace (id, name, created_at) VALUES (?1, ?2, ?3)",
+                params![workspace.id, workspace.name, workspace.created_at],
+            )
+            .map_err(error)?;
+            tx.record(
+                Some(actor),
+                Event {
+                    kind: "workspace.created",
+                    entity: "workspace",
+                    entity_id: workspace.id.to_string(),
+                    data: &workspace,
+                    ticket: None,
+                    staff_only: false,
+                },
+            )?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl TenantStore for SqliteTenant {
+    fn workspace_id(&self) -> WorkspaceId {
+        self.workspace
+    }
+
+    async fn record_member(&self, actor: UserId, member: &Member, added: bool) -> StoreResult<()> {
+        let member = member.clone();
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO members (user_id, email, name, role, joined_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (user_id) DO UPDATE SET email = excluded.email, name = excluded.name, role = excluded.role",
+                params![member.user_id, member.email, member.name, member.role, member.joined_at],
+            )
+            .map_err(error)?;
+            tx.record(
+                Some(actor),
+                Event {
+                    kind: if added { "member.added" } else { "member.updated" },
+                    entity: "member",
+                    entity_id: member.user_id.to_string(),
+                    data: &member,
+                    ticket: None,
+                    staff_only: true,
+                },
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_ticket(&self, actor: UserId, new: NewTicket) -> StoreResult<Ticket> {
+        self.write(move |tx| {
+            let now = tx.now();
+            let id = TicketId::new();
+            tx.prepare_cached(
+                "INSERT INTO tickets (id, title, status, priority, requester_id, assignee_id, tags, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    id,
+                    new.title,
+                    new.status,
+                    new.priority,
+                    new.requester_id,
+                    new.assignee_id,
+                    tags_json(&new.tags).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
+                    now
+                ])
+            })
+            .map_err(error)?;
+            let number = tx.last_insert_rowid();
+            write_tags(tx, id, &new.tags)?;
+            let ticket = Ticket {
+                id,
+                number,
+                title: new.title,
+                status: new.status,
+                priority: new.priority,
+                requester_id: new.requester_id,
+                assignee_id: new.assignee_id,
+                tags: new.tags,
+                created_at: now,
+                updated_at: now,
+                version: 1,
+            };
+            tx.record(
+                Some(actor),
+                Event {
+                    kind: "ticket.created",
+                    entity: "ticket",
+                    entity_id: id.to_string(),
+                    data: &ticket,
+                    ticket: Some(id),
+                    staff_only: false,
+                },
+            )?;
+            Ok(ticket)
+        })
+        .await
+    }
+
+    async fn list_tickets(&self, audience: Audience, query: &TicketQuery) -> StoreResult<Page<Ticket>> {
+        let query = query.clone();
+        self.read(move |conn| {
+            use rusqlite::types::Value;
+            let key = match query.sort {
+                TicketSort::UpdatedAt => "t.updated_at",
+                TicketSort::CreatedAt => "t.created_at",
+            };
+            let mut sql = format!("SELECT {TICKET_COLS} FROM tickets t WHERE t.deleted_at IS NULL");
+            let mut args: Vec<Value> = Vec::new();
+            let mut clause = |sql_part: &str, values: Vec<Value>| {
+                let mut part = sql_part.to_string();
+                for value in values {
+                    args.push(value);
+                    part = part.replacen('?', &format!("?{}", args.len()), 1);
+                }
+                sql.push_str(" AND ");
+                sql.push_str(&part);
+            };
+            if let Audience::Requester(user) = audience {
+                clause("t.requester_id = ?", vec![user.to_string().into()]);
+            }
+            if let Some(status) = query.status {
+                clause("t.status = ?", vec![status.as_str().to_string().into()]);
+            }
+            if let Some(priority) = query.priority {
+                clause("t.priority = ?", vec![priority.as_str().to_string().into()]);
+            }
+            match query.assignee {
+                Some(AssigneeFilter::User(user)) => clause("t.assignee_id = ?", vec![user.to_string().into()]),
+                Some(AssigneeFilter::Unassigned) => clause("t.assignee_id IS NULL", vec![]),
+                None => {}
+            }
+            if let Some(requester) = query.requester {
+                clause("t.requester_id = ?", vec![requester.to_string().into()]);
+            }
+            if let Some(tag) = &query.tag {
+                clause(
+                    "EXISTS (SELECT 1 FROM ticket_tags g WHERE g.tag = ? AND g.ticket_id = t.id)",
+                    vec![tag.clone().into()],
+                );
+            }
+            let (cmp, dir) = match query.order {
+                SortOrder::Desc => ("<", "DESC"),
+                SortOrder::Asc => (">", "ASC"),
+            };
+            if let Some(cursor) = query.after {
+                clause(&format!("({key}, t.id) {cmp} (?, ?)"), vec![cursor.key.into(), cursor.id.to_string().into()]);
+            }
+            sql.push_str(&format!(" ORDER BY {key} {dir}, t.id {dir} LIMIT {}", query.limit + 1));
+            let mut stmt = conn.prepare_cached(&sql).map_err(error)?;
+            let mut items = stmt
+                .query_map(rusqlite::params_from_iter(args), ticket_from_row)
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(error)?;
+            let has_more = items.len() > query.limit;
+            items.truncate(query.limit);
+            Ok(Page { items, has_more })
+        })
+        .await
+    }
+
+    async fn ticket(&self, audience: Audience, id: TicketId) -> StoreResult<Option<Ticket>> {
+        self.read(move |conn| visible_ticket(conn, audience, id)).await
+    }
+
+    async fn update_ticket(&self, actor: UserId, audience: Audience, id: TicketId, patch: TicketPatch) -> StoreResult<Ticket> {
+        self.write(move |tx| {
+            let mut ticket = visible_ticket(tx, audience, id)?.ok_or(StoreError::NotFound)?;
+            let before = ticket.clone();
+            if let Some(title) = patch.title {
+                ticket.title = title;
+            }
+            if let Some(status) = patch.status {
+                ticket.status = status;
+            }
+            if let Some(priority) = patch.priority {
+                ticket.priority = priority;
+            }
+            if let Some(assignee) = patch.assignee_id {
+                ticket.assignee_id = assignee;
+            }
+            let tags_changed = patch.tags.as_ref().is_some_and(|tags| *tags != ticket.tags);
+            if let Some(tags) = patch.tags {
+                ticket.tags = tags;
+            }
+            if ticket == before {
+                tx.exempt("the patch changes nothing: no new state, no event");
+                return Ok(ticket);
+            }
+            ticket.version += 1;
+            ticket.updated_at = tx.now().max(Millis(before.updated_at.0 + 1));
+            tx.prepare_cached(
+                "UPDATE tickets SET title = ?2, status = ?3, priority = ?4, assignee_id = ?5, tags = ?6,
+                 updated_at = ?7, version = ?8 WHERE id = ?1",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    id,
+                    ticket.title,
+                    ticket.status,
+                    ticket.priority,
+                    ticket.assignee_id,
+                    tags_json(&ticket.tags).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
+                    ticket.updated_at,
+                    ticket.version
+                ])
+            })
+            .map_err(error)?;
+            if tags_changed {
+                write_tags(tx, id, &ticket.tags)?;
+            }
+            tx.record(
+                Some(actor),
+                Event {
+                    kind: "ticket.updated",
+                    entity: "ticket",
+                    entity_id: id.to_string(),
+                    data: &ticket,
+                    ticket: Some(id),
+                    staff_only: false,
+                },
+            )?;
+            Ok(ticket)
+        })
+        .await
+    }
+
+    async fn delete_ticket(&self, actor: UserId, id: TicketId) -> StoreResult<()> {
+        self.write(move |tx| {
+            let now = tx.now();
+            let changed = tx
+                .execute("UPDATE tickets SET deleted_at = ?2 WHERE id = ?1 AND deleted_at IS NULL", params![id, now])
+                .map_err(error)?;
+            if changed == 0 {
+                return Err(StoreError::NotFound);
+            }
+            tx.record(
+                Some(actor),
+                Event {
+                    kind: "ticket.deleted",
+                    entity: "ticket",
+                    entity_id: id.to_string(),
+                    data: &json!({ "id": id }),
+                    ticket: Some(id),
+                    staff_only: false,
+                },
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn add_comment(&self, actor: UserId, audience: Audience, ticket: TicketId, body: String, internal: bool) -> StoreResult<Comment> {
+        if internal && audience != Audience::Staff {
+            return Err(StoreError::invalid("internal", "only staff may write internal notes"));
+        }
+        self.write(move |tx| {
+            visible_ticket(tx, audience, ticket)?.ok_or(StoreError::NotFound)?;
+            let comment = Comment { id: CommentId::new(), ticket_id: ticket, author_id: actor, body, internal, created_at: tx.now() };
+            tx.prepare_cached(
+                "INSERT INTO comments (id, ticket_id, author_id, body, internal, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    comment.id,
+                    comment.ticket_id,
+                    comment.author_id,
+                    comment.body,
+                    comment.internal,
+                    comment.created_at
+                ])
+            })
+            .map_err(error)?;
+            tx.record(
+                Some(actor),
+                Event {
+                    kind: "comment.created",
+                    entity: "comment",
+                    entity_id: comment.id.to_string(),
+                    data: &comment,
+                    ticket: Some(ticket),
+                    staff_only: internal,
+                },
+            )?;
+            Ok(comment)
+        })
+        .await
+    }
+
+    async fn list_comments(&self, audience: Audience, ticket: TicketId, query: &CommentQuery) -> StoreResult<Page<Comment>> {
+        let query = query.clone();
+        self.read(move |conn| {
+            visible_ticket(conn, audience, ticket)?.ok_or(StoreError::NotFound)?;
+            let staff = audience == Audience::Staff;
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {COMMENT_COLS} FROM comments c WHERE c.ticket_id = ?1 AND (?2 OR c.internal = 0)
+                     AND (?3 IS NULL OR c.id > ?3) ORDER BY c.id LIMIT ?4"
+                ))
+                .map_err(error)?;
+            let mut items = stmt
+                .query_map(params![ticket, staff, query.after, (query.limit + 1) as i64], comment_from_row)
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(error)?;
+            let has_more = items.len() > query.limit;
+            items.truncate(query.limit);
+            Ok(Page { items, has_more })
+        })
+        .await
+    }
+
+    async fn add_link(&self, actor: UserId, source: TicketId, target: TicketId, kind: LinkKind) -> StoreResult<TicketLink> {
+        if source == target {
+            return Err(StoreError::invalid("target_id", "a ticket cannot be linked to itself"));
+        }
+        self.write(move |tx| {
+            visible_ticket(tx, Audience::Staff, source)?.ok_or(StoreError::NotFound)?;
+            if visible_ticket(tx, Audience::Staff, target)?.is_none() {
+                return Err(StoreError::invalid("target_id", "no such ticket in this workspace"));
+            }
+            let link = TicketLink { id: LinkId::new(), source_id: source, target_id: target, kind, created_by: actor, created_at: tx.now() };
+            tx.execute(
+                "INSERT INTO ticket_links (id, source_id, target_id, kind, created_by, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![link.id, link.source_id, link.target_id, link.kind, link.created_by, link.created_at],
+            )
+            .map_err(|e| match error(e) {
+                StoreError::Conflict(_) => StoreError::Conflict("these tickets are already linked this way".into()),
+                other => other,
+            })?;
+            tx.record(
+                Some(actor),
+                Event {
+                    kind: "link.created",
+                    entity: "link",
+                    entity_id: link.id.to_string(),
+                    data: &link,
+                    ticket: Some(source),
+                    staff_only: true,
+                },
+            )?;
+            Ok(link)
+        })
+        .await
+    }
+
+    async fn list_links(&self, ticket: TicketId) -> StoreResult<Vec<TicketLink>> {
+        self.read(move |conn| {
+            visible_ticket(conn, Audience::Staff, ticket)?.ok_or(StoreError::NotFound)?;
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {LINK_COLS} FROM ticket_links l
+                     JOIN tickets s ON s.id = l.source_id JOIN tickets d ON d.id = l.target_id
+                     WHERE (l.source_id = ?1 OR l.target_id = ?1)
+                     AND s.deleted_at IS NULL AND d.deleted_at IS NULL ORDER BY l.id"
+                ))
+                .map_err(error)?;
+            stmt.query_map(params![ticket], link_from_row)
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(error)
+        })
+        .await
+    }
+
+    async fn remove_link(&self, actor: UserId, ticket: TicketId, link: LinkId) -> StoreResult<()> {
+        self.write(move |tx| {
+            let changed = tx
+                .execute(
+                    "DELETE FROM ticket_links WHERE id = ?1 AND (source_id = ?2 OR target_id = ?2)",
+                    params![link, ticket],
+                )
+                .map_err(error)?;
+            if changed == 0 {
+                return Err(StoreError::NotFound);
+            }
+            tx.record(
+                Some(actor),
+                Event {
+                    kind: "link.deleted",
+                    entity: "link",
+                    entity_id: link.to_string(),
+                    data: &json!({ "id": link }),
+                    ticket: Some(ticket),
+                    staff_only: true,
+                },
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn bootstrap(&self, audience: Audience, out: mpsc::Sender<Bytes>) -> StoreResult<BootstrapSummary> {
+        let workspace = self.workspace;
+        self.read(move |conn| log::bootstrap(conn, workspace, audience, &out)).await
+    }
+
+    async fn delta(&self, audience: Audience, after: i64, limit: usize) -> StoreResult<DeltaPage> {
+        self.read(move |conn| log::delta(conn, audience, after, limit)).await
+    }
+
+    async fn audit(&self, query: &AuditQuery) -> StoreResult<Page<SyncEvent>> {
+        let query = query.clone();
+        self.read(move |conn| log::audit(conn, &query)).await
+    }
+
+    async fn head(&self) -> StoreResult<i64> {
+        self.read(|conn| log::head(conn)).await
+    }
+}

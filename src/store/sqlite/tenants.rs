@@ -1,0 +1,117 @@
+//! Open tenant databases: opened lazily, kept in a capped LRU, closed when idle.
+//!
+//! The cap bounds what 10,000 workspaces cost: at most `max_open_tenants` pools exist;
+//! opening one more closes the least recently used. A handle evicted while a request still
+//! holds it stays usable until that request drops it (it is an `Arc`); its pool closes then.
+//! Opening happens outside the map's lock, so a slow disk delays only its own workspace.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use scheduled_thread_pool::ScheduledThreadPool;
+
+use super::pool::{self, PoolShape};
+use super::tenant::SqliteTenant;
+use super::{SqliteOptions, migrate};
+use crate::store::{Millis, StoreError, StoreResult, TenantStore, TenantStores, UserId, Workspace, WorkspaceId};
+
+/// Connections per tenant pool: SQLite has one writer per file; a few readers suffice.
+const TENANT_POOL_SIZE: u32 = 4;
+/// Page cache per tenant connection (KiB): small, because many tenants may be open.
+const TENANT_CACHE_KIB: u32 = 1024;
+
+pub struct SqliteTenants {
+    data_dir: PathBuf,
+    threads: Arc<ScheduledThreadPool>,
+    options: SqliteOptions,
+    /// A std mutex: held only for map operations, never across an await.
+    open: Mutex<HashMap<WorkspaceId, Arc<SqliteTenant>>>,
+}
+
+impl SqliteTenants {
+    pub fn new(data_dir: PathBuf, threads: Arc<ScheduledThreadPool>, options: SqliteOptions) -> Self {
+        Self { data_dir, threads, options, open: Mutex::new(HashMap::new()) }
+    }
+
+    fn db_path(&self, workspace: WorkspaceId) -> PathBuf {
+        self.data_dir.join("tenants").join(workspace.to_string()).join("tenant.db")
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<WorkspaceId, Arc<SqliteTenant>>> {
+        // A panic while holding this lock leaves the map itself consistent: keep serving.
+        self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn cached(&self, workspace: WorkspaceId) -> Option<Arc<SqliteTenant>> {
+        let tenant = self.map().get(&workspace).cloned()?;
+        tenant.touch();
+        Some(tenant)
+    }
+
+    /// Inserts a freshly opened tenant (or returns the one a racing request opened first),
+    /// evicting the least recently used beyond the cap.
+    fn insert(&self, tenant: Arc<SqliteTenant>) -> Arc<SqliteTenant> {
+        let mut map = self.map();
+        let id = tenant.workspace_id();
+        if let Some(existing) = map.get(&id) {
+            return existing.clone();
+        }
+        map.insert(id, tenant.clone());
+        while map.len() > self.options.max_open_tenants {
+            let oldest = map.iter().filter(|(k, _)| **k != id).min_by_key(|(_, t)| t.last_used()).map(|(k, _)| *k);
+            match oldest {
+                Some(key) => map.remove(&key),
+                None => break,
+            };
+        }
+        tenant
+    }
+
+    async fn open_pool(&self, workspace: WorkspaceId, create: bool) -> StoreResult<Arc<SqliteTenant>> {
+        let path = self.db_path(workspace);
+        let threads = self.threads.clone();
+        let pool = tokio::task::spawn_blocking(move || {
+            if create && let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| StoreError::Internal(format!("cannot create {}: {e}", dir.display())))?;
+            }
+            let shape = PoolShape { max_size: TENANT_POOL_SIZE, cache_kib: TENANT_CACHE_KIB, create };
+            let pool = pool::open(&path, shape, threads)?;
+            let mut conn = pool.get().map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            migrate::apply(&mut conn, migrate::TENANT)?;
+            drop(conn);
+            Ok::<_, StoreError>(pool)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("opening tenant failed: {e}")))??;
+        Ok(Arc::new(SqliteTenant::new(workspace, pool)))
+    }
+}
+
+#[async_trait]
+impl TenantStores for SqliteTenants {
+    async fn create(&self, workspace: &Workspace, actor: UserId) -> StoreResult<Arc<dyn TenantStore>> {
+        let tenant = self.open_pool(workspace.id, true).await?;
+        tenant.init_workspace(actor, workspace.clone()).await?;
+        Ok(self.insert(tenant))
+    }
+
+    async fn open(&self, workspace: WorkspaceId) -> StoreResult<Arc<dyn TenantStore>> {
+        if let Some(tenant) = self.cached(workspace) {
+            return Ok(tenant);
+        }
+        let tenant = self.open_pool(workspace, false).await?;
+        Ok(self.insert(tenant))
+    }
+
+    fn close_idle(&self) {
+        let cutoff = Millis::now().0 - self.options.tenant_idle.as_millis() as i64;
+        // Only handles nobody else holds: an in-flight request keeps its tenant open.
+        self.map().retain(|_, tenant| Arc::strong_count(tenant) > 1 || tenant.last_used() >= cutoff);
+    }
+
+    fn open_count(&self) -> usize {
+        self.map().len()
+    }
+}
