@@ -50,6 +50,8 @@ pub struct Config {
     pub cookie_secure: bool,
     /// `text` (default) or `json` log lines.
     pub log_format: LogFormat,
+    /// bcrypt work factor for new password hashes (4–31, default 12).
+    pub bcrypt_cost: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +126,10 @@ impl Config {
         if max_open_tenants == 0 {
             return Err(ConfigError::Invalid { key: "EDGEDESK_MAX_OPEN_TENANTS", message: "must be at least 1".into() });
         }
+        let bcrypt_cost: u32 = src.parse("EDGEDESK_BCRYPT_COST", 12)?;
+        if !(4..=31).contains(&bcrypt_cost) {
+            return Err(ConfigError::Invalid { key: "EDGEDESK_BCRYPT_COST", message: "must be from 4 to 31".into() });
+        }
         Ok(Self {
             data_dir,
             listen: src.parse("EDGEDESK_LISTEN", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
@@ -136,6 +142,7 @@ impl Config {
             session_ttl: Duration::from_secs(3600 * src.parse::<u64>("EDGEDESK_SESSION_TTL_HOURS", 24 * 30)?),
             cookie_secure: src.parse("EDGEDESK_COOKIE_SECURE", false)?,
             log_format,
+            bcrypt_cost,
         })
     }
 }

@@ -1,1 +1,30 @@
-fn main() {}
+//! The `edgedesk` binary: parses the command line, sets up logging, hands over to `cli`.
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> std::process::ExitCode {
+    let cli = edgedesk::cli::Cli::parse();
+    let json = std::env::var("EDGEDESK_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let subscriber = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        subscriber.json().init();
+    } else {
+        subscriber.init();
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("edgedesk: cannot start the async runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(edgedesk::cli::run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("edgedesk: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use extract::{AuthUser, ClientAddr, PlatformAdmin};
-pub use routes::routes;
+pub use routes::{routes, validate_name, validate_text};
 
 use crate::store::PlatformStore;
 use password::Passwords;

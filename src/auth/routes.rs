@@ -55,6 +55,11 @@ fn validate_email(email: &str) -> Result<(), FieldError> {
     if ok { Ok(()) } else { Err(FieldError::new("email", "must be an email address")) }
 }
 
+/// Trimmed, 1 to `max` characters, as a 422 on failure.
+pub fn validate_name(field: &str, value: &str, max: usize) -> AppResult<String> {
+    validate_text(field, value, max).map_err(|e| AppError::Validation(vec![e]))
+}
+
 /// Trimmed, 1 to `max` characters.
 pub fn validate_text(field: &str, value: &str, max: usize) -> Result<String, FieldError> {
     let value = value.trim();

@@ -1,0 +1,202 @@
+//! The application: shared handles built once, background tasks, and the server's life
+//! from bind to graceful shutdown.
+//!
+//! `App` is a cheap-to-clone `Arc`. Features never see it whole: each takes the slice it
+//! needs (`AuthState`, `TenantsState`) through `FromRef`, so a handler's signature says
+//! what it can reach.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::FromRef;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::AuthState;
+use crate::auth::password::Passwords;
+use crate::auth::throttle::{LoginThrottle, ThrottleLimits};
+use crate::config::Config;
+use crate::store::sqlite::SqliteOptions;
+use crate::store::{Store, StoreError};
+use crate::tenants::TenantsState;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Clone)]
+pub struct App(Arc<AppInner>);
+
+struct AppInner {
+    config: Config,
+    store: Store,
+    auth: AuthState,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl App {
+    /// Opens the store, prepares credentials, and prewarms the dummy password hash.
+    pub async fn build(config: Config) -> Result<Self, BoxError> {
+        Self::build_with(config, ThrottleLimits::default()).await
+    }
+
+    pub async fn build_with(config: Config, limits: ThrottleLimits) -> Result<Self, BoxError> {
+        crate::crypto::load_or_create_master_key(&config.master_key_file)
+            .map_err(|e| format!("master key {}: {e}", config.master_key_file.display()))?;
+        let store = open_store(&config).await?;
+        let passwords = Passwords::prewarm(config.bcrypt_cost).await.map_err(|e| e.to_string())?;
+        let auth = AuthState {
+            platform: store.platform.clone(),
+            passwords: Arc::new(passwords),
+            throttle: Arc::new(LoginThrottle::new(limits)),
+            session_ttl: config.session_ttl,
+            cookie_secure: config.cookie_secure,
+        };
+        Ok(Self(Arc::new(AppInner { config, store, auth, shutdown: CancellationToken::new(), tasks: TaskTracker::new() })))
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.0.config
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.0.store
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.0.shutdown.clone()
+    }
+
+    fn spawn_background(&self) {
+        let tenants = self.0.store.tenants.clone();
+        let cancel = self.0.shutdown.clone();
+        let every = (self.0.config.tenant_idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        self.0.tasks.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tick.tick() => tenants.close_idle(),
+                }
+            }
+        });
+    }
+}
+
+impl FromRef<App> for AuthState {
+    fn from_ref(app: &App) -> Self {
+        app.0.auth.clone()
+    }
+}
+
+impl FromRef<App> for TenantsState {
+    fn from_ref(app: &App) -> Self {
+        TenantsState { store: app.0.store.clone() }
+    }
+}
+
+/// Opens the configured backend.
+pub async fn open_store(config: &Config) -> Result<Store, BoxError> {
+    if config.database_url.is_some() {
+        return Err("EDGEDESK_DATABASE_URL is set, but this build has no Postgres backend yet; unset it to use SQLite".into());
+    }
+    let data_dir = config.data_dir.clone();
+    let options = SqliteOptions { max_open_tenants: config.max_open_tenants, tenant_idle: config.tenant_idle };
+    let store = tokio::task::spawn_blocking(move || crate::store::sqlite::open(&data_dir, options))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e: StoreError| format!("cannot open the data directory: {e}"))?;
+    Ok(store)
+}
+
+/// A running server: its address and the means to stop it.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub app: App,
+    handle: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// Fires shutdown and waits for the server and its background tasks to finish.
+    pub async fn stop(self) -> Result<(), BoxError> {
+        self.app.0.shutdown.cancel();
+        self.handle.await.map_err(|e| e.to_string())??;
+        self.app.0.tasks.close();
+        self.app.0.tasks.wait().await;
+        Ok(())
+    }
+
+    /// Waits until the server stops on its own (a signal, or `shutdown_token().cancel()`).
+    pub async fn wait(self) -> Result<(), BoxError> {
+        self.handle.await.map_err(|e| e.to_string())??;
+        self.app.0.tasks.close();
+        self.app.0.tasks.wait().await;
+        Ok(())
+    }
+}
+
+/// Binds `config.listen` (port 0 picks a free port) and serves until shutdown is fired.
+pub async fn start(app: App) -> Result<Server, BoxError> {
+    let listener = TcpListener::bind(app.config().listen).await.map_err(|e| format!("cannot listen on {}: {e}", app.config().listen))?;
+    let addr = listener.local_addr()?;
+    app.spawn_background();
+    let router = crate::router::build(app.clone());
+    let cancel = app.shutdown_token();
+    let handle = tokio::spawn(async move {
+        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move { cancel.cancelled().await })
+            .await
+    });
+    Ok(Server { addr, app, handle })
+}
+
+/// `edgedesk serve`: start, say where, and run until SIGINT or SIGTERM.
+pub async fn serve(config: Config) -> Result<(), BoxError> {
+    let app = App::build(config).await?;
+    let server = start(app.clone()).await?;
+    let base = format!("http://{}", server.addr);
+    println!("edgedesk listening on {base} (data in {})", app.config().data_dir.display());
+    println!("API docs: {base}/api/docs");
+    if app.store().platform.user_count().await? == 0 {
+        println!("No users yet. Create the first administrator:");
+        println!(
+            "  curl -X POST {base}/api/setup -H 'content-type: application/json' \\\n    -d '{{\"email\":\"you@example.com\",\"password\":\"a long passphrase\",\"name\":\"Your Name\"}}'"
+        );
+        println!("  or: edgedesk user create --admin --email you@example.com --name 'Your Name'  (password on stdin)");
+    }
+    let token = app.shutdown_token();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        token.cancel();
+    });
+    server.wait().await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

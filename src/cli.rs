@@ -1,0 +1,147 @@
+//! The command line: `serve`, `migrate`, `tenant create|list`, `user create|set-password`.
+//!
+//! Commands other than `serve` work on the same data directory directly, so they can run
+//! while a server is up (SQLite serialises the writers).
+
+use std::io::BufRead;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::app::{self, BoxError};
+use crate::auth::password::Passwords;
+use crate::config::Config;
+use crate::store::{NewUser, Store};
+
+#[derive(Debug, Parser)]
+#[command(name = "edgedesk", version, about = "A self-hosted help desk server")]
+pub struct Cli {
+    /// A TOML file with settings (same keys as the environment, e.g. EDGEDESK_DATA_DIR).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (default 127.0.0.1:8080, data in ./data).
+    Serve,
+    /// Apply pending schema migrations to the platform and every workspace.
+    Migrate,
+    /// Manage workspaces.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a workspace owned by an existing user.
+    Create {
+        name: String,
+        /// The owner's email.
+        #[arg(long)]
+        owner: String,
+    },
+    /// List every workspace.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user; the password is read from stdin (first line) or EDGEDESK_PASSWORD.
+    Create(CreateUser),
+    /// Replace a user's password (read like `create`); ends all their sessions.
+    SetPassword {
+        #[arg(long)]
+        email: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateUser {
+    #[arg(long)]
+    pub email: String,
+    #[arg(long)]
+    pub name: String,
+    /// Make the user a platform administrator.
+    #[arg(long)]
+    pub admin: bool,
+}
+
+pub async fn run(cli: Cli) -> Result<(), BoxError> {
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve => app::serve(config).await,
+        Command::Migrate => migrate(&config).await,
+        Command::Tenant(cmd) => tenant(&config, cmd).await,
+        Command::User(cmd) => user(&config, cmd).await,
+    }
+}
+
+async fn migrate(config: &Config) -> Result<(), BoxError> {
+    if config.database_url.is_some() {
+        return Err("Postgres migrations are not available in this build yet".into());
+    }
+    let data_dir = config.data_dir.clone();
+    let visited = tokio::task::spawn_blocking(move || crate::store::sqlite::migrate_all(&data_dir)).await??;
+    println!("migrated platform.db and {visited} workspace database(s)");
+    Ok(())
+}
+
+async fn tenant(config: &Config, cmd: TenantCommand) -> Result<(), BoxError> {
+    let store = app::open_store(config).await?;
+    match cmd {
+        TenantCommand::Create { name, owner } => {
+            let (user, _) = store.platform.user_by_email(&owner).await?.ok_or_else(|| format!("no user with email {owner}"))?;
+            let ws = crate::tenants::create_workspace(&store, user.id, &name).await.map_err(|e| e.to_string())?;
+            println!("{}\t{}", ws.id, ws.name);
+        }
+        TenantCommand::List => {
+            for ws in store.platform.list_workspaces().await? {
+                println!("{}\t{}\t{}", ws.id, ws.created_at.to_rfc3339(), ws.name);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn read_password() -> Result<String, BoxError> {
+    if let Ok(password) = std::env::var("EDGEDESK_PASSWORD") {
+        return Ok(password);
+    }
+    eprintln!("password (one line on stdin):");
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+async fn hash_password(config: &Config, password: String) -> Result<String, BoxError> {
+    Passwords::validate("password", &password).map_err(|e| format!("{}: {}", e.field, e.message))?;
+    let cost = config.bcrypt_cost;
+    Ok(tokio::task::spawn_blocking(move || bcrypt::hash(password, cost)).await??)
+}
+
+async fn user(config: &Config, cmd: UserCommand) -> Result<(), BoxError> {
+    let store: Store = app::open_store(config).await?;
+    match cmd {
+        UserCommand::Create(args) => {
+            let password_hash = hash_password(config, read_password()?).await?;
+            let user = store
+                .platform
+                .create_user(NewUser { email: args.email, name: args.name, password_hash, is_admin: args.admin })
+                .await?;
+            println!("{}\t{}{}", user.id, user.email, if user.is_admin { "\t(administrator)" } else { "" });
+        }
+        UserCommand::SetPassword { email } => {
+            let (user, _) = store.platform.user_by_email(&email).await?.ok_or_else(|| format!("no user with email {email}"))?;
+            let password_hash = hash_password(config, read_password()?).await?;
+            store.platform.set_password(user.id, password_hash).await?;
+            println!("password changed for {}; their sessions have ended", user.email);
+        }
+    }
+    Ok(())
+}

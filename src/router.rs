@@ -1,0 +1,113 @@
+//! The one place that merges every feature's routes, the OpenAPI document, and the global
+//! layers (request ids, tracing, body limit, panic catching, problem+json fallbacks).
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderName, StatusCode};
+use axum::response::{IntoResponse, Response};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::app::App;
+use crate::error::AppError;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "edgedesk", description = "Self-hosted help desk API. Errors are application/problem+json (RFC 9457)."),
+    modifiers(&Security),
+    security(("bearer" = []), ("cookie" = [])),
+    tags(
+        (name = "auth", description = "Setup, login, sessions and API tokens"),
+        (name = "users", description = "User management (platform administrators)"),
+        (name = "workspaces", description = "Workspaces and members"),
+        (name = "tickets", description = "Tickets, comments and links"),
+        (name = "sync", description = "Bootstrap, delta sync and the audit trail"),
+        (name = "ops", description = "Health and readiness"),
+    )
+)]
+struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+        components.add_security_scheme(
+            "cookie",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(crate::auth::SESSION_COOKIE))),
+        );
+    }
+}
+
+/// The API's routes and its OpenAPI document, before state and layers.
+pub fn api() -> (Router<App>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .merge(crate::auth::routes())
+        .merge(crate::tenants::routes())
+        .merge(crate::tickets::routes())
+        .merge(crate::sync::routes())
+        .split_for_parts()
+}
+
+pub fn build(app: App) -> Router {
+    let (api, openapi) = api();
+    let request_id = HeaderName::from_static("x-request-id");
+    let body_limit = app.config().body_limit;
+    api.merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", openapi))
+        .route("/metrics", axum::routing::get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| AppError::internal("handler panicked").into_response()))
+        .layer(TraceLayer::new_for_http())
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(app)
+}
+
+async fn not_found() -> AppError {
+    AppError::NotFound
+}
+
+async fn method_not_allowed() -> Response {
+    let mut response = AppError::BadRequest("method not allowed on this route".into()).into_response();
+    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    response
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/health", tag = "ops", security(()), responses((status = 200, body = Object)))]
+async fn health() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Readiness: the store answers.
+#[utoipa::path(get, path = "/ready", tag = "ops", security(()), responses((status = 200, body = Object), (status = 503, body = crate::error::Problem)))]
+async fn ready(State(app): State<App>) -> Result<axum::Json<serde_json::Value>, AppError> {
+    app.store().platform.ping().await?;
+    Ok(axum::Json(serde_json::json!({ "status": "ready" })))
+}
+
+/// Prometheus text format.
+async fn metrics(State(app): State<App>) -> Response {
+    let body = format!(
+        "# HELP edgedesk_open_tenants Workspaces whose storage is open in this instance.\n\
+         # TYPE edgedesk_open_tenants gauge\n\
+         edgedesk_open_tenants {}\n\
+         # HELP edgedesk_build_info Build information.\n\
+         # TYPE edgedesk_build_info gauge\n\
+         edgedesk_build_info{{version=\"{}\"}} 1\n",
+        app.store().tenants.open_count(),
+        env!("CARGO_PKG_VERSION"),
+    );
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}

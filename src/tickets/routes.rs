@@ -1,0 +1,254 @@
+//! Ticket routes: list with filters and cursor pagination, create, get, patch, delete.
+
+use axum::extract::FromRef;
+use axum::http::StatusCode;
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{TicketPath, comments, cursor, links, validate};
+use crate::auth::AuthState;
+use crate::error::{AppError, AppResult, FieldError, Problem};
+use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::http::parse_limit;
+use crate::store::{
+    AssigneeFilter, NewTicket, Priority, SortOrder, Status, Ticket, TicketPatch, TicketQuery, TicketSort, UserId,
+
+};
+use crate::tenants::{TenantConn, TenantStaff, TenantsState};
+
+pub fn routes<S>() -> OpenApiRouter<S>
+where
+    AuthState: FromRef<S>,
+    TenantsState: FromRef<S>,
+    S: Clone + Send + Sync + 'static,
+{
+    OpenApiRouter::new()
+        .routes(routes!(list_tickets, create_ticket))
+        .routes(routes!(get_ticket, patch_ticket, delete_ticket))
+        .merge(comments::routes())
+        .merge(links::routes())
+}
+
+pub const DEFAULT_LIMIT: usize = 50;
+pub const MAX_LIMIT: usize = 200;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// `open`, `pending`, `resolved` or `closed`.
+    status: Option<String>,
+    /// `low`, `normal`, `high` or `urgent`.
+    priority: Option<String>,
+    /// A user id, or `none` for unassigned tickets.
+    assignee: Option<String>,
+    /// A user id.
+    requester: Option<String>,
+    tag: Option<String>,
+    /// `updated_at` (default) or `created_at`.
+    sort: Option<String>,
+    /// `desc` (default) or `asc`.
+    order: Option<String>,
+    /// `next_cursor` from the previous page.
+    cursor: Option<String>,
+    /// 1 to 200, default 50.
+    limit: Option<String>,
+}
+
+impl ListParams {
+    fn into_query(self) -> AppResult<TicketQuery> {
+        let mut errors = Vec::new();
+        let mut enum_param = |field: &str, raw: Option<&str>, parse: &dyn Fn(&str) -> bool, allowed: &str| {
+            if let Some(raw) = raw
+                && !parse(raw)
+            {
+                errors.push(FieldError::new(field, format!("must be one of {allowed}")));
+            }
+        };
+        enum_param("status", self.status.as_deref(), &|s| Status::parse(s).is_some(), "open, pending, resolved, closed");
+        enum_param("priority", self.priority.as_deref(), &|s| Priority::parse(s).is_some(), "low, normal, high, urgent");
+        enum_param("sort", self.sort.as_deref(), &|s| matches!(s, "updated_at" | "created_at"), "updated_at, created_at");
+        enum_param("order", self.order.as_deref(), &|s| matches!(s, "asc" | "desc"), "asc, desc");
+        let assignee = match self.assignee.as_deref() {
+            None => None,
+            Some("none") => Some(AssigneeFilter::Unassigned),
+            Some(id) => id.parse().map(AssigneeFilter::User).map_err(|_| errors.push(FieldError::new("assignee", "must be a user id or none"))).ok(),
+        };
+        let requester = match self.requester.as_deref() {
+            None => None,
+            Some(id) => id.parse::<UserId>().map_err(|_| errors.push(FieldError::new("requester", "must be a user id"))).ok(),
+        };
+        let tag = self.tag.as_deref().map(validate::tag_filter).transpose().map_err(|e| errors.push(e)).ok().flatten();
+        let limit = parse_limit(self.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT).map_err(|e| errors.push(e)).unwrap_or(DEFAULT_LIMIT);
+        if !errors.is_empty() {
+            return Err(AppError::Validation(errors));
+        }
+        let sort = if self.sort.as_deref() == Some("created_at") { TicketSort::CreatedAt } else { TicketSort::UpdatedAt };
+        let order = if self.order.as_deref() == Some("asc") { SortOrder::Asc } else { SortOrder::Desc };
+        let after = self.cursor.as_deref().map(|c| cursor::decode(c, sort, order)).transpose()?;
+        Ok(TicketQuery {
+            status: self.status.as_deref().and_then(Status::parse),
+            priority: self.priority.as_deref().and_then(Priority::parse),
+            assignee,
+            requester,
+            tag,
+            sort,
+            order,
+            after,
+            limit,
+        })
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TicketList {
+    pub items: Vec<Ticket>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Lists tickets the caller may see (requesters: their own).
+#[utoipa::path(get, path = "/api/workspaces/{ws}/tickets", tag = "tickets", params(("ws" = String, Path), ListParams),
+    responses((status = 200, body = TicketList), (status = 400, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn list_tickets(conn: TenantConn, ApiQuery(params): ApiQuery<ListParams>) -> AppResult<axum::Json<TicketList>> {
+    let query = params.into_query()?;
+    let page = conn.store.list_tickets(conn.audience(), &query).await?;
+    let next_cursor = match (page.has_more, page.items.last()) {
+        (true, Some(last)) => Some(cursor::encode(query.sort, query.order, last)),
+        _ => None,
+    };
+    Ok(axum::Json(TicketList { items: page.items, next_cursor }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewTicketRequest {
+    pub title: String,
+    /// Default `open`. Staff only.
+    pub status: Option<Status>,
+    /// Default `normal`. Staff only.
+    pub priority: Option<Priority>,
+    /// Default: the caller. Staff only; must be a member.
+    pub requester_id: Option<UserId>,
+    /// Staff only; must be an agent, admin or owner.
+    pub assignee_id: Option<UserId>,
+    /// Staff only.
+    pub tags: Option<Vec<String>>,
+}
+
+fn staff_only_fields(conn: &TenantConn, fields: &[(&str, bool)]) -> AppResult<()> {
+    if conn.role.is_staff() {
+        return Ok(());
+    }
+    match fields.iter().find(|(_, present)| *present) {
+        Some((name, _)) => Err(AppError::Forbidden(format!("requesters may not set {name}"))),
+        None => Ok(()),
+    }
+}
+
+/// Creates a ticket. Requesters give only a title and become its requester.
+#[utoipa::path(post, path = "/api/workspaces/{ws}/tickets", tag = "tickets", params(("ws" = String, Path)), request_body = NewTicketRequest,
+    responses((status = 201, body = Ticket), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn create_ticket(conn: TenantConn, ApiJson(body): ApiJson<NewTicketRequest>) -> AppResult<(StatusCode, axum::Json<Ticket>)> {
+    staff_only_fields(
+        &conn,
+        &[
+            ("status", body.status.is_some()),
+            ("priority", body.priority.is_some()),
+            ("requester_id", body.requester_id.is_some()),
+            ("assignee_id", body.assignee_id.is_some()),
+            ("tags", body.tags.is_some()),
+        ],
+    )?;
+    let mut errors = Vec::new();
+    let title = validate::title(&body.title).map_err(|e| errors.push(e)).ok();
+    let tags = validate::tags(body.tags.as_deref().unwrap_or_default()).map_err(|e| errors.push(e)).ok();
+    if !errors.is_empty() {
+        return Err(AppError::Validation(errors));
+    }
+    let requester_id = body.requester_id.unwrap_or(conn.user());
+    if requester_id != conn.user() {
+        validate::member(conn.platform.as_ref(), conn.workspace, "requester_id", requester_id, false).await?;
+    }
+    if let Some(assignee) = body.assignee_id {
+        validate::member(conn.platform.as_ref(), conn.workspace, "assignee_id", assignee, true).await?;
+    }
+    let new = NewTicket {
+        title: title.unwrap_or_default(),
+        status: body.status.unwrap_or(Status::Open),
+        priority: body.priority.unwrap_or(Priority::Normal),
+        requester_id,
+        assignee_id: body.assignee_id,
+        tags: tags.unwrap_or_default(),
+    };
+    let ticket = conn.store.create_ticket(conn.user(), new).await?;
+    Ok((StatusCode::CREATED, axum::Json(ticket)))
+}
+
+/// One ticket.
+#[utoipa::path(get, path = "/api/workspaces/{ws}/tickets/{id}", tag = "tickets", params(("ws" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = Ticket), (status = 400, body = Problem), (status = 404, body = Problem)))]
+async fn get_ticket(conn: TenantConn, ApiPath(path): ApiPath<TicketPath>) -> AppResult<axum::Json<Ticket>> {
+    conn.store.ticket(conn.audience(), path.id).await?.map(axum::Json).ok_or(AppError::NotFound)
+}
+
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchTicketRequest {
+    pub title: Option<String>,
+    pub status: Option<Status>,
+    /// Staff only.
+    pub priority: Option<Priority>,
+    /// Staff only. `null` unassigns.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub assignee_id: Option<Option<UserId>>,
+    /// Staff only. Replaces the whole set.
+    pub tags: Option<Vec<String>>,
+}
+
+/// Changes a ticket. Requesters may change the title and status of their own tickets.
+#[utoipa::path(patch, path = "/api/workspaces/{ws}/tickets/{id}", tag = "tickets", params(("ws" = String, Path), ("id" = String, Path)),
+    request_body = PatchTicketRequest,
+    responses((status = 200, body = Ticket), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn patch_ticket(
+    conn: TenantConn,
+    ApiPath(path): ApiPath<TicketPath>,
+    ApiJson(body): ApiJson<PatchTicketRequest>,
+) -> AppResult<axum::Json<Ticket>> {
+    staff_only_fields(
+        &conn,
+        &[("priority", body.priority.is_some()), ("assignee_id", body.assignee_id.is_some()), ("tags", body.tags.is_some())],
+    )?;
+    let mut errors = Vec::new();
+    let title = body.title.as_deref().map(validate::title).transpose().map_err(|e| errors.push(e)).ok().flatten();
+    let tags = body.tags.as_deref().map(validate::tags).transpose().map_err(|e| errors.push(e)).ok().flatten();
+    if !errors.is_empty() {
+        return Err(AppError::Validation(errors));
+    }
+    if let Some(Some(assignee)) = body.assignee_id {
+        validate::member(conn.platform.as_ref(), conn.workspace, "assignee_id", assignee, true).await?;
+    }
+    let patch = TicketPatch { title, status: body.status, priority: body.priority, assignee_id: body.assignee_id, tags };
+    if patch.is_empty() {
+        return Err(AppError::invalid("body", "nothing to change"));
+    }
+    Ok(axum::Json(conn.store.update_ticket(conn.user(), conn.audience(), path.id, patch).await?))
+}
+
+/// Deletes a ticket (staff only). It disappears from lists, lookups and bootstrap; the log keeps its history.
+#[utoipa::path(delete, path = "/api/workspaces/{ws}/tickets/{id}", tag = "tickets", params(("ws" = String, Path), ("id" = String, Path)),
+    responses((status = 204), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+async fn delete_ticket(TenantStaff(conn): TenantStaff, ApiPath(path): ApiPath<TicketPath>) -> AppResult<StatusCode> {
+    conn.store.delete_ticket(conn.user(), path.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,73 @@
+//! Validation of ticket input: titles, tags, and references to members.
+
+use crate::error::{AppError, AppResult, FieldError};
+use crate::store::{PlatformStore, UserId, WorkspaceId};
+
+pub const TITLE_MAX: usize = 300;
+pub const BODY_MAX: usize = 65_536;
+pub const TAGS_MAX: usize = 20;
+pub const TAG_MAX: usize = 40;
+
+pub fn title(value: &str) -> Result<String, FieldError> {
+    crate::auth::validate_text("title", value, TITLE_MAX)
+}
+
+pub fn body(value: &str) -> Result<String, FieldError> {
+    if value.trim().is_empty() {
+        return Err(FieldError::new("body", "must not be empty"));
+    }
+    if value.chars().count() > BODY_MAX {
+        return Err(FieldError::new("body", format!("must be at most {BODY_MAX} characters")));
+    }
+    Ok(value.to_string())
+}
+
+/// Tags are trimmed and lower-cased, de-duplicated in order, 1–40 characters of
+/// `a-z 0-9 - _ : .`, at most 20 per ticket.
+pub fn tags(values: &[String]) -> Result<Vec<String>, FieldError> {
+    if values.len() > TAGS_MAX {
+        return Err(FieldError::new("tags", format!("at most {TAGS_MAX} tags")));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(values.len());
+    for (i, raw) in values.iter().enumerate() {
+        let tag = raw.trim().to_lowercase();
+        let ok = !tag.is_empty()
+            && tag.chars().count() <= TAG_MAX
+            && tag.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | '.'));
+        if !ok {
+            return Err(FieldError::new(format!("tags[{i}]"), "1-40 characters of a-z, 0-9, '-', '_', ':', '.'"));
+        }
+        if !out.contains(&tag) {
+            out.push(tag);
+        }
+    }
+    Ok(out)
+}
+
+/// A single tag used as a filter.
+pub fn tag_filter(value: &str) -> Result<String, FieldError> {
+    tags(&[value.to_string()]).map(|mut v| v.remove(0)).map_err(|_| FieldError::new("tag", "not a valid tag"))
+}
+
+/// `user` must be a member of the workspace; with `staff`, an owner, admin or agent.
+pub async fn member(platform: &dyn PlatformStore, ws: WorkspaceId, field: &str, user: UserId, staff: bool) -> AppResult<()> {
+    match platform.member_role(ws, user).await? {
+        Some(role) if !staff || role.is_staff() => Ok(()),
+        Some(_) => Err(AppError::invalid(field, "must be an agent, admin or owner of this workspace")),
+        None => Err(AppError::invalid(field, "not a member of this workspace")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_normalise_dedupe_and_reject_junk() {
+        assert_eq!(tags(&[" Billing ".into(), "billing".into(), "vip:gold".into()]).unwrap(), vec!["billing", "vip:gold"]);
+        assert_eq!(tags(&["ok".into(), "no spaces".into()]).unwrap_err().field, "tags[1]");
+        assert!(tags(&["".into()]).is_err());
+        assert!(tags(&vec!["a".to_string(); 21]).is_err());
+        assert!(tags(&["x".repeat(41)]).is_err());
+    }
+}
