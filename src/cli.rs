@@ -130,10 +130,8 @@ async fn user(config: &Config, cmd: UserCommand) -> Result<(), BoxError> {
     match cmd {
         UserCommand::Create(args) => {
             let password_hash = hash_password(config, read_password()?).await?;
-            let user = store
-                .platform
-                .create_user(NewUser { email: args.email, name: args.name, password_hash, is_admin: args.admin })
-                .await?;
+            let user =
+                store.platform.create_user(NewUser { email: args.email, name: args.name, password_hash, is_admin: args.admin }).await?;
             println!("{}\t{}{}", user.id, user.email, if user.is_admin { "\t(administrator)" } else { "" });
         }
         UserCommand::SetPassword { email } => {

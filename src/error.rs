@@ -37,6 +37,8 @@ pub enum AppError {
     /// member of and a ticket of another workspace must be indistinguishable.
     #[error("not found")]
     NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
     #[error("conflict: {0}")]
     Conflict(String),
     #[error("payload too large")]
@@ -68,6 +70,7 @@ impl AppError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -84,6 +87,7 @@ impl AppError {
             Self::Unauthorized => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound => "not-found",
+            Self::MethodNotAllowed => "method-not-allowed",
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge => "payload-too-large",
             Self::UnsupportedMediaType(_) => "unsupported-media-type",
@@ -104,10 +108,9 @@ impl AppError {
                 [one] => format!("{}: {}", one.field, one.message),
                 _ => format!("{} fields are invalid", errors.len()),
             }),
-            Self::TooManyRequests { retry_after_secs } => {
-                Some(format!("too many attempts; retry after {retry_after_secs} s"))
-            }
+            Self::TooManyRequests { retry_after_secs } => Some(format!("too many attempts; retry after {retry_after_secs} s")),
             Self::PayloadTooLarge => Some("the request body exceeds the size limit".into()),
+            Self::MethodNotAllowed => Some("this route does not accept that method".into()),
             Self::NotFound | Self::Unavailable | Self::Internal(_) => None,
         }
     }

@@ -6,15 +6,15 @@
 //! routes (bootstrap, delta, audit); features such as `tickets` write through the store and
 //! react to the log; `router` and `app` assemble the server.
 
+pub mod app;
+pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod error;
-pub mod store;
-pub mod auth;
 pub mod http;
+pub mod router;
+pub mod store;
+pub mod sync;
 pub mod tenants;
 pub mod tickets;
-pub mod sync;
-pub mod app;
-pub mod router;
-pub mod cli;

@@ -42,10 +42,7 @@ impl Passwords {
 
     pub async fn hash(&self, password: String) -> AppResult<String> {
         let cost = self.cost;
-        tokio::task::spawn_blocking(move || bcrypt::hash(password, cost))
-            .await
-            .map_err(AppError::internal)?
-            .map_err(AppError::internal)
+        tokio::task::spawn_blocking(move || bcrypt::hash(password, cost)).await.map_err(AppError::internal)?.map_err(AppError::internal)
     }
 
     /// Verifies against `hash`, or against the dummy when there is no user: same cost either way.

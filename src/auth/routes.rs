@@ -16,7 +16,9 @@ use super::{API_TOKEN_PREFIX, AuthState, AuthUser, ClientAddr, PlatformAdmin, SE
 use crate::crypto::{new_token, token_hash};
 use crate::error::{AppError, AppResult, FieldError, Problem};
 use crate::http::extract::{ApiJson, ApiPath};
-use crate::store::{ApiTokenInfo, Credential, Millis, NewApiToken, NewSession, NewUser, SessionId, SessionInfo, TokenId, User, UserId, UserPatch};
+use crate::store::{
+    ApiTokenInfo, Credential, Millis, NewApiToken, NewSession, NewUser, SessionId, SessionInfo, TokenId, User, UserId, UserPatch,
+};
 
 pub fn routes<S>() -> OpenApiRouter<S>
 where
@@ -256,10 +258,8 @@ async fn create_token(
         None => None,
     };
     let token = new_token(API_TOKEN_PREFIX);
-    let info = auth
-        .platform
-        .create_api_token(NewApiToken { token_hash: token_hash(&token), user_id: caller.user.id, name, expires_at })
-        .await?;
+    let info =
+        auth.platform.create_api_token(NewApiToken { token_hash: token_hash(&token), user_id: caller.user.id, name, expires_at }).await?;
     Ok((StatusCode::CREATED, axum::Json(CreatedToken { token, info })))
 }
 

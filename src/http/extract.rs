@@ -1,20 +1,26 @@
 //! Extractors that reject bad input the way the rest of the API does (problem+json).
 //!
 //! axum's own `Json`, `Path` and `Query` answer rejections in plain text with statuses
-//! of their own choosing; these wrappers keep the body format uniform and the statuses
-//! deliberate: malformed JSON or ids → 400, well-formed JSON of the wrong shape → 422,
-//! wrong content type → 415, a body over the limit → 413.
+//! of their own choosing; these keep the body format uniform and the statuses deliberate:
+//! malformed JSON or ids → 400, well-formed JSON of the wrong shape → 422 naming the
+//! field, wrong content type → 415, a body over the limit → 413.
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::body::Bytes;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 
 use crate::error::{AppError, FieldError};
 
 /// A JSON request body.
 pub struct ApiJson<T>(pub T);
+
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
 
 impl<S, T> FromRequest<S> for ApiJson<T>
 where
@@ -24,29 +30,44 @@ where
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if !is_json(content_type) {
+            return Err(AppError::UnsupportedMediaType("expected Content-Type: application/json".into()));
         }
+        // `Bytes` honours the router's DefaultBodyLimit.
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                AppError::PayloadTooLarge
+            } else {
+                AppError::BadRequest("the request body could not be read".into())
+            }
+        })?;
+        decode(&bytes).map(Self)
     }
 }
 
-fn json_rejection(rejection: JsonRejection) -> AppError {
-    match rejection {
-        JsonRejection::JsonDataError(err) => {
-            // serde's message names the path ("title: invalid type: integer `5`, expected a string").
-            let text = err.body_text();
-            let detail = text.split_once(": ").map_or(text.as_str(), |(_, rest)| rest).to_string();
-            let (field, message) = match detail.split_once(": ") {
-                Some((path, msg)) if !path.contains(' ') => (path.to_string(), msg.to_string()),
-                _ => ("body".to_string(), detail.clone()),
-            };
-            AppError::Validation(vec![FieldError::new(field, message)])
+/// Malformed JSON is 400; well-formed JSON that does not fit `T` is 422 naming the field.
+/// (serde_json calls some type mismatches "syntax" errors, e.g. a number where an enum
+/// name belongs, so the distinction is made here by re-reading the bytes as plain JSON.)
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
+    let malformed = || AppError::BadRequest("the body is not valid JSON".into());
+    // Derived structs would also accept a JSON array; every body of this API is an object.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            Ok(_) => Err(AppError::invalid("body", "must be a JSON object")),
+            Err(_) => Err(malformed()),
+        };
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, T>(&mut de) {
+        // Trailing garbage after a complete value is malformed too.
+        Ok(value) => de.end().map(|()| value).map_err(|_| malformed()),
+        Err(_) if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err() => Err(malformed()),
+        Err(err) => {
+            let path = err.path().to_string();
+            let field = if path == "." { "body".to_string() } else { path };
+            Err(AppError::Validation(vec![FieldError::new(field, err.into_inner().to_string())]))
         }
-        JsonRejection::JsonSyntaxError(_) => AppError::BadRequest("the body is not valid JSON".into()),
-        JsonRejection::MissingJsonContentType(_) => AppError::UnsupportedMediaType("expected Content-Type: application/json".into()),
-        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge,
-        other => AppError::BadRequest(other.body_text()),
     }
 }
 
@@ -89,5 +110,34 @@ where
             }
             Err(other) => Err(AppError::BadRequest(other.body_text())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Body {
+        role: crate::store::Role,
+        tags: Vec<String>,
+    }
+
+    fn field(result: Result<Body, AppError>) -> String {
+        match result {
+            Err(AppError::Validation(errors)) => errors[0].field.clone(),
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn type_errors_are_422_with_the_field_and_syntax_errors_400() {
+        assert_eq!(field(decode(br#"{"role": 3, "tags": []}"#)), "role");
+        assert_eq!(field(decode(br#"{"role": "agent", "tags": ["a", 2]}"#)), "tags[1]");
+        assert_eq!(field(decode(br#"[1]"#)), "body");
+        assert!(matches!(decode::<Body>(br#"{"role": "#), Err(AppError::BadRequest(_))));
+        assert!(matches!(decode::<Body>(br#"{"role": "agent", "tags": []} trailing"#), Err(AppError::BadRequest(_))));
+        assert!(decode::<Body>(br#"{"role": "agent", "tags": []}"#).is_ok());
     }
 }

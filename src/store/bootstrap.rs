@@ -37,8 +37,7 @@ struct Header {
 impl Encoder {
     pub fn new(workspace_id: WorkspaceId, sync_id: i64) -> StoreResult<Self> {
         let mut buf = Vec::with_capacity(CHUNK + 4096);
-        serde_json::to_writer(&mut buf, &Header { kind: "header", sync_id, workspace_id, format: 1 })
-            .map_err(StoreError::internal)?;
+        serde_json::to_writer(&mut buf, &Header { kind: "header", sync_id, workspace_id, format: 1 }).map_err(StoreError::internal)?;
         buf.push(b'\n');
         Ok(Self { buf, hasher: Sha256::default(), count: 0, sync_id })
     }

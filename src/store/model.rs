@@ -78,9 +78,7 @@ impl Millis {
         let nanos = i128::from(self.0) * 1_000_000;
         let at = time::OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
         // Fixed width with milliseconds, so lexical order equals time order.
-        let format = time::macros::format_description!(
-            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-        );
+        let format = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
         at.format(&format).unwrap_or_default()
     }
 
@@ -335,11 +333,7 @@ pub struct TicketPatch {
 
 impl TicketPatch {
     pub fn is_empty(&self) -> bool {
-        self.title.is_none()
-            && self.status.is_none()
-            && self.priority.is_none()
-            && self.assignee_id.is_none()
-            && self.tags.is_none()
+        self.title.is_none() && self.status.is_none() && self.priority.is_none() && self.assignee_id.is_none() && self.tags.is_none()
     }
 }
 

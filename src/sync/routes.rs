@@ -143,12 +143,17 @@ pub struct AuditPage {
         (status = 422, body = Problem)))]
 async fn audit(TenantAdmin(conn): TenantAdmin, ApiQuery(params): ApiQuery<AuditParams>) -> AppResult<axum::Json<AuditPage>> {
     let mut errors = Vec::new();
-    let actor = params.actor.as_deref().and_then(|a| a.parse::<UserId>().map_err(|_| errors.push(FieldError::new("actor", "must be a user id"))).ok());
+    let actor = params
+        .actor
+        .as_deref()
+        .and_then(|a| a.parse::<UserId>().map_err(|_| errors.push(FieldError::new("actor", "must be a user id"))).ok());
     let mut time = |field: &str, raw: Option<&str>| {
-        raw.and_then(|t| Millis::parse_rfc3339(t).or_else(|| {
-            errors.push(FieldError::new(field, "must be an RFC 3339 timestamp"));
-            None
-        }))
+        raw.and_then(|t| {
+            Millis::parse_rfc3339(t).or_else(|| {
+                errors.push(FieldError::new(field, "must be an RFC 3339 timestamp"));
+                None
+            })
+        })
     };
     let since = time("since", params.since.as_deref());
     let until = time("until", params.until.as_deref());
@@ -156,11 +161,8 @@ async fn audit(TenantAdmin(conn): TenantAdmin, ApiQuery(params): ApiQuery<AuditP
     if !errors.is_empty() {
         return Err(AppError::Validation(errors));
     }
-    let before = params
-        .cursor
-        .as_deref()
-        .map(|c| c.parse::<i64>().map_err(|_| AppError::BadRequest("malformed cursor".into())))
-        .transpose()?;
+    let before =
+        params.cursor.as_deref().map(|c| c.parse::<i64>().map_err(|_| AppError::BadRequest("malformed cursor".into()))).transpose()?;
     let query = AuditQuery { actor, entity: params.entity, entity_id: params.entity_id, kind: params.kind, since, until, before, limit };
     let page = conn.store.audit(&query).await?;
     let next_cursor = if page.has_more { page.items.last().map(|e| e.sync_id.to_string()) } else { None };

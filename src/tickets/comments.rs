@@ -7,12 +7,12 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::TicketPath;
 use super::validate;
 use crate::auth::AuthState;
 use crate::error::{AppError, AppResult, Problem};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::http::parse_limit;
-use super::TicketPath;
 use crate::store::{Comment, CommentId, CommentQuery};
 use crate::tenants::{TenantConn, TenantsState};
 

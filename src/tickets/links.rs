@@ -8,10 +8,10 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::{LinkPath, TicketPath};
 use crate::auth::AuthState;
 use crate::error::{AppResult, Problem};
 use crate::http::extract::{ApiJson, ApiPath};
-use super::{LinkPath, TicketPath};
 use crate::store::{LinkKind, TicketId, TicketLink};
 use crate::tenants::{TenantStaff, TenantsState};
 
@@ -57,10 +57,7 @@ async fn add_link(
 #[utoipa::path(delete, path = "/api/workspaces/{ws}/tickets/{id}/links/{link}", tag = "tickets",
     params(("ws" = String, Path), ("id" = String, Path), ("link" = String, Path)),
     responses((status = 204), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-async fn remove_link(
-    TenantStaff(conn): TenantStaff,
-    ApiPath(path): ApiPath<LinkPath>,
-) -> AppResult<StatusCode> {
+async fn remove_link(TenantStaff(conn): TenantStaff, ApiPath(path): ApiPath<LinkPath>) -> AppResult<StatusCode> {
     conn.store.remove_link(conn.user(), path.id, path.link).await?;
     Ok(StatusCode::NO_CONTENT)
 }

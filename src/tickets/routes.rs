@@ -12,10 +12,7 @@ use crate::auth::AuthState;
 use crate::error::{AppError, AppResult, FieldError, Problem};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::http::parse_limit;
-use crate::store::{
-    AssigneeFilter, NewTicket, Priority, SortOrder, Status, Ticket, TicketPatch, TicketQuery, TicketSort, UserId,
-
-};
+use crate::store::{AssigneeFilter, NewTicket, Priority, SortOrder, Status, Ticket, TicketPatch, TicketQuery, TicketSort, UserId};
 use crate::tenants::{TenantConn, TenantStaff, TenantsState};
 
 pub fn routes<S>() -> OpenApiRouter<S>
@@ -73,7 +70,9 @@ impl ListParams {
         let assignee = match self.assignee.as_deref() {
             None => None,
             Some("none") => Some(AssigneeFilter::Unassigned),
-            Some(id) => id.parse().map(AssigneeFilter::User).map_err(|_| errors.push(FieldError::new("assignee", "must be a user id or none"))).ok(),
+            Some(id) => {
+                id.parse().map(AssigneeFilter::User).map_err(|_| errors.push(FieldError::new("assignee", "must be a user id or none"))).ok()
+            }
         };
         let requester = match self.requester.as_deref() {
             None => None,

@@ -16,8 +16,8 @@ use super::error;
 use super::tenant::{COMMENT_COLS, LINK_COLS, TICKET_COLS, comment_from_row, link_from_row, ticket_from_row};
 use crate::store::bootstrap::Encoder;
 use crate::store::{
-    Audience, AuditQuery, BootstrapSummary, DeltaPage, Member, Millis, Page, StoreError, StoreResult, SyncEvent,
-    TicketId, UserId, Workspace, WorkspaceId,
+    Audience, AuditQuery, BootstrapSummary, DeltaPage, Member, Millis, Page, StoreError, StoreResult, SyncEvent, TicketId, UserId,
+    Workspace, WorkspaceId,
 };
 
 /// One business event, as appended to the log.
@@ -62,16 +62,7 @@ impl<'c> WriteTx<'c> {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )
             .and_then(|mut stmt| {
-                stmt.execute(params![
-                    self.now,
-                    actor,
-                    event.kind,
-                    event.entity,
-                    event.entity_id,
-                    data,
-                    event.ticket,
-                    event.staff_only
-                ])
+                stmt.execute(params![self.now, actor, event.kind, event.entity, event.entity_id, data, event.ticket, event.staff_only])
             })
             .map_err(error)?;
         self.recorded += 1;
@@ -107,8 +98,8 @@ const EVENT_COLS: &str = "s.sync_id, s.at, s.actor, s.kind, s.entity, s.entity_i
 
 fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SyncEvent> {
     let data: String = row.get(6)?;
-    let data = serde_json::from_str(&data)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(6, rusqlite::types::Type::Text, Box::new(e)))?;
+    let data =
+        serde_json::from_str(&data).map_err(|e| rusqlite::Error::FromSqlConversionFailure(6, rusqlite::types::Type::Text, Box::new(e)))?;
     Ok(SyncEvent {
         sync_id: row.get(0)?,
         at: row.get(1)?,
@@ -237,9 +228,7 @@ pub fn bootstrap(
         Audience::Staff => None,
     };
     if staff {
-        let mut stmt = tx
-            .prepare("SELECT user_id, email, name, role, joined_at FROM members ORDER BY user_id")
-            .map_err(error)?;
+        let mut stmt = tx.prepare("SELECT user_id, email, name, role, joined_at FROM members ORDER BY user_id").map_err(error)?;
         let mut rows = stmt.query([]).map_err(error)?;
         while let Some(row) = rows.next().map_err(error)? {
             let member = Member {

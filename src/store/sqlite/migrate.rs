@@ -46,8 +46,7 @@ pub fn apply(conn: &mut Connection, migrations: &[Migration]) -> StoreResult<usi
     }
     let mut applied = 0;
     for migration in migrations.iter().filter(|m| m.version > current) {
-        tx.execute_batch(migration.sql)
-            .map_err(|e| StoreError::Internal(format!("migration {} failed: {e}", migration.name)))?;
+        tx.execute_batch(migration.sql).map_err(|e| StoreError::Internal(format!("migration {} failed: {e}", migration.name)))?;
         tx.pragma_update(None, "user_version", migration.version).map_err(super::error)?;
         applied += 1;
     }

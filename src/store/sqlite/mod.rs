@@ -36,11 +36,8 @@ pub fn open(data_dir: &Path, options: SqliteOptions) -> StoreResult<Store> {
         .map_err(|e| StoreError::Internal(format!("cannot create {}: {e}", data_dir.display())))?;
     // Two helper threads serve every pool's reaper; r2d2 would start three per pool otherwise.
     let threads = Arc::new(ScheduledThreadPool::builder().num_threads(2).thread_name_pattern("sqlite-pool-{}").build());
-    let platform_pool = pool::open(
-        &data_dir.join("platform.db"),
-        PoolShape { max_size: 16, cache_kib: 8 * 1024, create: true },
-        threads.clone(),
-    )?;
+    let platform_pool =
+        pool::open(&data_dir.join("platform.db"), PoolShape { max_size: 16, cache_kib: 8 * 1024, create: true }, threads.clone())?;
     {
         let mut conn = platform_pool.get().map_err(|e| StoreError::Unavailable(e.to_string()))?;
         migrate::apply(&mut conn, migrate::PLATFORM)?;

@@ -76,7 +76,10 @@ impl PlatformStore for SqlitePlatform {
     }
 
     async fn user_count(&self) -> StoreResult<u64> {
-        blocking(&self.pool, |conn| conn.query_row("SELECT COUNT(*) FROM users", [], |row| row.get::<_, i64>(0)).map(|n| n as u64).map_err(error)).await
+        blocking(&self.pool, |conn| {
+            conn.query_row("SELECT COUNT(*) FROM users", [], |row| row.get::<_, i64>(0)).map(|n| n as u64).map_err(error)
+        })
+        .await
     }
 
     async fn create_first_admin(&self, user: NewUser) -> StoreResult<User> {
@@ -137,9 +140,8 @@ impl PlatformStore for SqlitePlatform {
                 // A disabled user is signed out everywhere at once.
                 tx.execute("DELETE FROM sessions WHERE user_id = ?1", params![id]).map_err(error)?;
             }
-            let user = tx
-                .query_row(&format!("SELECT {USER_COLS} FROM users u WHERE u.id = ?1"), params![id], user_from_row)
-                .map_err(error)?;
+            let user =
+                tx.query_row(&format!("SELECT {USER_COLS} FROM users u WHERE u.id = ?1"), params![id], user_from_row).map_err(error)?;
             tx.commit().map_err(error)?;
             Ok(user)
         })
@@ -322,7 +324,11 @@ impl PlatformStore for SqlitePlatform {
             )
             .map_err(error)?;
             let member = tx
-                .query_row(&format!("{MEMBER_SELECT} WHERE m.workspace_id = ?1 AND m.user_id = ?2"), params![workspace.id, owner], member_from_row)
+                .query_row(
+                    &format!("{MEMBER_SELECT} WHERE m.workspace_id = ?1 AND m.user_id = ?2"),
+                    params![workspace.id, owner],
+                    member_from_row,
+                )
                 .map_err(error)?;
             tx.commit().map_err(error)?;
             Ok(member)
@@ -394,7 +400,11 @@ impl PlatformStore for SqlitePlatform {
             )
             .map_err(error)?;
             let member = tx
-                .query_row(&format!("{MEMBER_SELECT} WHERE m.workspace_id = ?1 AND m.user_id = ?2"), params![workspace, user], member_from_row)
+                .query_row(
+                    &format!("{MEMBER_SELECT} WHERE m.workspace_id = ?1 AND m.user_id = ?2"),
+                    params![workspace, user],
+                    member_from_row,
+                )
                 .map_err(error)?;
             tx.commit().map_err(error)?;
             Ok((member, !existed))
@@ -404,7 +414,8 @@ impl PlatformStore for SqlitePlatform {
 
     async fn list_members(&self, workspace: WorkspaceId) -> StoreResult<Vec<Member>> {
         blocking(&self.pool, move |conn| {
-            let mut stmt = conn.prepare(&format!("{MEMBER_SELECT} WHERE m.workspace_id = ?1 ORDER BY m.created_at, m.user_id")).map_err(error)?;
+            let mut stmt =
+                conn.prepare(&format!("{MEMBER_SELECT} WHERE m.workspace_id = ?1 ORDER BY m.created_at, m.user_id")).map_err(error)?;
             stmt.query_map(params![workspace], member_from_row).and_then(|rows| rows.collect()).map_err(error)
         })
         .await

@@ -24,8 +24,8 @@ pub const LINK_COLS: &str = "l.id, l.source_id, l.target_id, l.kind, l.created_b
 
 pub fn ticket_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Ticket> {
     let tags: String = row.get(7)?;
-    let tags = serde_json::from_str(&tags)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(7, rusqlite::types::Type::Text, Box::new(e)))?;
+    let tags =
+        serde_json::from_str(&tags).map_err(|e| rusqlite::Error::FromSqlConversionFailure(7, rusqlite::types::Type::Text, Box::new(e)))?;
     Ok(Ticket {
         id: row.get(0)?,
         number: row.get(1)?,
@@ -255,14 +255,11 @@ impl TenantStore for SqliteTenant {
             };
             let mut sql = format!("SELECT {TICKET_COLS} FROM tickets t WHERE t.deleted_at IS NULL");
             let mut args: Vec<Value> = Vec::new();
+            // Anonymous `?` parameters bind in order of appearance.
             let mut clause = |sql_part: &str, values: Vec<Value>| {
-                let mut part = sql_part.to_string();
-                for value in values {
-                    args.push(value);
-                    part = part.replacen('?', &format!("?{}", args.len()), 1);
-                }
+                args.extend(values);
                 sql.push_str(" AND ");
-                sql.push_str(&part);
+                sql.push_str(sql_part);
             };
             if let Audience::Requester(user) = audience {
                 clause("t.requester_id = ?", vec![user.to_string().into()]);
@@ -282,10 +279,7 @@ impl TenantStore for SqliteTenant {
                 clause("t.requester_id = ?", vec![requester.to_string().into()]);
             }
             if let Some(tag) = &query.tag {
-                clause(
-                    "EXISTS (SELECT 1 FROM ticket_tags g WHERE g.tag = ? AND g.ticket_id = t.id)",
-                    vec![tag.clone().into()],
-                );
+                clause("EXISTS (SELECT 1 FROM ticket_tags g WHERE g.tag = ? AND g.ticket_id = t.id)", vec![tag.clone().into()]);
             }
             let (cmp, dir) = match query.order {
                 SortOrder::Desc => ("<", "DESC"),
@@ -376,9 +370,8 @@ impl TenantStore for SqliteTenant {
     async fn delete_ticket(&self, actor: UserId, id: TicketId) -> StoreResult<()> {
         self.write(move |tx| {
             let now = tx.now();
-            let changed = tx
-                .execute("UPDATE tickets SET deleted_at = ?2 WHERE id = ?1 AND deleted_at IS NULL", params![id, now])
-                .map_err(error)?;
+            let changed =
+                tx.execute("UPDATE tickets SET deleted_at = ?2 WHERE id = ?1 AND deleted_at IS NULL", params![id, now]).map_err(error)?;
             if changed == 0 {
                 return Err(StoreError::NotFound);
             }
@@ -409,14 +402,7 @@ impl TenantStore for SqliteTenant {
                 "INSERT INTO comments (id, ticket_id, author_id, body, internal, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )
             .and_then(|mut stmt| {
-                stmt.execute(params![
-                    comment.id,
-                    comment.ticket_id,
-                    comment.author_id,
-                    comment.body,
-                    comment.internal,
-                    comment.created_at
-                ])
+                stmt.execute(params![comment.id, comment.ticket_id, comment.author_id, comment.body, comment.internal, comment.created_at])
             })
             .map_err(error)?;
             tx.record(
@@ -458,15 +444,16 @@ impl TenantStore for SqliteTenant {
     }
 
     async fn add_link(&self, actor: UserId, source: TicketId, target: TicketId, kind: LinkKind) -> StoreResult<TicketLink> {
-        if source == target {
-            return Err(StoreError::invalid("target_id", "a ticket cannot be linked to itself"));
-        }
         self.write(move |tx| {
             visible_ticket(tx, Audience::Staff, source)?.ok_or(StoreError::NotFound)?;
+            if source == target {
+                return Err(StoreError::invalid("target_id", "a ticket cannot be linked to itself"));
+            }
             if visible_ticket(tx, Audience::Staff, target)?.is_none() {
                 return Err(StoreError::invalid("target_id", "no such ticket in this workspace"));
             }
-            let link = TicketLink { id: LinkId::new(), source_id: source, target_id: target, kind, created_by: actor, created_at: tx.now() };
+            let link =
+                TicketLink { id: LinkId::new(), source_id: source, target_id: target, kind, created_by: actor, created_at: tx.now() };
             tx.execute(
                 "INSERT INTO ticket_links (id, source_id, target_id, kind, created_by, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![link.id, link.source_id, link.target_id, link.kind, link.created_by, link.created_at],
@@ -502,9 +489,7 @@ impl TenantStore for SqliteTenant {
                      AND s.deleted_at IS NULL AND d.deleted_at IS NULL ORDER BY l.id"
                 ))
                 .map_err(error)?;
-            stmt.query_map(params![ticket], link_from_row)
-                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-                .map_err(error)
+            stmt.query_map(params![ticket], link_from_row).and_then(|rows| rows.collect::<Result<Vec<_>, _>>()).map_err(error)
         })
         .await
     }
@@ -512,10 +497,7 @@ impl TenantStore for SqliteTenant {
     async fn remove_link(&self, actor: UserId, ticket: TicketId, link: LinkId) -> StoreResult<()> {
         self.write(move |tx| {
             let changed = tx
-                .execute(
-                    "DELETE FROM ticket_links WHERE id = ?1 AND (source_id = ?2 OR target_id = ?2)",
-                    params![link, ticket],
-                )
+                .execute("DELETE FROM ticket_links WHERE id = ?1 AND (source_id = ?2 OR target_id = ?2)", params![link, ticket])
                 .map_err(error)?;
             if changed == 0 {
                 return Err(StoreError::NotFound);

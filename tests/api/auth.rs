@@ -1,0 +1,210 @@
+//! Setup, login, logout, sessions, API tokens, throttling, disabled users.
+
+use std::time::Duration;
+
+use edgedesk::auth::throttle::ThrottleLimits;
+use reqwest::Method;
+use serde_json::json;
+
+use crate::common::{PASSWORD, TestServer};
+
+#[tokio::test]
+async fn setup_creates_the_first_admin_once() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    let me = s.get("/api/me", &admin.token).await;
+    assert_eq!(me.ok(200)["is_admin"], true);
+    assert_eq!(me.body["email"], "admin@example.com");
+    // Nobody becomes admin by calling setup again.
+    let again =
+        s.call(Method::POST, "/api/setup", None, Some(json!({ "email": "eve@example.com", "password": PASSWORD, "name": "Eve" }))).await;
+    again.problem(409);
+    s.login("eve@example.com", PASSWORD).await.problem(401);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn setup_validates_its_input() {
+    let s = TestServer::start().await;
+    let bad = s.call(Method::POST, "/api/setup", None, Some(json!({ "email": "nope", "password": "short", "name": " " }))).await;
+    bad.problem(422);
+    let fields: Vec<&str> = bad.body["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    assert_eq!(fields, ["email", "name", "password"]);
+    let long = "x".repeat(73);
+    s.call(Method::POST, "/api/setup", None, Some(json!({ "email": "a@b.c", "password": long, "name": "A" }))).await.problem(422);
+    // Nothing was created: setup is still open.
+    s.admin().await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn login_fails_alike_for_unknown_email_wrong_password_and_disabled_user() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    let agent = s.user(&admin, "agent").await;
+    let unknown = s.login("nobody@example.com", PASSWORD).await;
+    let wrong = s.login(&agent.email, "not the password").await;
+    s.patch(&format!("/api/users/{}", agent.id), &admin.token, json!({ "disabled": true })).await.ok(200);
+    let disabled = s.login(&agent.email, PASSWORD).await;
+    for res in [&unknown, &wrong, &disabled] {
+        res.problem(401);
+        assert_eq!(res.body, unknown.body, "the three failures must be indistinguishable");
+    }
+    // Disabling ended the existing session too.
+    s.get("/api/me", &agent.token).await.problem(401);
+    // Emails match case-insensitively.
+    s.login("ADMIN@Example.com", PASSWORD).await.ok(200);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn passwords_over_72_bytes_are_refused_with_422() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    s.login(&admin.email, &"p".repeat(73)).await.problem(422);
+    let created = s.post("/api/users", &admin.token, json!({ "email": "l@example.com", "password": "€".repeat(25), "name": "L" })).await;
+    created.problem(422);
+    assert_eq!(created.body["errors"][0]["field"], "password");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn logout_ends_the_session_and_clears_the_cookie() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    let res = s.http.post(format!("{}/api/auth/logout", s.base)).bearer_auth(&admin.token).send().await.unwrap();
+    assert_eq!(res.status(), 204);
+    let cookie = res.headers()["set-cookie"].to_str().unwrap();
+    assert!(cookie.contains("Max-Age=0") && cookie.contains("HttpOnly"));
+    s.get("/api/me", &admin.token).await.problem(401);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_session_cookie_authenticates_and_is_httponly_samesite() {
+    let s = TestServer::start().await;
+    s.admin().await;
+    let res = s
+        .http
+        .post(format!("{}/api/auth/login", s.base))
+        .json(&json!({ "email": "admin@example.com", "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    let cookie = res.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.starts_with("edgedesk_session=eds_"));
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict") && cookie.contains("Path=/"));
+    let pair = cookie.split(';').next().unwrap();
+    let me = s.http.get(format!("{}/api/me", s.base)).header("cookie", format!("theme=dark; {pair}")).send().await.unwrap();
+    assert_eq!(me.status(), 200);
+    let nope = s.http.get(format!("{}/api/me", s.base)).header("cookie", "edgedesk_session=eds_forged").send().await.unwrap();
+    assert_eq!(nope.status(), 401);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn sessions_are_listed_and_revocable_only_by_their_owner() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    let second = s.login(&admin.email, PASSWORD).await.ok(200)["token"].as_str().unwrap().to_string();
+    let list = s.get("/api/auth/sessions", &admin.token).await;
+    let sessions = list.ok(200).as_array().unwrap().clone();
+    assert_eq!(sessions.len(), 2);
+    assert_eq!(sessions.iter().filter(|s| s["current"] == true).count(), 1);
+    let other = sessions.iter().find(|s| s["current"] == false).unwrap()["id"].as_str().unwrap().to_string();
+
+    let agent = s.user(&admin, "agent").await;
+    s.delete(&format!("/api/auth/sessions/{other}"), &agent.token).await.problem(404);
+    s.get("/api/me", &second).await.ok(200);
+    s.delete(&format!("/api/auth/sessions/{other}"), &admin.token).await.ok(204);
+    s.get("/api/me", &second).await.problem(401);
+    s.get("/api/me", &admin.token).await.ok(200);
+    s.delete(&format!("/api/auth/sessions/{other}"), &admin.token).await.problem(404);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn api_tokens_are_shown_once_work_as_bearer_and_can_be_revoked() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    let created = s.post("/api/auth/tokens", &admin.token, json!({ "name": "ci", "expires_in_days": 30 })).await;
+    let body = created.ok(201).clone();
+    let token = body["token"].as_str().unwrap().to_string();
+    assert!(token.starts_with("edt_"));
+    assert!(body["expires_at"].is_string());
+    assert_eq!(s.get("/api/me", &token).await.ok(200)["id"], admin.id.as_str());
+
+    let list = s.get("/api/auth/tokens", &admin.token).await;
+    let tokens = list.ok(200).as_array().unwrap().clone();
+    assert_eq!(tokens.len(), 1);
+    assert!(tokens[0].get("token").is_none(), "the secret is never listed");
+    assert!(!list.body.to_string().contains(&token));
+
+    // An API token cannot "log out"; it is revoked instead.
+    s.call(Method::POST, "/api/auth/logout", Some(&token), None).await.problem(400);
+    let id = body["id"].as_str().unwrap();
+    let agent = s.user(&admin, "agent").await;
+    s.delete(&format!("/api/auth/tokens/{id}"), &agent.token).await.problem(404);
+    s.delete(&format!("/api/auth/tokens/{id}"), &admin.token).await.ok(204);
+    s.get("/api/me", &token).await.problem(401);
+
+    s.post("/api/auth/tokens", &admin.token, json!({ "name": "" })).await.problem(422);
+    s.post("/api/auth/tokens", &admin.token, json!({ "name": "x", "expires_in_days": 0 })).await.problem(422);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn missing_or_garbage_credentials_are_401() {
+    let s = TestServer::start().await;
+    s.admin().await;
+    s.call(Method::GET, "/api/me", None, None).await.problem(401);
+    s.get("/api/me", "eds_not-a-real-token").await.problem(401);
+    let res = s.http.get(format!("{}/api/me", s.base)).header("authorization", "Basic YTpi").send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(res.headers()["www-authenticate"], "Bearer");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn failed_logins_are_throttled_per_account_and_per_address() {
+    let limits = ThrottleLimits { per_account: 3, per_ip: 6, window: Duration::from_secs(60) };
+    let s = TestServer::start_with(limits, |_| {}).await;
+    let admin = s.admin().await;
+    let agent = s.user(&admin, "agent").await;
+    for _ in 0..3 {
+        s.login(&agent.email, "wrong password!").await.problem(401);
+    }
+    // The account is locked, even for the right password, with a Retry-After.
+    let locked = s
+        .http
+        .post(format!("{}/api/auth/login", s.base))
+        .json(&json!({ "email": agent.email, "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(locked.status(), 429);
+    let retry: u64 = locked.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry));
+    // Unknown accounts are throttled the same way: no account enumeration.
+    for _ in 0..3 {
+        s.login("ghost@example.com", "wrong password!").await.problem(401);
+    }
+    s.login("ghost@example.com", "wrong password!").await.problem(429);
+    // Six failures from this address in all: now every account is refused from it.
+    s.login(&admin.email, PASSWORD).await.problem(429);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn only_platform_admins_manage_users() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    let agent = s.user(&admin, "agent").await;
+    s.get("/api/users", &agent.token).await.problem(403);
+    s.post("/api/users", &agent.token, json!({ "email": "x@example.com", "password": PASSWORD, "name": "X" })).await.problem(403);
+    s.patch(&format!("/api/users/{}", admin.id), &agent.token, json!({ "disabled": true })).await.problem(403);
+    assert_eq!(s.get("/api/users", &admin.token).await.ok(200).as_array().unwrap().len(), 2);
+    s.post("/api/users", &admin.token, json!({ "email": "AGENT@example.com", "password": PASSWORD, "name": "Dup" })).await.problem(409);
+    s.patch(&format!("/api/users/{}", admin.id), &admin.token, json!({ "disabled": true })).await.problem(409);
+    s.stop().await;
+}

@@ -1,0 +1,12 @@
+//! HTTP integration tests: the real server on 127.0.0.1:0, a temporary data directory per
+//! test, a real HTTP client.
+
+mod auth;
+mod bad_input;
+mod common;
+mod crash;
+mod isolation;
+mod sync;
+mod sync_lint;
+mod tickets;
+mod workspaces;

@@ -1,0 +1,199 @@
+//! Bootstrap + delta reproduce the final state exactly, while writers work concurrently.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use crate::common::{TestServer, User};
+
+/// A client's replica: rows keyed by (type, id).
+#[derive(Debug, Default, PartialEq)]
+struct Replica(BTreeMap<(String, String), Value>);
+
+fn key_of(kind: &str, row: &Value) -> String {
+    let field = if kind == "member" { "user_id" } else { "id" };
+    row[field].as_str().unwrap_or_else(|| panic!("{kind} row without {field}: {row}")).to_string()
+}
+
+impl Replica {
+    fn from_rows(rows: &[Value]) -> Self {
+        let mut r = Self::default();
+        for row in rows {
+            let kind = row["type"].as_str().unwrap().to_string();
+            let mut data = row.clone();
+            data.as_object_mut().unwrap().remove("type");
+            r.0.insert((kind.clone(), key_of(&kind, &data)), data);
+        }
+        r
+    }
+
+    /// Applies one delta event, as a client would.
+    fn apply(&mut self, event: &Value) {
+        let entity = event["entity"].as_str().unwrap().to_string();
+        let data = event["data"].clone();
+        match event["kind"].as_str().unwrap() {
+            "ticket.deleted" => {
+                let id = data["id"].as_str().unwrap().to_string();
+                self.0.remove(&("ticket".into(), id.clone()));
+                self.0.retain(|(kind, _), row| match kind.as_str() {
+                    "comment" => row["ticket_id"] != id.as_str(),
+                    "link" => row["source_id"] != id.as_str() && row["target_id"] != id.as_str(),
+                    _ => true,
+                });
+            }
+            "link.deleted" => {
+                self.0.remove(&("link".into(), data["id"].as_str().unwrap().to_string()));
+            }
+            _ => {
+                let key = key_of(&entity, &data);
+                self.0.insert((entity, key), data);
+            }
+        }
+    }
+}
+
+async fn catch_up(s: &TestServer, user: &User, ws: &str, mut after: i64, replica: &mut Replica) -> i64 {
+    loop {
+        let page = s.get(&format!("/api/workspaces/{ws}/sync/delta?after={after}&limit=37"), &user.token).await;
+        let body = page.ok(200);
+        let mut last = after;
+        for event in body["events"].as_array().unwrap() {
+            let id = event["sync_id"].as_i64().unwrap();
+            assert!(id > last, "events arrive in strictly increasing order");
+            last = id;
+            replica.apply(event);
+        }
+        after = body["last_sync_id"].as_i64().unwrap();
+        assert!(after >= last);
+        if body["has_more"] == false {
+            return after;
+        }
+    }
+}
+
+/// One writer's share of the load: creates, updates, comments, notes, links, deletes.
+async fn writer(s: Arc<TestServer>, agent: User, customer: User, ws: String, n: usize, seed: usize) {
+    let base = format!("/api/workspaces/{ws}/tickets");
+    let mut mine: Vec<String> = Vec::new();
+    for i in 0..n {
+        let step = (i + seed) % 7;
+        if mine.len() < 2 || step == 0 {
+            let (who, body) = if i % 3 == 0 {
+                (&customer, json!({ "title": format!("w{seed} customer {i}") }))
+            } else {
+                (&agent, json!({ "title": format!("w{seed} ticket {i}"), "tags": [format!("w{seed}")], "requester_id": customer.id }))
+            };
+            let t = s.post(&base, &who.token, body).await;
+            mine.push(t.ok(201)["id"].as_str().unwrap().to_string());
+            continue;
+        }
+        let t = &mine[i % mine.len()].clone();
+        let res = match step {
+            1 => {
+                s.patch(
+                    &format!("{base}/{t}"),
+                    &agent.token,
+                    json!({ "status": (["pending", "resolved", "open"][i % 3]), "priority": "high" }),
+                )
+                .await
+            }
+            2 => s.post(&format!("{base}/{t}/comments"), &agent.token, json!({ "body": format!("reply {i}") })).await,
+            3 => s.post(&format!("{base}/{t}/comments"), &agent.token, json!({ "body": format!("note {i}"), "internal": true })).await,
+            4 => s.post(&format!("{base}/{t}/comments"), &customer.token, json!({ "body": format!("customer says {i}") })).await,
+            5 => {
+                let target = &mine[(i / 2) % mine.len()];
+                s.post(&format!("{base}/{t}/links"), &agent.token, json!({ "target_id": target, "kind": "relates_to" })).await
+            }
+            _ => {
+                let res = s.delete(&format!("{base}/{t}"), &agent.token).await;
+                mine.retain(|x| x != t);
+                res
+            }
+        };
+        // Links may collide (409) or point at themselves (422); deleted tickets 404. All fine.
+        assert!([200, 201, 204, 404, 409, 422].contains(&res.status), "{res:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_midway_bootstrap_plus_delta_equals_the_final_state() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    let ws = s.workspace(&admin, "Busy").await;
+    let agent = s.user(&admin, "agent").await;
+    let customer = s.user(&admin, "customer").await;
+    s.add_member(&admin, &ws, &agent, "agent").await;
+    s.add_member(&admin, &ws, &customer, "requester").await;
+    let s = Arc::new(s);
+
+    let writers: Vec<_> =
+        (0..4).map(|seed| tokio::spawn(writer(s.clone(), agent.clone(), customer.clone(), ws.clone(), 60, seed))).collect();
+    // Let the writers get going, then snapshot as staff and as the requester while they run.
+    while s.head(&admin, &ws).await < 40 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let (staff_header, staff_rows, _) = s.bootstrap(&agent.token, &ws).await;
+    let (cust_header, cust_rows, _) = s.bootstrap(&customer.token, &ws).await;
+    for w in writers {
+        w.await.unwrap();
+    }
+    let head = s.head(&admin, &ws).await;
+    assert!(staff_header["sync_id"].as_i64().unwrap() < head, "the snapshot was taken mid-run");
+
+    for (user, header, rows) in [(&agent, staff_header, staff_rows), (&customer, cust_header, cust_rows)] {
+        let mut replica = Replica::from_rows(&rows);
+        let reached = catch_up(&s, user, &ws, header["sync_id"].as_i64().unwrap(), &mut replica).await;
+        assert_eq!(reached, head);
+        let (final_header, final_rows, _) = s.bootstrap(&user.token, &ws).await;
+        assert_eq!(final_header["sync_id"].as_i64(), Some(head));
+        let expected = Replica::from_rows(&final_rows);
+        assert_eq!(replica.0.len(), expected.0.len(), "{}", user.email);
+        for (key, row) in &expected.0 {
+            assert_eq!(replica.0.get(key), Some(row), "{} row {key:?}", user.email);
+        }
+    }
+    // The whole log from zero has no gaps.
+    let events = {
+        let mut all = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = s.get(&format!("/api/workspaces/{ws}/sync/delta?after={after}&limit=1000"), &admin.token).await;
+            all.extend(page.body["events"].as_array().unwrap().iter().map(|e| e["sync_id"].as_i64().unwrap()));
+            after = page.body["last_sync_id"].as_i64().unwrap();
+            if page.body["has_more"] == false {
+                break all;
+            }
+        }
+    };
+    assert_eq!(events, (1..=head).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn two_bootstraps_of_the_same_state_have_the_same_checksum() {
+    let s = TestServer::start().await;
+    let admin = s.admin().await;
+    let ws = s.workspace(&admin, "Quiet").await;
+    for i in 0..30 {
+        s.ticket(&admin, &ws, json!({ "title": format!("t{i}"), "tags": ["x"] })).await;
+    }
+    let (h1, rows1, f1) = s.bootstrap(&admin.token, &ws).await;
+    let (h2, rows2, f2) = s.bootstrap(&admin.token, &ws).await;
+    assert_eq!((h1, rows1, &f1), (h2, rows2, &f2));
+    assert!(f1["checksum"].as_str().unwrap().starts_with("sha256:"));
+    // The audit trail lists the same events newest first, filterable.
+    let audit = s.get(&format!("/api/workspaces/{ws}/audit?entity=ticket&limit=10"), &admin.token).await;
+    let items = audit.ok(200)["items"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 10);
+    assert!(items.windows(2).all(|w| w[0]["sync_id"].as_i64() > w[1]["sync_id"].as_i64()));
+    assert!(items.iter().all(|e| e["kind"] == "ticket.created" && e["actor"] == admin.id.as_str()));
+    let next = audit.body["next_cursor"].as_str().unwrap();
+    let page2 = s.get(&format!("/api/workspaces/{ws}/audit?entity=ticket&limit=50&cursor={next}"), &admin.token).await;
+    assert_eq!(page2.ok(200)["items"].as_array().unwrap().len(), 20);
+    let by_kind = s.get(&format!("/api/workspaces/{ws}/audit?kind=member.added"), &admin.token).await;
+    assert_eq!(by_kind.ok(200)["items"].as_array().unwrap().len(), 1);
+    let future = s.get(&format!("/api/workspaces/{ws}/audit?since=2999-01-01T00:00:00Z"), &admin.token).await;
+    assert_eq!(future.ok(200)["items"], json!([]));
+    let by_actor = s.get(&format!("/api/workspaces/{ws}/audit?actor={}&limit=500", admin.id), &admin.token).await;
+    assert_eq!(by_actor.ok(200)["items"].as_array().unwrap().len(), 32);
+}
