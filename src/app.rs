@@ -17,12 +17,16 @@ use tokio_util::task::TaskTracker;
 use crate::auth::AuthState;
 use crate::auth::password::Passwords;
 use crate::auth::throttle::{LoginThrottle, ThrottleLimits};
+use crate::cache::TtlCache;
 use crate::config::Config;
 use crate::store::sqlite::SqliteOptions;
-use crate::store::{Store, StoreError};
+use crate::store::{Role, Store, StoreError, UserId, WorkspaceId};
 use crate::tenants::TenantsState;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Entries per cache before it sweeps itself (see `cache.rs`).
+const CACHE_CAPACITY: usize = 100_000;
 
 #[derive(Clone)]
 pub struct App(Arc<AppInner>);
@@ -31,6 +35,7 @@ struct AppInner {
     config: Config,
     store: Store,
     auth: AuthState,
+    memberships: Arc<TtlCache<(WorkspaceId, UserId), Option<Role>>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -52,8 +57,10 @@ impl App {
             throttle: Arc::new(LoginThrottle::new(limits)),
             session_ttl: config.session_ttl,
             cookie_secure: config.cookie_secure,
+            credentials: Arc::new(TtlCache::new(config.auth_cache_ttl, CACHE_CAPACITY)),
         };
-        Ok(Self(Arc::new(AppInner { config, store, auth, shutdown: CancellationToken::new(), tasks: TaskTracker::new() })))
+        let memberships = Arc::new(TtlCache::new(config.auth_cache_ttl, CACHE_CAPACITY));
+        Ok(Self(Arc::new(AppInner { config, store, auth, memberships, shutdown: CancellationToken::new(), tasks: TaskTracker::new() })))
     }
 
     pub fn config(&self) -> &Config {
@@ -92,7 +99,7 @@ impl FromRef<App> for AuthState {
 
 impl FromRef<App> for TenantsState {
     fn from_ref(app: &App) -> Self {
-        TenantsState { store: app.0.store.clone() }
+        TenantsState { store: app.0.store.clone(), memberships: app.0.memberships.clone() }
     }
 }
 
@@ -151,8 +158,31 @@ pub async fn start(app: App) -> Result<Server, BoxError> {
     Ok(Server { addr, app, handle })
 }
 
+/// File descriptors one open workspace may hold: a pool of up to four connections, each
+/// with the database, its WAL and its shared-memory file open.
+const FDS_PER_TENANT: u64 = 4 * 3;
+
+/// Raises the soft open-files limit to the hard limit (many workspaces mean many files),
+/// and warns when the tenant cap could still exhaust it.
+fn raise_open_files_limit(max_open_tenants: usize) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            let needed = max_open_tenants as u64 * FDS_PER_TENANT + 256;
+            if limit < needed {
+                tracing::warn!(
+                    limit,
+                    needed,
+                    "the open-files limit is low for EDGEDESK_MAX_OPEN_TENANTS; raise `ulimit -n` or lower the cap"
+                );
+            }
+        }
+        Err(err) => tracing::warn!(error = %err, "cannot raise the open-files limit"),
+    }
+}
+
 /// `edgedesk serve`: start, say where, and run until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> Result<(), BoxError> {
+    raise_open_files_limit(config.max_open_tenants);
     let app = App::build(config).await?;
     let server = start(app.clone()).await?;
     let base = format!("http://{}", server.addr);

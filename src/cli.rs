@@ -97,7 +97,9 @@ async fn tenant(config: &Config, cmd: TenantCommand) -> Result<(), BoxError> {
     match cmd {
         TenantCommand::Create { name, owner } => {
             let (user, _) = store.platform.user_by_email(&owner).await?.ok_or_else(|| format!("no user with email {owner}"))?;
-            let ws = crate::tenants::create_workspace(&store, user.id, &name).await.map_err(|e| e.to_string())?;
+            // A fresh process has nothing cached: a disabled cache is the honest argument.
+            let no_cache = crate::cache::TtlCache::new(std::time::Duration::ZERO, 0);
+            let ws = crate::tenants::create_workspace(&store, &no_cache, user.id, &name).await.map_err(|e| e.to_string())?;
             println!("{}\t{}", ws.id, ws.name);
         }
         TenantCommand::List => {

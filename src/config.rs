@@ -52,6 +52,11 @@ pub struct Config {
     pub log_format: LogFormat,
     /// bcrypt work factor for new password hashes (4–31, default 12).
     pub bcrypt_cost: u32,
+    /// How long an instance may reuse "this token is this user" and "this user has this
+    /// role here" without asking the store. Changes made through this instance apply at
+    /// once; this bounds how long a revocation made elsewhere (another instance, the CLI)
+    /// can lag. Zero disables the caches.
+    pub auth_cache_ttl: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +148,7 @@ impl Config {
             cookie_secure: src.parse("EDGEDESK_COOKIE_SECURE", false)?,
             log_format,
             bcrypt_cost,
+            auth_cache_ttl: Duration::from_secs(src.parse("EDGEDESK_AUTH_CACHE_SECS", 5)?),
         })
     }
 }

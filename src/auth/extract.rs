@@ -45,8 +45,16 @@ where
         }
         let token = presented_token(parts).filter(|t| !t.is_empty() && t.len() <= 256).ok_or(AppError::Unauthorized)?;
         let auth = AuthState::from_ref(state);
-        let (user, credential) = auth.platform.authenticate(&token_hash(&token), Millis::now()).await?.ok_or(AppError::Unauthorized)?;
-        let caller = AuthUser { user, credential };
+        let hash = token_hash(&token);
+        let caller = match auth.credentials.get(&hash) {
+            Some(caller) => caller,
+            None => {
+                let (user, credential) = auth.platform.authenticate(&hash, Millis::now()).await?.ok_or(AppError::Unauthorized)?;
+                let caller = AuthUser { user, credential };
+                auth.credentials.insert(hash, caller.clone());
+                caller
+            }
+        };
         parts.extensions.insert(caller.clone());
         Ok(caller)
     }

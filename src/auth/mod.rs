@@ -17,7 +17,8 @@ use std::time::Duration;
 pub use extract::{AuthUser, ClientAddr, PlatformAdmin};
 pub use routes::{routes, validate_name, validate_text};
 
-use crate::store::PlatformStore;
+use crate::cache::TtlCache;
+use crate::store::{Credential, PlatformStore, UserId};
 use password::Passwords;
 use throttle::LoginThrottle;
 
@@ -33,4 +34,18 @@ pub struct AuthState {
     pub throttle: Arc<LoginThrottle>,
     pub session_ttl: Duration,
     pub cookie_secure: bool,
+    /// Token hash → caller, so most requests skip the credential lookup.
+    pub credentials: Arc<TtlCache<String, AuthUser>>,
+}
+
+impl AuthState {
+    /// Drops cached answers for a credential that was just revoked here.
+    pub fn forget_credential(&self, credential: Credential) {
+        self.credentials.remove_where(|_, caller| caller.credential == credential);
+    }
+
+    /// Drops cached answers for a user whose standing just changed here.
+    pub fn forget_user(&self, user: UserId) {
+        self.credentials.remove_where(|_, caller| caller.user.id == user);
+    }
 }

@@ -182,6 +182,7 @@ async fn logout(State(auth): State<AuthState>, caller: AuthUser) -> AppResult<Re
         return Err(AppError::BadRequest("an API token cannot log out; revoke it instead".into()));
     };
     auth.platform.revoke_session(caller.user.id, session).await?;
+    auth.forget_credential(caller.credential);
     let clear = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
     let mut response = StatusCode::NO_CONTENT.into_response();
     response.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&clear).map_err(AppError::internal)?);
@@ -217,7 +218,11 @@ async fn list_sessions(State(auth): State<AuthState>, caller: AuthUser) -> AppRe
 #[utoipa::path(delete, path = "/api/auth/sessions/{id}", tag = "auth", params(("id" = String, Path)),
     responses((status = 204), (status = 400, body = Problem), (status = 404, body = Problem)))]
 async fn revoke_session(State(auth): State<AuthState>, caller: AuthUser, ApiPath(id): ApiPath<SessionId>) -> AppResult<StatusCode> {
-    if auth.platform.revoke_session(caller.user.id, id).await? { Ok(StatusCode::NO_CONTENT) } else { Err(AppError::NotFound) }
+    if !auth.platform.revoke_session(caller.user.id, id).await? {
+        return Err(AppError::NotFound);
+    }
+    auth.forget_credential(Credential::Session(id));
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -267,7 +272,11 @@ async fn create_token(
 #[utoipa::path(delete, path = "/api/auth/tokens/{id}", tag = "auth", params(("id" = String, Path)),
     responses((status = 204), (status = 400, body = Problem), (status = 404, body = Problem)))]
 async fn revoke_token(State(auth): State<AuthState>, caller: AuthUser, ApiPath(id): ApiPath<TokenId>) -> AppResult<StatusCode> {
-    if auth.platform.revoke_api_token(caller.user.id, id).await? { Ok(StatusCode::NO_CONTENT) } else { Err(AppError::NotFound) }
+    if !auth.platform.revoke_api_token(caller.user.id, id).await? {
+        return Err(AppError::NotFound);
+    }
+    auth.forget_credential(Credential::ApiToken(id));
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Every user (platform administrators only).
@@ -311,5 +320,6 @@ async fn update_user(
     }
     let name = body.name.as_deref().map(|n| validate_text("name", n, 200)).transpose().map_err(|e| AppError::Validation(vec![e]))?;
     let user = auth.platform.update_user(id, UserPatch { name, disabled: body.disabled, is_admin: body.is_admin }).await?;
+    auth.forget_user(id);
     Ok(axum::Json(user))
 }

@@ -18,7 +18,7 @@ use crate::http::extract::ApiQuery;
 use crate::http::parse_limit;
 use crate::store::bootstrap::CHANNEL_CHUNKS;
 use crate::store::{AuditQuery, Millis, SyncEvent, UserId};
-use crate::tenants::{TenantAdmin, TenantConn, TenantsState};
+use crate::tenants::{Guarded, TenantAdmin, TenantConn, TenantsState};
 
 pub fn routes<S>() -> OpenApiRouter<S>
 where
@@ -141,7 +141,7 @@ pub struct AuditPage {
 #[utoipa::path(get, path = "/api/workspaces/{ws}/audit", tag = "sync", params(("ws" = String, Path), AuditParams),
     responses((status = 200, body = AuditPage), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
         (status = 422, body = Problem)))]
-async fn audit(TenantAdmin(conn): TenantAdmin, ApiQuery(params): ApiQuery<AuditParams>) -> AppResult<axum::Json<AuditPage>> {
+async fn audit(Guarded(conn, _): TenantAdmin, ApiQuery(params): ApiQuery<AuditParams>) -> AppResult<axum::Json<AuditPage>> {
     let mut errors = Vec::new();
     let actor = params
         .actor

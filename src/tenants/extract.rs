@@ -17,6 +17,7 @@ pub struct PlatformConn {
     pub caller: AuthUser,
     pub platform: Arc<dyn PlatformStore>,
     pub tenants: Arc<dyn crate::store::TenantStores>,
+    pub memberships: Arc<crate::cache::TtlCache<(WorkspaceId, UserId), Option<Role>>>,
 }
 
 impl<S> FromRequestParts<S> for PlatformConn
@@ -29,8 +30,8 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let caller = AuthUser::from_request_parts(parts, state).await?;
-        let store = TenantsState::from_ref(state).store;
-        Ok(Self { caller, platform: store.platform, tenants: store.tenants })
+        let TenantsState { store, memberships } = TenantsState::from_ref(state);
+        Ok(Self { caller, platform: store.platform, tenants: store.tenants, memberships })
     }
 }
 
@@ -39,6 +40,7 @@ where
 #[derive(Clone)]
 pub struct TenantConn {
     pub caller: AuthUser,
+    memberships: Arc<crate::cache::TtlCache<(WorkspaceId, UserId), Option<Role>>>,
     pub workspace: WorkspaceId,
     pub role: Role,
     pub store: Arc<dyn TenantStore>,
@@ -48,6 +50,11 @@ pub struct TenantConn {
 impl TenantConn {
     pub fn user(&self) -> UserId {
         self.caller.user.id
+    }
+
+    /// Drops the cached role of `user` here, after changing it.
+    pub fn forget_membership(&self, user: UserId) {
+        self.memberships.remove(&(self.workspace, user));
     }
 
     /// What this caller may see: everything for staff, their own tickets for requesters.
@@ -77,51 +84,69 @@ where
             .find_map(|(name, value)| (name == "ws").then_some(value))
             .ok_or_else(|| AppError::internal("TenantConn used on a route without {ws}"))?;
         let workspace: WorkspaceId = ws_text.parse().map_err(|_| AppError::BadRequest("malformed workspace id".into()))?;
-        let store = TenantsState::from_ref(state).store;
-        let role = store.platform.member_role(workspace, caller.user.id).await?.ok_or(AppError::NotFound)?;
+        let TenantsState { store, memberships } = TenantsState::from_ref(state);
+        let key = (workspace, caller.user.id);
+        let role = match memberships.get(&key) {
+            Some(role) => role,
+            None => {
+                let role = store.platform.member_role(workspace, caller.user.id).await?;
+                memberships.insert(key, role);
+                role
+            }
+        };
+        let role = role.ok_or(AppError::NotFound)?;
         let tenant = store.tenants.open(workspace).await?;
-        let conn = TenantConn { caller, workspace, role, store: tenant, platform: store.platform };
+        let conn = TenantConn { caller, memberships, workspace, role, store: tenant, platform: store.platform };
         parts.extensions.insert(conn.clone());
         Ok(conn)
     }
 }
 
-/// A `TenantConn` whose caller is staff (owner, admin or agent).
-pub struct TenantStaff(pub TenantConn);
+/// A role requirement on top of `TenantConn`: what a guard admits and what it says otherwise.
+pub trait RoleRule {
+    fn admits(role: Role) -> bool;
+    const REFUSAL: &'static str;
+}
 
-impl<S> FromRequestParts<S> for TenantStaff
+/// A `TenantConn` whose caller's role satisfies `R`; anyone else gets 403 (they are a
+/// member, so the workspace's existence is no secret to them).
+pub struct Guarded<R: RoleRule>(pub TenantConn, pub std::marker::PhantomData<R>);
+
+impl<S, R> FromRequestParts<S> for Guarded<R>
 where
     AuthState: FromRef<S>,
     TenantsState: FromRef<S>,
     S: Send + Sync,
+    R: RoleRule,
 {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let conn = TenantConn::from_request_parts(parts, state).await?;
-        if !conn.role.is_staff() {
-            return Err(AppError::Forbidden("agents and administrators only".into()));
+        if !R::admits(conn.role) {
+            return Err(AppError::Forbidden(R::REFUSAL.into()));
         }
-        Ok(Self(conn))
+        Ok(Self(conn, std::marker::PhantomData))
     }
 }
 
-/// A `TenantConn` whose caller is an owner or admin of the workspace.
-pub struct TenantAdmin(pub TenantConn);
-
-impl<S> FromRequestParts<S> for TenantAdmin
-where
-    AuthState: FromRef<S>,
-    TenantsState: FromRef<S>,
-    S: Send + Sync,
-{
-    type Rejection = AppError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let conn = TenantConn::from_request_parts(parts, state).await?;
-        if !conn.role.is_admin() {
-            return Err(AppError::Forbidden("workspace administrators only".into()));
-        }
-        Ok(Self(conn))
+pub enum StaffRule {}
+impl RoleRule for StaffRule {
+    fn admits(role: Role) -> bool {
+        role.is_staff()
     }
+    const REFUSAL: &'static str = "agents and administrators only";
 }
+
+pub enum AdminRule {}
+impl RoleRule for AdminRule {
+    fn admits(role: Role) -> bool {
+        role.is_admin()
+    }
+    const REFUSAL: &'static str = "workspace administrators only";
+}
+
+/// Owners, admins and agents.
+pub type TenantStaff = Guarded<StaffRule>;
+/// Owners and admins.
+pub type TenantAdmin = Guarded<AdminRule>;

@@ -8,15 +8,20 @@
 mod extract;
 mod routes;
 
-pub use extract::{PlatformConn, TenantAdmin, TenantConn, TenantStaff};
+pub use extract::{AdminRule, Guarded, PlatformConn, RoleRule, StaffRule, TenantAdmin, TenantConn, TenantStaff};
 pub use routes::routes;
 
-use crate::store::Store;
+use std::sync::Arc;
+
+use crate::cache::TtlCache;
+use crate::store::{Role, Store};
 
 /// What the tenant extractors and workspace routes need from the application.
 #[derive(Clone)]
 pub struct TenantsState {
     pub store: Store,
+    /// (workspace, user) → role, `None` for "not a member"; dropped here on every change.
+    pub memberships: Arc<TtlCache<(WorkspaceId, UserId), Option<Role>>>,
 }
 
 use crate::error::AppResult;
@@ -26,11 +31,18 @@ use crate::store::{Millis, UserId, Workspace, WorkspaceId};
 /// the registry entry and membership, then the owner's `member.added`. Storage comes first
 /// so that a failure in between leaves an unregistered folder (invisible, removable), never
 /// a registered workspace without storage. Used by the HTTP route and the CLI alike.
-pub async fn create_workspace(store: &Store, owner: UserId, name: &str) -> AppResult<Workspace> {
+pub async fn create_workspace(
+    store: &Store,
+    memberships: &TtlCache<(WorkspaceId, UserId), Option<Role>>,
+    owner: UserId,
+    name: &str,
+) -> AppResult<Workspace> {
     let name = crate::auth::validate_name("name", name, 200)?;
     let workspace = Workspace { id: WorkspaceId::new(), name, created_at: Millis::now() };
     let tenant = store.tenants.create(&workspace, owner).await?;
     let member = store.platform.create_workspace(&workspace, owner).await?;
+    // A membership lookup made before the workspace existed may have cached "no".
+    memberships.remove(&(workspace.id, owner));
     tenant.record_member(owner, &member, true).await?;
     tracing::info!(workspace = %workspace.id, "workspace created");
     Ok(workspace)

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{PlatformConn, TenantAdmin, TenantConn, TenantStaff, TenantsState};
+use super::{Guarded, PlatformConn, TenantAdmin, TenantConn, TenantStaff, TenantsState};
 use crate::auth::AuthState;
 use crate::error::{AppError, AppResult, Problem};
 use crate::http::extract::ApiJson;
@@ -54,7 +54,7 @@ async fn create_workspace(conn: PlatformConn, ApiJson(body): ApiJson<NewWorkspac
         return Err(AppError::Forbidden("only platform administrators create workspaces".into()));
     }
     let store = crate::store::Store { platform: conn.platform, tenants: conn.tenants };
-    let workspace = super::create_workspace(&store, conn.caller.user.id, &body.name).await?;
+    let workspace = super::create_workspace(&store, &conn.memberships, conn.caller.user.id, &body.name).await?;
     Ok((StatusCode::CREATED, axum::Json(WorkspaceView::new(workspace, Role::Owner))))
 }
 
@@ -76,7 +76,7 @@ async fn get_workspace(conn: TenantConn) -> AppResult<axum::Json<WorkspaceView>>
 /// The workspace's members (staff only).
 #[utoipa::path(get, path = "/api/workspaces/{ws}/members", tag = "workspaces", params(("ws" = String, Path)),
     responses((status = 200, body = Vec<Member>), (status = 403, body = Problem), (status = 404, body = Problem)))]
-async fn list_members(TenantStaff(conn): TenantStaff) -> AppResult<axum::Json<Vec<Member>>> {
+async fn list_members(Guarded(conn, _): TenantStaff) -> AppResult<axum::Json<Vec<Member>>> {
     Ok(axum::Json(conn.platform.list_members(conn.workspace).await?))
 }
 
@@ -95,7 +95,7 @@ pub struct AddMember {
 #[utoipa::path(post, path = "/api/workspaces/{ws}/members", tag = "workspaces", params(("ws" = String, Path)), request_body = AddMember,
     responses((status = 201, body = Member, description = "added"), (status = 200, body = Member, description = "role changed"),
         (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
-async fn add_member(TenantAdmin(conn): TenantAdmin, ApiJson(body): ApiJson<AddMember>) -> AppResult<(StatusCode, axum::Json<Member>)> {
+async fn add_member(Guarded(conn, _): TenantAdmin, ApiJson(body): ApiJson<AddMember>) -> AppResult<(StatusCode, axum::Json<Member>)> {
     let user = match (&body.email, body.user_id) {
         (Some(email), None) => conn.platform.user_by_email(email).await?.map(|(user, _)| user),
         (None, Some(id)) => conn.platform.user(id).await?,
@@ -119,6 +119,7 @@ async fn add_member(TenantAdmin(conn): TenantAdmin, ApiJson(body): ApiJson<AddMe
         return member.map(|m| (StatusCode::OK, axum::Json(m))).ok_or(AppError::NotFound);
     }
     let (member, added) = conn.platform.upsert_member(conn.workspace, user.id, body.role).await?;
+    conn.forget_membership(user.id);
     conn.store.record_member(conn.user(), &member, added).await?;
     Ok((if added { StatusCode::CREATED } else { StatusCode::OK }, axum::Json(member)))
 }

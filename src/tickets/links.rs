@@ -13,7 +13,7 @@ use crate::auth::AuthState;
 use crate::error::{AppResult, Problem};
 use crate::http::extract::{ApiJson, ApiPath};
 use crate::store::{LinkKind, TicketId, TicketLink};
-use crate::tenants::{TenantStaff, TenantsState};
+use crate::tenants::{Guarded, TenantStaff, TenantsState};
 
 pub fn routes<S>() -> OpenApiRouter<S>
 where
@@ -28,7 +28,7 @@ where
 #[utoipa::path(get, path = "/api/workspaces/{ws}/tickets/{id}/links", tag = "tickets",
     params(("ws" = String, Path), ("id" = String, Path)),
     responses((status = 200, body = Vec<TicketLink>), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-async fn list_links(TenantStaff(conn): TenantStaff, ApiPath(path): ApiPath<TicketPath>) -> AppResult<axum::Json<Vec<TicketLink>>> {
+async fn list_links(Guarded(conn, _): TenantStaff, ApiPath(path): ApiPath<TicketPath>) -> AppResult<axum::Json<Vec<TicketLink>>> {
     Ok(axum::Json(conn.store.list_links(path.id).await?))
 }
 
@@ -45,7 +45,7 @@ pub struct NewLink {
     responses((status = 201, body = TicketLink), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
         (status = 409, body = Problem), (status = 422, body = Problem)))]
 async fn add_link(
-    TenantStaff(conn): TenantStaff,
+    Guarded(conn, _): TenantStaff,
     ApiPath(path): ApiPath<TicketPath>,
     ApiJson(body): ApiJson<NewLink>,
 ) -> AppResult<(StatusCode, axum::Json<TicketLink>)> {
@@ -57,7 +57,7 @@ async fn add_link(
 #[utoipa::path(delete, path = "/api/workspaces/{ws}/tickets/{id}/links/{link}", tag = "tickets",
     params(("ws" = String, Path), ("id" = String, Path), ("link" = String, Path)),
     responses((status = 204), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-async fn remove_link(TenantStaff(conn): TenantStaff, ApiPath(path): ApiPath<LinkPath>) -> AppResult<StatusCode> {
+async fn remove_link(Guarded(conn, _): TenantStaff, ApiPath(path): ApiPath<LinkPath>) -> AppResult<StatusCode> {
     conn.store.remove_link(conn.user(), path.id, path.link).await?;
     Ok(StatusCode::NO_CONTENT)
 }

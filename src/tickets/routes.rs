@@ -13,7 +13,7 @@ use crate::error::{AppError, AppResult, FieldError, Problem};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::http::parse_limit;
 use crate::store::{AssigneeFilter, NewTicket, Priority, SortOrder, Status, Ticket, TicketPatch, TicketQuery, TicketSort, UserId};
-use crate::tenants::{TenantConn, TenantStaff, TenantsState};
+use crate::tenants::{Guarded, TenantConn, TenantStaff, TenantsState};
 
 pub fn routes<S>() -> OpenApiRouter<S>
 where
@@ -247,7 +247,7 @@ async fn patch_ticket(
 /// Deletes a ticket (staff only). It disappears from lists, lookups and bootstrap; the log keeps its history.
 #[utoipa::path(delete, path = "/api/workspaces/{ws}/tickets/{id}", tag = "tickets", params(("ws" = String, Path), ("id" = String, Path)),
     responses((status = 204), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-async fn delete_ticket(TenantStaff(conn): TenantStaff, ApiPath(path): ApiPath<TicketPath>) -> AppResult<StatusCode> {
+async fn delete_ticket(Guarded(conn, _): TenantStaff, ApiPath(path): ApiPath<TicketPath>) -> AppResult<StatusCode> {
     conn.store.delete_ticket(conn.user(), path.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -5,6 +5,7 @@
 //! function that calls `self.write(` does neither.
 
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -81,10 +82,13 @@ fn tags_json(tags: &[String]) -> StoreResult<String> {
     serde_json::to_string(tags).map_err(StoreError::internal)
 }
 
-fn write_tags(conn: &Connection, ticket: TicketId, tags: &[String]) -> StoreResult<()> {
-    conn.prepare_cached("DELETE FROM ticket_tags WHERE ticket_id = ?1")
-        .and_then(|mut stmt| stmt.execute(params![ticket]))
-        .map_err(error)?;
+/// Replaces a ticket's tag index rows (`fresh`: the ticket is new and has none yet).
+fn write_tags(conn: &Connection, ticket: TicketId, tags: &[String], fresh: bool) -> StoreResult<()> {
+    if !fresh {
+        conn.prepare_cached("DELETE FROM ticket_tags WHERE ticket_id = ?1")
+            .and_then(|mut stmt| stmt.execute(params![ticket]))
+            .map_err(error)?;
+    }
     let mut insert = conn.prepare_cached("INSERT OR IGNORE INTO ticket_tags (tag, ticket_id) VALUES (?1, ?2)").map_err(error)?;
     for tag in tags {
         insert.execute(params![tag, ticket]).map_err(error)?;
@@ -95,13 +99,19 @@ fn write_tags(conn: &Connection, ticket: TicketId, tags: &[String]) -> StoreResu
 pub struct SqliteTenant {
     workspace: WorkspaceId,
     pool: SqlitePool,
+    /// Writers of this workspace queue here, in-process, before taking a connection.
+    /// SQLite admits one writer per file anyway; without this queue the losers of the race
+    /// for `BEGIN IMMEDIATE` sleep in SQLite's busy handler (1, 2, 5… ms) instead of
+    /// being woken the moment the writer ahead of them commits. A std mutex: it is taken
+    /// and released on the same blocking thread, never across an await.
+    writer: Arc<Mutex<()>>,
     /// Milliseconds of the last use, for the LRU and the idle sweeper.
     last_used: AtomicI64,
 }
 
 impl SqliteTenant {
     pub fn new(workspace: WorkspaceId, pool: SqlitePool) -> Self {
-        Self { workspace, pool, last_used: AtomicI64::new(Millis::now().0) }
+        Self { workspace, pool, writer: Arc::default(), last_used: AtomicI64::new(Millis::now().0) }
     }
 
     pub fn touch(&self) {
@@ -128,13 +138,19 @@ impl SqliteTenant {
         F: FnOnce(&mut WriteTx<'_>) -> StoreResult<T> + Send + 'static,
     {
         self.touch();
-        blocking(&self.pool, move |conn| {
-            let mut tx = WriteTx::begin(conn)?;
+        let (pool, writer) = (self.pool.clone(), self.writer.clone());
+        tokio::task::spawn_blocking(move || {
+            // The queue first, then a connection: waiting writers must not hold connections
+            // that readers need.
+            let _turn = writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut conn = pool.get().map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            let mut tx = WriteTx::begin(&mut conn)?;
             let value = f(&mut tx)?;
             tx.commit()?;
             Ok(value)
         })
         .await
+        .map_err(|e| StoreError::Internal(format!("blocking task failed: {e}")))?
     }
 
     /// Writes the workspace row and its `workspace.created` event into a new tenant file.
@@ -215,7 +231,7 @@ impl TenantStore for SqliteTenant {
             })
             .map_err(error)?;
             let number = tx.last_insert_rowid();
-            write_tags(tx, id, &new.tags)?;
+            write_tags(tx, id, &new.tags, true)?;
             let ticket = Ticket {
                 id,
                 number,
@@ -349,7 +365,7 @@ impl TenantStore for SqliteTenant {
             })
             .map_err(error)?;
             if tags_changed {
-                write_tags(tx, id, &ticket.tags)?;
+                write_tags(tx, id, &ticket.tags, false)?;
             }
             tx.record(
                 Some(actor),
