@@ -48,6 +48,7 @@ pub fn api() -> (Router<App>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health))
         .routes(routes!(ready))
+        .routes(routes!(metrics))
         .merge(crate::auth::routes())
         .merge(crate::tenants::routes())
         .merge(crate::tickets::routes())
@@ -60,7 +61,6 @@ pub fn build(app: App) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let body_limit = app.config().body_limit;
     api.merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", openapi))
-        .route("/metrics", axum::routing::get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -92,7 +92,8 @@ async fn ready(State(app): State<App>) -> Result<axum::Json<serde_json::Value>, 
     Ok(axum::Json(serde_json::json!({ "status": "ready" })))
 }
 
-/// Prometheus text format.
+/// Prometheus metrics (text exposition format).
+#[utoipa::path(get, path = "/metrics", tag = "ops", security(()), responses((status = 200, content_type = "text/plain", body = String)))]
 async fn metrics(State(app): State<App>) -> Response {
     let body = format!(
         "# HELP edgedesk_open_tenants Workspaces whose storage is open in this instance.\n\

@@ -1,4 +1,4 @@
-//! Pure cryptographic helpers: random tokens, token hashing, digests, the master key.
+//! Pure cryptographic helpers: random tokens, token hashing, the master key.
 //!
 //! No I/O beyond reading/creating the master key file. Opaque bearer tokens are 32 random
 //! bytes; only their SHA-256 is ever stored, so a copied database cannot be used to log in.
@@ -29,24 +29,6 @@ pub fn new_token(prefix: &str) -> String {
 /// The stored form of a token: hex SHA-256. Tokens are high-entropy, so no salt or slow hash.
 pub fn token_hash(token: &str) -> String {
     hex::encode(digest::digest(&digest::SHA256, token.as_bytes()))
-}
-
-/// An incremental SHA-256, for checksums over streamed output.
-pub struct Sha256(digest::Context);
-
-impl Default for Sha256 {
-    fn default() -> Self {
-        Self(digest::Context::new(&digest::SHA256))
-    }
-}
-
-impl Sha256 {
-    pub fn update(&mut self, bytes: &[u8]) {
-        self.0.update(bytes);
-    }
-    pub fn hex(self) -> String {
-        hex::encode(self.0.finish())
-    }
 }
 
 /// Reads the 32-byte master key, creating it (mode 0600) when the file does not exist.

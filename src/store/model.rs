@@ -74,12 +74,45 @@ impl Millis {
         Self(self.0.saturating_add(duration.as_millis().min(i64::MAX as u128) as i64))
     }
 
+    /// `YYYY-MM-DDTHH:MM:SS.mmmZ`: fixed width, so lexical order equals time order.
     pub fn to_rfc3339(self) -> String {
-        let nanos = i128::from(self.0) * 1_000_000;
-        let at = time::OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-        // Fixed width with milliseconds, so lexical order equals time order.
-        let format = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-        at.format(&format).unwrap_or_default()
+        String::from_utf8_lossy(&self.rfc3339_bytes()).into_owned()
+    }
+
+    /// The RFC 3339 form without allocating. Every row of a bootstrap carries two of these,
+    /// so this is arithmetic (days → civil date, after Howard Hinnant's `civil_from_days`)
+    /// rather than a general-purpose formatter. Years outside 0..=9999 are clamped.
+    pub fn rfc3339_bytes(self) -> [u8; 24] {
+        const MIN: i64 = -62_167_219_200_000; // 0000-01-01T00:00:00Z
+        const MAX: i64 = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
+        let ms = self.0.clamp(MIN, MAX);
+        let days = ms.div_euclid(86_400_000);
+        let in_day = ms.rem_euclid(86_400_000);
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        let (h, m, sec, milli) = (in_day / 3_600_000, in_day / 60_000 % 60, in_day / 1000 % 60, in_day % 1000);
+        let mut out = *b"0000-00-00T00:00:00.000Z";
+        let mut put = |at: usize, width: usize, mut value: i64| {
+            for i in (at..at + width).rev() {
+                out[i] = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        };
+        put(0, 4, year);
+        put(5, 2, month);
+        put(8, 2, day);
+        put(11, 2, h);
+        put(14, 2, m);
+        put(17, 2, sec);
+        put(20, 3, milli);
+        out
     }
 
     pub fn parse_rfc3339(text: &str) -> Option<Self> {
@@ -90,7 +123,9 @@ impl Millis {
 
 impl Serialize for Millis {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.to_rfc3339())
+        let bytes = self.rfc3339_bytes();
+        // Always ASCII digits and punctuation, so this cannot fail.
+        serializer.serialize_str(std::str::from_utf8(&bytes).unwrap_or_default())
     }
 }
 
@@ -451,4 +486,32 @@ pub struct DeltaPage {
     /// Where the next `after=` should start: past filtered-out events too.
     pub last_sync_id: i64,
     pub has_more: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(ms: i64) -> String {
+        let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap();
+        let format = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+        at.format(&format).unwrap()
+    }
+
+    #[test]
+    fn rfc3339_matches_a_general_formatter_across_the_range() {
+        let mut samples = vec![0, 1, 999, 1000, 86_399_999, 86_400_000, -1, -86_400_001, 951_782_400_000, 4_107_542_399_999];
+        // Leap days, century years, and a spread of instants from 0001 to 9999.
+        let mut x: i64 = 0x2545_F491_4F6C_DD1D;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            samples.push(x.rem_euclid(253_402_300_799_999 + 62_135_596_800_000) - 62_135_596_800_000);
+        }
+        for ms in samples {
+            assert_eq!(Millis(ms).to_rfc3339(), reference(ms), "{ms}");
+            assert_eq!(Millis::parse_rfc3339(&Millis(ms).to_rfc3339()), Some(Millis(ms)));
+        }
+    }
 }

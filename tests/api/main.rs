@@ -3,9 +3,11 @@
 
 mod auth;
 mod bad_input;
+mod cli;
 mod common;
 mod crash;
 mod isolation;
+mod ops;
 mod sync;
 mod sync_lint;
 mod tickets;
