@@ -139,6 +139,53 @@ struct Stats {
     p99_ms: f64,
 }
 
+/// `wrk` is a far lighter load client than anything in this process; it is used when
+/// present (apt-get install wrk), so that the client is not what limits the figures.
+fn have_wrk() -> bool {
+    std::process::Command::new("wrk").arg("--version").output().is_ok()
+}
+
+fn ms(text: &str) -> f64 {
+    let (num, unit) = text.trim().split_at(text.trim().find(|c: char| c.is_ascii_alphabetic()).unwrap_or(text.trim().len()));
+    let value: f64 = num.parse().unwrap_or(f64::NAN);
+    match unit {
+        "us" => value / 1000.0,
+        "ms" => value,
+        "s" => value * 1000.0,
+        _ => f64::NAN,
+    }
+}
+
+/// Runs wrk against `url` and reads its figures. Responses that are not 2xx fail the run.
+fn wrk(url: &str, method: &str, token: Option<&str>, body: Option<&str>, secs: u64, clients: usize, dir: &Path) -> Stats {
+    let script = dir.join("wrk.lua");
+    let mut lua = format!("wrk.method = \"{method}\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\n");
+    if let Some(t) = token {
+        lua.push_str(&format!("wrk.headers[\"Authorization\"] = \"Bearer {t}\"\n"));
+    }
+    if let Some(b) = body {
+        lua.push_str(&format!("wrk.body = '{b}'\n"));
+    }
+    std::fs::write(&script, lua).expect("wrk script");
+    let out = std::process::Command::new("wrk")
+        .args(["-t1", &format!("-c{clients}"), &format!("-d{secs}s"), "--latency", "-s"])
+        .arg(&script)
+        .arg(url)
+        .output()
+        .expect("wrk runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("Non-2xx"), "wrk saw errors:\n{text}");
+    let field = |prefix: &str| text.lines().find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_string())).unwrap_or_default();
+    // "  123456 requests in 5.00s, 12.34MB read"
+    let count = text
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    Stats { count, per_sec: field("Requests/sec:").parse().unwrap_or(0.0), p50_ms: ms(&field("50%")), p99_ms: ms(&field("99%")) }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -259,12 +306,16 @@ async fn bench_creates(args: &Args, dir: &Path) {
     let http = client(args.clients);
     let (token, ws) = admin_and_workspace(&http, &server.base).await;
     let url = format!("{}/api/workspaces/{ws}/tickets", server.base);
-    let (h, t) = (http.clone(), token.clone());
-    let stats = load(args.secs, args.clients, move |n| {
-        let req = h.post(url.clone()).bearer_auth(&t).json(&json!({ "title": format!("bench {n}") })).send();
-        async move { req.await.map(|r| r.status() == 201).unwrap_or(false) }
-    })
-    .await;
+    let stats = if have_wrk() {
+        wrk(&url, "POST", Some(&token), Some(r#"{"title":"bench ticket"}"#), args.secs, args.clients, dir)
+    } else {
+        let (h, t) = (http.clone(), token.clone());
+        load(args.secs, args.clients, move |n| {
+            let req = h.post(url.clone()).bearer_auth(&t).json(&json!({ "title": format!("bench {n}") })).send();
+            async move { req.await.map(|r| r.status() == 201).unwrap_or(false) }
+        })
+        .await
+    };
     server.stop().await;
     let raw = tokio::task::spawn_blocking({
         let dir = dir.to_owned();
@@ -274,7 +325,7 @@ async fn bench_creates(args: &Args, dir: &Path) {
     .await
     .expect("raw");
     println!(
-        "creates: HTTP {:.0}/s ({} tickets, {} clients, p50 {:.2} ms, p99 {:.2} ms) | raw rusqlite {:.0}/s | ratio {:.0}% (target >= 50%)",
+        "creates: HTTP {:.0}/s ({} tickets, {} connections, p50 {:.2} ms, p99 {:.2} ms) | raw rusqlite, one transaction per ticket, {:.0}/s | ratio {:.0}% (target >= 50%)",
         stats.per_sec,
         stats.count,
         args.clients,
@@ -285,13 +336,9 @@ async fn bench_creates(args: &Args, dir: &Path) {
     );
 }
 
-async fn bench_get(args: &Args, dir: &Path) {
-    let server = ServerProc::start(&dir.join("data")).await;
-    let http = client(args.clients);
-    let (token, ws) = admin_and_workspace(&http, &server.base).await;
-    let ticket = post(&http, format!("{}/api/workspaces/{ws}/tickets", server.base), Some(&token), json!({ "title": "read me" })).await;
-    let url = format!("{}/api/workspaces/{ws}/tickets/{}", server.base, ticket["id"].as_str().expect("id"));
-    let (h, t) = (http.clone(), token.clone());
+/// GET figures with the in-process client (when wrk is missing).
+async fn in_process_get(http: &reqwest::Client, url: String, token: &str, base: &str, args: &Args) -> (Stats, Stats) {
+    let (h, t) = (http.clone(), token.to_string());
     let get = load(args.secs, args.clients, move |_| {
         let req = h.get(url.clone()).bearer_auth(&t).send();
         async move {
@@ -302,7 +349,7 @@ async fn bench_get(args: &Args, dir: &Path) {
         }
     })
     .await;
-    let health_url = format!("{}/health", server.base);
+    let health_url = format!("{base}/health");
     let h = http.clone();
     let hello = load(args.secs, args.clients, move |_| {
         let req = h.get(health_url.clone()).send();
@@ -314,6 +361,21 @@ async fn bench_get(args: &Args, dir: &Path) {
         }
     })
     .await;
+    (get, hello)
+}
+
+async fn bench_get(args: &Args, dir: &Path) {
+    let server = ServerProc::start(&dir.join("data")).await;
+    let http = client(args.clients);
+    let (token, ws) = admin_and_workspace(&http, &server.base).await;
+    let ticket = post(&http, format!("{}/api/workspaces/{ws}/tickets", server.base), Some(&token), json!({ "title": "read me" })).await;
+    let url = format!("{}/api/workspaces/{ws}/tickets/{}", server.base, ticket["id"].as_str().expect("id"));
+    let (get, hello) = if have_wrk() {
+        let health = format!("{}/health", server.base);
+        (wrk(&url, "GET", Some(&token), None, args.secs, args.clients, dir), wrk(&health, "GET", None, None, args.secs, args.clients, dir))
+    } else {
+        in_process_get(&http, url, &token, &server.base, args).await
+    };
     server.stop().await;
     println!(
         "get: ticket {:.0}/s (p50 {:.2} ms, p99 {:.2} ms) | hello-world /health {:.0}/s (p50 {:.2} ms, p99 {:.2} ms) | ratio {:.0}% (target >= 50%)",
@@ -529,10 +591,11 @@ async fn main() {
     let args = parse_args();
     let all = args.which == "all";
     println!(
-        "edgedesk load harness: {} core(s), {} s per timed run, {} clients",
+        "edgedesk load harness: {} core(s), {} s per timed run, {} connections, load client: {}",
         std::thread::available_parallelism().map_or(1, |n| n.get()),
         args.secs,
-        args.clients
+        args.clients,
+        if have_wrk() { "wrk (1 thread)" } else { "in-process reqwest (wrk not found: apt-get install wrk)" }
     );
     if all || args.which == "creates" {
         let (_keep, dir) = scratch("creates");

@@ -158,9 +158,9 @@ pub async fn start(app: App) -> Result<Server, BoxError> {
     Ok(Server { addr, app, handle })
 }
 
-/// File descriptors one open workspace may hold: a pool of up to four connections, each
-/// with the database, its WAL and its shared-memory file open.
-const FDS_PER_TENANT: u64 = 4 * 3;
+/// File descriptors one busy workspace may hold: a pool of up to eight connections, each
+/// with the database, its WAL and its shared-memory file open. (A quiet one holds none.)
+const FDS_PER_TENANT: u64 = 8 * 3;
 
 /// Raises the soft open-files limit to the hard limit (many workspaces mean many files),
 /// and warns when the tenant cap could still exhaust it.

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 
 pub use model::*;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("not found")]
     NotFound,

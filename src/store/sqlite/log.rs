@@ -1,14 +1,14 @@
 //! The workspace log in SQLite: the write transaction that must record its events, and the
 //! reads over the log (delta, audit, head) and over a whole snapshot (bootstrap).
 //!
-//! [`WriteTx`] is the only way tenant code writes. It refuses to commit a transaction that
+//! [`WriteTx`] is the only way tenant code writes. It refuses to keep a write that
 //! recorded no event unless the caller said why with [`WriteTx::exempt`]; the lint test
-//! `tests/sync_lint.rs` checks the same statically for every write function.
+//! `tests/api/sync_lint.rs` checks the same statically for every write function.
 
 use std::ops::Deref;
 
 use bytes::Bytes;
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Savepoint, Transaction, TransactionBehavior, params};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -34,21 +34,22 @@ pub struct Event<'a, T: Serialize> {
     pub staff_only: bool,
 }
 
+/// One write inside a (possibly shared) transaction: a SAVEPOINT that is released only if
+/// the write recorded its events, and rolled back otherwise (or when dropped on error).
 pub struct WriteTx<'c> {
-    tx: Transaction<'c>,
+    sp: Savepoint<'c>,
     now: Millis,
     recorded: usize,
     exempt: Option<&'static str>,
 }
 
 impl<'c> WriteTx<'c> {
-    /// Takes the file's write lock now, not at the first write, so ids follow commit order.
-    pub fn begin(conn: &'c mut Connection) -> StoreResult<Self> {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(error)?;
-        Ok(Self { tx, now: Millis::now(), recorded: 0, exempt: None })
+    pub fn begin(tx: &'c mut Transaction<'_>) -> StoreResult<Self> {
+        let sp = tx.savepoint().map_err(error)?;
+        Ok(Self { sp, now: Millis::now(), recorded: 0, exempt: None })
     }
 
-    /// The transaction's timestamp: every row and event it writes carries this time.
+    /// The write's timestamp: every row and event it writes carries this time.
     pub fn now(&self) -> Millis {
         self.now
     }
@@ -56,7 +57,7 @@ impl<'c> WriteTx<'c> {
     /// Appends an event; returns its sync_id.
     pub fn record<T: Serialize>(&mut self, actor: Option<UserId>, event: Event<'_, T>) -> StoreResult<i64> {
         let data = serde_json::to_string(event.data).map_err(StoreError::internal)?;
-        self.tx
+        self.sp
             .prepare_cached(
                 "INSERT INTO sync_actions (at, actor, kind, entity, entity_id, data, ticket_id, staff_only)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -66,27 +67,28 @@ impl<'c> WriteTx<'c> {
             })
             .map_err(error)?;
         self.recorded += 1;
-        Ok(self.tx.last_insert_rowid())
+        Ok(self.sp.last_insert_rowid())
     }
 
-    /// Declares that this transaction legitimately changes nothing a client may see.
+    /// Declares that this write legitimately changes nothing a client may see.
     pub fn exempt(&mut self, why: &'static str) {
         self.exempt = Some(why);
     }
 
-    pub fn commit(self) -> StoreResult<()> {
+    /// Keeps the write (it becomes durable with the transaction's COMMIT).
+    pub fn release(self) -> StoreResult<()> {
         if self.recorded == 0 && self.exempt.is_none() {
             // Rolled back on drop: a write that forgot its event must not land silently.
             return Err(StoreError::Internal("write transaction recorded no sync action".into()));
         }
-        self.tx.commit().map_err(error)
+        self.sp.commit().map_err(error)
     }
 }
 
-impl<'c> Deref for WriteTx<'c> {
-    type Target = Transaction<'c>;
-    fn deref(&self) -> &Self::Target {
-        &self.tx
+impl Deref for WriteTx<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.sp
     }
 }
 

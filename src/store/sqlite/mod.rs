@@ -1,10 +1,11 @@
 //! The SQLite backend: `data/platform.db` plus one `data/tenants/<id>/tenant.db` per workspace.
 //!
-//! Every call runs on tokio's blocking pool (`spawn_blocking`), never on an async worker.
+//! Every call runs on the SQLite worker threads (`executor.rs`), never on an async worker.
 //! Writes take the write lock up front (`BEGIN IMMEDIATE`), so there is one writer per
 //! file and the log's ids are handed out in commit order. Tenant pools are opened lazily
 //! and kept in a capped LRU (see `tenants.rs`).
 
+mod executor;
 mod log;
 mod migrate;
 mod platform;
@@ -12,6 +13,7 @@ mod pool;
 mod tenant;
 mod tenants;
 mod types;
+mod writer;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -42,9 +44,10 @@ pub fn open(data_dir: &Path, options: SqliteOptions) -> StoreResult<Store> {
         let mut conn = platform_pool.get().map_err(|e| StoreError::Unavailable(e.to_string()))?;
         migrate::apply(&mut conn, migrate::PLATFORM)?;
     }
+    let exec = Arc::new(executor::Executor::new(executor::Executor::default_threads()));
     Ok(Store {
-        platform: Arc::new(platform::SqlitePlatform::new(platform_pool)),
-        tenants: Arc::new(tenants::SqliteTenants::new(data_dir.to_owned(), threads, options)),
+        platform: Arc::new(platform::SqlitePlatform::new(platform_pool, exec.clone())),
+        tenants: Arc::new(tenants::SqliteTenants::new(data_dir.to_owned(), threads, exec, options)),
     })
 }
 
@@ -91,17 +94,16 @@ pub(crate) fn error(err: rusqlite::Error) -> StoreError {
     }
 }
 
-/// Runs `f` with a pooled connection on the blocking pool.
-async fn blocking<T, F>(pool: &SqlitePool, f: F) -> StoreResult<T>
+/// Runs `f` with a pooled connection on the SQLite workers.
+async fn blocking<T, F>(exec: &executor::Executor, pool: &SqlitePool, f: F) -> StoreResult<T>
 where
     T: Send + 'static,
     F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
 {
     let pool = pool.clone();
-    tokio::task::spawn_blocking(move || {
+    exec.run(move || {
         let mut conn = pool.get().map_err(|e| StoreError::Unavailable(e.to_string()))?;
         f(&mut conn)
     })
     .await
-    .map_err(|e| StoreError::Internal(format!("blocking task failed: {e}")))?
 }

@@ -3,6 +3,9 @@
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use std::sync::Arc;
+
+use super::executor::Executor;
 use super::pool::SqlitePool;
 use super::{blocking, error};
 use crate::store::*;
@@ -61,29 +64,30 @@ const MEMBER_SELECT: &str = "SELECT m.user_id, u.email, u.name, m.role, m.create
 
 pub struct SqlitePlatform {
     pool: SqlitePool,
+    exec: Arc<Executor>,
 }
 
 impl SqlitePlatform {
-    pub fn new(pool: SqlitePool) -> Self {
-        Self { pool }
+    pub fn new(pool: SqlitePool, exec: Arc<Executor>) -> Self {
+        Self { pool, exec }
     }
 }
 
 #[async_trait]
 impl PlatformStore for SqlitePlatform {
     async fn ping(&self) -> StoreResult<()> {
-        blocking(&self.pool, |conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(error)).await
+        blocking(&self.exec, &self.pool, |conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(error)).await
     }
 
     async fn user_count(&self) -> StoreResult<u64> {
-        blocking(&self.pool, |conn| {
+        blocking(&self.exec, &self.pool, |conn| {
             conn.query_row("SELECT COUNT(*) FROM users", [], |row| row.get::<_, i64>(0)).map(|n| n as u64).map_err(error)
         })
         .await
     }
 
     async fn create_first_admin(&self, user: NewUser) -> StoreResult<User> {
-        blocking(&self.pool, move |conn| {
+        blocking(&self.exec, &self.pool, move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(error)?;
             let created = insert_user(&tx, &NewUser { is_admin: true, ..user }, true)?;
             tx.commit().map_err(error)?;
@@ -93,11 +97,12 @@ impl PlatformStore for SqlitePlatform {
     }
 
     async fn create_user(&self, user: NewUser) -> StoreResult<User> {
-        blocking(&self.pool, move |conn| insert_user(conn, &user, false)?.ok_or(StoreError::internal("user not inserted"))).await
+        blocking(&self.exec, &self.pool, move |conn| insert_user(conn, &user, false)?.ok_or(StoreError::internal("user not inserted")))
+            .await
     }
 
     async fn user(&self, id: UserId) -> StoreResult<Option<User>> {
-        blocking(&self.pool, move |conn| {
+        blocking(&self.exec, &self.pool, move |conn| {
             conn.query_row(&format!("SELECT {USER_COLS} FROM users u WHERE u.id = ?1"), params![id], user_from_row)
                 .optional()
                 .map_err(error)
@@ -107,7 +112,7 @@ impl PlatformStore for SqlitePlatform {
 
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<(User, String)>> {
         let email = normalize_email(email);
-        blocking(&self.pool, move |conn| {
+        blocking(&self.exec, &self.pool, move |conn| {
             conn.prepare_cached(&format!("SELECT {USER_COLS}, u.password_hash FROM users u WHERE u.email_norm = ?1"))
                 .and_then(|mut stmt| stmt.query_row(params![email], |row| Ok((user_from_row(row)?, row.get(6)?))).optional())
                 .map_err(error)
@@ -116,7 +121,7 @@ impl PlatformStore for SqlitePlatform {
     }
 
     async fn list_users(&self) -> StoreResult<Vec<User>> {
-        blocking(&self.pool, |conn| {
+        blocking(&self.exec, &self.pool, |conn| {
             let mut stmt = conn.prepare(&format!("SELECT {USER_COLS} FROM users u ORDER BY u.created_at, u.id")).map_err(error)?;
             stmt.query_map([], user_from_row).and_then(|rows| rows.collect()).map_err(error)
         })
@@ -124,7 +129,7 @@ impl PlatformStore for SqlitePlatform {
     }
 
     async fn update_user(&self, id: UserId, patch: UserPatch) -> StoreResult<User> {
-        blocking(&self.pool, move |conn| {
+        blocking(&self.exec, &self.pool, move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(error)?;
             let changed = tx
                 .execute(
@@ -149,7 +154,7 @@ impl PlatformStore for SqlitePlatform {
     }
 
     async fn set_password(&self, id: UserId, password_hash: String) -> StoreResult<()> {
-        blocking(&self.pool, move |conn| {
+        blocking(&self.exec, &self.pool, move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(error)?;
             let changed = tx.execute("UPDATE users SET password_hash = ?2 WHERE id = ?1", params![id, password_hash]).map_err(error)?;
             if changed == 0 {
@@ -162,7 +167,7 @@ impl PlatformStore for SqlitePlatform {
     }
 
     async fn create_session(&self, session: NewSession) -> StoreResult<SessionInfo> {
-        blocking(&self.pool, move |conn| {
+        blocking(&self.exec, &self.pool, move |conn| {
             let now = Millis::now();
             let info = SessionInfo {
                 id: SessionId::new(),
@@ -187,7 +192,7 @@ impl PlatformStore for SqlitePlatform {
 
     async fn authenticate(&self, token_hash: &str, now: Millis) -> StoreResult<Option<(User, Credential)>> {
         let token_hash = token_hash.to_string();
-        blocking(&self.pool, move |conn| {
+        blocking(&self.exec, &self.pool, move |conn| {
             let session = conn
                 .prepare_cached(&format!(
                     "SELECT {USER_COLS}, s.id, s.last_seen_at FROM sessions s JOIN users u ON u.id = s.user_id
@@ -230,7 +235,7 @@ impl PlatformStore for SqlitePlatform {
     }
 
     async fn list_sessions(&self, user: UserId, now: Millis) -> StoreResult<Vec<SessionInfo>> {
-        blocking(&self.pool, move |conn| {
+        blocking(&self.exec, &self.pool, move |conn| {
             let mut stmt = conn
                 .prepare(
                     "SELECT id, created_at, expires_at, last_seen_at, user_agent, ip FROM sessions
@@ -254,14 +259,14 @@ impl PlatformStore for SqlitePlatform {
     }
 
     async fn revoke_session(&self, user: UserId, session: SessionId) -> StoreResult<bool> {
-        blocking(&self.pool, move |conn| {
+        blocking(&self.exec, &self.pool, move |conn| {
             conn.execute("DELETE FROM sessions WHERE id = ?1 AND user_id = ?2", params![session, user]).map(|n| n == 1).map_err(error)
         })
         .await
     }
 
     async fn create_api_token(&self, token: NewApiToken) -> StoreResult<ApiTokenInfo> {
-        blocking(&self.pool, move |conn| {
+        blocking(&self.exec, &self.pool, move |conn| {
             let info = ApiTokenInfo {
                 id: TokenId::new(),
                 name: token.name,
@@ -280,7 +285,7 @@ impl PlatformStore for SqlitePlatform {
     }
 
     async fn list_api_tokens(&self, user: UserId) -> StoreResult<Vec<ApiTokenInfo>> {
-        blocking(&self.pool, move |conn| {
+        blocking(&self.exec, &self.pool, move |conn| {
             let mut stmt = conn
                 .prepare(
                     "SELECT id, name, created_at, expires_at, last_used_at FROM api_tokens
@@ -303,7 +308,7 @@ impl PlatformStore for SqlitePlatform {
     }
 
     async fn revoke_api_token(&self, user: UserId, token: TokenId) -> StoreResult<bool> {
-        blocking(&self.pool, move |conn| {
+        blocking(&self.exec, &self.pool, move |conn| {
             conn.execute("DELETE FROM api_tokens WHERE id = ?1 AND user_id = ?2", params![token, user]).map(|n| n == 1).map_err(error)
         })
         .await
@@ -311,7 +316,7 @@ impl PlatformStore for SqlitePlatform {
 
     async fn create_workspace(&self, workspace: &Workspace, owner: UserId) -> StoreResult<Member> {
         let workspace = workspace.clone();
-        blocking(&self.pool, move |conn| {
+        blocking(&self.exec, &self.pool, move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(error)?;
             tx.execute(
                 "INSERT INTO workspaces (id, name, created_by, created_at) VALUES (?1, ?2, ?3, ?4)",
@@ -337,7 +342,7 @@ impl PlatformStore for SqlitePlatform {
     }
 
     async fn workspace(&self, id: WorkspaceId) -> StoreResult<Option<Workspace>> {
-        blocking(&self.pool, move |conn| {
+        blocking(&self.exec, &self.pool, move |conn| {
             conn.query_row("SELECT id, name, created_at FROM workspaces WHERE id = ?1", params![id], |row| {
                 Ok(Workspace { id: row.get(0)?, name: row.get(1)?, created_at: row.get(2)? })
             })
@@ -348,7 +353,7 @@ impl PlatformStore for SqlitePlatform {
     }
 
     async fn list_workspaces(&self) -> StoreResult<Vec<Workspace>> {
-        blocking(&self.pool, |conn| {
+        blocking(&self.exec, &self.pool, |conn| {
             let mut stmt = conn.prepare("SELECT id, name, created_at FROM workspaces ORDER BY created_at, id").map_err(error)?;
             stmt.query_map([], |row| Ok(Workspace { id: row.get(0)?, name: row.get(1)?, created_at: row.get(2)? }))
                 .and_then(|rows| rows.collect())
@@ -358,7 +363,7 @@ impl PlatformStore for SqlitePlatform {
     }
 
     async fn workspaces_of(&self, user: UserId) -> StoreResult<Vec<(Workspace, Role)>> {
-        blocking(&self.pool, move |conn| {
+        blocking(&self.exec, &self.pool, move |conn| {
             let mut stmt = conn
                 .prepare(
                     "SELECT w.id, w.name, w.created_at, m.role FROM memberships m JOIN workspaces w ON w.id = m.workspace_id
@@ -375,7 +380,7 @@ impl PlatformStore for SqlitePlatform {
     }
 
     async fn member_role(&self, workspace: WorkspaceId, user: UserId) -> StoreResult<Option<Role>> {
-        blocking(&self.pool, move |conn| {
+        blocking(&self.exec, &self.pool, move |conn| {
             conn.prepare_cached("SELECT role FROM memberships WHERE workspace_id = ?1 AND user_id = ?2")
                 .and_then(|mut stmt| stmt.query_row(params![workspace, user], |row| row.get(0)).optional())
                 .map_err(error)
@@ -384,7 +389,7 @@ impl PlatformStore for SqlitePlatform {
     }
 
     async fn upsert_member(&self, workspace: WorkspaceId, user: UserId, role: Role) -> StoreResult<(Member, bool)> {
-        blocking(&self.pool, move |conn| {
+        blocking(&self.exec, &self.pool, move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(error)?;
             let existed: bool = tx
                 .query_row(
@@ -413,7 +418,7 @@ impl PlatformStore for SqlitePlatform {
     }
 
     async fn list_members(&self, workspace: WorkspaceId) -> StoreResult<Vec<Member>> {
-        blocking(&self.pool, move |conn| {
+        blocking(&self.exec, &self.pool, move |conn| {
             let mut stmt =
                 conn.prepare(&format!("{MEMBER_SELECT} WHERE m.workspace_id = ?1 ORDER BY m.created_at, m.user_id")).map_err(error)?;
             stmt.query_map(params![workspace], member_from_row).and_then(|rows| rows.collect()).map_err(error)

@@ -4,8 +4,8 @@
 //! or says why not with `tx.exempt`. `tests/sync_lint.rs` reads this file and fails when a
 //! function that calls `self.write(` does neither.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -13,8 +13,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use super::executor::Executor;
 use super::log::{self, Event, WriteTx};
 use super::pool::SqlitePool;
+use super::writer::WriteQueue;
 use super::{blocking, error};
 use crate::store::*;
 
@@ -99,19 +101,16 @@ fn write_tags(conn: &Connection, ticket: TicketId, tags: &[String], fresh: bool)
 pub struct SqliteTenant {
     workspace: WorkspaceId,
     pool: SqlitePool,
-    /// Writers of this workspace queue here, in-process, before taking a connection.
-    /// SQLite admits one writer per file anyway; without this queue the losers of the race
-    /// for `BEGIN IMMEDIATE` sleep in SQLite's busy handler (1, 2, 5… ms) instead of
-    /// being woken the moment the writer ahead of them commits. A std mutex: it is taken
-    /// and released on the same blocking thread, never across an await.
-    writer: Arc<Mutex<()>>,
+    exec: Arc<Executor>,
+    /// This workspace's writes, committed in groups (see `writer.rs`).
+    writes: Arc<WriteQueue>,
     /// Milliseconds of the last use, for the LRU and the idle sweeper.
     last_used: AtomicI64,
 }
 
 impl SqliteTenant {
-    pub fn new(workspace: WorkspaceId, pool: SqlitePool) -> Self {
-        Self { workspace, pool, writer: Arc::default(), last_used: AtomicI64::new(Millis::now().0) }
+    pub fn new(workspace: WorkspaceId, pool: SqlitePool, exec: Arc<Executor>) -> Self {
+        Self { workspace, pool, exec, writes: Arc::default(), last_used: AtomicI64::new(Millis::now().0) }
     }
 
     pub fn touch(&self) {
@@ -128,29 +127,18 @@ impl SqliteTenant {
         F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     {
         self.touch();
-        blocking(&self.pool, f).await
+        blocking(&self.exec, &self.pool, f).await
     }
 
-    /// Runs `f` in a write transaction that commits only if it recorded its events.
+    /// Runs `f` as one write (a savepoint in a group commit) that is kept only if it
+    /// recorded its events; answers once it is durable.
     async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut WriteTx<'_>) -> StoreResult<T> + Send + 'static,
     {
         self.touch();
-        let (pool, writer) = (self.pool.clone(), self.writer.clone());
-        tokio::task::spawn_blocking(move || {
-            // The queue first, then a connection: waiting writers must not hold connections
-            // that readers need.
-            let _turn = writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let mut conn = pool.get().map_err(|e| StoreError::Unavailable(e.to_string()))?;
-            let mut tx = WriteTx::begin(&mut conn)?;
-            let value = f(&mut tx)?;
-            tx.commit()?;
-            Ok(value)
-        })
-        .await
-        .map_err(|e| StoreError::Internal(format!("blocking task failed: {e}")))?
+        self.writes.submit(&self.exec, &self.pool, f).await
     }
 
     /// Writes the workspace row and its `workspace.created` event into a new tenant file.
@@ -536,7 +524,16 @@ impl TenantStore for SqliteTenant {
 
     async fn bootstrap(&self, audience: Audience, out: mpsc::Sender<Bytes>) -> StoreResult<BootstrapSummary> {
         let workspace = self.workspace;
-        self.read(move |conn| log::bootstrap(conn, workspace, audience, &out)).await
+        self.touch();
+        // Not on the SQLite workers: a stream held open by a slow client would take one of
+        // them for as long as it likes. A thread of its own instead.
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get().map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            log::bootstrap(&mut conn, workspace, audience, &out)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("bootstrap task failed: {e}")))?
     }
 
     async fn delta(&self, audience: Audience, after: i64, limit: usize) -> StoreResult<DeltaPage> {

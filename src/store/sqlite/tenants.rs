@@ -12,27 +12,31 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use scheduled_thread_pool::ScheduledThreadPool;
 
+use super::executor::Executor;
 use super::pool::{self, PoolShape};
 use super::tenant::SqliteTenant;
 use super::{SqliteOptions, migrate};
 use crate::store::{Millis, StoreError, StoreResult, TenantStore, TenantStores, UserId, Workspace, WorkspaceId};
 
-/// Connections per tenant pool: SQLite has one writer per file; a few readers suffice.
-const TENANT_POOL_SIZE: u32 = 4;
+/// Connections per tenant pool beyond one per SQLite worker thread: room for bootstrap
+/// streams, which run outside the workers. Connections close after a minute idle, so a
+/// quiet workspace holds none.
+const BOOTSTRAP_CONNECTIONS: u32 = 4;
 /// Page cache per tenant connection (KiB): small, because many tenants may be open.
 const TENANT_CACHE_KIB: u32 = 1024;
 
 pub struct SqliteTenants {
     data_dir: PathBuf,
     threads: Arc<ScheduledThreadPool>,
+    exec: Arc<Executor>,
     options: SqliteOptions,
     /// A std mutex: held only for map operations, never across an await.
     open: Mutex<HashMap<WorkspaceId, Arc<SqliteTenant>>>,
 }
 
 impl SqliteTenants {
-    pub fn new(data_dir: PathBuf, threads: Arc<ScheduledThreadPool>, options: SqliteOptions) -> Self {
-        Self { data_dir, threads, options, open: Mutex::new(HashMap::new()) }
+    pub fn new(data_dir: PathBuf, threads: Arc<ScheduledThreadPool>, exec: Arc<Executor>, options: SqliteOptions) -> Self {
+        Self { data_dir, threads, exec, options, open: Mutex::new(HashMap::new()) }
     }
 
     fn db_path(&self, workspace: WorkspaceId) -> PathBuf {
@@ -72,20 +76,22 @@ impl SqliteTenants {
     async fn open_pool(&self, workspace: WorkspaceId, create: bool) -> StoreResult<Arc<SqliteTenant>> {
         let path = self.db_path(workspace);
         let threads = self.threads.clone();
-        let pool = tokio::task::spawn_blocking(move || {
-            if create && let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| StoreError::Internal(format!("cannot create {}: {e}", dir.display())))?;
-            }
-            let shape = PoolShape { max_size: TENANT_POOL_SIZE, cache_kib: TENANT_CACHE_KIB, create };
-            let pool = pool::open(&path, shape, threads)?;
-            let mut conn = pool.get().map_err(|e| StoreError::Unavailable(e.to_string()))?;
-            migrate::apply(&mut conn, migrate::TENANT)?;
-            drop(conn);
-            Ok::<_, StoreError>(pool)
-        })
-        .await
-        .map_err(|e| StoreError::Internal(format!("opening tenant failed: {e}")))??;
-        Ok(Arc::new(SqliteTenant::new(workspace, pool)))
+        let pool_size = self.exec.threads() as u32 + BOOTSTRAP_CONNECTIONS;
+        let pool = self
+            .exec
+            .run(move || {
+                if create && let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| StoreError::Internal(format!("cannot create {}: {e}", dir.display())))?;
+                }
+                let shape = PoolShape { max_size: pool_size, cache_kib: TENANT_CACHE_KIB, create };
+                let pool = pool::open(&path, shape, threads)?;
+                let mut conn = pool.get().map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                migrate::apply(&mut conn, migrate::TENANT)?;
+                drop(conn);
+                Ok(pool)
+            })
+            .await?;
+        Ok(Arc::new(SqliteTenant::new(workspace, pool, self.exec.clone())))
     }
 }
 
