@@ -10,6 +10,7 @@
 //!   COMMIT fails they all get the error and none of them happened;
 //! - sync ids are handed out in queue order inside the one transaction: commit order is
 //!   still id order.
+//!
 //! After each batch the drain re-queues itself on the workers instead of looping, so a
 //! workspace under constant load cannot keep a worker thread from everyone else.
 
