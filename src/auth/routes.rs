@@ -215,7 +215,7 @@ async fn list_sessions(State(auth): State<AuthState>, caller: AuthUser) -> AppRe
 }
 
 /// Ends one of the caller's sessions (404 for anyone else's).
-#[utoipa::path(delete, path = "/api/auth/sessions/{id}", tag = "auth", params(("id" = String, Path)),
+#[utoipa::path(delete, path = "/api/auth/sessions/{id}", tag = "auth", params(("id" = uuid::Uuid, Path)),
     responses((status = 204), (status = 400, body = Problem), (status = 404, body = Problem)))]
 async fn revoke_session(State(auth): State<AuthState>, caller: AuthUser, ApiPath(id): ApiPath<SessionId>) -> AppResult<StatusCode> {
     if !auth.platform.revoke_session(caller.user.id, id).await? {
@@ -269,7 +269,7 @@ async fn create_token(
 }
 
 /// Revokes one of the caller's API tokens (404 for anyone else's).
-#[utoipa::path(delete, path = "/api/auth/tokens/{id}", tag = "auth", params(("id" = String, Path)),
+#[utoipa::path(delete, path = "/api/auth/tokens/{id}", tag = "auth", params(("id" = uuid::Uuid, Path)),
     responses((status = 204), (status = 400, body = Problem), (status = 404, body = Problem)))]
 async fn revoke_token(State(auth): State<AuthState>, caller: AuthUser, ApiPath(id): ApiPath<TokenId>) -> AppResult<StatusCode> {
     if !auth.platform.revoke_api_token(caller.user.id, id).await? {
@@ -307,7 +307,7 @@ pub struct UpdateUserRequest {
 }
 
 /// Changes a user's name, disabled flag or administrator flag (platform administrators only).
-#[utoipa::path(patch, path = "/api/users/{id}", tag = "users", params(("id" = String, Path)), request_body = UpdateUserRequest,
+#[utoipa::path(patch, path = "/api/users/{id}", tag = "users", params(("id" = uuid::Uuid, Path)), request_body = UpdateUserRequest,
     responses((status = 200, body = User), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
 async fn update_user(
     State(auth): State<AuthState>,

@@ -34,7 +34,7 @@ where
 /// `link`), and a footer with the row count and a SHA-256 checksum over the row lines.
 /// Continue with `sync/delta?after=<header sync_id>`. A stream that ends without its footer
 /// was cut short and must be discarded.
-#[utoipa::path(get, path = "/api/workspaces/{ws}/sync/bootstrap", tag = "sync", params(("ws" = String, Path)),
+#[utoipa::path(get, path = "/api/workspaces/{ws}/sync/bootstrap", tag = "sync", params(("ws" = uuid::Uuid, Path, description = "Workspace id")),
     responses((status = 200, content_type = "application/x-ndjson", body = String), (status = 404, body = Problem)))]
 async fn bootstrap(conn: TenantConn) -> AppResult<Response> {
     let (tx, mut rx) = mpsc::channel(CHANNEL_CHUNKS);
@@ -92,7 +92,7 @@ fn parse_after(raw: Option<&str>) -> Result<i64, FieldError> {
 }
 
 /// Events after `after`, oldest first, filtered to what the caller may see.
-#[utoipa::path(get, path = "/api/workspaces/{ws}/sync/delta", tag = "sync", params(("ws" = String, Path), DeltaParams),
+#[utoipa::path(get, path = "/api/workspaces/{ws}/sync/delta", tag = "sync", params(("ws" = uuid::Uuid, Path, description = "Workspace id"), DeltaParams),
     responses((status = 200, body = DeltaResponse), (status = 404, body = Problem), (status = 422, body = Problem)))]
 async fn delta(conn: TenantConn, ApiQuery(params): ApiQuery<DeltaParams>) -> AppResult<axum::Json<DeltaResponse>> {
     let after = parse_after(params.after.as_deref());
@@ -138,7 +138,7 @@ pub struct AuditPage {
 }
 
 /// The workspace's audit trail (owners and admins): every change, who made it and when.
-#[utoipa::path(get, path = "/api/workspaces/{ws}/audit", tag = "sync", params(("ws" = String, Path), AuditParams),
+#[utoipa::path(get, path = "/api/workspaces/{ws}/audit", tag = "sync", params(("ws" = uuid::Uuid, Path, description = "Workspace id"), AuditParams),
     responses((status = 200, body = AuditPage), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
         (status = 422, body = Problem)))]
 async fn audit(Guarded(conn, _): TenantAdmin, ApiQuery(params): ApiQuery<AuditParams>) -> AppResult<axum::Json<AuditPage>> {

@@ -66,7 +66,7 @@ async fn list_workspaces(conn: PlatformConn) -> AppResult<axum::Json<Vec<Workspa
 }
 
 /// One workspace the caller belongs to.
-#[utoipa::path(get, path = "/api/workspaces/{ws}", tag = "workspaces", params(("ws" = String, Path)),
+#[utoipa::path(get, path = "/api/workspaces/{ws}", tag = "workspaces", params(("ws" = uuid::Uuid, Path, description = "Workspace id")),
     responses((status = 200, body = WorkspaceView), (status = 400, body = Problem), (status = 404, body = Problem)))]
 async fn get_workspace(conn: TenantConn) -> AppResult<axum::Json<WorkspaceView>> {
     let ws = conn.platform.workspace(conn.workspace).await?.ok_or(AppError::NotFound)?;
@@ -74,7 +74,7 @@ async fn get_workspace(conn: TenantConn) -> AppResult<axum::Json<WorkspaceView>>
 }
 
 /// The workspace's members (staff only).
-#[utoipa::path(get, path = "/api/workspaces/{ws}/members", tag = "workspaces", params(("ws" = String, Path)),
+#[utoipa::path(get, path = "/api/workspaces/{ws}/members", tag = "workspaces", params(("ws" = uuid::Uuid, Path, description = "Workspace id")),
     responses((status = 200, body = Vec<Member>), (status = 403, body = Problem), (status = 404, body = Problem)))]
 async fn list_members(Guarded(conn, _): TenantStaff) -> AppResult<axum::Json<Vec<Member>>> {
     Ok(axum::Json(conn.platform.list_members(conn.workspace).await?))
@@ -92,7 +92,7 @@ pub struct AddMember {
 
 /// Adds a member or changes a member's role (workspace owners and admins). Only owners
 /// grant or take away ownership, and the last owner cannot be demoted.
-#[utoipa::path(post, path = "/api/workspaces/{ws}/members", tag = "workspaces", params(("ws" = String, Path)), request_body = AddMember,
+#[utoipa::path(post, path = "/api/workspaces/{ws}/members", tag = "workspaces", params(("ws" = uuid::Uuid, Path, description = "Workspace id")), request_body = AddMember,
     responses((status = 201, body = Member, description = "added"), (status = 200, body = Member, description = "role changed"),
         (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
 async fn add_member(Guarded(conn, _): TenantAdmin, ApiJson(body): ApiJson<AddMember>) -> AppResult<(StatusCode, axum::Json<Member>)> {

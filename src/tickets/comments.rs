@@ -42,7 +42,7 @@ pub struct CommentList {
 
 /// A ticket's comments, oldest first. Requesters never see internal notes.
 #[utoipa::path(get, path = "/api/workspaces/{ws}/tickets/{id}/comments", tag = "tickets",
-    params(("ws" = String, Path), ("id" = String, Path), CommentParams),
+    params(("ws" = uuid::Uuid, Path, description = "Workspace id"), ("id" = uuid::Uuid, Path), CommentParams),
     responses((status = 200, body = CommentList), (status = 400, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
 async fn list_comments(
     conn: TenantConn,
@@ -72,7 +72,7 @@ pub struct NewComment {
 
 /// Adds a public reply, or (staff only) an internal note.
 #[utoipa::path(post, path = "/api/workspaces/{ws}/tickets/{id}/comments", tag = "tickets",
-    params(("ws" = String, Path), ("id" = String, Path)), request_body = NewComment,
+    params(("ws" = uuid::Uuid, Path, description = "Workspace id"), ("id" = uuid::Uuid, Path)), request_body = NewComment,
     responses((status = 201, body = Comment), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
 async fn add_comment(
     conn: TenantConn,

@@ -26,7 +26,7 @@ where
 
 /// Links from or to a ticket.
 #[utoipa::path(get, path = "/api/workspaces/{ws}/tickets/{id}/links", tag = "tickets",
-    params(("ws" = String, Path), ("id" = String, Path)),
+    params(("ws" = uuid::Uuid, Path, description = "Workspace id"), ("id" = uuid::Uuid, Path)),
     responses((status = 200, body = Vec<TicketLink>), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
 async fn list_links(Guarded(conn, _): TenantStaff, ApiPath(path): ApiPath<TicketPath>) -> AppResult<axum::Json<Vec<TicketLink>>> {
     Ok(axum::Json(conn.store.list_links(path.id).await?))
@@ -41,7 +41,7 @@ pub struct NewLink {
 
 /// Links this ticket to another: `relates_to`, `duplicates` or `blocks` (read "this ticket <kind> target").
 #[utoipa::path(post, path = "/api/workspaces/{ws}/tickets/{id}/links", tag = "tickets",
-    params(("ws" = String, Path), ("id" = String, Path)), request_body = NewLink,
+    params(("ws" = uuid::Uuid, Path, description = "Workspace id"), ("id" = uuid::Uuid, Path)), request_body = NewLink,
     responses((status = 201, body = TicketLink), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
         (status = 409, body = Problem), (status = 422, body = Problem)))]
 async fn add_link(
@@ -55,7 +55,7 @@ async fn add_link(
 
 /// Removes a link.
 #[utoipa::path(delete, path = "/api/workspaces/{ws}/tickets/{id}/links/{link}", tag = "tickets",
-    params(("ws" = String, Path), ("id" = String, Path), ("link" = String, Path)),
+    params(("ws" = uuid::Uuid, Path, description = "Workspace id"), ("id" = uuid::Uuid, Path), ("link" = uuid::Uuid, Path, description = "Link id")),
     responses((status = 204), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
 async fn remove_link(Guarded(conn, _): TenantStaff, ApiPath(path): ApiPath<LinkPath>) -> AppResult<StatusCode> {
     conn.store.remove_link(conn.user(), path.id, path.link).await?;

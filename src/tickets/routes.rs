@@ -108,7 +108,7 @@ pub struct TicketList {
 }
 
 /// Lists tickets the caller may see (requesters: their own).
-#[utoipa::path(get, path = "/api/workspaces/{ws}/tickets", tag = "tickets", params(("ws" = String, Path), ListParams),
+#[utoipa::path(get, path = "/api/workspaces/{ws}/tickets", tag = "tickets", params(("ws" = uuid::Uuid, Path, description = "Workspace id"), ListParams),
     responses((status = 200, body = TicketList), (status = 400, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
 async fn list_tickets(conn: TenantConn, ApiQuery(params): ApiQuery<ListParams>) -> AppResult<axum::Json<TicketList>> {
     let query = params.into_query()?;
@@ -147,7 +147,7 @@ fn staff_only_fields(conn: &TenantConn, fields: &[(&str, bool)]) -> AppResult<()
 }
 
 /// Creates a ticket. Requesters give only a title and become its requester.
-#[utoipa::path(post, path = "/api/workspaces/{ws}/tickets", tag = "tickets", params(("ws" = String, Path)), request_body = NewTicketRequest,
+#[utoipa::path(post, path = "/api/workspaces/{ws}/tickets", tag = "tickets", params(("ws" = uuid::Uuid, Path, description = "Workspace id")), request_body = NewTicketRequest,
     responses((status = 201, body = Ticket), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
 async fn create_ticket(conn: TenantConn, ApiJson(body): ApiJson<NewTicketRequest>) -> AppResult<(StatusCode, axum::Json<Ticket>)> {
     staff_only_fields(
@@ -186,7 +186,7 @@ async fn create_ticket(conn: TenantConn, ApiJson(body): ApiJson<NewTicketRequest
 }
 
 /// One ticket.
-#[utoipa::path(get, path = "/api/workspaces/{ws}/tickets/{id}", tag = "tickets", params(("ws" = String, Path), ("id" = String, Path)),
+#[utoipa::path(get, path = "/api/workspaces/{ws}/tickets/{id}", tag = "tickets", params(("ws" = uuid::Uuid, Path, description = "Workspace id"), ("id" = uuid::Uuid, Path)),
     responses((status = 200, body = Ticket), (status = 400, body = Problem), (status = 404, body = Problem)))]
 async fn get_ticket(conn: TenantConn, ApiPath(path): ApiPath<TicketPath>) -> AppResult<axum::Json<Ticket>> {
     conn.store.ticket(conn.audience(), path.id).await?.map(axum::Json).ok_or(AppError::NotFound)
@@ -216,7 +216,7 @@ pub struct PatchTicketRequest {
 }
 
 /// Changes a ticket. Requesters may change the title and status of their own tickets.
-#[utoipa::path(patch, path = "/api/workspaces/{ws}/tickets/{id}", tag = "tickets", params(("ws" = String, Path), ("id" = String, Path)),
+#[utoipa::path(patch, path = "/api/workspaces/{ws}/tickets/{id}", tag = "tickets", params(("ws" = uuid::Uuid, Path, description = "Workspace id"), ("id" = uuid::Uuid, Path)),
     request_body = PatchTicketRequest,
     responses((status = 200, body = Ticket), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
 async fn patch_ticket(
@@ -245,7 +245,7 @@ async fn patch_ticket(
 }
 
 /// Deletes a ticket (staff only). It disappears from lists, lookups and bootstrap; the log keeps its history.
-#[utoipa::path(delete, path = "/api/workspaces/{ws}/tickets/{id}", tag = "tickets", params(("ws" = String, Path), ("id" = String, Path)),
+#[utoipa::path(delete, path = "/api/workspaces/{ws}/tickets/{id}", tag = "tickets", params(("ws" = uuid::Uuid, Path, description = "Workspace id"), ("id" = uuid::Uuid, Path)),
     responses((status = 204), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
 async fn delete_ticket(Guarded(conn, _): TenantStaff, ApiPath(path): ApiPath<TicketPath>) -> AppResult<StatusCode> {
     conn.store.delete_ticket(conn.user(), path.id).await?;
