@@ -105,8 +105,14 @@ impl FromRef<App> for TenantsState {
 
 /// Opens the configured backend.
 pub async fn open_store(config: &Config) -> Result<Store, BoxError> {
-    if config.database_url.is_some() {
-        return Err("EDGEDESK_DATABASE_URL is set, but this build has no Postgres backend yet; unset it to use SQLite".into());
+    if let Some(url) = &config.database_url {
+        let options = crate::store::postgres::PgOptions {
+            database_url: url.expose().to_string(),
+            admin_database_url: config.admin_database_url.as_ref().map(|u| u.expose().to_string()),
+            allow_privileged_role: config.dev_allow_privileged_role,
+            pool_size: config.database_pool_size,
+        };
+        return crate::store::postgres::open(&options).await.map_err(|e| format!("Postgres: {e}").into());
     }
     let data_dir = config.data_dir.clone();
     let options = SqliteOptions { max_open_tenants: config.max_open_tenants, tenant_idle: config.tenant_idle };
@@ -186,7 +192,10 @@ pub async fn serve(config: Config) -> Result<(), BoxError> {
     let app = App::build(config).await?;
     let server = start(app.clone()).await?;
     let base = format!("http://{}", server.addr);
-    println!("edgedesk listening on {base} (data in {})", app.config().data_dir.display());
+    match app.config().database_url {
+        Some(_) => println!("edgedesk listening on {base} (data in Postgres)"),
+        None => println!("edgedesk listening on {base} (data in {})", app.config().data_dir.display()),
+    }
     println!("API docs: {base}/api/docs");
     if app.store().platform.user_count().await? == 0 {
         println!("No users yet. Create the first administrator:");

@@ -83,8 +83,13 @@ pub async fn run(cli: Cli) -> Result<(), BoxError> {
 }
 
 async fn migrate(config: &Config) -> Result<(), BoxError> {
-    if config.database_url.is_some() {
-        return Err("Postgres migrations are not available in this build yet".into());
+    if let Some(app_url) = &config.database_url {
+        let admin = config.admin_database_url.as_ref().ok_or(
+            "EDGEDESK_ADMIN_DATABASE_URL must name the owner role (migrations run as the owner, and grant the app role of EDGEDESK_DATABASE_URL)",
+        )?;
+        let applied = crate::store::postgres::migrate::run(admin.expose(), app_url.expose()).await?;
+        println!("applied {applied} migration(s); the app role has its grants");
+        return Ok(());
     }
     let data_dir = config.data_dir.clone();
     let visited = tokio::task::spawn_blocking(move || crate::store::sqlite::migrate_all(&data_dir)).await??;

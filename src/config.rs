@@ -52,6 +52,11 @@ pub struct Config {
     pub log_format: LogFormat,
     /// bcrypt work factor for new password hashes (4–31, default 12).
     pub bcrypt_cost: u32,
+    /// Postgres mode: connections in the app role's pool.
+    pub database_pool_size: usize,
+    /// Development only: let the server run as a Postgres role that row-level security does
+    /// not bind (superuser, BYPASSRLS, table owner). Logged loudly at every start.
+    pub dev_allow_privileged_role: bool,
     /// How long an instance may reuse "this token is this user" and "this user has this
     /// role here" without asking the store. Changes made through this instance apply at
     /// once; this bounds how long a revocation made elsewhere (another instance, the CLI)
@@ -149,6 +154,8 @@ impl Config {
             log_format,
             bcrypt_cost,
             auth_cache_ttl: Duration::from_secs(src.parse("EDGEDESK_AUTH_CACHE_SECS", 5)?),
+            database_pool_size: src.parse("EDGEDESK_DATABASE_POOL_SIZE", 16)?,
+            dev_allow_privileged_role: src.parse("EDGEDESK_DEV_ALLOW_PRIVILEGED_ROLE", false)?,
         })
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod bootstrap;
 pub mod model;
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;

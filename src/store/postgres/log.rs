@@ -1,0 +1,340 @@
+//! The workspace log in Postgres: the write transaction that scopes itself, takes the
+//! workspace's head row and records its events; the reads over the log and the snapshot.
+//!
+//! [`PgWrite`] is the only way tenant code writes. Taking the head row `FOR UPDATE` at the
+//! start serialises the workspace's writers, so the ids it hands out (`sync_head + 1`)
+//! commit in id order; a transaction that recorded nothing and was not exempted is refused.
+
+use bytes::Bytes;
+use deadpool_postgres::{Object, Transaction};
+use futures::{StreamExt, pin_mut};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_postgres::IsolationLevel;
+use tokio_postgres::types::ToSql;
+
+use super::error;
+use super::tenant::{COMMENT_COLS, LINK_COLS, TICKET_COLS, comment_from_row, link_from_row, ticket_from_row};
+use crate::store::bootstrap::Encoder;
+use crate::store::{
+    Audience, AuditQuery, BootstrapSummary, DeltaPage, Member, Millis, Page, StoreError, StoreResult, SyncEvent, TicketId, UserId,
+    Workspace, WorkspaceId,
+};
+
+pub type Param<'a> = &'a (dyn ToSql + Sync);
+
+/// One business event, as appended to the log (see the SQLite backend for the fields).
+pub struct Event<'a, T: Serialize> {
+    pub kind: &'static str,
+    pub entity: &'static str,
+    pub entity_id: String,
+    pub data: &'a T,
+    pub ticket: Option<TicketId>,
+    pub staff_only: bool,
+}
+
+/// Scopes the transaction to one workspace for row-level security (SET LOCAL semantics).
+pub async fn scope(tx: &Transaction<'_>, workspace: WorkspaceId) -> StoreResult<()> {
+    tx.execute("SELECT set_config('app.workspace_id', $1, true)", &[&workspace.to_string()]).await.map_err(error)?;
+    Ok(())
+}
+
+/// A read-only transaction scoped to the workspace; `snapshot` makes it REPEATABLE READ so
+/// that every statement sees the same state.
+pub async fn read_tx(client: &mut Object, workspace: WorkspaceId, snapshot: bool) -> StoreResult<Transaction<'_>> {
+    let mut builder = client.build_transaction().read_only(true);
+    if snapshot {
+        builder = builder.isolation_level(IsolationLevel::RepeatableRead);
+    }
+    let tx = builder.start().await.map_err(error)?;
+    scope(&tx, workspace).await?;
+    Ok(tx)
+}
+
+pub struct PgWrite<'a> {
+    tx: Transaction<'a>,
+    workspace: WorkspaceId,
+    now: Millis,
+    recorded: usize,
+    exempt: Option<&'static str>,
+}
+
+impl<'a> PgWrite<'a> {
+    /// Begins a write on an existing workspace, waiting for its writers ahead.
+    pub async fn begin(client: &'a mut Object, workspace: WorkspaceId) -> StoreResult<Self> {
+        let tx = client.transaction().await.map_err(error)?;
+        scope(&tx, workspace).await?;
+        let locked = tx.execute("SELECT 1 FROM workspace_heads WHERE workspace_id = $1 FOR UPDATE", &[&workspace]).await.map_err(error)?;
+        if locked == 0 {
+            return Err(StoreError::Internal(format!("workspace {workspace} has no log head")));
+        }
+        Ok(Self { tx, workspace, now: Millis::now(), recorded: 0, exempt: None })
+    }
+
+    /// Begins the first write of a new workspace, creating its head row.
+    pub async fn begin_new(client: &'a mut Object, workspace: WorkspaceId) -> StoreResult<Self> {
+        let tx = client.transaction().await.map_err(error)?;
+        scope(&tx, workspace).await?;
+        tx.execute("INSERT INTO workspace_heads (workspace_id) VALUES ($1)", &[&workspace]).await.map_err(error)?;
+        Ok(Self { tx, workspace, now: Millis::now(), recorded: 0, exempt: None })
+    }
+
+    pub fn tx(&self) -> &Transaction<'a> {
+        &self.tx
+    }
+
+    pub fn now(&self) -> Millis {
+        self.now
+    }
+
+    /// The workspace's next ticket number (sequential, gap-free).
+    pub async fn next_ticket_number(&self) -> StoreResult<i64> {
+        let row = self
+            .tx
+            .query_one(
+                "UPDATE workspace_heads SET ticket_number = ticket_number + 1 WHERE workspace_id = $1 RETURNING ticket_number",
+                &[&self.workspace],
+            )
+            .await
+            .map_err(error)?;
+        Ok(row.get(0))
+    }
+
+    /// Appends an event; returns its sync_id.
+    pub async fn record<T: Serialize>(&mut self, actor: Option<UserId>, event: Event<'_, T>) -> StoreResult<i64> {
+        let data = serde_json::to_value(event.data).map_err(StoreError::internal)?;
+        let stmt = self
+            .tx
+            .prepare_cached(
+                "WITH head AS (UPDATE workspace_heads SET sync_head = sync_head + 1 WHERE workspace_id = $1 RETURNING sync_head)
+                 INSERT INTO sync_actions (workspace_id, sync_id, at, actor, kind, entity, entity_id, data, ticket_id, staff_only)
+                 SELECT $1, head.sync_head, $2, $3, $4, $5, $6, $7, $8, $9 FROM head RETURNING sync_id",
+            )
+            .await
+            .map_err(error)?;
+        let row = self
+            .tx
+            .query_one(
+                &stmt,
+                &[
+                    &self.workspace,
+                    &self.now,
+                    &actor,
+                    &event.kind,
+                    &event.entity,
+                    &event.entity_id,
+                    &data,
+                    &event.ticket,
+                    &event.staff_only,
+                ],
+            )
+            .await
+            .map_err(error)?;
+        self.recorded += 1;
+        Ok(row.get(0))
+    }
+
+    pub fn exempt(&mut self, why: &'static str) {
+        self.exempt = Some(why);
+    }
+
+    pub async fn commit(self) -> StoreResult<()> {
+        if self.recorded == 0 && self.exempt.is_none() {
+            // Rolled back on drop: a write that forgot its event must not land silently.
+            return Err(StoreError::Internal("write transaction recorded no sync action".into()));
+        }
+        self.tx.commit().await.map_err(error)
+    }
+}
+
+pub async fn head(tx: &Transaction<'_>, workspace: WorkspaceId) -> StoreResult<i64> {
+    let row = tx.query_opt("SELECT sync_head FROM workspace_heads WHERE workspace_id = $1", &[&workspace]).await.map_err(error)?;
+    Ok(row.map_or(0, |r| r.get(0)))
+}
+
+const EVENT_COLS: &str = "s.sync_id, s.at, s.actor, s.kind, s.entity, s.entity_id, s.data";
+
+fn event_from_row(row: &tokio_postgres::Row) -> StoreResult<SyncEvent> {
+    Ok(SyncEvent {
+        sync_id: row.try_get(0).map_err(error)?,
+        at: row.try_get(1).map_err(error)?,
+        actor: row.try_get(2).map_err(error)?,
+        kind: row.try_get(3).map_err(error)?,
+        entity: row.try_get(4).map_err(error)?,
+        entity_id: row.try_get(5).map_err(error)?,
+        data: row.try_get(6).map_err(error)?,
+    })
+}
+
+pub async fn delta(tx: &Transaction<'_>, workspace: WorkspaceId, audience: Audience, after: i64, limit: usize) -> StoreResult<DeltaPage> {
+    let head = head(tx, workspace).await?;
+    let fetch = (limit + 1) as i64;
+    let rows = match audience {
+        Audience::Staff => tx
+            .query(
+                &format!("SELECT {EVENT_COLS} FROM sync_actions s WHERE s.sync_id > $1 AND s.sync_id <= $2 ORDER BY s.sync_id LIMIT $3"),
+                &[&after, &head, &fetch],
+            )
+            .await
+            .map_err(error)?,
+        Audience::Requester(user) => tx
+            .query(
+                &format!(
+                    "SELECT {EVENT_COLS} FROM sync_actions s WHERE NOT s.staff_only
+                     AND (s.ticket_id IS NULL OR s.ticket_id IN (SELECT id FROM tickets WHERE requester_id = $1))
+                     AND s.sync_id > $2 AND s.sync_id <= $3 ORDER BY s.sync_id LIMIT $4"
+                ),
+                &[&user, &after, &head, &fetch],
+            )
+            .await
+            .map_err(error)?,
+    };
+    let mut events = rows.iter().map(event_from_row).collect::<StoreResult<Vec<_>>>()?;
+    let has_more = events.len() > limit;
+    events.truncate(limit);
+    let last_sync_id = match (has_more, events.last()) {
+        (true, Some(last)) => last.sync_id,
+        _ => head.max(after),
+    };
+    Ok(DeltaPage { events, last_sync_id, has_more })
+}
+
+/// Owned query parameters for SQL built clause by clause.
+#[derive(Default)]
+pub struct Params {
+    values: Vec<Box<dyn ToSql + Sync + Send>>,
+}
+
+impl Params {
+    /// Adds a value; returns its placeholder (`$n`).
+    pub fn push(&mut self, value: impl ToSql + Sync + Send + 'static) -> String {
+        self.values.push(Box::new(value));
+        format!("${}", self.values.len())
+    }
+
+    pub fn refs(&self) -> Vec<Param<'_>> {
+        self.values.iter().map(|v| v.as_ref() as Param<'_>).collect()
+    }
+}
+
+pub async fn audit(tx: &Transaction<'_>, query: &AuditQuery) -> StoreResult<Page<SyncEvent>> {
+    let mut sql = format!("SELECT {EVENT_COLS} FROM sync_actions s WHERE true");
+    let mut params = Params::default();
+    if let Some(actor) = query.actor {
+        sql.push_str(&format!(" AND s.actor = {}", params.push(actor)));
+    }
+    if let Some(entity) = &query.entity {
+        sql.push_str(&format!(" AND s.entity = {}", params.push(entity.clone())));
+    }
+    if let Some(entity_id) = &query.entity_id {
+        sql.push_str(&format!(" AND s.entity_id = {}", params.push(entity_id.clone())));
+    }
+    if let Some(kind) = &query.kind {
+        sql.push_str(&format!(" AND s.kind = {}", params.push(kind.clone())));
+    }
+    if let Some(since) = query.since {
+        sql.push_str(&format!(" AND s.at >= {}", params.push(since)));
+    }
+    if let Some(until) = query.until {
+        sql.push_str(&format!(" AND s.at < {}", params.push(until)));
+    }
+    if let Some(before) = query.before {
+        sql.push_str(&format!(" AND s.sync_id < {}", params.push(before)));
+    }
+    sql.push_str(&format!(" ORDER BY s.sync_id DESC LIMIT {}", query.limit + 1));
+    let rows = tx.query(&sql, &params.refs()).await.map_err(error)?;
+    let mut items = rows.iter().map(event_from_row).collect::<StoreResult<Vec<_>>>()?;
+    let has_more = items.len() > query.limit;
+    items.truncate(query.limit);
+    Ok(Page { items, has_more })
+}
+
+/// Streams the snapshot from one REPEATABLE READ transaction; `send().await` on the
+/// bounded channel makes a slow reader slow the producer.
+pub async fn bootstrap(
+    tx: &Transaction<'_>,
+    workspace: WorkspaceId,
+    audience: Audience,
+    out: &mpsc::Sender<Bytes>,
+) -> StoreResult<BootstrapSummary> {
+    let sync_id = head(tx, workspace).await?;
+    let mut enc = Encoder::new(workspace, sync_id)?;
+    async fn send(out: &mpsc::Sender<Bytes>, chunk: Option<Bytes>) -> StoreResult<()> {
+        match chunk {
+            Some(bytes) => out.send(bytes).await.map_err(|_| StoreError::Internal("bootstrap reader went away".into())),
+            None => Ok(()),
+        }
+    }
+    let requester = match audience {
+        Audience::Requester(user) => Some(user),
+        Audience::Staff => None,
+    };
+    if let Some(row) = tx.query_opt("SELECT workspace_id, name, created_at FROM workspace_info", &[]).await.map_err(error)? {
+        let ws = Workspace {
+            id: row.try_get(0).map_err(error)?,
+            name: row.try_get(1).map_err(error)?,
+            created_at: row.try_get(2).map_err(error)?,
+        };
+        send(out, enc.row("workspace", &ws)?).await?;
+    }
+    if requester.is_none() {
+        for row in tx.query("SELECT user_id, email, name, role, joined_at FROM members ORDER BY user_id", &[]).await.map_err(error)? {
+            let member = Member {
+                user_id: row.try_get(0).map_err(error)?,
+                email: row.try_get(1).map_err(error)?,
+                name: row.try_get(2).map_err(error)?,
+                role: row.try_get(3).map_err(error)?,
+                joined_at: row.try_get(4).map_err(error)?,
+            };
+            send(out, enc.row("member", &member)?).await?;
+        }
+    }
+    let params: [Param<'_>; 1] = [&requester];
+    let tickets = tx
+        .query_raw(
+            &format!("SELECT {TICKET_COLS} FROM tickets t WHERE t.deleted_at IS NULL AND ($1::uuid IS NULL OR t.requester_id = $1) ORDER BY t.number"),
+            params.iter().copied(),
+        )
+        .await
+        .map_err(error)?;
+    pin_mut!(tickets);
+    while let Some(row) = tickets.next().await {
+        let ticket = ticket_from_row(&row.map_err(error)?)?;
+        send(out, enc.row("ticket", &ticket)?).await?;
+    }
+    let comments = tx
+        .query_raw(
+            &format!(
+                "SELECT {COMMENT_COLS} FROM comments c JOIN tickets t ON t.id = c.ticket_id AND t.workspace_id = c.workspace_id
+                 WHERE t.deleted_at IS NULL AND ($1::uuid IS NULL OR (t.requester_id = $1 AND NOT c.internal)) ORDER BY c.id"
+            ),
+            params.iter().copied(),
+        )
+        .await
+        .map_err(error)?;
+    pin_mut!(comments);
+    while let Some(row) = comments.next().await {
+        let comment = comment_from_row(&row.map_err(error)?)?;
+        send(out, enc.row("comment", &comment)?).await?;
+    }
+    if requester.is_none() {
+        let links = tx
+            .query(
+                &format!(
+                    "SELECT {LINK_COLS} FROM ticket_links l
+                     JOIN tickets s ON s.id = l.source_id AND s.workspace_id = l.workspace_id
+                     JOIN tickets d ON d.id = l.target_id AND d.workspace_id = l.workspace_id
+                     WHERE s.deleted_at IS NULL AND d.deleted_at IS NULL ORDER BY l.id"
+                ),
+                &[],
+            )
+            .await
+            .map_err(error)?;
+        for row in links {
+            send(out, enc.row("link", &link_from_row(&row)?)?).await?;
+        }
+    }
+    let (last, summary) = enc.finish()?;
+    send(out, Some(last)).await?;
+    Ok(summary)
+}

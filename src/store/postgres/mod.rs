@@ -1,0 +1,77 @@
+//! The Postgres backend: one database, every workspace's rows side by side under
+//! FORCE ROW LEVEL SECURITY, for installs that run several instances.
+//!
+//! Every tenant call is one transaction that first scopes itself with
+//! `set_config('app.workspace_id', …, true)` (SET LOCAL), so the policies admit only that
+//! workspace's rows and a pooled connection never carries the setting to its next user.
+//! Writers of a workspace serialize on its `workspace_heads` row, which hands out sync ids
+//! in commit order. Platform tables are reached only through `PlatformStore`.
+
+mod log;
+pub mod migrate;
+mod platform;
+mod tenant;
+mod types;
+
+use std::sync::Arc;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+
+use crate::store::{Store, StoreError, StoreResult};
+
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// Connects as the app role.
+    pub database_url: String,
+    /// Connects as the owner role; when set, migrations run at start.
+    pub admin_database_url: Option<String>,
+    /// Development only: start even if the app role could bypass row-level security.
+    pub allow_privileged_role: bool,
+    pub pool_size: usize,
+}
+
+/// Connects, migrates first when the owner's URL is given, and refuses to run on an
+/// unmigrated database or as a role that row-level security would not bind.
+pub async fn open(options: &PgOptions) -> StoreResult<Store> {
+    if let Some(admin) = &options.admin_database_url {
+        migrate::run(admin, &options.database_url).await?;
+    }
+    let pool = pool(&options.database_url, options.pool_size)?;
+    let client = pool.get().await.map_err(pool_error)?;
+    migrate::check_current(&client).await?;
+    migrate::check_role(&client, options.allow_privileged_role).await?;
+    drop(client);
+    Ok(Store { platform: Arc::new(platform::PgPlatform::new(pool.clone())), tenants: Arc::new(tenant::PgTenants::new(pool)) })
+}
+
+pub fn pool(url: &str, size: usize) -> StoreResult<Pool> {
+    let config: tokio_postgres::Config =
+        url.parse().map_err(|e| StoreError::Internal(format!("EDGEDESK_DATABASE_URL is not a valid Postgres URL: {e}")))?;
+    let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    Pool::builder(manager).max_size(size).build().map_err(|e| StoreError::Internal(format!("cannot build the Postgres pool: {e}")))
+}
+
+/// Maps Postgres errors onto the store's: unique violations to conflicts, lost
+/// connections to "unavailable", everything else internal.
+pub(crate) fn error(err: tokio_postgres::Error) -> StoreError {
+    // `Display` says only "db error"; the server's own message is what a log reader needs.
+    let detail = match err.as_db_error() {
+        Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
+        None => err.to_string(),
+    };
+    match err.code() {
+        Some(code) if *code == SqlState::UNIQUE_VIOLATION => StoreError::Conflict("already exists".into()),
+        Some(code) if *code == SqlState::T_R_SERIALIZATION_FAILURE || *code == SqlState::T_R_DEADLOCK_DETECTED => {
+            StoreError::Unavailable(detail)
+        }
+        Some(_) => StoreError::Internal(detail),
+        None if err.is_closed() => StoreError::Unavailable(detail),
+        None => StoreError::Internal(detail),
+    }
+}
+
+pub(crate) fn pool_error(err: deadpool_postgres::PoolError) -> StoreError {
+    StoreError::Unavailable(format!("no Postgres connection: {err}"))
+}

@@ -1,0 +1,549 @@
+//! One workspace's data in Postgres. Every method is one transaction scoped to the
+//! workspace (row-level security); every write function begins with `self.write_tx` and
+//! records its event(s), or says why not. `tests/api/sync_lint.rs` reads this file too.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use deadpool_postgres::{Object, Pool, Transaction};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_postgres::Row;
+
+use super::log::{self, Event, Params, PgWrite};
+use super::{error, pool_error};
+use crate::store::*;
+
+pub const TICKET_COLS: &str =
+    "t.id, t.number, t.title, t.status, t.priority, t.requester_id, t.assignee_id, t.tags, t.created_at, t.updated_at, t.version";
+pub const COMMENT_COLS: &str = "c.id, c.ticket_id, c.author_id, c.body, c.internal, c.created_at";
+pub const LINK_COLS: &str = "l.id, l.source_id, l.target_id, l.kind, l.created_by, l.created_at";
+
+pub fn ticket_from_row(row: &Row) -> StoreResult<Ticket> {
+    Ok(Ticket {
+        id: row.try_get(0).map_err(error)?,
+        number: row.try_get(1).map_err(error)?,
+        title: row.try_get(2).map_err(error)?,
+        status: row.try_get(3).map_err(error)?,
+        priority: row.try_get(4).map_err(error)?,
+        requester_id: row.try_get(5).map_err(error)?,
+        assignee_id: row.try_get(6).map_err(error)?,
+        tags: row.try_get(7).map_err(error)?,
+        created_at: row.try_get(8).map_err(error)?,
+        updated_at: row.try_get(9).map_err(error)?,
+        version: row.try_get(10).map_err(error)?,
+    })
+}
+
+pub fn comment_from_row(row: &Row) -> StoreResult<Comment> {
+    Ok(Comment {
+        id: row.try_get(0).map_err(error)?,
+        ticket_id: row.try_get(1).map_err(error)?,
+        author_id: row.try_get(2).map_err(error)?,
+        body: row.try_get(3).map_err(error)?,
+        internal: row.try_get(4).map_err(error)?,
+        created_at: row.try_get(5).map_err(error)?,
+    })
+}
+
+pub fn link_from_row(row: &Row) -> StoreResult<TicketLink> {
+    Ok(TicketLink {
+        id: row.try_get(0).map_err(error)?,
+        source_id: row.try_get(1).map_err(error)?,
+        target_id: row.try_get(2).map_err(error)?,
+        kind: row.try_get(3).map_err(error)?,
+        created_by: row.try_get(4).map_err(error)?,
+        created_at: row.try_get(5).map_err(error)?,
+    })
+}
+
+fn requester_of(audience: Audience) -> Option<UserId> {
+    match audience {
+        Audience::Requester(user) => Some(user),
+        Audience::Staff => None,
+    }
+}
+
+/// A live ticket (not deleted) that `audience` may see.
+async fn visible_ticket(tx: &Transaction<'_>, audience: Audience, id: TicketId) -> StoreResult<Option<Ticket>> {
+    let stmt = tx
+        .prepare_cached(&format!(
+            "SELECT {TICKET_COLS} FROM tickets t WHERE t.id = $1 AND t.deleted_at IS NULL AND ($2::uuid IS NULL OR t.requester_id = $2)"
+        ))
+        .await
+        .map_err(error)?;
+    let row = tx.query_opt(&stmt, &[&id, &requester_of(audience)]).await.map_err(error)?;
+    row.as_ref().map(ticket_from_row).transpose()
+}
+
+/// Workspaces need no per-workspace resources here: a handle is the pool and an id.
+pub struct PgTenants {
+    pool: Pool,
+}
+
+impl PgTenants {
+    pub fn new(pool: Pool) -> Self {
+        Self { pool }
+    }
+}
+
+#[async_trait]
+impl TenantStores for PgTenants {
+    async fn create(&self, workspace: &Workspace, actor: UserId) -> StoreResult<Arc<dyn TenantStore>> {
+        let tenant = PgTenant { pool: self.pool.clone(), workspace: workspace.id };
+        tenant.init_workspace(actor, workspace).await?;
+        Ok(Arc::new(tenant))
+    }
+
+    async fn open(&self, workspace: WorkspaceId) -> StoreResult<Arc<dyn TenantStore>> {
+        Ok(Arc::new(PgTenant { pool: self.pool.clone(), workspace }))
+    }
+
+    fn close_idle(&self) {}
+
+    fn open_count(&self) -> usize {
+        0
+    }
+}
+
+pub struct PgTenant {
+    pool: Pool,
+    workspace: WorkspaceId,
+}
+
+impl PgTenant {
+    async fn client(&self) -> StoreResult<Object> {
+        self.pool.get().await.map_err(pool_error)
+    }
+
+    /// Begins a write transaction on this workspace (see `PgWrite`).
+    async fn write_tx<'a>(&self, client: &'a mut Object) -> StoreResult<PgWrite<'a>> {
+        PgWrite::begin(client, self.workspace).await
+    }
+
+    async fn init_workspace(&self, actor: UserId, workspace: &Workspace) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let mut w = PgWrite::begin_new(&mut client, self.workspace).await?;
+        w.tx()
+            .execute(
+                "INSERT INTO workspace_info (workspace_id, name, created_at) VALUES ($1, $2, $3)",
+                &[&workspace.id, &workspace.name, &workspace.created_at],
+            )
+            .await
+            .map_err(error)?;
+        w.record(
+            Some(actor),
+            Event {
+                kind: "workspace.created",
+                entity: "workspace",
+                entity_id: workspace.id.to_string(),
+                data: workspace,
+                ticket: None,
+                staff_only: false,
+            },
+        )
+        .await?;
+        w.commit().await
+    }
+}
+
+#[async_trait]
+impl TenantStore for PgTenant {
+    fn workspace_id(&self) -> WorkspaceId {
+        self.workspace
+    }
+
+    async fn record_member(&self, actor: UserId, member: &Member, added: bool) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let mut w = self.write_tx(&mut client).await?;
+        w.tx()
+            .execute(
+                "INSERT INTO members (workspace_id, user_id, email, name, role, joined_at) VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (workspace_id, user_id) DO UPDATE SET email = excluded.email, name = excluded.name, role = excluded.role",
+                &[&self.workspace, &member.user_id, &member.email, &member.name, &member.role, &member.joined_at],
+            )
+            .await
+            .map_err(error)?;
+        w.record(
+            Some(actor),
+            Event {
+                kind: if added { "member.added" } else { "member.updated" },
+                entity: "member",
+                entity_id: member.user_id.to_string(),
+                data: member,
+                ticket: None,
+                staff_only: true,
+            },
+        )
+        .await?;
+        w.commit().await
+    }
+
+    async fn create_ticket(&self, actor: UserId, new: NewTicket) -> StoreResult<Ticket> {
+        let mut client = self.client().await?;
+        let mut w = self.write_tx(&mut client).await?;
+        let number = w.next_ticket_number().await?;
+        let now = w.now();
+        let ticket = Ticket {
+            id: TicketId::new(),
+            number,
+            title: new.title,
+            status: new.status,
+            priority: new.priority,
+            requester_id: new.requester_id,
+            assignee_id: new.assignee_id,
+            tags: new.tags,
+            created_at: now,
+            updated_at: now,
+            version: 1,
+        };
+        let stmt = w
+            .tx()
+            .prepare_cached(
+                "INSERT INTO tickets (workspace_id, id, number, title, status, priority, requester_id, assignee_id, tags, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+            )
+            .await
+            .map_err(error)?;
+        w.tx()
+            .execute(
+                &stmt,
+                &[
+                    &self.workspace,
+                    &ticket.id,
+                    &ticket.number,
+                    &ticket.title,
+                    &ticket.status,
+                    &ticket.priority,
+                    &ticket.requester_id,
+                    &ticket.assignee_id,
+                    &ticket.tags,
+                    &now,
+                ],
+            )
+            .await
+            .map_err(error)?;
+        w.record(
+            Some(actor),
+            Event {
+                kind: "ticket.created",
+                entity: "ticket",
+                entity_id: ticket.id.to_string(),
+                data: &ticket,
+                ticket: Some(ticket.id),
+                staff_only: false,
+            },
+        )
+        .await?;
+        w.commit().await?;
+        Ok(ticket)
+    }
+
+    async fn list_tickets(&self, audience: Audience, query: &TicketQuery) -> StoreResult<Page<Ticket>> {
+        let mut client = self.client().await?;
+        let tx = log::read_tx(&mut client, self.workspace, false).await?;
+        let key = match query.sort {
+            TicketSort::UpdatedAt => "t.updated_at",
+            TicketSort::CreatedAt => "t.created_at",
+        };
+        let mut sql = format!("SELECT {TICKET_COLS} FROM tickets t WHERE t.deleted_at IS NULL");
+        let mut params = Params::default();
+        if let Audience::Requester(user) = audience {
+            sql.push_str(&format!(" AND t.requester_id = {}", params.push(user)));
+        }
+        if let Some(status) = query.status {
+            sql.push_str(&format!(" AND t.status = {}", params.push(status)));
+        }
+        if let Some(priority) = query.priority {
+            sql.push_str(&format!(" AND t.priority = {}", params.push(priority)));
+        }
+        match query.assignee {
+            Some(AssigneeFilter::User(user)) => sql.push_str(&format!(" AND t.assignee_id = {}", params.push(user))),
+            Some(AssigneeFilter::Unassigned) => sql.push_str(" AND t.assignee_id IS NULL"),
+            None => {}
+        }
+        if let Some(requester) = query.requester {
+            sql.push_str(&format!(" AND t.requester_id = {}", params.push(requester)));
+        }
+        if let Some(tag) = &query.tag {
+            sql.push_str(&format!(" AND t.tags @> ARRAY[{}::text]", params.push(tag.clone())));
+        }
+        let (cmp, dir) = match query.order {
+            SortOrder::Desc => ("<", "DESC"),
+            SortOrder::Asc => (">", "ASC"),
+        };
+        if let Some(cursor) = query.after {
+            let (k, i) = (params.push(cursor.key), params.push(cursor.id));
+            sql.push_str(&format!(" AND ({key}, t.id) {cmp} ({k}, {i})"));
+        }
+        sql.push_str(&format!(" ORDER BY {key} {dir}, t.id {dir} LIMIT {}", query.limit + 1));
+        let rows = tx.query(&sql, &params.refs()).await.map_err(error)?;
+        let mut items = rows.iter().map(ticket_from_row).collect::<StoreResult<Vec<_>>>()?;
+        let has_more = items.len() > query.limit;
+        items.truncate(query.limit);
+        Ok(Page { items, has_more })
+    }
+
+    async fn ticket(&self, audience: Audience, id: TicketId) -> StoreResult<Option<Ticket>> {
+        let mut client = self.client().await?;
+        let tx = log::read_tx(&mut client, self.workspace, false).await?;
+        visible_ticket(&tx, audience, id).await
+    }
+
+    async fn update_ticket(&self, actor: UserId, audience: Audience, id: TicketId, patch: TicketPatch) -> StoreResult<Ticket> {
+        let mut client = self.client().await?;
+        let mut w = self.write_tx(&mut client).await?;
+        let mut ticket = visible_ticket(w.tx(), audience, id).await?.ok_or(StoreError::NotFound)?;
+        let before = ticket.clone();
+        if let Some(title) = patch.title {
+            ticket.title = title;
+        }
+        if let Some(status) = patch.status {
+            ticket.status = status;
+        }
+        if let Some(priority) = patch.priority {
+            ticket.priority = priority;
+        }
+        if let Some(assignee) = patch.assignee_id {
+            ticket.assignee_id = assignee;
+        }
+        if let Some(tags) = patch.tags {
+            ticket.tags = tags;
+        }
+        if ticket == before {
+            w.exempt("the patch changes nothing: no new state, no event");
+            w.commit().await?;
+            return Ok(ticket);
+        }
+        ticket.version += 1;
+        ticket.updated_at = w.now().max(Millis(before.updated_at.0 + 1));
+        w.tx()
+            .execute(
+                "UPDATE tickets SET title = $3, status = $4, priority = $5, assignee_id = $6, tags = $7, updated_at = $8, version = $9
+                 WHERE workspace_id = $1 AND id = $2",
+                &[
+                    &self.workspace,
+                    &id,
+                    &ticket.title,
+                    &ticket.status,
+                    &ticket.priority,
+                    &ticket.assignee_id,
+                    &ticket.tags,
+                    &ticket.updated_at,
+                    &ticket.version,
+                ],
+            )
+            .await
+            .map_err(error)?;
+        w.record(
+            Some(actor),
+            Event {
+                kind: "ticket.updated",
+                entity: "ticket",
+                entity_id: id.to_string(),
+                data: &ticket,
+                ticket: Some(id),
+                staff_only: false,
+            },
+        )
+        .await?;
+        w.commit().await?;
+        Ok(ticket)
+    }
+
+    async fn delete_ticket(&self, actor: UserId, id: TicketId) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let mut w = self.write_tx(&mut client).await?;
+        let now = w.now();
+        let changed = w
+            .tx()
+            .execute(
+                "UPDATE tickets SET deleted_at = $3 WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL",
+                &[&self.workspace, &id, &now],
+            )
+            .await
+            .map_err(error)?;
+        if changed == 0 {
+            return Err(StoreError::NotFound);
+        }
+        w.record(
+            Some(actor),
+            Event {
+                kind: "ticket.deleted",
+                entity: "ticket",
+                entity_id: id.to_string(),
+                data: &json!({ "id": id }),
+                ticket: Some(id),
+                staff_only: false,
+            },
+        )
+        .await?;
+        w.commit().await
+    }
+
+    async fn add_comment(&self, actor: UserId, audience: Audience, ticket: TicketId, body: String, internal: bool) -> StoreResult<Comment> {
+        if internal && audience != Audience::Staff {
+            return Err(StoreError::invalid("internal", "only staff may write internal notes"));
+        }
+        let mut client = self.client().await?;
+        let mut w = self.write_tx(&mut client).await?;
+        visible_ticket(w.tx(), audience, ticket).await?.ok_or(StoreError::NotFound)?;
+        let comment = Comment { id: CommentId::new(), ticket_id: ticket, author_id: actor, body, internal, created_at: w.now() };
+        w.tx()
+            .execute(
+                "INSERT INTO comments (workspace_id, id, ticket_id, author_id, body, internal, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[&self.workspace, &comment.id, &comment.ticket_id, &comment.author_id, &comment.body, &comment.internal, &comment.created_at],
+            )
+            .await
+            .map_err(error)?;
+        w.record(
+            Some(actor),
+            Event {
+                kind: "comment.created",
+                entity: "comment",
+                entity_id: comment.id.to_string(),
+                data: &comment,
+                ticket: Some(ticket),
+                staff_only: internal,
+            },
+        )
+        .await?;
+        w.commit().await?;
+        Ok(comment)
+    }
+
+    async fn list_comments(&self, audience: Audience, ticket: TicketId, query: &CommentQuery) -> StoreResult<Page<Comment>> {
+        let mut client = self.client().await?;
+        let tx = log::read_tx(&mut client, self.workspace, true).await?;
+        visible_ticket(&tx, audience, ticket).await?.ok_or(StoreError::NotFound)?;
+        let staff = audience == Audience::Staff;
+        let limit = (query.limit + 1) as i64;
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT {COMMENT_COLS} FROM comments c WHERE c.ticket_id = $1 AND ($2 OR NOT c.internal)
+                     AND ($3::uuid IS NULL OR c.id > $3) ORDER BY c.id LIMIT $4"
+                ),
+                &[&ticket, &staff, &query.after, &limit],
+            )
+            .await
+            .map_err(error)?;
+        let mut items = rows.iter().map(comment_from_row).collect::<StoreResult<Vec<_>>>()?;
+        let has_more = items.len() > query.limit;
+        items.truncate(query.limit);
+        Ok(Page { items, has_more })
+    }
+
+    async fn add_link(&self, actor: UserId, source: TicketId, target: TicketId, kind: LinkKind) -> StoreResult<TicketLink> {
+        let mut client = self.client().await?;
+        let mut w = self.write_tx(&mut client).await?;
+        visible_ticket(w.tx(), Audience::Staff, source).await?.ok_or(StoreError::NotFound)?;
+        if source == target {
+            return Err(StoreError::invalid("target_id", "a ticket cannot be linked to itself"));
+        }
+        if visible_ticket(w.tx(), Audience::Staff, target).await?.is_none() {
+            return Err(StoreError::invalid("target_id", "no such ticket in this workspace"));
+        }
+        let link = TicketLink { id: LinkId::new(), source_id: source, target_id: target, kind, created_by: actor, created_at: w.now() };
+        // ON CONFLICT keeps the transaction usable; a duplicate is a conflict, not an error.
+        let inserted = w
+            .tx()
+            .execute(
+                "INSERT INTO ticket_links (workspace_id, id, source_id, target_id, kind, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (workspace_id, source_id, target_id, kind) DO NOTHING",
+                &[&self.workspace, &link.id, &link.source_id, &link.target_id, &link.kind, &link.created_by, &link.created_at],
+            )
+            .await
+            .map_err(error)?;
+        if inserted == 0 {
+            return Err(StoreError::Conflict("these tickets are already linked this way".into()));
+        }
+        w.record(
+            Some(actor),
+            Event {
+                kind: "link.created",
+                entity: "link",
+                entity_id: link.id.to_string(),
+                data: &link,
+                ticket: Some(source),
+                staff_only: true,
+            },
+        )
+        .await?;
+        w.commit().await?;
+        Ok(link)
+    }
+
+    async fn list_links(&self, ticket: TicketId) -> StoreResult<Vec<TicketLink>> {
+        let mut client = self.client().await?;
+        let tx = log::read_tx(&mut client, self.workspace, true).await?;
+        visible_ticket(&tx, Audience::Staff, ticket).await?.ok_or(StoreError::NotFound)?;
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT {LINK_COLS} FROM ticket_links l
+                     JOIN tickets s ON s.id = l.source_id AND s.workspace_id = l.workspace_id
+                     JOIN tickets d ON d.id = l.target_id AND d.workspace_id = l.workspace_id
+                     WHERE (l.source_id = $1 OR l.target_id = $1) AND s.deleted_at IS NULL AND d.deleted_at IS NULL ORDER BY l.id"
+                ),
+                &[&ticket],
+            )
+            .await
+            .map_err(error)?;
+        rows.iter().map(link_from_row).collect()
+    }
+
+    async fn remove_link(&self, actor: UserId, ticket: TicketId, link: LinkId) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let mut w = self.write_tx(&mut client).await?;
+        let changed = w
+            .tx()
+            .execute(
+                "DELETE FROM ticket_links WHERE workspace_id = $1 AND id = $2 AND (source_id = $3 OR target_id = $3)",
+                &[&self.workspace, &link, &ticket],
+            )
+            .await
+            .map_err(error)?;
+        if changed == 0 {
+            return Err(StoreError::NotFound);
+        }
+        w.record(
+            Some(actor),
+            Event {
+                kind: "link.deleted",
+                entity: "link",
+                entity_id: link.to_string(),
+                data: &json!({ "id": link }),
+                ticket: Some(ticket),
+                staff_only: true,
+            },
+        )
+        .await?;
+        w.commit().await
+    }
+
+    async fn bootstrap(&self, audience: Audience, out: mpsc::Sender<Bytes>) -> StoreResult<BootstrapSummary> {
+        let mut client = self.client().await?;
+        let tx = log::read_tx(&mut client, self.workspace, true).await?;
+        log::bootstrap(&tx, self.workspace, audience, &out).await
+    }
+
+    async fn delta(&self, audience: Audience, after: i64, limit: usize) -> StoreResult<DeltaPage> {
+        let mut client = self.client().await?;
+        let tx = log::read_tx(&mut client, self.workspace, true).await?;
+        log::delta(&tx, self.workspace, audience, after, limit).await
+    }
+
+    async fn audit(&self, query: &AuditQuery) -> StoreResult<Page<SyncEvent>> {
+        let mut client = self.client().await?;
+        let tx = log::read_tx(&mut client, self.workspace, false).await?;
+        log::audit(&tx, query).await
+    }
+
+    async fn head(&self) -> StoreResult<i64> {
+        let mut client = self.client().await?;
+        let tx = log::read_tx(&mut client, self.workspace, false).await?;
+        log::head(&tx, self.workspace).await
+    }
+}
