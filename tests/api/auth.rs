@@ -6,11 +6,11 @@ use edgedesk::auth::throttle::ThrottleLimits;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::common::{PASSWORD, TestServer};
+use crate::common::{PASSWORD, TestServer, both_backends};
 
-#[tokio::test]
-async fn setup_creates_the_first_admin_once() {
-    let s = TestServer::start().await;
+both_backends! {
+async fn setup_creates_the_first_admin_once(b: Backend) {
+    let s = TestServer::start(b).await;
     let admin = s.admin().await;
     let me = s.get("/api/me", &admin.token).await;
     assert_eq!(me.ok(200)["is_admin"], true);
@@ -22,10 +22,11 @@ async fn setup_creates_the_first_admin_once() {
     s.login("eve@example.com", PASSWORD).await.problem(401);
     s.stop().await;
 }
+}
 
-#[tokio::test]
-async fn setup_validates_its_input() {
-    let s = TestServer::start().await;
+both_backends! {
+async fn setup_validates_its_input(b: Backend) {
+    let s = TestServer::start(b).await;
     let bad = s.call(Method::POST, "/api/setup", None, Some(json!({ "email": "nope", "password": "short", "name": " " }))).await;
     bad.problem(422);
     let fields: Vec<&str> = bad.body["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
@@ -36,10 +37,11 @@ async fn setup_validates_its_input() {
     s.admin().await;
     s.stop().await;
 }
+}
 
-#[tokio::test]
-async fn login_fails_alike_for_unknown_email_wrong_password_and_disabled_user() {
-    let s = TestServer::start().await;
+both_backends! {
+async fn login_fails_alike_for_unknown_email_wrong_password_and_disabled_user(b: Backend) {
+    let s = TestServer::start(b).await;
     let admin = s.admin().await;
     let agent = s.user(&admin, "agent").await;
     let unknown = s.login("nobody@example.com", PASSWORD).await;
@@ -56,10 +58,11 @@ async fn login_fails_alike_for_unknown_email_wrong_password_and_disabled_user() 
     s.login("ADMIN@Example.com", PASSWORD).await.ok(200);
     s.stop().await;
 }
+}
 
-#[tokio::test]
-async fn passwords_over_72_bytes_are_refused_with_422() {
-    let s = TestServer::start().await;
+both_backends! {
+async fn passwords_over_72_bytes_are_refused_with_422(b: Backend) {
+    let s = TestServer::start(b).await;
     let admin = s.admin().await;
     s.login(&admin.email, &"p".repeat(73)).await.problem(422);
     let created = s.post("/api/users", &admin.token, json!({ "email": "l@example.com", "password": "€".repeat(25), "name": "L" })).await;
@@ -67,10 +70,11 @@ async fn passwords_over_72_bytes_are_refused_with_422() {
     assert_eq!(created.body["errors"][0]["field"], "password");
     s.stop().await;
 }
+}
 
-#[tokio::test]
-async fn logout_ends_the_session_and_clears_the_cookie() {
-    let s = TestServer::start().await;
+both_backends! {
+async fn logout_ends_the_session_and_clears_the_cookie(b: Backend) {
+    let s = TestServer::start(b).await;
     let admin = s.admin().await;
     let res = s.http.post(format!("{}/api/auth/logout", s.base)).bearer_auth(&admin.token).send().await.unwrap();
     assert_eq!(res.status(), 204);
@@ -79,10 +83,11 @@ async fn logout_ends_the_session_and_clears_the_cookie() {
     s.get("/api/me", &admin.token).await.problem(401);
     s.stop().await;
 }
+}
 
-#[tokio::test]
-async fn the_session_cookie_authenticates_and_is_httponly_samesite() {
-    let s = TestServer::start().await;
+both_backends! {
+async fn the_session_cookie_authenticates_and_is_httponly_samesite(b: Backend) {
+    let s = TestServer::start(b).await;
     s.admin().await;
     let res = s
         .http
@@ -101,10 +106,11 @@ async fn the_session_cookie_authenticates_and_is_httponly_samesite() {
     assert_eq!(nope.status(), 401);
     s.stop().await;
 }
+}
 
-#[tokio::test]
-async fn sessions_are_listed_and_revocable_only_by_their_owner() {
-    let s = TestServer::start().await;
+both_backends! {
+async fn sessions_are_listed_and_revocable_only_by_their_owner(b: Backend) {
+    let s = TestServer::start(b).await;
     let admin = s.admin().await;
     let second = s.login(&admin.email, PASSWORD).await.ok(200)["token"].as_str().unwrap().to_string();
     let list = s.get("/api/auth/sessions", &admin.token).await;
@@ -122,10 +128,11 @@ async fn sessions_are_listed_and_revocable_only_by_their_owner() {
     s.delete(&format!("/api/auth/sessions/{other}"), &admin.token).await.problem(404);
     s.stop().await;
 }
+}
 
-#[tokio::test]
-async fn api_tokens_are_shown_once_work_as_bearer_and_can_be_revoked() {
-    let s = TestServer::start().await;
+both_backends! {
+async fn api_tokens_are_shown_once_work_as_bearer_and_can_be_revoked(b: Backend) {
+    let s = TestServer::start(b).await;
     let admin = s.admin().await;
     let created = s.post("/api/auth/tokens", &admin.token, json!({ "name": "ci", "expires_in_days": 30 })).await;
     let body = created.ok(201).clone();
@@ -152,10 +159,11 @@ async fn api_tokens_are_shown_once_work_as_bearer_and_can_be_revoked() {
     s.post("/api/auth/tokens", &admin.token, json!({ "name": "x", "expires_in_days": 0 })).await.problem(422);
     s.stop().await;
 }
+}
 
-#[tokio::test]
-async fn missing_or_garbage_credentials_are_401() {
-    let s = TestServer::start().await;
+both_backends! {
+async fn missing_or_garbage_credentials_are_401(b: Backend) {
+    let s = TestServer::start(b).await;
     s.admin().await;
     s.call(Method::GET, "/api/me", None, None).await.problem(401);
     s.get("/api/me", "eds_not-a-real-token").await.problem(401);
@@ -164,11 +172,12 @@ async fn missing_or_garbage_credentials_are_401() {
     assert_eq!(res.headers()["www-authenticate"], "Bearer");
     s.stop().await;
 }
+}
 
-#[tokio::test]
-async fn failed_logins_are_throttled_per_account_and_per_address() {
+both_backends! {
+async fn failed_logins_are_throttled_per_account_and_per_address(b: Backend) {
     let limits = ThrottleLimits { per_account: 3, per_ip: 6, window: Duration::from_secs(60) };
-    let s = TestServer::start_with(limits, |_| {}).await;
+    let s = TestServer::start_with(b, limits, |_| {}).await;
     let admin = s.admin().await;
     let agent = s.user(&admin, "agent").await;
     for _ in 0..3 {
@@ -194,10 +203,11 @@ async fn failed_logins_are_throttled_per_account_and_per_address() {
     s.login(&admin.email, PASSWORD).await.problem(429);
     s.stop().await;
 }
+}
 
-#[tokio::test]
-async fn only_platform_admins_manage_users() {
-    let s = TestServer::start().await;
+both_backends! {
+async fn only_platform_admins_manage_users(b: Backend) {
+    let s = TestServer::start(b).await;
     let admin = s.admin().await;
     let agent = s.user(&admin, "agent").await;
     s.get("/api/users", &agent.token).await.problem(403);
@@ -207,4 +217,5 @@ async fn only_platform_admins_manage_users() {
     s.post("/api/users", &admin.token, json!({ "email": "AGENT@example.com", "password": PASSWORD, "name": "Dup" })).await.problem(409);
     s.patch(&format!("/api/users/{}", admin.id), &admin.token, json!({ "disabled": true })).await.problem(409);
     s.stop().await;
+}
 }

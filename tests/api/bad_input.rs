@@ -4,11 +4,11 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::common::TestServer;
+use crate::common::{Backend, TestServer, both_backends};
 
-#[tokio::test]
-async fn bad_bodies_and_ids_are_rejected_and_change_nothing() {
-    let s = TestServer::start_with(crate::common::relaxed_limits(), |c| c.body_limit = 64 * 1024).await;
+both_backends! {
+async fn bad_bodies_and_ids_are_rejected_and_change_nothing(b: Backend) {
+    let s = TestServer::start_with(b, crate::common::relaxed_limits(), |c| c.body_limit = 64 * 1024).await;
     let admin = s.admin().await;
     let ws = s.workspace(&admin, "Support").await;
     let agent = s.user(&admin, "agent").await;
@@ -89,10 +89,12 @@ async fn bad_bodies_and_ids_are_rejected_and_change_nothing() {
     let _ = other;
     s.stop().await;
 }
+}
 
 #[tokio::test]
 async fn internals_never_leak_into_responses() {
-    let s = TestServer::start().await;
+    let b = Backend::Sqlite;
+    let s = TestServer::start(b).await;
     let admin = s.admin().await;
     let ws = s.workspace(&admin, "Support").await;
     // Remove the workspace's storage while the server is down: opening it then fails inside the store.

@@ -7,7 +7,7 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-use crate::common::{PASSWORD, TestServer, relaxed_limits};
+use crate::common::{Backend, PASSWORD, TestServer, relaxed_limits};
 
 async fn edgedesk(data: &std::path::Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_edgedesk"))
@@ -29,7 +29,7 @@ async fn edgedesk(data: &std::path::Path, args: &[&str], stdin: Option<&str>) ->
 
 #[tokio::test]
 async fn users_and_workspaces_made_on_the_command_line_work_over_http() {
-    let s = TestServer::start_with(relaxed_limits(), |c| c.auth_cache_ttl = Duration::from_millis(300)).await;
+    let s = TestServer::start_with(Backend::Sqlite, relaxed_limits(), |c| c.auth_cache_ttl = Duration::from_millis(300)).await;
     let data = s.data_dir();
     let (ok, out, err) =
         edgedesk(&data, &["user", "create", "--admin", "--email", "ops@example.com", "--name", "Ops"], Some(&format!("{PASSWORD}\n")))

@@ -13,8 +13,94 @@ pub struct TestServer {
     pub base: String,
     pub dir: tempfile::TempDir,
     pub http: reqwest::Client,
+    pub backend: Backend,
+    pg: Option<PgDatabase>,
     server: Option<Server>,
 }
+
+/// Which store a test server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// Whether the Postgres half of the suite can run. Outside CI, without a database, it is
+    /// skipped with a loud note; in CI (`CI` set) a missing database fails the test.
+    pub fn postgres_available() -> bool {
+        if std::env::var_os("EDGEDESK_TEST_DATABASE_URL").is_some() {
+            return true;
+        }
+        if std::env::var_os("CI").is_some() {
+            panic!("CI must run the Postgres tests, but EDGEDESK_TEST_DATABASE_URL is not set (scripts/test starts a cluster)");
+        }
+        eprintln!("SKIPPED on Postgres: EDGEDESK_TEST_DATABASE_URL is not set. Run scripts/test to include the Postgres backend.");
+        false
+    }
+}
+
+/// A database of its own for one test, on the run's cluster, with the owner and app roles.
+#[derive(Debug, Clone)]
+pub struct PgDatabase {
+    pub app_url: String,
+    pub admin_url: String,
+}
+
+impl PgDatabase {
+    pub async fn create() -> Self {
+        let base = std::env::var("EDGEDESK_TEST_DATABASE_URL").expect("EDGEDESK_TEST_DATABASE_URL");
+        let config: tokio_postgres::Config = base.parse().expect("a Postgres URL");
+        let host = match &config.get_hosts()[0] {
+            tokio_postgres::config::Host::Tcp(host) => host.clone(),
+            #[allow(unreachable_patterns)]
+            _ => panic!("EDGEDESK_TEST_DATABASE_URL must use TCP"),
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let (client, connection) = tokio_postgres::connect(&base, tokio_postgres::NoTls).await.expect("the test cluster answers");
+        tokio::spawn(connection);
+        // Roles are cluster-wide and tests run in parallel: create them once, tolerate races.
+        client
+            .batch_execute(
+                "SET client_min_messages = warning;
+                 DO $$ BEGIN CREATE ROLE edgedesk_owner LOGIN; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;
+                 DO $$ BEGIN CREATE ROLE edgedesk_app LOGIN NOSUPERUSER NOBYPASSRLS; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;",
+            )
+            .await
+            .expect("roles");
+        let db = format!("edgedesk_{}", uuid::Uuid::new_v4().simple());
+        client.batch_execute(&format!("CREATE DATABASE {db} OWNER edgedesk_owner")).await.expect("database");
+        Self {
+            app_url: format!("postgres://edgedesk_app@{host}:{port}/{db}"),
+            admin_url: format!("postgres://edgedesk_owner@{host}:{port}/{db}"),
+        }
+    }
+}
+
+/// Runs a test body once per backend, as `name::sqlite` and `name::postgres`.
+macro_rules! both_backends {
+    (async fn $name:ident($b:ident: Backend) $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn run($b: crate::common::Backend) $body
+
+            #[tokio::test]
+            async fn sqlite() {
+                run(crate::common::Backend::Sqlite).await
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                if crate::common::Backend::postgres_available() {
+                    run(crate::common::Backend::Postgres).await
+                }
+            }
+        }
+    };
+}
+pub(crate) use both_backends;
 
 #[derive(Debug, Clone)]
 pub struct Resp {
@@ -56,26 +142,41 @@ pub fn relaxed_limits() -> ThrottleLimits {
 }
 
 impl TestServer {
-    pub async fn start() -> Self {
-        Self::start_with(relaxed_limits(), |_| {}).await
+    pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, relaxed_limits(), |_| {}).await
     }
 
-    pub async fn start_with(limits: ThrottleLimits, tweak: impl FnOnce(&mut Config)) -> Self {
-        Self::start_in(tempfile::tempdir().expect("temp dir"), limits, tweak).await
+    pub async fn start_with(backend: Backend, limits: ThrottleLimits, tweak: impl FnOnce(&mut Config)) -> Self {
+        let pg = match backend {
+            Backend::Postgres => Some(PgDatabase::create().await),
+            Backend::Sqlite => None,
+        };
+        Self::start_in(tempfile::tempdir().expect("temp dir"), backend, pg, limits, tweak).await
     }
 
-    async fn start_in(dir: tempfile::TempDir, limits: ThrottleLimits, tweak: impl FnOnce(&mut Config)) -> Self {
+    async fn start_in(
+        dir: tempfile::TempDir,
+        backend: Backend,
+        pg: Option<PgDatabase>,
+        limits: ThrottleLimits,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
         // Server logs in test output, filtered by RUST_LOG (quiet by default).
         let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "error".into());
         let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
         let mut config = Config::for_data_dir(dir.path().join("data"));
         config.bcrypt_cost = 4;
+        if let Some(pg) = &pg {
+            config.database_url = Some(edgedesk::config::Secret::new(pg.app_url.clone()));
+            config.admin_database_url = Some(edgedesk::config::Secret::new(pg.admin_url.clone()));
+            config.database_pool_size = 8;
+        }
         tweak(&mut config);
         let app = App::build_with(config, limits).await.expect("app builds");
         let server = edgedesk::app::start(app).await.expect("server starts");
         let base = format!("http://{}", server.addr);
         let http = reqwest::Client::builder().no_proxy().build().expect("client");
-        Self { base, dir, http, server: Some(server) }
+        Self { base, dir, http, backend, pg, server: Some(server) }
     }
 
     pub fn data_dir(&self) -> std::path::PathBuf {
@@ -88,7 +189,7 @@ impl TestServer {
             server.stop().await.expect("server stops");
         }
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
-        Self::start_in(dir, relaxed_limits(), |_| {}).await
+        Self::start_in(dir, self.backend, self.pg.clone(), relaxed_limits(), |_| {}).await
     }
 
     pub async fn stop(mut self) {

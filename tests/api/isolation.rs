@@ -3,7 +3,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::common::{TestServer, User};
+use crate::common::{Backend, TestServer, User, both_backends};
 
 /// Every workspace-scoped route, with placeholders for the ids.
 fn routes(ws: &str, ticket: &str, link: &str) -> Vec<(Method, String, Option<Value>)> {
@@ -39,8 +39,8 @@ struct Two {
     link_b: String,
 }
 
-async fn two_workspaces() -> Two {
-    let s = TestServer::start().await;
+async fn two_workspaces(b: Backend) -> Two {
+    let s = TestServer::start(b).await;
     let owner = s.admin().await;
     let ws_a = s.workspace(&owner, "A").await;
     let ws_b = s.workspace(&owner, "B").await;
@@ -56,9 +56,9 @@ async fn two_workspaces() -> Two {
     Two { s, owner, alice, ws_a, ws_b, ticket_a, ticket_b, link_b }
 }
 
-#[tokio::test]
-async fn another_workspace_is_indistinguishable_from_none() {
-    let t = two_workspaces().await;
+both_backends! {
+async fn another_workspace_is_indistinguishable_from_none(b: Backend) {
+    let t = two_workspaces(b).await;
     let head_b = t.s.head(&t.owner, &t.ws_b).await;
     let nowhere = "01900000-0000-7000-8000-00000000dead";
     for ((method, b_path, body), (_, none_path, _)) in
@@ -73,10 +73,11 @@ async fn another_workspace_is_indistinguishable_from_none() {
     assert!(!t.s.get("/api/workspaces", &t.alice.token).await.body.to_string().contains(&t.ws_b));
     t.s.stop().await;
 }
+}
 
-#[tokio::test]
-async fn another_workspaces_ids_do_not_resolve_in_mine() {
-    let t = two_workspaces().await;
+both_backends! {
+async fn another_workspaces_ids_do_not_resolve_in_mine(b: Backend) {
+    let t = two_workspaces(b).await;
     let head_b = t.s.head(&t.owner, &t.ws_b).await;
     let head_a = t.s.head(&t.owner, &t.ws_a).await;
     // A's workspace, B's ticket and link ids: every ticket route answers 404.
@@ -100,10 +101,11 @@ async fn another_workspaces_ids_do_not_resolve_in_mine() {
     assert_eq!(t.s.head(&t.owner, &t.ws_a).await, head_a);
     t.s.stop().await;
 }
+}
 
-#[tokio::test]
-async fn requesters_see_only_their_tickets_in_bootstrap_and_delta() {
-    let s = TestServer::start().await;
+both_backends! {
+async fn requesters_see_only_their_tickets_in_bootstrap_and_delta(b: Backend) {
+    let s = TestServer::start(b).await;
     let admin = s.admin().await;
     let ws = s.workspace(&admin, "Support").await;
     let agent = s.user(&admin, "agent").await;
@@ -150,4 +152,5 @@ async fn requesters_see_only_their_tickets_in_bootstrap_and_delta() {
     s.get(&format!("/api/workspaces/{ws}/audit"), &agent.token).await.problem(403);
     s.get(&format!("/api/workspaces/{ws}/audit"), &me.token).await.problem(403);
     s.stop().await;
+}
 }

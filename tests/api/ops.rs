@@ -4,7 +4,7 @@
 use reqwest::Method;
 use serde_json::json;
 
-use crate::common::{TestServer, relaxed_limits};
+use crate::common::{Backend, TestServer, both_backends, relaxed_limits};
 
 /// Every route the server serves, as (method, OpenAPI path).
 const ROUTES: &[(&str, &str)] = &[
@@ -43,9 +43,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/metrics"),
 ];
 
-#[tokio::test]
-async fn the_openapi_document_covers_every_route_and_nothing_else() {
-    let s = TestServer::start().await;
+both_backends! {
+async fn the_openapi_document_covers_every_route_and_nothing_else(b: Backend) {
+    let s = TestServer::start(b).await;
     let doc = s.call(Method::GET, "/api/openapi.json", None, None).await;
     let doc = doc.ok(200).clone();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
@@ -77,10 +77,11 @@ async fn the_openapi_document_covers_every_route_and_nothing_else() {
     assert!(docs.text().await.unwrap().contains("swagger"), "interactive docs are served from the binary");
     s.stop().await;
 }
+}
 
-#[tokio::test]
-async fn health_ready_and_metrics_answer() {
-    let s = TestServer::start().await;
+both_backends! {
+async fn health_ready_and_metrics_answer(b: Backend) {
+    let s = TestServer::start(b).await;
     assert_eq!(s.call(Method::GET, "/health", None, None).await.ok(200)["status"], "ok");
     assert_eq!(s.call(Method::GET, "/ready", None, None).await.ok(200)["status"], "ready");
     let metrics = s.http.get(format!("{}/metrics", s.base)).send().await.unwrap().text().await.unwrap();
@@ -89,10 +90,12 @@ async fn health_ready_and_metrics_answer() {
     assert!(res.headers().contains_key("x-request-id"));
     s.stop().await;
 }
+}
 
 #[tokio::test]
 async fn open_tenants_stay_under_the_cap() {
-    let s = TestServer::start_with(relaxed_limits(), |c| c.max_open_tenants = 3).await;
+    let b = Backend::Sqlite;
+    let s = TestServer::start_with(b, relaxed_limits(), |c| c.max_open_tenants = 3).await;
     let admin = s.admin().await;
     let mut ids = Vec::new();
     for i in 0..7 {

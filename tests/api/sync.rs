@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::common::{TestServer, User};
+use crate::common::{TestServer, User, both_backends};
 
 /// A client's replica: rows keyed by (type, id).
 #[derive(Debug, Default, PartialEq)]
@@ -116,9 +116,9 @@ async fn writer(s: Arc<TestServer>, agent: User, customer: User, ws: String, n: 
     }
 }
 
-#[tokio::test]
-async fn a_midway_bootstrap_plus_delta_equals_the_final_state() {
-    let s = TestServer::start().await;
+both_backends! {
+async fn a_midway_bootstrap_plus_delta_equals_the_final_state(b: Backend) {
+    let s = TestServer::start(b).await;
     let admin = s.admin().await;
     let ws = s.workspace(&admin, "Busy").await;
     let agent = s.user(&admin, "agent").await;
@@ -168,10 +168,11 @@ async fn a_midway_bootstrap_plus_delta_equals_the_final_state() {
     };
     assert_eq!(events, (1..=head).collect::<Vec<_>>());
 }
+}
 
-#[tokio::test]
-async fn two_bootstraps_of_the_same_state_have_the_same_checksum() {
-    let s = TestServer::start().await;
+both_backends! {
+async fn two_bootstraps_of_the_same_state_have_the_same_checksum(b: Backend) {
+    let s = TestServer::start(b).await;
     let admin = s.admin().await;
     let ws = s.workspace(&admin, "Quiet").await;
     for i in 0..30 {
@@ -196,4 +197,5 @@ async fn two_bootstraps_of_the_same_state_have_the_same_checksum() {
     assert_eq!(future.ok(200)["items"], json!([]));
     let by_actor = s.get(&format!("/api/workspaces/{ws}/audit?actor={}&limit=500", admin.id), &admin.token).await;
     assert_eq!(by_actor.ok(200)["items"].as_array().unwrap().len(), 32);
+}
 }

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use serde_json::{Value, json};
 
-use crate::common::{TestServer, User, all_pages};
+use crate::common::{Backend, TestServer, User, all_pages, both_backends};
 
 struct Desk {
     s: TestServer,
@@ -15,8 +15,8 @@ struct Desk {
     ws: String,
 }
 
-async fn desk() -> Desk {
-    let s = TestServer::start().await;
+async fn desk(b: Backend) -> Desk {
+    let s = TestServer::start(b).await;
     let admin = s.admin().await;
     let ws = s.workspace(&admin, "Support").await;
     let agent = s.user(&admin, "agent").await;
@@ -32,9 +32,9 @@ fn ids(items: &[Value]) -> Vec<String> {
     items.iter().map(|t| t["id"].as_str().unwrap().to_string()).collect()
 }
 
-#[tokio::test]
-async fn create_get_patch_delete() {
-    let d = desk().await;
+both_backends! {
+async fn create_get_patch_delete(b: Backend) {
+    let d = desk(b).await;
     let t =
         d.s.ticket(&d.agent, &d.ws, json!({ "title": "  VPN is down  ", "priority": "high", "tags": ["Network", "vpn", "network"] })).await;
     assert_eq!(t["title"], "VPN is down");
@@ -76,10 +76,11 @@ async fn create_get_patch_delete() {
     assert_eq!(list.ok(200)["items"], json!([]));
     d.s.stop().await;
 }
+}
 
-#[tokio::test]
-async fn every_filter_selects_exactly_the_matching_tickets() {
-    let d = desk().await;
+both_backends! {
+async fn every_filter_selects_exactly_the_matching_tickets(b: Backend) {
+    let d = desk(b).await;
     let base = format!("/api/workspaces/{}/tickets", d.ws);
     let mut all = Vec::new();
     for i in 0..12 {
@@ -135,10 +136,11 @@ async fn every_filter_selects_exactly_the_matching_tickets() {
     d.s.get(&format!("{base}?cursor=garbage"), &d.agent.token).await.problem(400);
     d.s.stop().await;
 }
+}
 
-#[tokio::test]
-async fn pagination_is_stable_and_complete_in_every_order() {
-    let d = desk().await;
+both_backends! {
+async fn pagination_is_stable_and_complete_in_every_order(b: Backend) {
+    let d = desk(b).await;
     let base = format!("/api/workspaces/{}/tickets", d.ws);
     let mut created = Vec::new();
     for i in 0..23 {
@@ -168,10 +170,11 @@ async fn pagination_is_stable_and_complete_in_every_order() {
     d.s.get(&format!("{base}?sort=updated_at&limit=5&cursor={cursor}"), &d.agent.token).await.problem(400);
     d.s.stop().await;
 }
+}
 
-#[tokio::test]
-async fn comments_and_internal_notes() {
-    let d = desk().await;
+both_backends! {
+async fn comments_and_internal_notes(b: Backend) {
+    let d = desk(b).await;
     let t = d.s.ticket(&d.agent, &d.ws, json!({ "title": "Refund", "requester_id": d.customer.id })).await;
     let comments = format!("/api/workspaces/{}/tickets/{}/comments", d.ws, t["id"].as_str().unwrap());
     let reply = d.s.post(&comments, &d.agent.token, json!({ "body": "We are on it." })).await;
@@ -198,10 +201,11 @@ async fn comments_and_internal_notes() {
     d.s.get(&format!("{comments}?cursor=nope"), &d.agent.token).await.problem(400);
     d.s.stop().await;
 }
+}
 
-#[tokio::test]
-async fn links_between_tickets() {
-    let d = desk().await;
+both_backends! {
+async fn links_between_tickets(b: Backend) {
+    let d = desk(b).await;
     let a = d.s.ticket(&d.agent, &d.ws, json!({ "title": "A", "requester_id": d.customer.id })).await;
     let b = d.s.ticket(&d.agent, &d.ws, json!({ "title": "B" })).await;
     let (a_id, b_id) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
@@ -228,14 +232,15 @@ async fn links_between_tickets() {
     assert_eq!(d.s.get(&links, &d.agent.token).await.ok(200).as_array().unwrap().len(), 1);
     d.s.stop().await;
 }
+}
 
 fn uuid_like() -> String {
     "01900000-0000-7000-8000-000000000000".to_string()
 }
 
-#[tokio::test]
-async fn requesters_see_and_act_only_on_their_own_tickets() {
-    let d = desk().await;
+both_backends! {
+async fn requesters_see_and_act_only_on_their_own_tickets(b: Backend) {
+    let d = desk(b).await;
     let base = format!("/api/workspaces/{}/tickets", d.ws);
     let mine = d.s.ticket(&d.customer, &d.ws, json!({ "title": "My laptop" })).await;
     assert_eq!(mine["requester_id"], d.customer.id.as_str());
@@ -260,4 +265,5 @@ async fn requesters_see_and_act_only_on_their_own_tickets() {
     d.s.post(&base, &d.customer.token, json!({ "title": "x", "priority": "urgent" })).await.problem(403);
     d.s.post(&base, &d.customer.token, json!({ "title": "x", "requester_id": d.other_customer.id })).await.problem(403);
     d.s.stop().await;
+}
 }

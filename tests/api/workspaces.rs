@@ -2,15 +2,17 @@
 
 use serde_json::json;
 
-use crate::common::TestServer;
+use crate::common::{Backend, TestServer, both_backends};
 
-#[tokio::test]
-async fn creating_a_workspace_makes_its_tenant_database() {
-    let s = TestServer::start().await;
+both_backends! {
+async fn creating_a_workspace_makes_its_tenant_database(b: Backend) {
+    let s = TestServer::start(b).await;
     let admin = s.admin().await;
     let ws = s.workspace(&admin, "Support").await;
-    let db = s.data_dir().join("tenants").join(&ws).join("tenant.db");
-    assert!(db.is_file(), "{} should exist", db.display());
+    if b == Backend::Sqlite {
+        let db = s.data_dir().join("tenants").join(&ws).join("tenant.db");
+        assert!(db.is_file(), "{} should exist", db.display());
+    }
     let mine = s.get("/api/workspaces", &admin.token).await;
     assert_eq!(mine.ok(200)[0]["id"], ws.as_str());
     assert_eq!(mine.body[0]["role"], "owner");
@@ -18,10 +20,11 @@ async fn creating_a_workspace_makes_its_tenant_database() {
     assert_eq!(one.ok(200)["name"], "Support");
     s.stop().await;
 }
+}
 
-#[tokio::test]
-async fn only_platform_admins_create_workspaces_and_names_are_validated() {
-    let s = TestServer::start().await;
+both_backends! {
+async fn only_platform_admins_create_workspaces_and_names_are_validated(b: Backend) {
+    let s = TestServer::start(b).await;
     let admin = s.admin().await;
     let agent = s.user(&admin, "agent").await;
     s.post("/api/workspaces", &agent.token, json!({ "name": "Mine" })).await.problem(403);
@@ -30,10 +33,11 @@ async fn only_platform_admins_create_workspaces_and_names_are_validated() {
     assert_eq!(s.get("/api/workspaces", &admin.token).await.ok(200).as_array().unwrap().len(), 0);
     s.stop().await;
 }
+}
 
-#[tokio::test]
-async fn members_are_added_by_email_or_id_and_roles_are_guarded() {
-    let s = TestServer::start().await;
+both_backends! {
+async fn members_are_added_by_email_or_id_and_roles_are_guarded(b: Backend) {
+    let s = TestServer::start(b).await;
     let admin = s.admin().await;
     let ws = s.workspace(&admin, "Support").await;
     let agent = s.user(&admin, "agent").await;
@@ -66,4 +70,5 @@ async fn members_are_added_by_email_or_id_and_roles_are_guarded() {
     let theirs = s.get("/api/workspaces", &customer.token).await;
     assert_eq!(theirs.ok(200)[0]["role"], "requester");
     s.stop().await;
+}
 }
