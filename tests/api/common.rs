@@ -14,7 +14,7 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
     pub http: reqwest::Client,
     pub backend: Backend,
-    pg: Option<PgDatabase>,
+    pub pg: Option<PgDatabase>,
     server: Option<Server>,
 }
 
@@ -45,6 +45,8 @@ impl Backend {
 pub struct PgDatabase {
     pub app_url: String,
     pub admin_url: String,
+    /// The cluster's superuser on this database: sees past row-level security.
+    pub superuser_url: String,
 }
 
 impl PgDatabase {
@@ -70,9 +72,11 @@ impl PgDatabase {
             .expect("roles");
         let db = format!("edgedesk_{}", uuid::Uuid::new_v4().simple());
         client.batch_execute(&format!("CREATE DATABASE {db} OWNER edgedesk_owner")).await.expect("database");
+        let superuser = config.get_user().unwrap_or("postgres");
         Self {
             app_url: format!("postgres://edgedesk_app@{host}:{port}/{db}"),
             admin_url: format!("postgres://edgedesk_owner@{host}:{port}/{db}"),
+            superuser_url: format!("postgres://{superuser}@{host}:{port}/{db}"),
         }
     }
 }
@@ -181,6 +185,13 @@ impl TestServer {
 
     pub fn data_dir(&self) -> std::path::PathBuf {
         self.dir.path().join("data")
+    }
+
+    /// Another server on the same database (Postgres): a second instance behind the same
+    /// load balancer, with its own caches.
+    pub async fn second_instance(&self) -> Self {
+        assert_eq!(self.backend, Backend::Postgres, "instances share a database only in Postgres mode");
+        Self::start_in(tempfile::tempdir().expect("temp dir"), self.backend, self.pg.clone(), relaxed_limits(), |_| {}).await
     }
 
     /// Stops the server and starts a new one on the same data directory.

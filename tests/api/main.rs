@@ -8,6 +8,7 @@ mod common;
 mod crash;
 mod isolation;
 mod ops;
+mod postgres;
 mod store;
 mod sync;
 mod sync_lint;
