@@ -9,9 +9,16 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-/// Starts the real binary on a free port over `data_dir`; returns it and its base URL.
-async fn spawn_server(data_dir: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_edgedesk"))
+use crate::common::{Backend, PgDatabase, both_backends};
+
+/// Starts the real binary on a free port over `data_dir` (and `pg`, in Postgres mode);
+/// returns it and its base URL.
+async fn spawn_server(data_dir: &std::path::Path, pg: Option<&PgDatabase>) -> (Child, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_edgedesk"));
+    if let Some(pg) = pg {
+        command.env("EDGEDESK_DATABASE_URL", &pg.app_url).env("EDGEDESK_ADMIN_DATABASE_URL", &pg.admin_url);
+    }
+    let mut child = command
         .arg("serve")
         .env("EDGEDESK_DATA_DIR", data_dir)
         .env("EDGEDESK_LISTEN", "127.0.0.1:0")
@@ -59,12 +66,16 @@ async fn json_call(
     Some((status, body))
 }
 
-#[tokio::test]
-async fn acknowledged_writes_survive_kill_9_and_the_log_has_no_gaps() {
+both_backends! {
+async fn acknowledged_writes_survive_kill_9_and_the_log_has_no_gaps(b: Backend) {
+    let pg = match b {
+        Backend::Postgres => Some(PgDatabase::create().await),
+        Backend::Sqlite => None,
+    };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().unwrap();
-    let (mut child, base) = spawn_server(&data).await;
+    let (mut child, base) = spawn_server(&data, pg.as_ref()).await;
     let password = "correct horse battery";
     json_call(
         &http,
@@ -128,7 +139,7 @@ async fn acknowledged_writes_survive_kill_9_and_the_log_has_no_gaps() {
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() > 20, "the load ran ({} acknowledged)", acked.len());
 
-    let (_child, base) = spawn_server(&data).await;
+    let (_child, base) = spawn_server(&data, pg.as_ref()).await;
     for (id, version) in &acked {
         let (status, body) =
             json_call(&http, reqwest::Method::GET, format!("{base}/api/workspaces/{ws}/tickets/{id}"), Some(&token), None).await.unwrap();
@@ -155,4 +166,5 @@ async fn acknowledged_writes_survive_kill_9_and_the_log_has_no_gaps() {
     }
     let head = *ids.last().unwrap();
     assert_eq!(ids, (1..=head).collect::<Vec<_>>(), "the log has no gaps after the crash");
+}
 }
