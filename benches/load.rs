@@ -1,7 +1,7 @@
 //! Load and speed harness for the foundation. Prints its figures; see docs/benchmarks.md.
 //!
 //! ```text
-//! cargo bench --bench load -- [creates|get|bootstrap|tenants|all] [--secs S] [--clients C] [--rows N] [--tenants N]
+//! cargo bench --bench load -- [creates|get|bootstrap|tenants|pg-creates|all] [--secs S] [--clients C] [--rows N] [--tenants N]
 //! ```
 //!
 //! The server runs as its own process (the real `edgedesk serve` binary, release build)
@@ -13,7 +13,9 @@
 //! - bootstrap: streaming a workspace of N tickets beside a raw SELECT + serde_json loop
 //!   over the same file, and the server's peak RSS growth while it streams;
 //! - tenants: N workspaces created, the server restarted, then one request each: the p99
-//!   latency of those first (cold) requests and the server's RSS afterwards.
+//!   latency of those first (cold) requests and the server's RSS afterwards;
+//! - pg-creates: POST tickets over HTTP in Postgres mode beside raw tokio-postgres running
+//!   the same statements per transaction (needs EDGEDESK_TEST_DATABASE_URL).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -27,6 +29,9 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+
+#[path = "../tests/api/pgdb.rs"]
+mod pgdb;
 
 const TENANT_SCHEMA: &str = include_str!("../schema/sqlite/tenant/0001_init.sql");
 const PASSWORD: &str = "correct horse battery";
@@ -64,7 +69,15 @@ struct ServerProc {
 
 impl ServerProc {
     async fn start(data: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_edgedesk"))
+        Self::start_with(data, &[]).await
+    }
+
+    async fn start_with(data: &Path, env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_edgedesk"));
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command
             .arg("serve")
             .env("EDGEDESK_DATA_DIR", data)
             .env("EDGEDESK_LISTEN", "127.0.0.1:0")
@@ -580,6 +593,88 @@ async fn bench_tenants(args: &Args, dir: &Path) {
     );
 }
 
+/// Raw tokio-postgres, one client, one transaction per ticket with exactly the statements
+/// the server runs for a create: scope, head lock, ticket number, ticket, sync action.
+async fn raw_pg_creates(app_url: &str, workspace: &str, requester: &str, secs: u64) -> f64 {
+    let (mut client, connection) = tokio_postgres::connect(app_url, tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(connection);
+    let ws = uuid::Uuid::parse_str(workspace).expect("workspace id");
+    let requester = uuid::Uuid::parse_str(requester).expect("user id");
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < Duration::from_secs(secs) {
+        let tx = client.transaction().await.expect("begin");
+        tx.execute("SELECT set_config('app.workspace_id', $1, true)", &[&workspace]).await.expect("scope");
+        tx.execute("SELECT 1 FROM workspace_heads WHERE workspace_id = $1 FOR UPDATE", &[&ws]).await.expect("lock");
+        let number: i64 = tx
+            .query_one(
+                "UPDATE workspace_heads SET ticket_number = ticket_number + 1 WHERE workspace_id = $1 RETURNING ticket_number",
+                &[&ws],
+            )
+            .await
+            .expect("number")
+            .get(0);
+        let id = uuid::Uuid::now_v7();
+        let at = now_ms();
+        let tags: Vec<String> = Vec::new();
+        tx.execute(
+            "INSERT INTO tickets (workspace_id, id, number, title, status, priority, requester_id, assignee_id, tags, created_at, updated_at)
+             VALUES ($1, $2, $3, 'raw', 'open', 'normal', $4, NULL, $5, $6, $6)",
+            &[&ws, &id, &number, &requester, &tags, &at],
+        )
+        .await
+        .expect("ticket");
+        let data = json!({ "id": id, "number": number, "title": "raw" });
+        tx.execute(
+            "WITH head AS (UPDATE workspace_heads SET sync_head = sync_head + 1 WHERE workspace_id = $1 RETURNING sync_head)
+             INSERT INTO sync_actions (workspace_id, sync_id, at, actor, kind, entity, entity_id, data, ticket_id, staff_only)
+             SELECT $1, head.sync_head, $2, $3, 'ticket.created', 'ticket', $4, $5, $6, false FROM head",
+            &[&ws, &at, &requester, &id.to_string(), &data, &id],
+        )
+        .await
+        .expect("action");
+        tx.commit().await.expect("commit");
+        n += 1;
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn bench_pg_creates(args: &Args, dir: &Path) {
+    if std::env::var_os("EDGEDESK_TEST_DATABASE_URL").is_none() {
+        println!("pg-creates: skipped: set EDGEDESK_TEST_DATABASE_URL to a Postgres superuser URL (see docs/benchmarks.md)");
+        return;
+    }
+    let pg = pgdb::PgDatabase::create().await;
+    let env = [("EDGEDESK_DATABASE_URL", pg.app_url.as_str()), ("EDGEDESK_ADMIN_DATABASE_URL", pg.admin_url.as_str())];
+    let server = ServerProc::start_with(&dir.join("data"), &env).await;
+    let http = client(args.clients);
+    let (token, ws) = admin_and_workspace(&http, &server.base).await;
+    let me: Value = http.get(format!("{}/api/me", server.base)).bearer_auth(&token).send().await.expect("me").json().await.expect("json");
+    let url = format!("{}/api/workspaces/{ws}/tickets", server.base);
+    let stats = if have_wrk() {
+        wrk(&url, "POST", Some(&token), Some(r#"{"title":"bench ticket"}"#), args.secs, args.clients, dir)
+    } else {
+        let (h, t) = (http.clone(), token.clone());
+        load(args.secs, args.clients, move |n| {
+            let req = h.post(url.clone()).bearer_auth(&t).json(&json!({ "title": format!("bench {n}") })).send();
+            async move { req.await.map(|r| r.status() == 201).unwrap_or(false) }
+        })
+        .await
+    };
+    server.stop().await;
+    let raw = raw_pg_creates(&pg.app_url, &ws, me["id"].as_str().expect("id"), args.secs).await;
+    println!(
+        "pg-creates: HTTP {:.0}/s ({} tickets, {} connections, p50 {:.2} ms, p99 {:.2} ms) | raw tokio-postgres, one client, the same statements per transaction, {:.0}/s | ratio {:.0}% (target >= 50%)",
+        stats.per_sec,
+        stats.count,
+        args.clients,
+        stats.p50_ms,
+        stats.p99_ms,
+        raw,
+        100.0 * stats.per_sec / raw
+    );
+}
+
 fn scratch(name: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::Builder::new().prefix(&format!("edgedesk-bench-{name}-")).tempdir().expect("temp dir");
     let path = dir.path().to_owned();
@@ -612,5 +707,9 @@ async fn main() {
     if all || args.which == "tenants" {
         let (_keep, dir) = scratch("tenants");
         bench_tenants(&args, &dir).await;
+    }
+    if all || args.which == "pg-creates" {
+        let (_keep, dir) = scratch("pg-creates");
+        bench_pg_creates(&args, &dir).await;
     }
 }

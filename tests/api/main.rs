@@ -8,6 +8,7 @@ mod common;
 mod crash;
 mod isolation;
 mod ops;
+mod pgdb;
 mod postgres;
 mod store;
 mod sync;
