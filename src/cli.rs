@@ -48,6 +48,11 @@ pub enum TenantCommand {
     },
     /// List every workspace.
     List,
+    /// Write a workspace (content, log, members and their accounts) to a file, to move it
+    /// to another installation or backend. The file holds password hashes: keep it secret.
+    Export { workspace: String, file: PathBuf },
+    /// Create a workspace from an export file (into the backend this config points at).
+    Import { file: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -111,6 +116,17 @@ async fn tenant(config: &Config, cmd: TenantCommand) -> Result<(), BoxError> {
             for ws in store.platform.list_workspaces().await? {
                 println!("{}\t{}\t{}", ws.id, ws.created_at.to_rfc3339(), ws.name);
             }
+        }
+        TenantCommand::Export { workspace, file } => {
+            let id: crate::store::WorkspaceId = workspace.parse().map_err(|_| format!("{workspace:?} is not a workspace id"))?;
+            let mut out = std::io::BufWriter::new(std::fs::File::create(&file)?);
+            let lines = crate::tenants::transfer::export_workspace(&store, id, &mut out).await.map_err(|e| e.to_string())?;
+            println!("wrote {lines} lines to {}", file.display());
+        }
+        TenantCommand::Import { file } => {
+            let mut input = std::io::BufReader::new(std::fs::File::open(&file)?);
+            let ws = crate::tenants::transfer::import_workspace(&store, &mut input).await.map_err(|e| e.to_string())?;
+            println!("{}\t{}", ws.id, ws.name);
         }
     }
     Ok(())

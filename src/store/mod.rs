@@ -99,6 +99,13 @@ pub trait PlatformStore: Send + Sync + 'static {
     /// Adds a member or changes a member's role; the flag says whether they were new.
     async fn upsert_member(&self, workspace: WorkspaceId, user: UserId, role: Role) -> StoreResult<(Member, bool)>;
     async fn list_members(&self, workspace: WorkspaceId) -> StoreResult<Vec<Member>>;
+
+    /// A user with their password hash, for moving a workspace's people with it.
+    async fn user_secret(&self, id: UserId) -> StoreResult<Option<(User, String)>>;
+    /// Inserts a user moved from another installation, keeping their id and password hash.
+    /// `false` when that id is already here (nothing changes); `Conflict` when the email is
+    /// taken by someone else.
+    async fn import_user(&self, user: &User, password_hash: &str) -> StoreResult<bool>;
 }
 
 /// The way into individual workspaces' data.
@@ -108,6 +115,9 @@ pub trait TenantStores: Send + Sync + 'static {
     async fn create(&self, workspace: &Workspace, actor: UserId) -> StoreResult<Arc<dyn TenantStore>>;
     /// A handle on one workspace's data. Cheap when the workspace is already open.
     async fn open(&self, workspace: WorkspaceId) -> StoreResult<Arc<dyn TenantStore>>;
+    /// Creates a workspace's storage from an export, rows and log verbatim (original ids,
+    /// sync ids and ticket numbers), in one transaction. `Conflict` if it exists already.
+    async fn import(&self, workspace: &Workspace, rows: mpsc::Receiver<TenantRow>) -> StoreResult<u64>;
     /// Releases handles idle for longer than the configured time.
     fn close_idle(&self);
     /// How many workspaces have resources held open right now.
@@ -155,4 +165,8 @@ pub trait TenantStore: Send + Sync + 'static {
     async fn audit(&self, query: &AuditQuery) -> StoreResult<Page<SyncEvent>>;
     /// The newest sync_id (0 for an empty log).
     async fn head(&self) -> StoreResult<i64>;
+
+    /// Every row of the workspace, deleted tickets and the whole log included, in
+    /// [`TenantRow`] order, from one consistent snapshot. Returns the row count.
+    async fn export(&self, out: mpsc::Sender<TenantRow>) -> StoreResult<u64>;
 }

@@ -515,3 +515,36 @@ mod tests {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Moving a workspace between backends
+
+/// A ticket as stored, deleted ones included (export/import only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketRecord {
+    #[serde(flatten)]
+    pub ticket: Ticket,
+    pub deleted_at: Option<Millis>,
+}
+
+/// A log row as stored, with its visibility columns (export/import only).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventRecord {
+    #[serde(flatten)]
+    pub event: SyncEvent,
+    pub ticket_id: Option<TicketId>,
+    pub staff_only: bool,
+}
+
+/// One row of a workspace's storage, in the order an export writes and an import reads:
+/// the workspace, members, tickets, comments, links, then the log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TenantRow {
+    Workspace(Workspace),
+    Member(Member),
+    Ticket(TicketRecord),
+    Comment(Comment),
+    Link(TicketLink),
+    Event(EventRecord),
+}

@@ -7,6 +7,7 @@
 
 mod extract;
 mod routes;
+pub mod transfer;
 
 pub use extract::{AdminRule, Guarded, PlatformConn, RoleRule, StaffRule, TenantAdmin, TenantConn, TenantStaff};
 pub use routes::routes;

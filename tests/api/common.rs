@@ -148,6 +148,12 @@ impl TestServer {
         self.dir.path().join("data")
     }
 
+    /// A server over existing storage: a data directory (SQLite) or a database (Postgres).
+    pub async fn start_on(dir: tempfile::TempDir, pg: Option<PgDatabase>) -> Self {
+        let backend = if pg.is_some() { Backend::Postgres } else { Backend::Sqlite };
+        Self::start_in(dir, backend, pg, relaxed_limits(), |_| {}).await
+    }
+
     /// Another server on the same database (Postgres): a second instance behind the same
     /// load balancer, with its own caches.
     pub async fn second_instance(&self) -> Self {

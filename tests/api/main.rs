@@ -14,4 +14,5 @@ mod store;
 mod sync;
 mod sync_lint;
 mod tickets;
+mod transfer;
 mod workspaces;

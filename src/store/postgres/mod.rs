@@ -11,6 +11,7 @@ mod log;
 pub mod migrate;
 mod platform;
 mod tenant;
+mod transfer;
 mod types;
 
 use std::sync::Arc;

@@ -384,6 +384,33 @@ impl PlatformStore for PgPlatform {
         Ok((member, inserted))
     }
 
+    async fn user_secret(&self, id: UserId) -> StoreResult<Option<(User, String)>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(&format!("SELECT {USER_COLS}, u.password_hash FROM users u WHERE u.id = $1"), &[&id])
+            .await
+            .map_err(error)?;
+        row.map(|row| Ok((user_from_row(&row)?, row.try_get(6).map_err(error)?))).transpose()
+    }
+
+    async fn import_user(&self, user: &User, password_hash: &str) -> StoreResult<bool> {
+        let inserted = self
+            .client()
+            .await?
+            .execute(
+                "INSERT INTO users (id, email, email_norm, name, password_hash, is_admin, disabled, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (id) DO NOTHING",
+                &[&user.id, &user.email, &normalize_email(&user.email), &user.name, &password_hash, &user.is_admin, &user.disabled, &user.created_at],
+            )
+            .await
+            .map_err(|e| match error(e) {
+                StoreError::Conflict(_) => StoreError::Conflict(format!("another user already has the email {}", user.email)),
+                other => other,
+            })?;
+        Ok(inserted == 1)
+    }
+
     async fn list_members(&self, workspace: WorkspaceId) -> StoreResult<Vec<Member>> {
         let rows = self
             .client()

@@ -100,6 +100,14 @@ impl TenantStores for PgTenants {
         Ok(Arc::new(PgTenant { pool: self.pool.clone(), workspace }))
     }
 
+    async fn import(&self, workspace: &Workspace, mut rows: mpsc::Receiver<TenantRow>) -> StoreResult<u64> {
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let tx = client.transaction().await.map_err(error)?;
+        let count = super::transfer::import(&tx, workspace, &mut rows).await?;
+        tx.commit().await.map_err(error)?;
+        Ok(count)
+    }
+
     fn close_idle(&self) {}
 
     fn open_count(&self) -> usize {
@@ -545,5 +553,11 @@ impl TenantStore for PgTenant {
         let mut client = self.client().await?;
         let tx = log::read_tx(&mut client, self.workspace, false).await?;
         log::head(&tx, self.workspace).await
+    }
+
+    async fn export(&self, out: mpsc::Sender<TenantRow>) -> StoreResult<u64> {
+        let mut client = self.client().await?;
+        let tx = log::read_tx(&mut client, self.workspace, true).await?;
+        super::transfer::export(&tx, &out).await
     }
 }

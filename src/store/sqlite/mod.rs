@@ -12,6 +12,7 @@ mod platform;
 mod pool;
 mod tenant;
 mod tenants;
+mod transfer;
 mod types;
 mod writer;
 

@@ -417,6 +417,38 @@ impl PlatformStore for SqlitePlatform {
         .await
     }
 
+    async fn user_secret(&self, id: UserId) -> StoreResult<Option<(User, String)>> {
+        blocking(&self.exec, &self.pool, move |conn| {
+            conn.query_row(&format!("SELECT {USER_COLS}, u.password_hash FROM users u WHERE u.id = ?1"), params![id], |row| {
+                Ok((user_from_row(row)?, row.get(6)?))
+            })
+            .optional()
+            .map_err(error)
+        })
+        .await
+    }
+
+    async fn import_user(&self, user: &User, password_hash: &str) -> StoreResult<bool> {
+        let (user, password_hash) = (user.clone(), password_hash.to_string());
+        blocking(&self.exec, &self.pool, move |conn| {
+            let exists: bool =
+                conn.query_row("SELECT EXISTS (SELECT 1 FROM users WHERE id = ?1)", params![user.id], |r| r.get(0)).map_err(error)?;
+            if exists {
+                return Ok(false);
+            }
+            conn.execute(
+                "INSERT INTO users (id, email, email_norm, name, password_hash, is_admin, disabled, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![user.id, user.email, normalize_email(&user.email), user.name, password_hash, user.is_admin, user.disabled, user.created_at],
+            )
+            .map_err(|e| match error(e) {
+                StoreError::Conflict(_) => StoreError::Conflict(format!("another user already has the email {}", user.email)),
+                other => other,
+            })?;
+            Ok(true)
+        })
+        .await
+    }
+
     async fn list_members(&self, workspace: WorkspaceId) -> StoreResult<Vec<Member>> {
         blocking(&self.exec, &self.pool, move |conn| {
             let mut stmt =

@@ -113,6 +113,10 @@ impl SqliteTenant {
         Self { workspace, pool, exec, writes: Arc::default(), last_used: AtomicI64::new(Millis::now().0) }
     }
 
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     pub fn touch(&self) {
         self.last_used.store(Millis::now().0, Ordering::Relaxed);
     }
@@ -547,5 +551,16 @@ impl TenantStore for SqliteTenant {
 
     async fn head(&self) -> StoreResult<i64> {
         self.read(|conn| log::head(conn)).await
+    }
+
+    async fn export(&self, out: mpsc::Sender<TenantRow>) -> StoreResult<u64> {
+        // Like bootstrap: a long stream, on a thread of its own.
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get().map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            super::transfer::export(&mut conn, &out)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("export task failed: {e}")))?
     }
 }

@@ -111,6 +111,26 @@ impl TenantStores for SqliteTenants {
         Ok(self.insert(tenant))
     }
 
+    async fn import(&self, workspace: &Workspace, mut rows: tokio::sync::mpsc::Receiver<crate::store::TenantRow>) -> StoreResult<u64> {
+        if self.db_path(workspace.id).exists() {
+            return Err(StoreError::Conflict(format!("workspace {} already has storage here", workspace.id)));
+        }
+        let tenant = self.open_pool(workspace.id, true).await?;
+        let (ws, pool) = (workspace.clone(), tenant.pool().clone());
+        let imported = tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get().map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            super::transfer::import(&mut conn, &ws, &mut rows)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("import task failed: {e}")))?;
+        if imported.is_err() {
+            // Nothing was committed; leave no empty file behind to block a retry.
+            drop(tenant);
+            let _ = std::fs::remove_dir_all(self.data_dir.join("tenants").join(workspace.id.to_string()));
+        }
+        imported
+    }
+
     fn close_idle(&self) {
         let cutoff = Millis::now().0 - self.options.tenant_idle.as_millis() as i64;
         // Only handles nobody else holds: an in-flight request keeps its tenant open.

@@ -1,0 +1,188 @@
+//! Moving a workspace in and out of Postgres, rows and log verbatim.
+//!
+//! Export reads one REPEATABLE READ snapshot scoped to the workspace. Import writes the
+//! whole workspace in one transaction, keeping every id, ticket number and sync_id, and
+//! sets the head row to the log's last id and the highest ticket number. It copies the
+//! log rather than appending to it, so it writes `sync_actions` itself, not via `PgWrite`.
+
+use deadpool_postgres::Transaction;
+use futures::{StreamExt, pin_mut};
+use tokio::sync::mpsc;
+
+use super::error;
+use super::log::{Param, scope};
+use super::tenant::{COMMENT_COLS, LINK_COLS, TICKET_COLS, comment_from_row, link_from_row, ticket_from_row};
+use crate::store::*;
+
+async fn send(out: &mpsc::Sender<TenantRow>, row: TenantRow) -> StoreResult<()> {
+    out.send(row).await.map_err(|_| StoreError::Internal("export reader went away".into()))
+}
+
+pub async fn export(tx: &Transaction<'_>, out: &mpsc::Sender<TenantRow>) -> StoreResult<u64> {
+    let mut count = 0u64;
+    for row in tx.query("SELECT workspace_id, name, created_at FROM workspace_info", &[]).await.map_err(error)? {
+        let ws = Workspace {
+            id: row.try_get(0).map_err(error)?,
+            name: row.try_get(1).map_err(error)?,
+            created_at: row.try_get(2).map_err(error)?,
+        };
+        send(out, TenantRow::Workspace(ws)).await?;
+        count += 1;
+    }
+    for row in tx.query("SELECT user_id, email, name, role, joined_at FROM members ORDER BY user_id", &[]).await.map_err(error)? {
+        let member = Member {
+            user_id: row.try_get(0).map_err(error)?,
+            email: row.try_get(1).map_err(error)?,
+            name: row.try_get(2).map_err(error)?,
+            role: row.try_get(3).map_err(error)?,
+            joined_at: row.try_get(4).map_err(error)?,
+        };
+        send(out, TenantRow::Member(member)).await?;
+        count += 1;
+    }
+    let none: [Param<'_>; 0] = [];
+    let tickets = tx
+        .query_raw(&format!("SELECT {TICKET_COLS}, t.deleted_at FROM tickets t ORDER BY t.number"), none.iter().copied())
+        .await
+        .map_err(error)?;
+    pin_mut!(tickets);
+    while let Some(row) = tickets.next().await {
+        let row = row.map_err(error)?;
+        send(out, TenantRow::Ticket(TicketRecord { ticket: ticket_from_row(&row)?, deleted_at: row.try_get(11).map_err(error)? })).await?;
+        count += 1;
+    }
+    let comments =
+        tx.query_raw(&format!("SELECT {COMMENT_COLS} FROM comments c ORDER BY c.id"), none.iter().copied()).await.map_err(error)?;
+    pin_mut!(comments);
+    while let Some(row) = comments.next().await {
+        send(out, TenantRow::Comment(comment_from_row(&row.map_err(error)?)?)).await?;
+        count += 1;
+    }
+    for row in tx.query(&format!("SELECT {LINK_COLS} FROM ticket_links l ORDER BY l.id"), &[]).await.map_err(error)? {
+        send(out, TenantRow::Link(link_from_row(&row)?)).await?;
+        count += 1;
+    }
+    let events = tx
+        .query_raw(
+            "SELECT sync_id, at, actor, kind, entity, entity_id, data, ticket_id, staff_only FROM sync_actions ORDER BY sync_id",
+            none.iter().copied(),
+        )
+        .await
+        .map_err(error)?;
+    pin_mut!(events);
+    while let Some(row) = events.next().await {
+        let row = row.map_err(error)?;
+        let event = SyncEvent {
+            sync_id: row.try_get(0).map_err(error)?,
+            at: row.try_get(1).map_err(error)?,
+            actor: row.try_get(2).map_err(error)?,
+            kind: row.try_get(3).map_err(error)?,
+            entity: row.try_get(4).map_err(error)?,
+            entity_id: row.try_get(5).map_err(error)?,
+            data: row.try_get(6).map_err(error)?,
+        };
+        let record = EventRecord { event, ticket_id: row.try_get(7).map_err(error)?, staff_only: row.try_get(8).map_err(error)? };
+        send(out, TenantRow::Event(record)).await?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// Writes every row of `rows` as a new workspace, in the caller's transaction.
+pub async fn import(tx: &Transaction<'_>, workspace: &Workspace, rows: &mut mpsc::Receiver<TenantRow>) -> StoreResult<u64> {
+    scope(tx, workspace.id).await?;
+    let ws = workspace.id;
+    tx.execute("INSERT INTO workspace_heads (workspace_id) VALUES ($1)", &[&ws]).await.map_err(|e| match error(e) {
+        StoreError::Conflict(_) => StoreError::Conflict(format!("workspace {ws} already has storage here")),
+        other => other,
+    })?;
+    let (mut count, mut head, mut number) = (0u64, 0i64, 0i64);
+    while let Some(row) = rows.recv().await {
+        match row {
+            TenantRow::Workspace(w) => {
+                if w.id != ws {
+                    return Err(StoreError::invalid("workspace", "the export names a different workspace"));
+                }
+                tx.execute(
+                    "INSERT INTO workspace_info (workspace_id, name, created_at) VALUES ($1, $2, $3)",
+                    &[&ws, &w.name, &w.created_at],
+                )
+                .await
+                .map_err(error)?;
+            }
+            TenantRow::Member(m) => {
+                tx.execute(
+                    "INSERT INTO members (workspace_id, user_id, email, name, role, joined_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                    &[&ws, &m.user_id, &m.email, &m.name, &m.role, &m.joined_at],
+                )
+                .await
+                .map_err(error)?;
+            }
+            TenantRow::Ticket(TicketRecord { ticket: t, deleted_at }) => {
+                number = number.max(t.number);
+                let stmt = tx
+                    .prepare_cached(
+                        "INSERT INTO tickets (workspace_id, id, number, title, status, priority, requester_id, assignee_id, tags, created_at, updated_at, deleted_at, version)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                    )
+                    .await
+                    .map_err(error)?;
+                tx.execute(
+                    &stmt,
+                    &[
+                        &ws,
+                        &t.id,
+                        &t.number,
+                        &t.title,
+                        &t.status,
+                        &t.priority,
+                        &t.requester_id,
+                        &t.assignee_id,
+                        &t.tags,
+                        &t.created_at,
+                        &t.updated_at,
+                        &deleted_at,
+                        &t.version,
+                    ],
+                )
+                .await
+                .map_err(error)?;
+            }
+            TenantRow::Comment(c) => {
+                let stmt = tx
+                    .prepare_cached(
+                        "INSERT INTO comments (workspace_id, id, ticket_id, author_id, body, internal, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    )
+                    .await
+                    .map_err(error)?;
+                tx.execute(&stmt, &[&ws, &c.id, &c.ticket_id, &c.author_id, &c.body, &c.internal, &c.created_at]).await.map_err(error)?;
+            }
+            TenantRow::Link(l) => {
+                tx.execute(
+                    "INSERT INTO ticket_links (workspace_id, id, source_id, target_id, kind, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    &[&ws, &l.id, &l.source_id, &l.target_id, &l.kind, &l.created_by, &l.created_at],
+                )
+                .await
+                .map_err(error)?;
+            }
+            TenantRow::Event(EventRecord { event: e, ticket_id, staff_only }) => {
+                head = head.max(e.sync_id);
+                let stmt = tx
+                    .prepare_cached(
+                        "INSERT INTO sync_actions (workspace_id, sync_id, at, actor, kind, entity, entity_id, data, ticket_id, staff_only)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                    )
+                    .await
+                    .map_err(error)?;
+                tx.execute(&stmt, &[&ws, &e.sync_id, &e.at, &e.actor, &e.kind, &e.entity, &e.entity_id, &e.data, &ticket_id, &staff_only])
+                    .await
+                    .map_err(error)?;
+            }
+        }
+        count += 1;
+    }
+    tx.execute("UPDATE workspace_heads SET sync_head = $2, ticket_number = $3 WHERE workspace_id = $1", &[&ws, &head, &number])
+        .await
+        .map_err(error)?;
+    Ok(count)
+}

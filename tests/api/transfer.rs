@@ -1,0 +1,108 @@
+//! A workspace moves SQLite → Postgres → SQLite with its content, log and members intact:
+//! the same bootstrap rows and checksum at every stop, for staff and for a requester.
+
+use edgedesk::config::Config;
+use edgedesk::store::WorkspaceId;
+use edgedesk::tenants::transfer::{export_workspace, import_workspace};
+use serde_json::{Value, json};
+
+use crate::common::{Backend, PASSWORD, PgDatabase, TestServer};
+
+type Snapshot = (Value, Vec<Value>, Value);
+
+async fn snapshots(s: &TestServer, ws: &str, emails: &[&str]) -> Vec<Snapshot> {
+    let mut out = Vec::new();
+    for email in emails {
+        let token = s.login(email, PASSWORD).await.ok(200)["token"].as_str().unwrap().to_string();
+        out.push(s.bootstrap(&token, ws).await);
+    }
+    out
+}
+
+async fn store_for(dir: &std::path::Path, pg: Option<&PgDatabase>) -> edgedesk::store::Store {
+    let mut config = Config::for_data_dir(dir.join("data"));
+    if let Some(pg) = pg {
+        config.database_url = Some(edgedesk::config::Secret::new(pg.app_url.clone()));
+        config.admin_database_url = Some(edgedesk::config::Secret::new(pg.admin_url.clone()));
+    }
+    edgedesk::app::open_store(&config).await.expect("store opens")
+}
+
+#[tokio::test]
+async fn a_workspace_moves_from_sqlite_to_postgres_and_back_unchanged() {
+    if !Backend::postgres_available() {
+        return;
+    }
+    let s = TestServer::start(Backend::Sqlite).await;
+    let admin = s.admin().await;
+    let ws = s.workspace(&admin, "Moving").await;
+    let agent = s.user(&admin, "agent").await;
+    let customer = s.user(&admin, "customer").await;
+    s.add_member(&admin, &ws, &agent, "agent").await;
+    s.add_member(&admin, &ws, &customer, "requester").await;
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let requester = if i % 2 == 0 { &customer.id } else { &agent.id };
+        let t = s
+            .ticket(&agent, &ws, json!({ "title": format!("ticket {i}"), "tags": ["moved", format!("n{i}")], "requester_id": requester }))
+            .await;
+        ids.push(t["id"].as_str().unwrap().to_string());
+    }
+    let base = format!("/api/workspaces/{ws}/tickets");
+    for (i, id) in ids.iter().enumerate() {
+        s.post(&format!("{base}/{id}/comments"), &agent.token, json!({ "body": format!("reply {i}"), "internal": i % 3 == 0 }))
+            .await
+            .ok(201);
+    }
+    s.post(&format!("{base}/{}/links", ids[0]), &agent.token, json!({ "target_id": ids[1], "kind": "duplicates" })).await.ok(201);
+    s.patch(&format!("{base}/{}", ids[2]), &agent.token, json!({ "status": "resolved", "assignee_id": agent.id })).await.ok(200);
+    s.delete(&format!("{base}/{}", ids[3]), &agent.token).await.ok(204);
+    let emails = [admin.email.as_str(), customer.email.as_str()];
+    let before = snapshots(&s, &ws, &emails).await;
+    let head = s.head(&admin, &ws).await;
+    let id: WorkspaceId = ws.parse().unwrap();
+
+    // SQLite → file (a second store on the live data directory, as the CLI does).
+    let mut file = Vec::new();
+    let sqlite = store_for(s.dir.path(), None).await;
+    export_workspace(&sqlite, id, &mut file).await.expect("export from SQLite");
+
+    // → Postgres.
+    let pg = PgDatabase::create().await;
+    let pg_dir = tempfile::tempdir().unwrap();
+    let postgres = store_for(pg_dir.path(), Some(&pg)).await;
+    import_workspace(&postgres, &mut &file[..]).await.expect("import into Postgres");
+    let err = import_workspace(&postgres, &mut &file[..]).await.unwrap_err();
+    assert!(err.to_string().contains("already exists"), "{err}");
+    let on_pg = TestServer::start_on(pg_dir, Some(pg.clone())).await;
+    assert_eq!(snapshots(&on_pg, &ws, &emails).await, before, "same rows and checksums on Postgres");
+    assert_eq!(on_pg.head(&admin_on(&on_pg).await, &ws).await, head);
+    // The log continues gap-free after the move.
+    let agent_pg = on_pg.login(&agent.email, PASSWORD).await.ok(200)["token"].as_str().unwrap().to_string();
+    let next = on_pg.post(&base, &agent_pg, json!({ "title": "after the move" })).await;
+    assert_eq!(next.ok(201)["number"], 13);
+
+    // Postgres → file → a fresh SQLite installation.
+    let mut back = Vec::new();
+    export_workspace(&postgres, id, &mut back).await.expect("export from Postgres");
+    let sqlite_dir = tempfile::tempdir().unwrap();
+    let fresh = store_for(sqlite_dir.path(), None).await;
+    import_workspace(&fresh, &mut &back[..]).await.expect("import into SQLite");
+    drop(fresh);
+    let on_sqlite = TestServer::start_on(sqlite_dir, None).await;
+    let after = snapshots(&on_sqlite, &ws, &emails).await;
+    // Everything from before is there, plus the one ticket made on Postgres.
+    let (h_before, rows_before, _) = &before[1];
+    let (h_after, rows_after, _) = &after[1];
+    assert!(h_after["sync_id"].as_i64() > h_before["sync_id"].as_i64());
+    assert!(rows_before.iter().all(|r| rows_after.contains(r)));
+    assert_eq!(snapshots(&on_pg, &ws, &emails).await, after, "Postgres and its SQLite copy agree row for row");
+    let members = on_sqlite.get(&format!("/api/workspaces/{ws}/members"), &admin_on(&on_sqlite).await.token).await;
+    assert_eq!(members.ok(200).as_array().unwrap().len(), 3);
+}
+
+async fn admin_on(s: &TestServer) -> crate::common::User {
+    let token = s.login("admin@example.com", PASSWORD).await.ok(200)["token"].as_str().unwrap().to_string();
+    let id = s.get("/api/me", &token).await.body["id"].as_str().unwrap().to_string();
+    crate::common::User { id, email: "admin@example.com".into(), token }
+}
