@@ -1,7 +1,12 @@
-//! Store-level tests, below HTTP: group commit under concurrent writers.
+//! Store-level tests, below HTTP, on both backends: concurrent writers, some failing.
 
+use edgedesk::store::postgres::PgOptions;
 use edgedesk::store::sqlite::SqliteOptions;
-use edgedesk::store::{Audience, LinkKind, Millis, NewTicket, Priority, Status, StoreError, TicketId, UserId, Workspace, WorkspaceId};
+use edgedesk::store::{
+    Audience, LinkKind, Millis, NewTicket, Priority, Status, Store, StoreError, TicketId, UserId, Workspace, WorkspaceId,
+};
+
+use crate::common::{Backend, PgDatabase, both_backends};
 
 fn new_ticket(title: &str, requester: UserId) -> NewTicket {
     NewTicket {
@@ -14,11 +19,28 @@ fn new_ticket(title: &str, requester: UserId) -> NewTicket {
     }
 }
 
-#[tokio::test]
-async fn failing_writes_in_a_batch_leave_the_others_committed_and_the_log_contiguous() {
+/// A store of the given backend over fresh storage (kept alive by the returned guard).
+async fn fresh_store(b: Backend) -> (Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let options = SqliteOptions { max_open_tenants: 8, tenant_idle: std::time::Duration::from_secs(60) };
-    let store = edgedesk::store::sqlite::open(dir.path(), options).unwrap();
+    let store = match b {
+        Backend::Sqlite => {
+            let options = SqliteOptions { max_open_tenants: 8, tenant_idle: std::time::Duration::from_secs(60) };
+            edgedesk::store::sqlite::open(dir.path(), options).unwrap()
+        }
+        Backend::Postgres => {
+            let pg = PgDatabase::create().await;
+            let options =
+                PgOptions { database_url: pg.app_url, admin_database_url: Some(pg.admin_url), allow_privileged_role: false, pool_size: 8 };
+            edgedesk::store::postgres::open(&options).await.unwrap()
+        }
+    };
+    (store, dir)
+}
+
+both_backends! {
+async fn failing_writes_leave_the_others_committed_and_the_log_contiguous(b: Backend) {
+    // On SQLite these writes share group commits; on Postgres they queue on the head row.
+    let (store, _dir) = fresh_store(b).await;
     let actor = UserId::new();
     let ws = Workspace { id: WorkspaceId::new(), name: "Batch".into(), created_at: Millis::now() };
     let tenant = store.tenants.create(&ws, actor).await.unwrap();
@@ -54,4 +76,27 @@ async fn failing_writes_in_a_batch_leave_the_others_committed_and_the_log_contig
     assert_eq!(tickets, 67);
     let numbers: Vec<i64> = page.events.iter().filter(|e| e.kind == "ticket.created").map(|e| e.data["number"].as_i64().unwrap()).collect();
     assert!(numbers.windows(2).all(|w| w[0] < w[1]), "ticket numbers follow log order");
+}
+}
+
+#[tokio::test]
+async fn instances_starting_together_migrate_once() {
+    if !Backend::postgres_available() {
+        return;
+    }
+    let pg = PgDatabase::create().await;
+    let options = PgOptions {
+        database_url: pg.app_url.clone(),
+        admin_database_url: Some(pg.admin_url.clone()),
+        allow_privileged_role: false,
+        pool_size: 2,
+    };
+    let starts = futures::future::join_all((0..4).map(|_| edgedesk::store::postgres::open(&options))).await;
+    for started in starts {
+        started.expect("every instance starts: the advisory lock serialises their migrations");
+    }
+    let (client, connection) = tokio_postgres::connect(&pg.superuser_url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let applied: i64 = client.query_one("SELECT count(*) FROM schema_migrations", &[]).await.unwrap().get(0);
+    assert_eq!(applied as usize, edgedesk::store::postgres::migrate::MIGRATIONS.len());
 }
