@@ -108,9 +108,24 @@ pub trait PlatformStore: Send + Sync + 'static {
     async fn import_user(&self, user: &User, password_hash: &str) -> StoreResult<bool>;
 }
 
+/// A change-feed wakeup. It carries no events and no payload: it means "drain everything
+/// past your watermark" (for one workspace, or for every workspace you follow). Wakeups may
+/// repeat and may be spurious; consumers coalesce them and trust only the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wakeup {
+    /// Something was committed in this workspace.
+    Workspace(WorkspaceId),
+    /// Something was committed somewhere, or wakeups may have been missed (a reconnect, a
+    /// lagging receiver): check every watermark.
+    Any,
+}
+
 /// The way into individual workspaces' data.
 #[async_trait]
 pub trait TenantStores: Send + Sync + 'static {
+    /// Wakeups for commits made anywhere: by this process, by another process on the same
+    /// files (SQLite), or by another instance on the same database (Postgres).
+    fn wakeups(&self) -> tokio::sync::broadcast::Receiver<Wakeup>;
     /// Creates the workspace's storage and records `workspace.created` as its first event.
     async fn create(&self, workspace: &Workspace, actor: UserId) -> StoreResult<Arc<dyn TenantStore>>;
     /// A handle on one workspace's data. Cheap when the workspace is already open.

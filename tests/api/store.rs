@@ -20,27 +20,30 @@ fn new_ticket(title: &str, requester: UserId) -> NewTicket {
 }
 
 /// A store of the given backend over fresh storage (kept alive by the returned guard).
-async fn fresh_store(b: Backend) -> (Store, tempfile::TempDir) {
+pub async fn fresh_store(b: Backend) -> (Store, tempfile::TempDir, Option<PgDatabase>) {
     let dir = tempfile::tempdir().unwrap();
-    let store = match b {
+    match b {
         Backend::Sqlite => {
             let options = SqliteOptions { max_open_tenants: 8, tenant_idle: std::time::Duration::from_secs(60) };
-            edgedesk::store::sqlite::open(dir.path(), options).unwrap()
+            (edgedesk::store::sqlite::open(dir.path(), options).unwrap(), dir, None)
         }
         Backend::Postgres => {
             let pg = PgDatabase::create().await;
-            let options =
-                PgOptions { database_url: pg.app_url, admin_database_url: Some(pg.admin_url), allow_privileged_role: false, pool_size: 8 };
-            edgedesk::store::postgres::open(&options).await.unwrap()
+            let options = PgOptions {
+                database_url: pg.app_url.clone(),
+                admin_database_url: Some(pg.admin_url.clone()),
+                allow_privileged_role: false,
+                pool_size: 8,
+            };
+            (edgedesk::store::postgres::open(&options).await.unwrap(), dir, Some(pg))
         }
-    };
-    (store, dir)
+    }
 }
 
 both_backends! {
 async fn failing_writes_leave_the_others_committed_and_the_log_contiguous(b: Backend) {
     // On SQLite these writes share group commits; on Postgres they queue on the head row.
-    let (store, _dir) = fresh_store(b).await;
+    let (store, _dir, _pg) = fresh_store(b).await;
     let actor = UserId::new();
     let ws = Workspace { id: WorkspaceId::new(), name: "Batch".into(), created_at: Millis::now() };
     let tenant = store.tenants.create(&ws, actor).await.unwrap();

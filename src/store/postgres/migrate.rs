@@ -17,11 +17,17 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_init",
-    sql: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/schema/postgres/0001_init.sql")),
-}];
+macro_rules! migration {
+    ($version:literal, $name:literal) => {
+        Migration {
+            version: $version,
+            name: $name,
+            sql: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/schema/postgres/", $name, ".sql")),
+        }
+    };
+}
+
+pub const MIGRATIONS: &[Migration] = &[migration!(1, "0001_init"), migration!(2, "0002_notify")];
 
 /// "edgedesk" in ASCII: the advisory lock migrations hold.
 const LOCK_KEY: i64 = 0x6564_6765_6465_736b;

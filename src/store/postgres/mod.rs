@@ -5,8 +5,10 @@
 //! `set_config('app.workspace_id', …, true)` (SET LOCAL), so the policies admit only that
 //! workspace's rows and a pooled connection never carries the setting to its next user.
 //! Writers of a workspace serialize on its `workspace_heads` row, which hands out sync ids
-//! in commit order. Platform tables are reached only through `PlatformStore`.
+//! in commit order. Platform tables are reached only through `PlatformStore`. A dedicated
+//! connection LISTENs for the log's empty notifications (`feed.rs`).
 
+mod feed;
 mod log;
 pub mod migrate;
 mod platform;
@@ -44,7 +46,12 @@ pub async fn open(options: &PgOptions) -> StoreResult<Store> {
     migrate::check_current(&client).await?;
     migrate::check_role(&client, options.allow_privileged_role).await?;
     drop(client);
-    Ok(Store { platform: Arc::new(platform::PgPlatform::new(pool.clone())), tenants: Arc::new(tenant::PgTenants::new(pool)) })
+    let (wakeups, _) = tokio::sync::broadcast::channel(feed::CAPACITY);
+    let listener = tokio::spawn(feed::listen(options.database_url.clone(), wakeups.clone()));
+    Ok(Store {
+        platform: Arc::new(platform::PgPlatform::new(pool.clone())),
+        tenants: Arc::new(tenant::PgTenants::new(pool, wakeups, listener)),
+    })
 }
 
 pub fn pool(url: &str, size: usize) -> StoreResult<Pool> {

@@ -80,16 +80,29 @@ async fn visible_ticket(tx: &Transaction<'_>, audience: Audience, id: TicketId) 
 /// Workspaces need no per-workspace resources here: a handle is the pool and an id.
 pub struct PgTenants {
     pool: Pool,
+    wakeups: tokio::sync::broadcast::Sender<Wakeup>,
+    /// The LISTEN task; stopped with the store.
+    listener: tokio::task::JoinHandle<()>,
 }
 
 impl PgTenants {
-    pub fn new(pool: Pool) -> Self {
-        Self { pool }
+    pub fn new(pool: Pool, wakeups: tokio::sync::broadcast::Sender<Wakeup>, listener: tokio::task::JoinHandle<()>) -> Self {
+        Self { pool, wakeups, listener }
+    }
+}
+
+impl Drop for PgTenants {
+    fn drop(&mut self) {
+        self.listener.abort();
     }
 }
 
 #[async_trait]
 impl TenantStores for PgTenants {
+    fn wakeups(&self) -> tokio::sync::broadcast::Receiver<Wakeup> {
+        self.wakeups.subscribe()
+    }
+
     async fn create(&self, workspace: &Workspace, actor: UserId) -> StoreResult<Arc<dyn TenantStore>> {
         let tenant = PgTenant { pool: self.pool.clone(), workspace: workspace.id };
         tenant.init_workspace(actor, workspace).await?;

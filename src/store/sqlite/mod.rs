@@ -6,6 +6,7 @@
 //! and kept in a capped LRU (see `tenants.rs`).
 
 mod executor;
+mod feed;
 mod log;
 mod migrate;
 mod platform;

@@ -109,8 +109,8 @@ pub struct SqliteTenant {
 }
 
 impl SqliteTenant {
-    pub fn new(workspace: WorkspaceId, pool: SqlitePool, exec: Arc<Executor>) -> Self {
-        Self { workspace, pool, exec, writes: Arc::default(), last_used: AtomicI64::new(Millis::now().0) }
+    pub fn new(workspace: WorkspaceId, pool: SqlitePool, exec: Arc<Executor>, wakeups: tokio::sync::broadcast::Sender<Wakeup>) -> Self {
+        Self { workspace, pool, exec, writes: Arc::new(WriteQueue::new(workspace, wakeups)), last_used: AtomicI64::new(Millis::now().0) }
     }
 
     pub fn pool(&self) -> &SqlitePool {

@@ -12,11 +12,14 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use scheduled_thread_pool::ScheduledThreadPool;
 
+use tokio::sync::broadcast;
+
 use super::executor::Executor;
+use super::feed;
 use super::pool::{self, PoolShape};
 use super::tenant::SqliteTenant;
 use super::{SqliteOptions, migrate};
-use crate::store::{Millis, StoreError, StoreResult, TenantStore, TenantStores, UserId, Workspace, WorkspaceId};
+use crate::store::{Millis, StoreError, StoreResult, TenantStore, TenantStores, UserId, Wakeup, Workspace, WorkspaceId};
 
 /// Connections per tenant pool beyond one per SQLite worker thread: room for bootstrap
 /// streams, which run outside the workers. Connections close after a minute idle, so a
@@ -32,11 +35,16 @@ pub struct SqliteTenants {
     options: SqliteOptions,
     /// A std mutex: held only for map operations, never across an await.
     open: Mutex<HashMap<WorkspaceId, Arc<SqliteTenant>>>,
+    wakeups: broadcast::Sender<Wakeup>,
+    /// Kept alive for its callbacks; `None` if the platform refused a watch.
+    _watcher: Option<notify::RecommendedWatcher>,
 }
 
 impl SqliteTenants {
     pub fn new(data_dir: PathBuf, threads: Arc<ScheduledThreadPool>, exec: Arc<Executor>, options: SqliteOptions) -> Self {
-        Self { data_dir, threads, exec, options, open: Mutex::new(HashMap::new()) }
+        let (wakeups, _) = broadcast::channel(feed::CAPACITY);
+        let watcher = feed::watch(&data_dir.join("tenants"), wakeups.clone());
+        Self { data_dir, threads, exec, options, open: Mutex::new(HashMap::new()), wakeups, _watcher: watcher }
     }
 
     fn db_path(&self, workspace: WorkspaceId) -> PathBuf {
@@ -91,12 +99,16 @@ impl SqliteTenants {
                 Ok(pool)
             })
             .await?;
-        Ok(Arc::new(SqliteTenant::new(workspace, pool, self.exec.clone())))
+        Ok(Arc::new(SqliteTenant::new(workspace, pool, self.exec.clone(), self.wakeups.clone())))
     }
 }
 
 #[async_trait]
 impl TenantStores for SqliteTenants {
+    fn wakeups(&self) -> broadcast::Receiver<Wakeup> {
+        self.wakeups.subscribe()
+    }
+
     async fn create(&self, workspace: &Workspace, actor: UserId) -> StoreResult<Arc<dyn TenantStore>> {
         let tenant = self.open_pool(workspace.id, true).await?;
         tenant.init_workspace(actor, workspace.clone()).await?;

@@ -19,13 +19,13 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Transaction, TransactionBehavior};
-use tokio::sync::oneshot;
+use tokio::sync::{broadcast, oneshot};
 
 use super::error;
 use super::executor::Executor;
 use super::log::WriteTx;
 use super::pool::SqlitePool;
-use crate::store::{StoreError, StoreResult};
+use crate::store::{StoreError, StoreResult, Wakeup, WorkspaceId};
 
 /// Writes per transaction at most: bounds how long the first of them waits for its answer.
 pub const MAX_BATCH: usize = 256;
@@ -84,13 +84,19 @@ struct State {
 }
 
 /// One workspace's write queue.
-#[derive(Default)]
 pub struct WriteQueue {
     /// A std mutex: held for queue operations only, never across an await or a statement.
     state: Mutex<State>,
+    workspace: WorkspaceId,
+    /// Told after every commit: the in-process half of the change feed.
+    wakeups: broadcast::Sender<Wakeup>,
 }
 
 impl WriteQueue {
+    pub fn new(workspace: WorkspaceId, wakeups: broadcast::Sender<Wakeup>) -> Self {
+        Self { state: Mutex::default(), workspace, wakeups }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -132,22 +138,30 @@ fn drain_later(queue: Arc<WriteQueue>, exec: Arc<Executor>, pool: SqlitePool) {
         if batch.is_empty() {
             return;
         }
-        commit_batch(&pool, batch);
+        if commit_batch(&pool, batch) {
+            // No receivers is fine: nobody follows this workspace right now.
+            let _ = queue.wakeups.send(Wakeup::Workspace(queue.workspace));
+        }
         drain_later(queue, exec, pool);
     });
 }
 
-fn commit_batch(pool: &SqlitePool, batch: Vec<Box<dyn Pending>>) {
+/// Runs and commits one batch; `true` when something was committed.
+fn commit_batch(pool: &SqlitePool, batch: Vec<Box<dyn Pending>>) -> bool {
     let mut conn = match pool.get() {
         Ok(conn) => conn,
-        Err(err) => return batch.into_iter().for_each(|job| job.fail(StoreError::Unavailable(err.to_string()))),
+        Err(err) => {
+            batch.into_iter().for_each(|job| job.fail(StoreError::Unavailable(err.to_string())));
+            return false;
+        }
     };
     // Take the file's write lock up front, not at the first write: ids follow commit order.
     let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(err) => {
             let err = error(err);
-            return batch.into_iter().for_each(|job| job.fail(err.clone()));
+            batch.into_iter().for_each(|job| job.fail(err.clone()));
+            return false;
         }
     };
     let mut finishes = Vec::with_capacity(batch.len());
@@ -158,8 +172,11 @@ fn commit_batch(pool: &SqlitePool, batch: Vec<Box<dyn Pending>>) {
             finishes.push(finish);
         }
     }
+    let any = !finishes.is_empty();
     let committed = tx.commit().map_err(error);
+    let ok = committed.is_ok();
     for finish in finishes {
         finish(committed.clone());
     }
+    ok && any
 }

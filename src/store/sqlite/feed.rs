@@ -1,0 +1,73 @@
+//! Wakeups for the SQLite backend: an in-process signal after each commit (sent by the
+//! writer), and a file watcher on `tenants/`, so that a commit made by another process on
+//! the same data directory (the CLI, a restored or copied-in workspace) wakes the same path.
+//!
+//! A commit appends to `tenant.db-wal` (or rewrites `tenant.db` at a checkpoint), so a
+//! change to either file of `tenants/<id>/` is a wakeup for workspace `<id>`. The watcher
+//! also sees this process's own commits; consumers coalesce wakeups, so that costs a read.
+
+use std::path::Path;
+
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::broadcast;
+
+use crate::store::{Wakeup, WorkspaceId};
+
+/// Wakeups buffered per receiver; a receiver that falls further behind sees `Lagged` and
+/// must treat it as [`Wakeup::Any`].
+pub const CAPACITY: usize = 1024;
+
+/// The workspace a changed path belongs to, if it is one of a tenant's database files.
+pub fn workspace_of(path: &Path) -> Option<WorkspaceId> {
+    let name = path.file_name()?.to_str()?;
+    if !matches!(name, "tenant.db" | "tenant.db-wal") {
+        return None;
+    }
+    path.parent()?.file_name()?.to_str()?.parse().ok()
+}
+
+/// Watches `tenants_dir` (recursively, so workspaces created later are covered). `None`
+/// when the platform refuses (e.g. out of inotify watches): then only this process's own
+/// commits wake consumers, which is logged.
+pub fn watch(tenants_dir: &Path, wakeups: broadcast::Sender<Wakeup>) -> Option<RecommendedWatcher> {
+    let handler = move |event: notify::Result<notify::Event>| match event {
+        Ok(event) if matches!(event.kind, EventKind::Modify(_) | EventKind::Create(_)) => {
+            for ws in event.paths.iter().filter_map(|p| workspace_of(p)) {
+                // No receivers is fine: nobody is following right now.
+                let _ = wakeups.send(Wakeup::Workspace(ws));
+            }
+        }
+        Ok(_) => {}
+        Err(err) => {
+            tracing::warn!(error = %err, "file watcher error; waking every follower");
+            let _ = wakeups.send(Wakeup::Any);
+        }
+    };
+    let started = notify::recommended_watcher(handler).and_then(|mut watcher| {
+        watcher.watch(tenants_dir, RecursiveMode::Recursive)?;
+        Ok(watcher)
+    });
+    match started {
+        Ok(watcher) => Some(watcher),
+        Err(err) => {
+            tracing::warn!(error = %err, dir = %tenants_dir.display(), "cannot watch the data directory: changes made by other processes will not be pushed live");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_tenant_database_files_name_a_workspace() {
+        let ws = WorkspaceId::new();
+        let dir = Path::new("/data/tenants").join(ws.to_string());
+        assert_eq!(workspace_of(&dir.join("tenant.db-wal")), Some(ws));
+        assert_eq!(workspace_of(&dir.join("tenant.db")), Some(ws));
+        assert_eq!(workspace_of(&dir.join("tenant.db-shm")), None);
+        assert_eq!(workspace_of(&dir.join("blobs/x")), None);
+        assert_eq!(workspace_of(Path::new("/data/tenants/not-a-uuid/tenant.db")), None);
+    }
+}

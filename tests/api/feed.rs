@@ -1,0 +1,138 @@
+//! The change feed: commits wake consumers, whichever process or instance made them.
+
+use std::time::Duration;
+
+use edgedesk::store::sqlite::SqliteOptions;
+use edgedesk::store::{Millis, NewTicket, Priority, Status, Store, UserId, Wakeup, Workspace, WorkspaceId};
+use tokio::sync::broadcast;
+
+use crate::common::{Backend, PgDatabase, both_backends};
+use crate::store::fresh_store;
+
+/// Waits for a wakeup that covers `ws`; `false` after `within`.
+async fn woken(rx: &mut broadcast::Receiver<Wakeup>, ws: WorkspaceId, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Err(_) => return false,
+            Ok(Ok(Wakeup::Workspace(w))) if w == ws => return true,
+            Ok(Ok(Wakeup::Any)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => return true,
+            Ok(Ok(Wakeup::Workspace(_))) => continue,
+            Ok(Err(broadcast::error::RecvError::Closed)) => return false,
+        }
+    }
+}
+
+/// Waits until `count` change-feed listeners are connected and LISTENing on `pg`'s database.
+async fn listening(pg: &PgDatabase, count: i64) {
+    let (su, connection) = tokio_postgres::connect(&pg.superuser_url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    for _ in 0..200 {
+        let n: i64 = su
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'edgedesk-listener' AND datname = current_database()
+                 AND state = 'idle' AND query LIKE 'LISTEN%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n >= count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{count} listener(s) never connected");
+}
+
+/// Drops wakeups already delivered (setup writes), so the next one is the test's.
+fn drain(rx: &mut broadcast::Receiver<Wakeup>) {
+    while rx.try_recv().is_ok() {}
+}
+
+fn ticket(title: &str, requester: UserId) -> NewTicket {
+    NewTicket {
+        title: title.into(),
+        status: Status::Open,
+        priority: Priority::Normal,
+        requester_id: requester,
+        assignee_id: None,
+        tags: vec![],
+    }
+}
+
+async fn new_workspace(store: &Store, actor: UserId) -> WorkspaceId {
+    let ws = Workspace { id: WorkspaceId::new(), name: "Feed".into(), created_at: Millis::now() };
+    store.tenants.create(&ws, actor).await.unwrap();
+    ws.id
+}
+
+both_backends! {
+async fn a_commit_wakes_this_process(b: Backend) {
+    let (store, _dir, pg) = fresh_store(b).await;
+    let mut rx = store.tenants.wakeups();
+    if let Some(pg) = &pg {
+        listening(pg, 1).await;
+    }
+    let actor = UserId::new();
+    let ws = new_workspace(&store, actor).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drain(&mut rx);
+    store.tenants.open(ws).await.unwrap().create_ticket(actor, ticket("wake up", actor)).await.unwrap();
+    assert!(woken(&mut rx, ws, Duration::from_secs(5)).await, "a commit wakes consumers");
+}
+}
+
+#[tokio::test]
+async fn a_commit_by_another_process_on_the_data_dir_wakes_this_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = SqliteOptions { max_open_tenants: 8, tenant_idle: Duration::from_secs(60) };
+    let ours = edgedesk::store::sqlite::open(dir.path(), options).unwrap();
+    let actor = UserId::new();
+    let ws = new_workspace(&ours, actor).await;
+    // Another opener of the same files: its own connections, its own in-process signals
+    // (as the CLI would have). Only the file watcher links the two.
+    let theirs = edgedesk::store::sqlite::open(dir.path(), options).unwrap();
+    let mut rx = ours.tenants.wakeups();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drain(&mut rx);
+    theirs.tenants.open(ws).await.unwrap().create_ticket(actor, ticket("from elsewhere", actor)).await.unwrap();
+    assert!(woken(&mut rx, ws, Duration::from_secs(5)).await, "the file watcher turns another process's commit into a wakeup");
+}
+
+#[tokio::test]
+async fn another_instance_wakes_this_one_even_after_the_listener_is_killed() {
+    if !Backend::postgres_available() {
+        return;
+    }
+    let pg = PgDatabase::create().await;
+    let options = edgedesk::store::postgres::PgOptions {
+        database_url: pg.app_url.clone(),
+        admin_database_url: Some(pg.admin_url.clone()),
+        allow_privileged_role: false,
+        pool_size: 4,
+    };
+    let one = edgedesk::store::postgres::open(&options).await.unwrap();
+    let two = edgedesk::store::postgres::open(&options).await.unwrap();
+    let mut rx = one.tenants.wakeups();
+    listening(&pg, 2).await;
+    drain(&mut rx);
+    let actor = UserId::new();
+    let ws = new_workspace(&two, actor).await;
+    assert!(woken(&mut rx, ws, Duration::from_secs(5)).await, "a commit through instance two wakes instance one");
+
+    // Kill every listener's connection: they reconnect, announce a catch-up, and go on.
+    let (su, connection) = tokio_postgres::connect(&pg.superuser_url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let killed = su
+        .query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'edgedesk-listener' AND datname = current_database()", &[])
+        .await
+        .unwrap();
+    assert!(killed.len() >= 2, "both instances' listeners were found and killed");
+    drain(&mut rx);
+    assert!(woken(&mut rx, WorkspaceId::new(), Duration::from_secs(10)).await, "the reconnect announces a catch-up");
+    listening(&pg, 2).await;
+    drain(&mut rx);
+    two.tenants.open(ws).await.unwrap().create_ticket(actor, ticket("after the kill", actor)).await.unwrap();
+    assert!(woken(&mut rx, ws, Duration::from_secs(5)).await, "wakeups flow again after the reconnect");
+}
