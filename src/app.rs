@@ -19,6 +19,7 @@ use crate::auth::password::Passwords;
 use crate::auth::throttle::{LoginThrottle, ThrottleLimits};
 use crate::cache::TtlCache;
 use crate::config::Config;
+use crate::live::{Bus, BusConfig, LiveState};
 use crate::store::sqlite::SqliteOptions;
 use crate::store::{Role, Store, StoreError, UserId, WorkspaceId};
 use crate::tenants::TenantsState;
@@ -35,6 +36,7 @@ struct AppInner {
     config: Config,
     store: Store,
     auth: AuthState,
+    live: LiveState,
     memberships: Arc<TtlCache<(WorkspaceId, UserId), Option<Role>>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -60,7 +62,10 @@ impl App {
             credentials: Arc::new(TtlCache::new(config.auth_cache_ttl, CACHE_CAPACITY)),
         };
         let memberships = Arc::new(TtlCache::new(config.auth_cache_ttl, CACHE_CAPACITY));
-        Ok(Self(Arc::new(AppInner { config, store, auth, memberships, shutdown: CancellationToken::new(), tasks: TaskTracker::new() })))
+        let shutdown = CancellationToken::new();
+        let bus = Bus::start(store.tenants.clone(), BusConfig { ring: config.sse_ring, lag: config.sse_lag }, shutdown.child_token());
+        let live = LiveState { bus, heartbeat: config.sse_heartbeat, stall: Duration::from_secs(10) };
+        Ok(Self(Arc::new(AppInner { config, store, auth, live, memberships, shutdown, tasks: TaskTracker::new() })))
     }
 
     pub fn config(&self) -> &Config {
@@ -94,6 +99,12 @@ impl App {
 impl FromRef<App> for AuthState {
     fn from_ref(app: &App) -> Self {
         app.0.auth.clone()
+    }
+}
+
+impl FromRef<App> for LiveState {
+    fn from_ref(app: &App) -> Self {
+        app.0.live.clone()
     }
 }
 

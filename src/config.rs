@@ -57,6 +57,13 @@ pub struct Config {
     /// Development only: let the server run as a Postgres role that row-level security does
     /// not bind (superuser, BYPASSRLS, table owner). Logged loudly at every start.
     pub dev_allow_privileged_role: bool,
+    /// Live streams: a heartbeat comment after this long without events.
+    pub sse_heartbeat: Duration,
+    /// Live streams: events kept per workspace for replay after a reconnect.
+    pub sse_ring: usize,
+    /// Live streams: events a subscriber may fall behind before it is closed (it reconnects
+    /// and catches up from the log).
+    pub sse_lag: usize,
     /// How long an instance may reuse "this token is this user" and "this user has this
     /// role here" without asking the store. Changes made through this instance apply at
     /// once; this bounds how long a revocation made elsewhere (another instance, the CLI)
@@ -155,6 +162,9 @@ impl Config {
             bcrypt_cost,
             auth_cache_ttl: Duration::from_secs(src.parse("EDGEDESK_AUTH_CACHE_SECS", 5)?),
             database_pool_size: src.parse("EDGEDESK_DATABASE_POOL_SIZE", 16)?,
+            sse_heartbeat: Duration::from_secs(src.parse("EDGEDESK_SSE_HEARTBEAT_SECS", 15)?.max(1)),
+            sse_ring: src.parse::<usize>("EDGEDESK_SSE_RING", 1024)?.max(1),
+            sse_lag: src.parse::<usize>("EDGEDESK_SSE_LAG", 256)?.max(1),
             dev_allow_privileged_role: src.parse("EDGEDESK_DEV_ALLOW_PRIVILEGED_ROLE", false)?,
         })
     }

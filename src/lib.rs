@@ -14,6 +14,7 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod http;
+pub mod live;
 pub mod router;
 pub mod store;
 pub mod sync;

@@ -53,6 +53,7 @@ pub fn api() -> (Router<App>, utoipa::openapi::OpenApi) {
         .merge(crate::tenants::routes())
         .merge(crate::tickets::routes())
         .merge(crate::sync::routes())
+        .merge(crate::live::routes())
         .split_for_parts()
 }
 

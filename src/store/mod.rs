@@ -178,6 +178,8 @@ pub trait TenantStore: Send + Sync + 'static {
     /// Events after `after` that `audience` may see, at most `limit`.
     async fn delta(&self, audience: Audience, after: i64, limit: usize) -> StoreResult<DeltaPage>;
     async fn audit(&self, query: &AuditQuery) -> StoreResult<Page<SyncEvent>>;
+    /// Every event after `after` (at most `limit`), with its visibility, for the live bus.
+    async fn feed(&self, after: i64, limit: usize) -> StoreResult<Page<FeedEvent>>;
     /// The newest sync_id (0 for an empty log).
     async fn head(&self) -> StoreResult<i64>;
 

@@ -480,6 +480,26 @@ pub struct Page<T> {
     pub has_more: bool,
 }
 
+/// A log event with what decides who may see it, for the live bus (staff view).
+#[derive(Debug, Clone)]
+pub struct FeedEvent {
+    pub event: SyncEvent,
+    pub ticket_id: Option<TicketId>,
+    pub staff_only: bool,
+    /// The requester of `ticket_id`'s ticket, when there is one.
+    pub requester: Option<UserId>,
+}
+
+impl FeedEvent {
+    /// The same rule as the store's delta for `audience`.
+    pub fn visible_to(&self, audience: Audience) -> bool {
+        match audience {
+            Audience::Staff => true,
+            Audience::Requester(user) => !self.staff_only && (self.ticket_id.is_none() || self.requester == Some(user)),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct DeltaPage {
     pub events: Vec<SyncEvent>,

@@ -8,6 +8,7 @@ mod common;
 mod crash;
 mod feed;
 mod isolation;
+mod live;
 mod ops;
 mod pgdb;
 mod postgres;

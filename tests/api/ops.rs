@@ -40,6 +40,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/workspaces/{ws}/sync/bootstrap"),
     ("get", "/api/workspaces/{ws}/sync/delta"),
     ("get", "/api/workspaces/{ws}/audit"),
+    ("get", "/api/workspaces/{ws}/events"),
     ("get", "/metrics"),
 ];
 

@@ -199,6 +199,35 @@ pub async fn delta(tx: &Transaction<'_>, workspace: WorkspaceId, audience: Audie
     Ok(DeltaPage { events, last_sync_id, has_more })
 }
 
+pub async fn feed(tx: &Transaction<'_>, after: i64, limit: usize) -> StoreResult<Page<crate::store::FeedEvent>> {
+    let fetch = (limit + 1) as i64;
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT {EVENT_COLS}, s.ticket_id, s.staff_only, t.requester_id FROM sync_actions s
+                 LEFT JOIN tickets t ON t.workspace_id = s.workspace_id AND t.id = s.ticket_id
+                 WHERE s.sync_id > $1 ORDER BY s.sync_id LIMIT $2"
+            ),
+            &[&after, &fetch],
+        )
+        .await
+        .map_err(error)?;
+    let mut items = rows
+        .iter()
+        .map(|row| {
+            Ok(crate::store::FeedEvent {
+                event: event_from_row(row)?,
+                ticket_id: row.try_get(7).map_err(error)?,
+                staff_only: row.try_get(8).map_err(error)?,
+                requester: row.try_get(9).map_err(error)?,
+            })
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+    let has_more = items.len() > limit;
+    items.truncate(limit);
+    Ok(Page { items, has_more })
+}
+
 /// Owned query parameters for SQL built clause by clause.
 #[derive(Default)]
 pub struct Params {

@@ -568,6 +568,12 @@ impl TenantStore for PgTenant {
         log::head(&tx, self.workspace).await
     }
 
+    async fn feed(&self, after: i64, limit: usize) -> StoreResult<Page<FeedEvent>> {
+        let mut client = self.client().await?;
+        let tx = log::read_tx(&mut client, self.workspace, false).await?;
+        log::feed(&tx, after, limit).await
+    }
+
     async fn export(&self, out: mpsc::Sender<TenantRow>) -> StoreResult<u64> {
         let mut client = self.client().await?;
         let tx = log::read_tx(&mut client, self.workspace, true).await?;

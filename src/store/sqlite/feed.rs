@@ -5,6 +5,11 @@
 //! A commit appends to `tenant.db-wal` (or rewrites `tenant.db` at a checkpoint), so a
 //! change to either file of `tenants/<id>/` is a wakeup for workspace `<id>`. The watcher
 //! also sees this process's own commits; consumers coalesce wakeups, so that costs a read.
+//!
+//! The WAL write is reported as the frames land, a moment *before* the commit becomes
+//! visible to readers (SQLite publishes it in the mmapped `-shm` index, which inotify does
+//! not report). A reader woken at once can miss it, so every file wakeup is repeated once
+//! [`TRAILING`] later, coalesced per workspace, on one small thread.
 
 use std::path::Path;
 
@@ -12,6 +17,9 @@ use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::broadcast;
 
 use crate::store::{Wakeup, WorkspaceId};
+
+/// How long after a file change its trailing wakeup follows.
+pub const TRAILING: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Wakeups buffered per receiver; a receiver that falls further behind sees `Lagged` and
 /// must treat it as [`Wakeup::Any`].
@@ -30,11 +38,11 @@ pub fn workspace_of(path: &Path) -> Option<WorkspaceId> {
 /// when the platform refuses (e.g. out of inotify watches): then only this process's own
 /// commits wake consumers, which is logged.
 pub fn watch(tenants_dir: &Path, wakeups: broadcast::Sender<Wakeup>) -> Option<RecommendedWatcher> {
+    let changed = trailing(wakeups.clone());
     let handler = move |event: notify::Result<notify::Event>| match event {
         Ok(event) if matches!(event.kind, EventKind::Modify(_) | EventKind::Create(_)) => {
             for ws in event.paths.iter().filter_map(|p| workspace_of(p)) {
-                // No receivers is fine: nobody is following right now.
-                let _ = wakeups.send(Wakeup::Workspace(ws));
+                let _ = changed.send(ws);
             }
         }
         Ok(_) => {}
@@ -54,6 +62,44 @@ pub fn watch(tenants_dir: &Path, wakeups: broadcast::Sender<Wakeup>) -> Option<R
             None
         }
     }
+}
+
+/// Forwards each changed workspace as a wakeup at once and again [`TRAILING`] later (one
+/// trailing wakeup per workspace however many changes came meanwhile). The thread ends
+/// when the watcher, which holds the sender, is dropped.
+fn trailing(wakeups: broadcast::Sender<Wakeup>) -> std::sync::mpsc::Sender<WorkspaceId> {
+    use std::collections::HashMap;
+    use std::sync::mpsc::RecvTimeoutError;
+    use std::time::{Duration, Instant};
+
+    let (changed, receiver) = std::sync::mpsc::channel::<WorkspaceId>();
+    let spawned = std::thread::Builder::new().name("wal-watch".into()).spawn(move || {
+        let mut due: HashMap<WorkspaceId, Instant> = HashMap::new();
+        loop {
+            let wait = due.values().min().map_or(Duration::from_secs(3600), |at| at.saturating_duration_since(Instant::now()));
+            match receiver.recv_timeout(wait) {
+                Ok(ws) => {
+                    // No receivers is fine: nobody is following right now.
+                    let _ = wakeups.send(Wakeup::Workspace(ws));
+                    due.entry(ws).or_insert_with(|| Instant::now() + TRAILING);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            let now = Instant::now();
+            due.retain(|ws, at| {
+                if *at > now {
+                    return true;
+                }
+                let _ = wakeups.send(Wakeup::Workspace(*ws));
+                false
+            });
+        }
+    });
+    if let Err(err) = spawned {
+        tracing::warn!(error = %err, "cannot start the file-wakeup thread");
+    }
+    changed
 }
 
 #[cfg(test)]

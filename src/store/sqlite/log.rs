@@ -16,8 +16,8 @@ use super::error;
 use super::tenant::{COMMENT_COLS, LINK_COLS, TICKET_COLS, comment_from_row, link_from_row, ticket_from_row};
 use crate::store::bootstrap::Encoder;
 use crate::store::{
-    Audience, AuditQuery, BootstrapSummary, DeltaPage, Member, Millis, Page, StoreError, StoreResult, SyncEvent, TicketId, UserId,
-    Workspace, WorkspaceId,
+    Audience, AuditQuery, BootstrapSummary, DeltaPage, FeedEvent, Member, Millis, Page, StoreError, StoreResult, SyncEvent, TicketId,
+    UserId, Workspace, WorkspaceId,
 };
 
 /// One business event, as appended to the log.
@@ -154,6 +154,24 @@ pub fn delta(conn: &mut Connection, audience: Audience, after: i64, limit: usize
         _ => head.max(after),
     };
     Ok(DeltaPage { events, last_sync_id, has_more })
+}
+
+pub fn feed(conn: &Connection, after: i64, limit: usize) -> StoreResult<Page<FeedEvent>> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {EVENT_COLS}, s.ticket_id, s.staff_only, t.requester_id FROM sync_actions s
+             LEFT JOIN tickets t ON t.id = s.ticket_id WHERE s.sync_id > ?1 ORDER BY s.sync_id LIMIT ?2"
+        ))
+        .map_err(error)?;
+    let mut items = stmt
+        .query_map(params![after, (limit + 1) as i64], |row| {
+            Ok(FeedEvent { event: event_from_row(row)?, ticket_id: row.get(7)?, staff_only: row.get(8)?, requester: row.get(9)? })
+        })
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+        .map_err(error)?;
+    let has_more = items.len() > limit;
+    items.truncate(limit);
+    Ok(Page { items, has_more })
 }
 
 pub fn audit(conn: &Connection, query: &AuditQuery) -> StoreResult<Page<SyncEvent>> {

@@ -553,6 +553,10 @@ impl TenantStore for SqliteTenant {
         self.read(|conn| log::head(conn)).await
     }
 
+    async fn feed(&self, after: i64, limit: usize) -> StoreResult<Page<FeedEvent>> {
+        self.read(move |conn| log::feed(conn, after, limit)).await
+    }
+
     async fn export(&self, out: mpsc::Sender<TenantRow>) -> StoreResult<u64> {
         // Like bootstrap: a long stream, on a thread of its own.
         let pool = self.pool.clone();

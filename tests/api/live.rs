@@ -1,0 +1,274 @@
+//! Live push over SSE, with a real streaming HTTP client parsing the frames.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::common::{Backend, TestServer, User, both_backends, relaxed_limits};
+
+#[derive(Debug, Clone, Default)]
+struct Frame {
+    id: Option<i64>,
+    event: Option<String>,
+    data: Option<Value>,
+    comment: bool,
+}
+
+struct Sse {
+    frames: mpsc::UnboundedReceiver<Frame>,
+}
+
+fn parse(block: &str) -> Frame {
+    let mut frame = Frame::default();
+    for line in block.lines() {
+        if line.starts_with(':') {
+            frame.comment = true;
+        } else if let Some(v) = line.strip_prefix("id: ") {
+            frame.id = v.parse().ok();
+        } else if let Some(v) = line.strip_prefix("event: ") {
+            frame.event = Some(v.to_string());
+        } else if let Some(v) = line.strip_prefix("data: ") {
+            frame.data = serde_json::from_str(v).ok();
+        }
+    }
+    frame
+}
+
+async fn open(s: &TestServer, user: &User, ws: &str, last: Option<i64>, query: &str) -> Sse {
+    let mut req = s.http.get(format!("{}/api/workspaces/{ws}/events{query}", s.base)).bearer_auth(&user.token);
+    if let Some(last) = last {
+        req = req.header("last-event-id", last.to_string());
+    }
+    let res = req.send().await.expect("events");
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    let (tx, frames) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut body = res.bytes_stream();
+        let mut buf = String::new();
+        while let Some(Ok(chunk)) = body.next().await {
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buf.find("\n\n") {
+                let block: String = buf.drain(..end + 2).collect();
+                if tx.send(parse(&block)).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    Sse { frames }
+}
+
+impl Sse {
+    /// The next log event (skipping comments and the retry hint), if one comes in time.
+    async fn event(&mut self, within: Duration) -> Option<Frame> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.frames.recv()).await {
+                Ok(Some(frame)) if frame.event.is_some() => return Some(frame),
+                Ok(Some(_)) => continue,
+                _ => return None,
+            }
+        }
+    }
+
+    /// Every event until none arrives for `quiet`.
+    async fn drain(&mut self, quiet: Duration) -> Vec<Frame> {
+        let mut out = Vec::new();
+        while let Some(frame) = self.event(quiet).await {
+            out.push(frame);
+        }
+        out
+    }
+
+    /// Whether the stream ends within `within`.
+    async fn ends(&mut self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.frames.recv()).await {
+                Ok(None) => return true,
+                Ok(Some(_)) => continue,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+const SOON: Duration = Duration::from_secs(5);
+const QUIET: Duration = Duration::from_millis(400);
+
+async fn desk(s: &TestServer) -> (User, User, User, String) {
+    let admin = s.admin().await;
+    let ws = s.workspace(&admin, "Live").await;
+    let agent = s.user(&admin, "agent").await;
+    let customer = s.user(&admin, "customer").await;
+    s.add_member(&admin, &ws, &agent, "agent").await;
+    s.add_member(&admin, &ws, &customer, "requester").await;
+    (admin, agent, customer, ws)
+}
+
+fn ids(frames: &[Frame]) -> Vec<i64> {
+    frames.iter().map(|f| f.id.unwrap()).collect()
+}
+
+both_backends! {
+async fn a_write_arrives_as_an_event_whose_id_is_its_sync_id(b: Backend) {
+    let s = TestServer::start(b).await;
+    let (admin, agent, _, ws) = desk(&s).await;
+    let mut sse = open(&s, &agent, &ws, None, "").await;
+    let t = s.ticket(&agent, &ws, json!({ "title": "live" })).await;
+    let frame = sse.event(SOON).await.expect("the write arrives");
+    assert_eq!(frame.event.as_deref(), Some("ticket.created"));
+    let data = frame.data.unwrap();
+    assert_eq!(data["entity_id"], t["id"]);
+    assert_eq!(frame.id, data["sync_id"].as_i64());
+    assert_eq!(frame.id, Some(s.head(&admin, &ws).await));
+    s.stop().await;
+}
+}
+
+both_backends! {
+async fn reconnecting_yields_exactly_what_was_missed_from_the_ring_and_from_the_log(b: Backend) {
+    let s = TestServer::start_with(b, relaxed_limits(), |c| c.sse_ring = 3).await;
+    let (admin, agent, _, ws) = desk(&s).await;
+    // Someone stays connected throughout, so the workspace's topic (and its ring) lives on.
+    let mut keeper = open(&s, &admin, &ws, None, "").await;
+    let mut client = open(&s, &agent, &ws, None, "").await;
+    s.ticket(&agent, &ws, json!({ "title": "seen" })).await;
+    let last = client.event(SOON).await.unwrap().id.unwrap();
+    drop(client);
+    // Two missed writes: the ring (3) still holds them.
+    for i in 0..2 {
+        s.ticket(&agent, &ws, json!({ "title": format!("missed {i}") })).await;
+    }
+    assert_eq!(keeper.drain(QUIET).await.len(), 3);
+    let mut client = open(&s, &agent, &ws, Some(last), "").await;
+    let replayed = client.drain(QUIET).await;
+    assert_eq!(ids(&replayed), vec![last + 1, last + 2], "exactly the missed events, from memory");
+    let last = last + 2;
+    drop(client);
+    // Ten missed writes: the ring no longer reaches back; the log does.
+    for i in 0..10 {
+        s.ticket(&agent, &ws, json!({ "title": format!("missed more {i}") })).await;
+    }
+    assert_eq!(keeper.drain(QUIET).await.len(), 10);
+    let mut client = open(&s, &agent, &ws, Some(last), "").await;
+    let replayed = client.drain(QUIET).await;
+    assert_eq!(ids(&replayed), ((last + 1)..=(last + 10)).collect::<Vec<_>>(), "exactly the missed events, from the log");
+    // …then the live tail, with no duplicate.
+    s.ticket(&agent, &ws, json!({ "title": "live again" })).await;
+    assert_eq!(ids(&client.drain(QUIET).await), vec![last + 11]);
+    // Without the keeper, a reconnect still replays from the log.
+    drop(keeper);
+    drop(client);
+    s.ticket(&agent, &ws, json!({ "title": "nobody listening" })).await;
+    let mut client = open(&s, &agent, &ws, Some(last + 11), "").await;
+    assert_eq!(ids(&client.drain(QUIET).await), vec![last + 12]);
+    s.stop().await;
+}
+}
+
+both_backends! {
+async fn requesters_receive_only_what_is_theirs_and_streams_narrow_to_a_ticket(b: Backend) {
+    let s = TestServer::start(b).await;
+    let (admin, agent, customer, ws) = desk(&s).await;
+    let other = s.user(&admin, "other").await;
+    s.add_member(&admin, &ws, &other, "requester").await;
+    let mut mine = open(&s, &customer, &ws, None, "").await;
+    let theirs = s.ticket(&agent, &ws, json!({ "title": "theirs", "requester_id": other.id })).await;
+    let own = s.ticket(&agent, &ws, json!({ "title": "mine", "requester_id": customer.id })).await;
+    let own_id = own["id"].as_str().unwrap();
+    let mut narrowed = open(&s, &agent, &ws, None, &format!("?ticket={own_id}")).await;
+    let comments = format!("/api/workspaces/{ws}/tickets/{own_id}/comments");
+    s.post(&comments, &agent.token, json!({ "body": "internal", "internal": true })).await.ok(201);
+    s.post(&comments, &agent.token, json!({ "body": "public" })).await.ok(201);
+    s.post(&format!("/api/workspaces/{ws}/tickets/{}/comments", theirs["id"].as_str().unwrap()), &agent.token, json!({ "body": "x" })).await.ok(201);
+    let got = mine.drain(QUIET).await;
+    let kinds: Vec<_> = got.iter().map(|f| f.event.clone().unwrap()).collect();
+    assert_eq!(kinds, ["ticket.created", "comment.created"]);
+    assert_eq!(got[0].data.as_ref().unwrap()["entity_id"], own_id);
+    assert_eq!(got[1].data.as_ref().unwrap()["data"]["internal"], false);
+    let narrow = narrowed.drain(QUIET).await;
+    assert_eq!(narrow.len(), 2, "the internal note and the public reply on that ticket only");
+    assert!(narrow.iter().all(|f| f.data.as_ref().unwrap()["data"]["ticket_id"] == own_id));
+    s.stop().await;
+}
+}
+
+both_backends! {
+async fn idle_streams_get_heartbeats_and_end_cleanly_on_shutdown(b: Backend) {
+    let s = TestServer::start_with(b, relaxed_limits(), |c| c.sse_heartbeat = Duration::from_millis(200)).await;
+    let (_, agent, _, ws) = desk(&s).await;
+    let mut sse = open(&s, &agent, &ws, None, "").await;
+    let mut pings = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while let Ok(Some(frame)) = tokio::time::timeout_at(deadline, sse.frames.recv()).await {
+        pings += usize::from(frame.comment);
+        if pings >= 2 {
+            break;
+        }
+    }
+    assert!(pings >= 2, "heartbeat comments on an idle stream");
+    let stopping = tokio::spawn(s.stop());
+    assert!(sse.ends(Duration::from_secs(3)).await, "the stream ends promptly on shutdown");
+    tokio::time::timeout(Duration::from_secs(5), stopping).await.expect("the server stops with streams open").unwrap();
+}
+}
+
+both_backends! {
+async fn bad_and_impossible_last_event_ids(b: Backend) {
+    let s = TestServer::start(b).await;
+    let (admin, agent, _, ws) = desk(&s).await;
+    let res = s.http.get(format!("{}/api/workspaces/{ws}/events", s.base)).bearer_auth(&agent.token).header("last-event-id", "abc").send().await.unwrap();
+    assert_eq!(res.status(), 400);
+    s.get(&format!("/api/workspaces/{ws}/events?ticket=nope"), &agent.token).await.problem(422);
+    // An id this log never issued: the client is told to bootstrap again.
+    let head = s.head(&admin, &ws).await;
+    let mut sse = open(&s, &agent, &ws, Some(head + 1000), "").await;
+    let frame = sse.event(SOON).await.expect("a reset");
+    assert_eq!(frame.event.as_deref(), Some("reset"));
+    assert!(sse.ends(SOON).await);
+    s.stop().await;
+}
+}
+
+#[tokio::test]
+async fn a_write_by_another_process_on_the_data_dir_reaches_a_connected_client() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let (_, agent, _, ws) = desk(&s).await;
+    let mut sse = open(&s, &agent, &ws, None, "").await;
+    // Another opener of the same files (as the CLI is): only the file watcher links it.
+    let options = edgedesk::store::sqlite::SqliteOptions { max_open_tenants: 4, tenant_idle: Duration::from_secs(60) };
+    let other = edgedesk::store::sqlite::open(&s.data_dir(), options).unwrap();
+    let actor: edgedesk::store::UserId = agent.id.parse().unwrap();
+    let tenant = other.tenants.open(ws.parse().unwrap()).await.unwrap();
+    let new = edgedesk::store::NewTicket {
+        title: "from another process".into(),
+        status: edgedesk::store::Status::Open,
+        priority: edgedesk::store::Priority::Normal,
+        requester_id: actor,
+        assignee_id: None,
+        tags: vec![],
+    };
+    let t = tenant.create_ticket(actor, new).await.unwrap();
+    let frame = sse.event(SOON).await.expect("the other process's write arrives");
+    assert_eq!(frame.data.unwrap()["entity_id"], t.id.to_string());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn clients_on_one_instance_receive_writes_made_through_another() {
+    if !Backend::postgres_available() {
+        return;
+    }
+    let one = TestServer::start(Backend::Postgres).await;
+    let two = one.second_instance().await;
+    let (_, agent, _, ws) = desk(&one).await;
+    let mut on_one = open(&one, &agent, &ws, None, "").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = two.ticket(&agent, &ws, json!({ "title": "through two" })).await;
+    let frame = on_one.event(SOON).await.expect("a write through instance two reaches instance one's client");
+    assert_eq!(frame.data.unwrap()["entity_id"], t["id"]);
+}
