@@ -49,7 +49,7 @@ impl App {
     }
 
     pub async fn build_with(config: Config, limits: ThrottleLimits) -> Result<Self, BoxError> {
-        crate::crypto::load_or_create_master_key(&config.master_key_file)
+        let master = crate::crypto::load_or_create_master_key(&config.master_key_file)
             .map_err(|e| format!("master key {}: {e}", config.master_key_file.display()))?;
         let store = open_store(&config).await?;
         let passwords = Passwords::prewarm(config.bcrypt_cost).await.map_err(|e| e.to_string())?;
@@ -60,11 +60,13 @@ impl App {
             session_ttl: config.session_ttl,
             cookie_secure: config.cookie_secure,
             credentials: Arc::new(TtlCache::new(config.auth_cache_ttl, CACHE_CAPACITY)),
+            stream_key: Arc::new(crate::crypto::derive_key(&master, "stream-token")),
         };
         let memberships = Arc::new(TtlCache::new(config.auth_cache_ttl, CACHE_CAPACITY));
         let shutdown = CancellationToken::new();
         let bus = Bus::start(store.tenants.clone(), BusConfig { ring: config.sse_ring, lag: config.sse_lag }, shutdown.child_token());
-        let live = LiveState { bus, heartbeat: config.sse_heartbeat, stall: Duration::from_secs(10) };
+        let limits = crate::live::limits::ConnectionLimits::new(config.sse_max_per_user, config.sse_max_connections);
+        let live = LiveState { bus, heartbeat: config.sse_heartbeat, stall: Duration::from_secs(10), limits };
         Ok(Self(Arc::new(AppInner { config, store, auth, live, memberships, shutdown, tasks: TaskTracker::new() })))
     }
 
@@ -74,6 +76,10 @@ impl App {
 
     pub fn store(&self) -> &Store {
         &self.0.store
+    }
+
+    pub fn live(&self) -> &LiveState {
+        &self.0.live
     }
 
     pub fn shutdown_token(&self) -> CancellationToken {

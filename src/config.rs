@@ -64,6 +64,9 @@ pub struct Config {
     /// Live streams: events a subscriber may fall behind before it is closed (it reconnects
     /// and catches up from the log).
     pub sse_lag: usize,
+    /// Live streams open at once per user, and per instance (429 beyond).
+    pub sse_max_per_user: usize,
+    pub sse_max_connections: usize,
     /// How long an instance may reuse "this token is this user" and "this user has this
     /// role here" without asking the store. Changes made through this instance apply at
     /// once; this bounds how long a revocation made elsewhere (another instance, the CLI)
@@ -165,6 +168,8 @@ impl Config {
             sse_heartbeat: Duration::from_secs(src.parse("EDGEDESK_SSE_HEARTBEAT_SECS", 15)?.max(1)),
             sse_ring: src.parse::<usize>("EDGEDESK_SSE_RING", 1024)?.max(1),
             sse_lag: src.parse::<usize>("EDGEDESK_SSE_LAG", 256)?.max(1),
+            sse_max_per_user: src.parse("EDGEDESK_SSE_MAX_PER_USER", 16)?,
+            sse_max_connections: src.parse("EDGEDESK_SSE_MAX_CONNECTIONS", 20_000)?,
             dev_allow_privileged_role: src.parse("EDGEDESK_DEV_ALLOW_PRIVILEGED_ROLE", false)?,
         })
     }

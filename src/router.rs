@@ -100,10 +100,18 @@ async fn metrics(State(app): State<App>) -> Response {
         "# HELP edgedesk_open_tenants Workspaces whose storage is open in this instance.\n\
          # TYPE edgedesk_open_tenants gauge\n\
          edgedesk_open_tenants {}\n\
+         # HELP edgedesk_sse_connections Live event streams open on this instance.\n\
+         # TYPE edgedesk_sse_connections gauge\n\
+         edgedesk_sse_connections {}\n\
+         # HELP edgedesk_live_topics Workspaces this instance is following for live subscribers.\n\
+         # TYPE edgedesk_live_topics gauge\n\
+         edgedesk_live_topics {}\n\
          # HELP edgedesk_build_info Build information.\n\
          # TYPE edgedesk_build_info gauge\n\
          edgedesk_build_info{{version=\"{}\"}} 1\n",
         app.store().tenants.open_count(),
+        app.live().limits.open(),
+        app.live().bus.topic_count(),
         env!("CARGO_PKG_VERSION"),
     );
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()

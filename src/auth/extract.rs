@@ -21,7 +21,7 @@ pub struct AuthUser {
 }
 
 /// The bearer token, or else the session cookie.
-pub fn presented_token(parts: &Parts) -> Option<String> {
+pub(crate) fn presented_token(parts: &Parts) -> Option<String> {
     if let Some(value) = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         let (scheme, token) = value.split_once(' ')?;
         return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string());

@@ -9,6 +9,7 @@
 mod extract;
 pub mod password;
 mod routes;
+pub mod stream;
 pub mod throttle;
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 pub use extract::{AuthUser, ClientAddr, PlatformAdmin};
 pub use routes::{routes, validate_name, validate_text};
+pub use stream::StreamToken;
 
 use crate::cache::TtlCache;
 use crate::store::{Credential, PlatformStore, UserId};
@@ -36,6 +38,8 @@ pub struct AuthState {
     pub cookie_secure: bool,
     /// Token hash → caller, so most requests skip the credential lookup.
     pub credentials: Arc<TtlCache<String, AuthUser>>,
+    /// Signs stream tokens (derived from the master key for that purpose only).
+    pub stream_key: Arc<zeroize::Zeroizing<[u8; 32]>>,
 }
 
 impl AuthState {

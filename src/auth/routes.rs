@@ -36,6 +36,7 @@ where
         .routes(routes!(revoke_token))
         .routes(routes!(list_users, create_user))
         .routes(routes!(update_user))
+        .routes(routes!(super::stream::stream_token))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

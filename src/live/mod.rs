@@ -8,6 +8,7 @@
 //! once per workspace and fans out pre-rendered frames.
 
 pub mod bus;
+pub mod limits;
 mod sse;
 
 use std::sync::Arc;
@@ -24,4 +25,5 @@ pub struct LiveState {
     pub heartbeat: Duration,
     /// How long a subscriber may leave its outgoing buffer full before it is dropped.
     pub stall: Duration,
+    pub limits: Arc<limits::ConnectionLimits>,
 }

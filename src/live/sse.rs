@@ -18,7 +18,8 @@ use utoipa_axum::routes;
 
 use super::LiveState;
 use super::bus::{LiveEvent, Subscription, render, wanted};
-use crate::auth::AuthState;
+use super::limits::Slot;
+use crate::auth::{AuthState, StreamToken};
 use crate::error::{AppError, AppResult, Problem};
 use crate::http::extract::ApiQuery;
 use crate::store::{Audience, TicketId};
@@ -49,6 +50,9 @@ pub struct EventsParams {
     ticket: Option<String>,
     /// For clients that cannot send the `Last-Event-ID` header: the last sync_id received.
     last_event_id: Option<String>,
+    /// A stream token from `POST /api/auth/stream-token`, for clients that cannot send headers.
+    #[allow(dead_code)] // read by the StreamToken extractor
+    access_token: Option<String>,
 }
 
 /// The workspace's changes as Server-Sent Events (`id` = sync_id, `event` = kind, `data` =
@@ -57,9 +61,10 @@ pub struct EventsParams {
 /// bootstrap again. `: ping` comments keep idle streams alive.
 #[utoipa::path(get, path = "/api/workspaces/{ws}/events", tag = "sync",
     params(("ws" = uuid::Uuid, Path, description = "Workspace id"), ("Last-Event-ID" = Option<String>, Header), EventsParams),
-    responses((status = 200, content_type = "text/event-stream", body = String), (status = 400, body = Problem), (status = 404, body = Problem),
-        (status = 422, body = Problem)))]
+    responses((status = 200, content_type = "text/event-stream", body = String), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 404, body = Problem), (status = 422, body = Problem), (status = 429, body = Problem)))]
 async fn events(
+    _token: StreamToken,
     conn: TenantConn,
     State(live): State<LiveState>,
     headers: HeaderMap,
@@ -80,12 +85,14 @@ async fn events(
             v.trim().parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| AppError::BadRequest("Last-Event-ID must be a sync_id".into()))
         })
         .transpose()?;
+    let slot = live.limits.acquire(conn.user())?;
     let subscription = live.bus.subscribe(conn.store.clone()).await?;
     // "Now" for a new follower is fixed before the client gets its 200: whatever it writes
     // after seeing the response has a later id and reaches it live.
     let head = conn.store.head().await?;
     let (out, frames) = mpsc::channel::<Bytes>(OUT_BUFFER);
-    let follower = Follower { audience: conn.audience(), ticket, out, stall: live.stall, shutdown: live.bus.shutdown().clone() };
+    let follower =
+        Follower { audience: conn.audience(), ticket, out, stall: live.stall, shutdown: live.bus.shutdown().clone(), _slot: slot };
     tokio::spawn(follower.run(subscription, last, head, live.heartbeat));
     let body = ReceiverStream::new(frames).map(Ok::<_, std::convert::Infallible>);
     let mut response = Body::from_stream(body).into_response();
@@ -104,6 +111,8 @@ struct Follower {
     out: mpsc::Sender<Bytes>,
     stall: Duration,
     shutdown: CancellationToken,
+    /// Counted against the connection limits until this follower ends.
+    _slot: Slot,
 }
 
 impl Follower {

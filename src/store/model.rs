@@ -263,6 +263,8 @@ pub struct NewApiToken {
 pub enum Credential {
     Session(SessionId),
     ApiToken(TokenId),
+    /// A short-lived stream token (live routes only).
+    StreamToken,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]

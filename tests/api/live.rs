@@ -272,3 +272,59 @@ async fn clients_on_one_instance_receive_writes_made_through_another() {
     let frame = on_one.event(SOON).await.expect("a write through instance two reaches instance one's client");
     assert_eq!(frame.data.unwrap()["entity_id"], t["id"]);
 }
+
+both_backends! {
+async fn stream_tokens_open_streams_and_nothing_else(b: Backend) {
+    let s = TestServer::start(b).await;
+    let (admin, agent, _, ws) = desk(&s).await;
+    let issued = s.post("/api/auth/stream-token", &agent.token, json!({})).await;
+    let token = issued.ok(200)["token"].as_str().unwrap().to_string();
+    assert!(token.starts_with("edst_"));
+    // No header at all, as a browser's EventSource connects.
+    let res = s.http.get(format!("{}/api/workspaces/{ws}/events?access_token={token}", s.base)).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let mut body = res.bytes_stream();
+    s.ticket(&agent, &ws, json!({ "title": "seen through a stream token" })).await;
+    let mut text = String::new();
+    while !text.contains("ticket.created") {
+        let chunk = tokio::time::timeout(SOON, body.next()).await.expect("an event").unwrap().unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    // Only the stream routes take it.
+    let me = s.http.get(format!("{}/api/me?access_token={token}", s.base)).send().await.unwrap();
+    assert_eq!(me.status(), 401);
+    let forged = format!("{}x", &token[..token.len() - 1]);
+    let res = s.http.get(format!("{}/api/workspaces/{ws}/events?access_token={forged}", s.base)).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    // Membership still decides: another workspace answers 404.
+    let other = s.workspace(&admin, "Other").await;
+    let res = s.http.get(format!("{}/api/workspaces/{other}/events?access_token={token}", s.base)).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    s.stop().await;
+}
+}
+
+#[tokio::test]
+async fn connections_beyond_the_per_user_cap_get_429_until_one_closes() {
+    let s = TestServer::start_with(Backend::Sqlite, relaxed_limits(), |c| c.sse_max_per_user = 2).await;
+    let (_, agent, customer, ws) = desk(&s).await;
+    let first = open(&s, &agent, &ws, None, "").await;
+    let _second = open(&s, &agent, &ws, None, "").await;
+    let third = s.http.get(format!("{}/api/workspaces/{ws}/events", s.base)).bearer_auth(&agent.token).send().await.unwrap();
+    assert_eq!(third.status(), 429);
+    assert!(third.headers().contains_key("retry-after"));
+    // Another user is not affected.
+    let _theirs = open(&s, &customer, &ws, None, "").await;
+    drop(first);
+    let mut ok = false;
+    for _ in 0..50 {
+        let res = s.http.get(format!("{}/api/workspaces/{ws}/events", s.base)).bearer_auth(&agent.token).send().await.unwrap();
+        if res.status() == 200 {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ok, "a closed stream gives its slot back");
+    s.stop().await;
+}

@@ -13,6 +13,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/setup"),
     ("post", "/api/auth/login"),
     ("post", "/api/auth/logout"),
+    ("post", "/api/auth/stream-token"),
     ("get", "/api/me"),
     ("get", "/api/auth/sessions"),
     ("delete", "/api/auth/sessions/{id}"),
