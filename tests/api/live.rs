@@ -328,3 +328,58 @@ async fn connections_beyond_the_per_user_cap_get_429_until_one_closes() {
     assert!(ok, "a closed stream gives its slot back");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn every_subscriber_on_every_instance_gets_every_event_once_in_order_even_when_the_listener_dies() {
+    if !Backend::postgres_available() {
+        return;
+    }
+    let one = TestServer::start(Backend::Postgres).await;
+    let two = one.second_instance().await;
+    let (admin, agent, _, ws) = desk(&one).await;
+    let start = one.head(&admin, &ws).await;
+    let mut subscribers = Vec::new();
+    for s in [&one, &two] {
+        for _ in 0..3 {
+            subscribers.push(open(s, &agent, &ws, None, "").await);
+        }
+    }
+    let servers = std::sync::Arc::new([one, two]);
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let (servers, token, ws) = (servers.clone(), agent.token.clone(), ws.clone());
+        writers.push(tokio::spawn(async move {
+            for i in 0..15 {
+                let s = &servers[w % 2];
+                s.post(&format!("/api/workspaces/{ws}/tickets"), &token, json!({ "title": format!("w{w} #{i}") })).await.ok(201);
+            }
+        }));
+    }
+    // Mid-run: kill both instances' LISTEN connections.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let pg = servers[0].pg.clone().unwrap();
+    let (su, connection) = tokio_postgres::connect(&pg.superuser_url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let killed = su
+        .query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'edgedesk-listener' AND datname = current_database()", &[])
+        .await
+        .unwrap();
+    assert_eq!(killed.len(), 2, "both listeners were killed mid-run");
+    for w in writers {
+        w.await.unwrap();
+    }
+    let head = servers[0].head(&admin, &ws).await;
+    assert_eq!(head, start + 120);
+    let expected: Vec<i64> = ((start + 1)..=head).collect();
+    for (n, sub) in subscribers.iter_mut().enumerate() {
+        let mut got = Vec::new();
+        while got.last() != Some(&head) {
+            match sub.event(Duration::from_secs(10)).await {
+                Some(frame) => got.push(frame.id.unwrap()),
+                None => break,
+            }
+        }
+        assert_eq!(got, expected, "subscriber {n} (instance {}) got every event once, in order", n / 3 + 1);
+        assert!(sub.event(QUIET).await.is_none(), "and nothing more");
+    }
+}
