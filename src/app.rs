@@ -66,7 +66,7 @@ impl App {
         let shutdown = CancellationToken::new();
         let bus = Bus::start(store.tenants.clone(), BusConfig { ring: config.sse_ring, lag: config.sse_lag }, shutdown.child_token());
         let limits = crate::live::limits::ConnectionLimits::new(config.sse_max_per_user, config.sse_max_connections);
-        let live = LiveState { bus, heartbeat: config.sse_heartbeat, stall: Duration::from_secs(10), limits };
+        let live = LiveState { bus, heartbeat: config.sse_heartbeat, stall: config.write_timeout, limits };
         Ok(Self(Arc::new(AppInner { config, store, auth, live, memberships, shutdown, tasks: TaskTracker::new() })))
     }
 
@@ -173,8 +173,10 @@ pub async fn start(app: App) -> Result<Server, BoxError> {
     app.spawn_background();
     let router = crate::router::build(app.clone());
     let cancel = app.shutdown_token();
+    let write_timeout = app.config().write_timeout;
     let handle = tokio::spawn(async move {
-        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        let listener = crate::http::conn::TimeoutListener::new(listener, write_timeout);
+        axum::serve(listener, router.into_make_service_with_connect_info::<crate::http::conn::PeerAddr>())
             .with_graceful_shutdown(async move { cancel.cancelled().await })
             .await
     });

@@ -64,6 +64,9 @@ pub struct Config {
     /// Live streams: events a subscriber may fall behind before it is closed (it reconnects
     /// and catches up from the log).
     pub sse_lag: usize,
+    /// A response write that makes no progress for this long ends its connection (a client
+    /// that stopped reading); a live stream whose buffer stays full this long is dropped.
+    pub write_timeout: Duration,
     /// Live streams open at once per user, and per instance (429 beyond).
     pub sse_max_per_user: usize,
     pub sse_max_connections: usize,
@@ -169,6 +172,7 @@ impl Config {
             sse_ring: src.parse::<usize>("EDGEDESK_SSE_RING", 1024)?.max(1),
             sse_lag: src.parse::<usize>("EDGEDESK_SSE_LAG", 256)?.max(1),
             sse_max_per_user: src.parse("EDGEDESK_SSE_MAX_PER_USER", 16)?,
+            write_timeout: Duration::from_secs(src.parse::<u64>("EDGEDESK_WRITE_TIMEOUT_SECS", 30)?.max(1)),
             sse_max_connections: src.parse("EDGEDESK_SSE_MAX_CONNECTIONS", 20_000)?,
             dev_allow_privileged_role: src.parse("EDGEDESK_DEV_ALLOW_PRIVILEGED_ROLE", false)?,
         })

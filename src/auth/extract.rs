@@ -10,6 +10,7 @@ use axum::http::request::Parts;
 use super::{AuthState, SESSION_COOKIE};
 use crate::crypto::token_hash;
 use crate::error::AppError;
+use crate::http::conn::PeerAddr;
 use crate::store::{Credential, Millis, User};
 
 /// An authenticated caller. Resolved once per request and cached in its extensions, so a
@@ -86,6 +87,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip())))
+        let peer = parts.extensions.get::<ConnectInfo<PeerAddr>>().map(|ConnectInfo(PeerAddr(addr))| addr.ip());
+        Ok(Self(peer.or_else(|| parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip()))))
     }
 }

@@ -383,3 +383,80 @@ async fn every_subscriber_on_every_instance_gets_every_event_once_in_order_even_
         assert!(sub.event(QUIET).await.is_none(), "and nothing more");
     }
 }
+
+async fn sse_connections(s: &TestServer) -> usize {
+    let metrics = s.http.get(format!("{}/metrics", s.base)).send().await.unwrap().text().await.unwrap();
+    metrics.lines().find_map(|l| l.strip_prefix("edgedesk_sse_connections ")).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_and_the_others_carry_on() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start_with(Backend::Sqlite, relaxed_limits(), |c| c.write_timeout = Duration::from_secs(1)).await;
+    let (_, agent, _, ws) = desk(&s).await;
+    let mut healthy = open(&s, &agent, &ws, None, "").await;
+    // A client that connects, asks for the stream, and never reads a byte.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let addr: std::net::SocketAddr = s.base.trim_start_matches("http://").parse().unwrap();
+    let mut stalled = socket.connect(addr).await.unwrap();
+    let request = format!("GET /api/workspaces/{ws}/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\r\n", agent.token);
+    stalled.write_all(request.as_bytes()).await.unwrap();
+    for _ in 0..50 {
+        if sse_connections(&s).await == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(sse_connections(&s).await, 2);
+    // Far more than the kernel's buffers hold (up to 4 MB each way): 120 events of 60 KB.
+    let ticket = s.ticket(&agent, &ws, json!({ "title": "big replies" })).await;
+    assert_eq!(healthy.event(SOON).await.unwrap().event.as_deref(), Some("ticket.created"));
+    let body = "x".repeat(60_000);
+    let comments = format!("{}/api/workspaces/{ws}/tickets/{}/comments", s.base, ticket["id"].as_str().unwrap());
+    let writers: Vec<_> = (0..4)
+        .map(|_| {
+            let (http, url, token, body) = (s.http.clone(), comments.clone(), agent.token.clone(), body.clone());
+            tokio::spawn(async move {
+                for _ in 0..30 {
+                    let res = http.post(&url).bearer_auth(&token).json(&json!({ "body": body })).send().await.unwrap();
+                    assert_eq!(res.status(), 201);
+                }
+            })
+        })
+        .collect();
+    let mut received = 0;
+    while received < 120 {
+        match healthy.event(SOON).await {
+            Some(_) => received += 1,
+            None => break,
+        }
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    assert_eq!(received, 120, "the reading client got everything while the other stalled");
+    let mut dropped = false;
+    for _ in 0..100 {
+        if sse_connections(&s).await == 1 {
+            dropped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(dropped, "the stalled client was let go");
+    // Its socket is closed: reading now yields what was buffered, then the end.
+    let mut buf = vec![0u8; 65536];
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stalled.read(&mut buf).await {
+                Ok(0) | Err(_) => return true,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await
+    .unwrap_or(false);
+    assert!(closed, "the server closed the stalled connection");
+    s.stop().await;
+}
