@@ -66,7 +66,7 @@ impl App {
         let shutdown = CancellationToken::new();
         let bus = Bus::start(store.tenants.clone(), BusConfig { ring: config.sse_ring, lag: config.sse_lag }, shutdown.child_token());
         let limits = crate::live::limits::ConnectionLimits::new(config.sse_max_per_user, config.sse_max_connections);
-        let live = LiveState { bus, heartbeat: config.sse_heartbeat, stall: config.write_timeout, limits };
+        let live = LiveState { bus, heartbeat: config.sse_heartbeat, limits };
         Ok(Self(Arc::new(AppInner { config, store, auth, live, memberships, shutdown, tasks: TaskTracker::new() })))
     }
 

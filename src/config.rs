@@ -64,8 +64,8 @@ pub struct Config {
     /// Live streams: events a subscriber may fall behind before it is closed (it reconnects
     /// and catches up from the log).
     pub sse_lag: usize,
-    /// A response write that makes no progress for this long ends its connection (a client
-    /// that stopped reading); a live stream whose buffer stays full this long is dropped.
+    /// A response write that makes no progress for this long ends its connection: a client
+    /// that stopped reading, a live stream's included.
     pub write_timeout: Duration,
     /// Live streams open at once per user, and per instance (429 beyond).
     pub sse_max_per_user: usize,

@@ -144,14 +144,19 @@ pub struct Bus {
     shutdown: CancellationToken,
 }
 
-/// A subscriber's hold on a topic; dropping it unsubscribes (and retires an unfollowed topic).
+/// A subscriber's hold on a topic, and its receiver of the live tail.
 pub struct Subscription {
-    pub topic: Arc<Topic>,
+    pub guard: TopicGuard,
     pub live: broadcast::Receiver<Arc<LiveEvent>>,
+}
+
+/// Dropping it unsubscribes (and retires a topic nobody follows any more).
+pub struct TopicGuard {
+    pub topic: Arc<Topic>,
     bus: Arc<Bus>,
 }
 
-impl Drop for Subscription {
+impl Drop for TopicGuard {
     fn drop(&mut self) {
         let mut topics = self.bus.topics.lock().unwrap_or_else(|p| p.into_inner());
         if self.topic.subscribers.fetch_sub(1, Ordering::AcqRel) == 1 {
@@ -235,7 +240,7 @@ impl Bus {
         let live = topic.tx.subscribe();
         // Catch up on anything committed before this topic's first drain.
         topic.wake.notify_one();
-        Some(Subscription { topic, live, bus: self.clone() })
+        Some(Subscription { guard: TopicGuard { topic, bus: self.clone() }, live })
     }
 
     pub fn topic_count(&self) -> usize {

@@ -23,7 +23,5 @@ pub struct LiveState {
     pub bus: Arc<Bus>,
     /// A comment line on idle streams, so proxies and clients know the stream is alive.
     pub heartbeat: Duration,
-    /// How long a subscriber may leave its outgoing buffer full before it is dropped.
-    pub stall: Duration,
     pub limits: Arc<limits::ConnectionLimits>,
 }

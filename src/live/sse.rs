@@ -1,23 +1,27 @@
 //! The SSE route: subscribe, replay what the client missed, then follow the live tail.
 
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::extract::{FromRef, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
-use futures::StreamExt;
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt};
 use serde::Deserialize;
-use tokio::sync::{broadcast, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::sync::CancellationToken;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_util::sync::WaitForCancellationFutureOwned;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::LiveState;
-use super::bus::{LiveEvent, Subscription, render, wanted};
+use super::bus::{LiveEvent, Subscription, Topic, TopicGuard, render, wanted};
 use super::limits::Slot;
 use crate::auth::{AuthState, StreamToken};
 use crate::error::{AppError, AppResult, Problem};
@@ -35,13 +39,16 @@ where
     OpenApiRouter::new().routes(routes!(events))
 }
 
-/// Frames buffered per subscriber between the bus and the HTTP writer.
-const OUT_BUFFER: usize = 64;
 /// Log events read per query while replaying.
 const REPLAY_PAGE: usize = 500;
+/// A client this many events behind is told to bootstrap again rather than replayed to:
+/// a fresh snapshot is cheaper for both sides, and replay stays bounded in memory.
+pub const REPLAY_MAX: usize = 10_000;
 /// Sent first: how long a client waits before reconnecting after the stream drops.
 const RETRY: &[u8] = b"retry: 3000\n\n";
 const PING: &[u8] = b": ping\n\n";
+/// Frames written together when several are ready at once.
+const COALESCE: usize = 32;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -57,7 +64,7 @@ pub struct EventsParams {
 
 /// The workspace's changes as Server-Sent Events (`id` = sync_id, `event` = kind, `data` =
 /// the same JSON as a delta event). Reconnect with `Last-Event-ID` to receive exactly what
-/// was missed. An `event: reset` means the log cannot bring this client up to date:
+/// was missed. An `event: reset` means this client cannot be brought up to date by replay:
 /// bootstrap again. `: ping` comments keep idle streams alive.
 #[utoipa::path(get, path = "/api/workspaces/{ws}/events", tag = "sync",
     params(("ws" = uuid::Uuid, Path, description = "Workspace id"), ("Last-Event-ID" = Option<String>, Header), EventsParams),
@@ -86,16 +93,29 @@ async fn events(
         })
         .transpose()?;
     let slot = live.limits.acquire(conn.user())?;
+    // Subscribed before anything is read: nothing committed from here on can fall between
+    // the replay and the live tail.
     let subscription = live.bus.subscribe(conn.store.clone()).await?;
     // "Now" for a new follower is fixed before the client gets its 200: whatever it writes
     // after seeing the response has a later id and reaches it live.
     let head = conn.store.head().await?;
-    let (out, frames) = mpsc::channel::<Bytes>(OUT_BUFFER);
-    let follower =
-        Follower { audience: conn.audience(), ticket, out, stall: live.stall, shutdown: live.bus.shutdown().clone(), _slot: slot };
-    tokio::spawn(follower.run(subscription, last, head, live.heartbeat));
-    let body = ReceiverStream::new(frames).map(Ok::<_, std::convert::Infallible>);
-    let mut response = Body::from_stream(body).into_response();
+    let audience = conn.audience();
+    let mut pending = VecDeque::from([Bytes::from_static(RETRY)]);
+    let sent = replay(&subscription.guard.topic, audience, ticket, last, head, &mut pending).await?;
+    let Subscription { guard, live: receiver } = subscription;
+    let stream = LiveStream {
+        pending,
+        sent: sent.unwrap_or(head),
+        ended: sent.is_none(),
+        audience,
+        ticket,
+        live: BroadcastStream::new(receiver),
+        heartbeat: tokio::time::interval_at(tokio::time::Instant::now() + live.heartbeat, live.heartbeat),
+        shutdown: Box::pin(live.bus.shutdown().clone().cancelled_owned()),
+        _guard: guard,
+        _slot: slot,
+    };
+    let mut response = Body::from_stream(stream).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -104,100 +124,120 @@ async fn events(
     Ok(response)
 }
 
-/// One subscriber's task: between the bus and its HTTP response.
-struct Follower {
+/// Queues what the client missed. Returns the sync_id it will then be current to, or
+/// `None` when it must bootstrap again (a `reset` is queued).
+async fn replay(
+    topic: &Topic,
     audience: Audience,
     ticket: Option<TicketId>,
-    out: mpsc::Sender<Bytes>,
-    stall: Duration,
-    shutdown: CancellationToken,
-    /// Counted against the connection limits until this follower ends.
+    last: Option<i64>,
+    head: i64,
+    out: &mut VecDeque<Bytes>,
+) -> AppResult<Option<i64>> {
+    let Some(last) = last else {
+        // A new follower: from now on (it bootstrapped, or it only wants news).
+        return Ok(Some(head));
+    };
+    // An id this log never issued (a restored or replaced workspace), or a gap too long to
+    // replay: start over from a snapshot.
+    if last > head || head - last > REPLAY_MAX as i64 {
+        out.push_back(Bytes::from(format!("event: reset\ndata: {{\"sync_id\":{head}}}\n\n")));
+        return Ok(None);
+    }
+    let (base, ring) = topic.replay_from_ring(last);
+    let mut sent = last;
+    if last < base {
+        // The ring does not reach back: the log does (it is never compacted yet).
+        let store = topic.store();
+        loop {
+            let page = store.feed(sent, REPLAY_PAGE).await?;
+            for event in &page.items {
+                sent = event.event.sync_id;
+                if wanted(event, audience, ticket) {
+                    out.push_back(render(&event.event));
+                }
+            }
+            if !page.has_more {
+                break;
+            }
+        }
+    }
+    for event in &ring {
+        if event.sync_id > sent {
+            sent = event.sync_id;
+            if event.visible_to(audience, ticket) {
+                out.push_back(event.frame.clone());
+            }
+        }
+    }
+    Ok(Some(sent))
+}
+
+/// One subscriber's response body: replayed frames, then the live tail read straight from
+/// the bus (no task or queue per client), heartbeats when idle. It ends when the server
+/// shuts down, when the client falls too far behind (it reconnects with its Last-Event-ID
+/// and catches up from the log), or when the connection goes; a client that stops reading
+/// is cut off by the connection's write timeout. Dropping it deregisters it.
+struct LiveStream {
+    pending: VecDeque<Bytes>,
+    sent: i64,
+    ended: bool,
+    audience: Audience,
+    ticket: Option<TicketId>,
+    live: BroadcastStream<Arc<LiveEvent>>,
+    heartbeat: tokio::time::Interval,
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    _guard: TopicGuard,
+    /// Counted against the connection limits until the stream is dropped.
     _slot: Slot,
 }
 
-impl Follower {
-    /// `false` when the client is gone or has not taken anything for `stall`.
-    async fn send(&self, frame: Bytes) -> bool {
-        matches!(tokio::time::timeout(self.stall, self.out.send(frame)).await, Ok(Ok(())))
-    }
+impl Stream for LiveStream {
+    type Item = Result<Bytes, std::convert::Infallible>;
 
-    fn wants(&self, event: &LiveEvent) -> bool {
-        event.visible_to(self.audience, self.ticket)
-    }
-
-    /// Ends (dropping the subscription, which deregisters it) when the client goes, stalls,
-    /// falls too far behind, or the server shuts down.
-    async fn run(self, mut sub: Subscription, last: Option<i64>, head: i64, heartbeat: Duration) {
-        if !self.send(Bytes::from_static(RETRY)).await {
-            return;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if let Some(frame) = this.pending.pop_front() {
+            return Poll::Ready(Some(Ok(frame)));
         }
-        let Some(mut sent) = self.replay(&sub, last, head).await else { return };
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
-        loop {
-            tokio::select! {
-                _ = self.shutdown.cancelled() => return,
-                _ = self.out.closed() => return,
-                _ = tick.tick() => {
-                    if !self.send(Bytes::from_static(PING)).await {
-                        return;
+        if this.ended || this.shutdown.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        // Everything ready now goes out in one write. Polling until Pending leaves the
+        // stream registered for the next event.
+        let mut batch: Option<BytesMut> = None;
+        let mut taken = 0;
+        while taken < COALESCE {
+            match this.live.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(event))) => {
+                    if event.sync_id <= this.sent {
+                        continue;
+                    }
+                    this.sent = event.sync_id;
+                    if event.visible_to(this.audience, this.ticket) {
+                        batch.get_or_insert_with(BytesMut::new).extend_from_slice(&event.frame);
+                        taken += 1;
                     }
                 }
-                event = sub.live.recv() => match event {
-                    Ok(event) if event.sync_id > sent => {
-                        sent = event.sync_id;
-                        if self.wants(&event) && !self.send(event.frame.clone()).await {
-                            return;
-                        }
-                    }
-                    Ok(_) => {}
-                    // Too far behind to follow: close; the client reconnects with its
-                    // Last-Event-ID and catches up from the log without holding anyone up.
-                    Err(broadcast::error::RecvError::Lagged(_)) | Err(broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        }
-    }
-
-    /// Sends what the client missed; returns the sync_id it is now current to, or `None`
-    /// when the stream should end.
-    async fn replay(&self, sub: &Subscription, last: Option<i64>, head: i64) -> Option<i64> {
-        let store = sub.topic.store();
-        let Some(last) = last else {
-            // A new follower: from now on (it bootstrapped, or it only wants news).
-            return Some(head);
-        };
-        if last > head {
-            // An id this log never issued (a restored or replaced workspace): start over.
-            let reset = Bytes::from(format!("event: reset\ndata: {{\"sync_id\":{head}}}\n\n"));
-            self.send(reset).await;
-            return None;
-        }
-        let (base, ring) = sub.topic.replay_from_ring(last);
-        let mut sent = last;
-        if last < base {
-            // The ring does not reach back: the log does (it is never compacted yet).
-            loop {
-                let page = store.feed(sent, REPLAY_PAGE).await.ok()?;
-                for event in &page.items {
-                    sent = event.event.sync_id;
-                    if wanted(event, self.audience, self.ticket) && !self.send(render(&event.event)).await {
-                        return None;
-                    }
-                }
-                if !page.has_more {
+                // Too far behind to follow (or the bus is gone): end; the client reconnects
+                // with its Last-Event-ID and catches up from the log.
+                Poll::Ready(Some(Err(BroadcastStreamRecvError::Lagged(_)))) | Poll::Ready(None) => {
+                    this.ended = true;
                     break;
                 }
+                Poll::Pending => break,
             }
         }
-        for event in &ring {
-            if event.sync_id <= sent {
-                continue;
-            }
-            sent = event.sync_id;
-            if self.wants(event) && !self.send(event.frame.clone()).await {
-                return None;
-            }
+        if let Some(batch) = batch {
+            this.heartbeat.reset();
+            return Poll::Ready(Some(Ok(batch.freeze())));
         }
-        Some(sent)
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        if this.heartbeat.poll_tick(cx).is_ready() {
+            return Poll::Ready(Some(Ok(Bytes::from_static(PING))));
+        }
+        Poll::Pending
     }
 }

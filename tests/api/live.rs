@@ -18,6 +18,14 @@ struct Frame {
 
 struct Sse {
     frames: mpsc::UnboundedReceiver<Frame>,
+    reader: tokio::task::AbortHandle,
+}
+
+impl Drop for Sse {
+    /// Hangs up, as a client going away does.
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
 }
 
 fn parse(block: &str) -> Frame {
@@ -45,7 +53,7 @@ async fn open(s: &TestServer, user: &User, ws: &str, last: Option<i64>, query: &
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["content-type"], "text/event-stream");
     let (tx, frames) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
+    let reader = tokio::spawn(async move {
         let mut body = res.bytes_stream();
         let mut buf = String::new();
         while let Some(Ok(chunk)) = body.next().await {
@@ -58,7 +66,7 @@ async fn open(s: &TestServer, user: &User, ws: &str, last: Option<i64>, query: &
             }
         }
     });
-    Sse { frames }
+    Sse { frames, reader: reader.abort_handle() }
 }
 
 impl Sse {
