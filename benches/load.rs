@@ -73,7 +73,16 @@ impl ServerProc {
     }
 
     async fn start_with(data: &Path, env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_edgedesk"));
+        // EDGEDESK_BENCH_SERVER_CPUS=0 (with the harness itself under `taskset -c 1`) keeps
+        // the server and the load client off each other's cores.
+        let mut command = match std::env::var("EDGEDESK_BENCH_SERVER_CPUS") {
+            Ok(cpus) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", &cpus, env!("CARGO_BIN_EXE_edgedesk")]);
+                c
+            }
+            Err(_) => Command::new(env!("CARGO_BIN_EXE_edgedesk")),
+        };
         for (key, value) in env {
             command.env(key, value);
         }
