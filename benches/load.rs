@@ -792,6 +792,23 @@ async fn bench_sse(dir: &Path) {
             acked_at.insert(head + i, Instant::now());
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // The same again with one client connected that never reads a byte.
+        let stalled = {
+            use tokio::io::AsyncWriteExt;
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            let _ = socket.set_recv_buffer_size(4096);
+            let mut stream = socket.connect(addr).await.expect("connect");
+            let request = format!("GET /api/workspaces/{ws}/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n");
+            stream.write_all(request.as_bytes()).await.expect("request");
+            stream
+        };
+        let mut with_stalled = std::collections::HashMap::new();
+        for i in (paced + 1)..=(2 * paced) {
+            with_stalled.insert(head + i, Instant::now());
+            post(&http, url.clone(), Some(&token), json!({ "title": "latency, one client stalled" })).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let paced = 2 * paced;
         // Throughput: four writers as fast as they go.
         let burst = 200i64;
         let burst_start = Instant::now();
@@ -813,6 +830,7 @@ async fn bench_sse(dir: &Path) {
         tokio::time::sleep(Duration::from_secs(2)).await;
         stop.store(true, Ordering::Relaxed);
         let mut latencies = Vec::new();
+        let mut stalled_latencies = Vec::new();
         let mut after_ack = Vec::new();
         let mut burst_done = burst_start;
         let mut complete = 0usize;
@@ -828,6 +846,9 @@ async fn bench_sse(dir: &Path) {
                 if let Some(ack) = acked_at.get(&id) {
                     after_ack.push(at.saturating_duration_since(*ack));
                 }
+                if let Some(t0) = with_stalled.get(&id) {
+                    stalled_latencies.push(at.saturating_duration_since(*t0));
+                }
                 if id > head + paced && at > burst_done {
                     burst_done = at;
                 }
@@ -836,15 +857,19 @@ async fn bench_sse(dir: &Path) {
         let (cpu_client, cpu_server) = (cpu_secs(std::process::id()) - cpu_client0, cpu_secs(server.pid) - cpu_server0);
         latencies.sort();
         after_ack.sort();
+        stalled_latencies.sort();
+        drop(stalled);
         let delivered = burst as f64 * clients as f64 / burst_done.duration_since(burst_start).as_secs_f64();
         server.stop().await;
         println!(
-            "sse {clients} clients: commit-to-receipt (POST sent → frame read) p50 {:.2} ms, p99 {:.2} ms over {} deliveries (POST answered → frame read: p50 {:.2} ms, p99 {:.2} ms) | full fan-out {:.0} events delivered/s ({burst} events × {clients} clients) | {complete}/{clients} clients had every event | server RSS {:.1} KiB per connected client | CPU during the run: server {cpu_server:.1} s, load client {cpu_client:.1} s",
+            "sse {clients} clients: commit-to-receipt (POST sent → frame read) p50 {:.2} ms, p99 {:.2} ms over {} deliveries (POST answered → frame read: p50 {:.2} ms, p99 {:.2} ms) | with one stalled client connected: p50 {:.2} ms, p99 {:.2} ms (target: p99 within 20%) | full fan-out {:.0} events delivered/s ({burst} events × {clients} clients) | {complete}/{clients} clients had every event | server RSS {:.1} KiB per connected client | CPU during the run: server {cpu_server:.1} s, load client {cpu_client:.1} s",
             percentile(&latencies, 0.50),
             percentile(&latencies, 0.99),
             latencies.len(),
             percentile(&after_ack, 0.50),
             percentile(&after_ack, 0.99),
+            percentile(&stalled_latencies, 0.50),
+            percentile(&stalled_latencies, 0.99),
             delivered,
             per_client_kib,
         );
