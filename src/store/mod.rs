@@ -49,6 +49,20 @@ impl StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// One business event, as a backend appends it to the log.
+pub struct Event<'a, T: serde::Serialize> {
+    /// `ticket.created`, `comment.created`, …
+    pub kind: &'static str,
+    pub entity: &'static str,
+    pub entity_id: String,
+    /// The entity after the change (or `{ "id": … }` for removals).
+    pub data: &'a T,
+    /// The ticket the event is about: requesters see events of their own tickets.
+    pub ticket: Option<TicketId>,
+    /// Internal notes, members, links: never shown to requesters.
+    pub staff_only: bool,
+}
+
 /// The whole store: platform data plus the way into each workspace.
 #[derive(Clone)]
 pub struct Store {

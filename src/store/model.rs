@@ -369,6 +369,27 @@ pub struct TicketPatch {
 }
 
 impl TicketPatch {
+    /// `ticket` with the patch applied (version and times untouched: the store sets them).
+    pub fn applied_to(self, ticket: &Ticket) -> Ticket {
+        let mut out = ticket.clone();
+        if let Some(title) = self.title {
+            out.title = title;
+        }
+        if let Some(status) = self.status {
+            out.status = status;
+        }
+        if let Some(priority) = self.priority {
+            out.priority = priority;
+        }
+        if let Some(assignee) = self.assignee_id {
+            out.assignee_id = assignee;
+        }
+        if let Some(tags) = self.tags {
+            out.tags = tags;
+        }
+        out
+    }
+
     pub fn is_empty(&self) -> bool {
         self.title.is_none() && self.status.is_none() && self.priority.is_none() && self.assignee_id.is_none() && self.tags.is_none()
     }

@@ -17,21 +17,11 @@ use super::error;
 use super::tenant::{COMMENT_COLS, LINK_COLS, TICKET_COLS, comment_from_row, link_from_row, ticket_from_row};
 use crate::store::bootstrap::Encoder;
 use crate::store::{
-    Audience, AuditQuery, BootstrapSummary, DeltaPage, Member, Millis, Page, StoreError, StoreResult, SyncEvent, TicketId, UserId,
-    Workspace, WorkspaceId,
+    Audience, AuditQuery, BootstrapSummary, DeltaPage, Event, Member, Millis, Page, StoreError, StoreResult, SyncEvent, UserId, Workspace,
+    WorkspaceId,
 };
 
 pub type Param<'a> = &'a (dyn ToSql + Sync);
-
-/// One business event, as appended to the log (see the SQLite backend for the fields).
-pub struct Event<'a, T: Serialize> {
-    pub kind: &'static str,
-    pub entity: &'static str,
-    pub entity_id: String,
-    pub data: &'a T,
-    pub ticket: Option<TicketId>,
-    pub staff_only: bool,
-}
 
 /// Scopes the transaction to one workspace for row-level security (SET LOCAL semantics).
 pub async fn scope(tx: &Transaction<'_>, workspace: WorkspaceId) -> StoreResult<()> {
@@ -152,9 +142,9 @@ pub async fn head(tx: &Transaction<'_>, workspace: WorkspaceId) -> StoreResult<i
     Ok(row.map_or(0, |r| r.get(0)))
 }
 
-const EVENT_COLS: &str = "s.sync_id, s.at, s.actor, s.kind, s.entity, s.entity_id, s.data";
+pub const EVENT_COLS: &str = "s.sync_id, s.at, s.actor, s.kind, s.entity, s.entity_id, s.data";
 
-fn event_from_row(row: &tokio_postgres::Row) -> StoreResult<SyncEvent> {
+pub fn event_from_row(row: &tokio_postgres::Row) -> StoreResult<SyncEvent> {
     Ok(SyncEvent {
         sync_id: row.try_get(0).map_err(error)?,
         at: row.try_get(1).map_err(error)?,

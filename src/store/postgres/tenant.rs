@@ -11,7 +11,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_postgres::Row;
 
-use super::log::{self, Event, Params, PgWrite};
+use super::log::{self, Params, PgWrite};
 use super::{error, pool_error};
 use crate::store::*;
 
@@ -315,23 +315,8 @@ impl TenantStore for PgTenant {
     async fn update_ticket(&self, actor: UserId, audience: Audience, id: TicketId, patch: TicketPatch) -> StoreResult<Ticket> {
         let mut client = self.client().await?;
         let mut w = self.write_tx(&mut client).await?;
-        let mut ticket = visible_ticket(w.tx(), audience, id).await?.ok_or(StoreError::NotFound)?;
-        let before = ticket.clone();
-        if let Some(title) = patch.title {
-            ticket.title = title;
-        }
-        if let Some(status) = patch.status {
-            ticket.status = status;
-        }
-        if let Some(priority) = patch.priority {
-            ticket.priority = priority;
-        }
-        if let Some(assignee) = patch.assignee_id {
-            ticket.assignee_id = assignee;
-        }
-        if let Some(tags) = patch.tags {
-            ticket.tags = tags;
-        }
+        let before = visible_ticket(w.tx(), audience, id).await?.ok_or(StoreError::NotFound)?;
+        let mut ticket = patch.applied_to(&before);
         if ticket == before {
             w.exempt("the patch changes nothing: no new state, no event");
             w.commit().await?;

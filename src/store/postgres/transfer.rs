@@ -10,7 +10,7 @@ use futures::{StreamExt, pin_mut};
 use tokio::sync::mpsc;
 
 use super::error;
-use super::log::{Param, scope};
+use super::log::{EVENT_COLS, Param, event_from_row, scope};
 use super::tenant::{COMMENT_COLS, LINK_COLS, TICKET_COLS, comment_from_row, link_from_row, ticket_from_row};
 use crate::store::*;
 
@@ -63,25 +63,17 @@ pub async fn export(tx: &Transaction<'_>, out: &mpsc::Sender<TenantRow>) -> Stor
         count += 1;
     }
     let events = tx
-        .query_raw(
-            "SELECT sync_id, at, actor, kind, entity, entity_id, data, ticket_id, staff_only FROM sync_actions ORDER BY sync_id",
-            none.iter().copied(),
-        )
+        .query_raw(&format!("SELECT {EVENT_COLS}, s.ticket_id, s.staff_only FROM sync_actions s ORDER BY s.sync_id"), none.iter().copied())
         .await
         .map_err(error)?;
     pin_mut!(events);
     while let Some(row) = events.next().await {
         let row = row.map_err(error)?;
-        let event = SyncEvent {
-            sync_id: row.try_get(0).map_err(error)?,
-            at: row.try_get(1).map_err(error)?,
-            actor: row.try_get(2).map_err(error)?,
-            kind: row.try_get(3).map_err(error)?,
-            entity: row.try_get(4).map_err(error)?,
-            entity_id: row.try_get(5).map_err(error)?,
-            data: row.try_get(6).map_err(error)?,
+        let record = EventRecord {
+            event: event_from_row(&row)?,
+            ticket_id: row.try_get(7).map_err(error)?,
+            staff_only: row.try_get(8).map_err(error)?,
         };
-        let record = EventRecord { event, ticket_id: row.try_get(7).map_err(error)?, staff_only: row.try_get(8).map_err(error)? };
         send(out, TenantRow::Event(record)).await?;
         count += 1;
     }

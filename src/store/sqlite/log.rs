@@ -16,23 +16,9 @@ use super::error;
 use super::tenant::{COMMENT_COLS, LINK_COLS, TICKET_COLS, comment_from_row, link_from_row, ticket_from_row};
 use crate::store::bootstrap::Encoder;
 use crate::store::{
-    Audience, AuditQuery, BootstrapSummary, DeltaPage, FeedEvent, Member, Millis, Page, StoreError, StoreResult, SyncEvent, TicketId,
-    UserId, Workspace, WorkspaceId,
+    Audience, AuditQuery, BootstrapSummary, DeltaPage, Event, FeedEvent, Member, Millis, Page, StoreError, StoreResult, SyncEvent, UserId,
+    Workspace, WorkspaceId,
 };
-
-/// One business event, as appended to the log.
-pub struct Event<'a, T: Serialize> {
-    /// `ticket.created`, `comment.created`, …
-    pub kind: &'static str,
-    pub entity: &'static str,
-    pub entity_id: String,
-    /// The entity after the change (or `{ "id": … }` for removals).
-    pub data: &'a T,
-    /// The ticket the event is about: requesters see events of their own tickets.
-    pub ticket: Option<TicketId>,
-    /// Internal notes, members, links: never shown to requesters.
-    pub staff_only: bool,
-}
 
 /// One write inside a (possibly shared) transaction: a SAVEPOINT that is released only if
 /// the write recorded its events, and rolled back otherwise (or when dropped on error).
@@ -96,9 +82,9 @@ pub fn head(conn: &Connection) -> StoreResult<i64> {
     conn.query_row("SELECT COALESCE(MAX(sync_id), 0) FROM sync_actions", [], |row| row.get(0)).map_err(error)
 }
 
-const EVENT_COLS: &str = "s.sync_id, s.at, s.actor, s.kind, s.entity, s.entity_id, s.data";
+pub const EVENT_COLS: &str = "s.sync_id, s.at, s.actor, s.kind, s.entity, s.entity_id, s.data";
 
-fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SyncEvent> {
+pub fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SyncEvent> {
     let data: String = row.get(6)?;
     let data =
         serde_json::from_str(&data).map_err(|e| rusqlite::Error::FromSqlConversionFailure(6, rusqlite::types::Type::Text, Box::new(e)))?;

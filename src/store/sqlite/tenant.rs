@@ -14,7 +14,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::executor::Executor;
-use super::log::{self, Event, WriteTx};
+use super::log::{self, WriteTx};
 use super::pool::SqlitePool;
 use super::writer::WriteQueue;
 use super::{blocking, error};
@@ -315,24 +315,9 @@ impl TenantStore for SqliteTenant {
 
     async fn update_ticket(&self, actor: UserId, audience: Audience, id: TicketId, patch: TicketPatch) -> StoreResult<Ticket> {
         self.write(move |tx| {
-            let mut ticket = visible_ticket(tx, audience, id)?.ok_or(StoreError::NotFound)?;
-            let before = ticket.clone();
-            if let Some(title) = patch.title {
-                ticket.title = title;
-            }
-            if let Some(status) = patch.status {
-                ticket.status = status;
-            }
-            if let Some(priority) = patch.priority {
-                ticket.priority = priority;
-            }
-            if let Some(assignee) = patch.assignee_id {
-                ticket.assignee_id = assignee;
-            }
-            let tags_changed = patch.tags.as_ref().is_some_and(|tags| *tags != ticket.tags);
-            if let Some(tags) = patch.tags {
-                ticket.tags = tags;
-            }
+            let before = visible_ticket(tx, audience, id)?.ok_or(StoreError::NotFound)?;
+            let tags_changed = patch.tags.as_ref().is_some_and(|tags| *tags != before.tags);
+            let mut ticket = patch.applied_to(&before);
             if ticket == before {
                 tx.exempt("the patch changes nothing: no new state, no event");
                 return Ok(ticket);

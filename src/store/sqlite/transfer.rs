@@ -9,6 +9,7 @@ use rusqlite::{Connection, TransactionBehavior, params};
 use tokio::sync::mpsc;
 
 use super::error;
+use super::log::{EVENT_COLS, event_from_row};
 use super::tenant::{COMMENT_COLS, LINK_COLS, TICKET_COLS, comment_from_row, link_from_row, ticket_from_row};
 use crate::store::*;
 
@@ -69,21 +70,11 @@ pub fn export(conn: &mut Connection, out: &mpsc::Sender<TenantRow>) -> StoreResu
         }
     }
     {
-        let mut stmt = tx
-            .prepare("SELECT sync_id, at, actor, kind, entity, entity_id, data, ticket_id, staff_only FROM sync_actions ORDER BY sync_id")
-            .map_err(error)?;
+        let mut stmt =
+            tx.prepare(&format!("SELECT {EVENT_COLS}, s.ticket_id, s.staff_only FROM sync_actions s ORDER BY s.sync_id")).map_err(error)?;
         let mut rows = stmt.query([]).map_err(error)?;
         while let Some(row) = rows.next().map_err(error)? {
-            let data: String = row.get(6).map_err(error)?;
-            let event = SyncEvent {
-                sync_id: row.get(0).map_err(error)?,
-                at: row.get(1).map_err(error)?,
-                actor: row.get(2).map_err(error)?,
-                kind: row.get(3).map_err(error)?,
-                entity: row.get(4).map_err(error)?,
-                entity_id: row.get(5).map_err(error)?,
-                data: serde_json::from_str(&data).map_err(StoreError::internal)?,
-            };
+            let event = event_from_row(row).map_err(error)?;
             let record = EventRecord { event, ticket_id: row.get(7).map_err(error)?, staff_only: row.get(8).map_err(error)? };
             send(out, TenantRow::Event(record))?;
             count += 1;
