@@ -66,7 +66,9 @@ pub struct Topic {
     pub workspace: WorkspaceId,
     store: Arc<dyn TenantStore>,
     ring: Mutex<Ring>,
-    tx: broadcast::Sender<Arc<LiveEvent>>,
+    /// The live tail. Taken (dropped) at shutdown, which ends every subscriber's stream
+    /// through the channel itself: no stream has to check a shutdown flag on every poll.
+    tx: Mutex<Option<broadcast::Sender<Arc<LiveEvent>>>>,
     wake: Notify,
     subscribers: AtomicUsize,
     capacity: usize,
@@ -108,7 +110,9 @@ impl Topic {
                     }
                 }
                 // No subscriber right now is fine: the ring keeps it for replay.
-                let _ = self.tx.send(live);
+                if let Some(tx) = self.tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                    let _ = tx.send(live);
+                }
             }
             if !page.has_more {
                 return Ok(());
@@ -122,7 +126,10 @@ impl Topic {
                 tracing::warn!(workspace = %self.workspace, error = %err, "live topic could not read the log; retrying on the next wakeup");
             }
             tokio::select! {
-                _ = self.stop.cancelled() => return,
+                _ = self.stop.cancelled() => {
+                    self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    return;
+                }
                 _ = self.wake.notified() => {}
             }
         }
@@ -217,7 +224,7 @@ impl Bus {
             workspace,
             store,
             ring: Mutex::new(Ring { events: VecDeque::with_capacity(self.config.ring.min(1024)), base: head, watermark: head }),
-            tx,
+            tx: Mutex::new(Some(tx)),
             wake: Notify::new(),
             subscribers: AtomicUsize::new(0),
             capacity: self.config.ring,
@@ -236,8 +243,8 @@ impl Bus {
     fn join(self: &Arc<Self>, workspace: WorkspaceId) -> Option<Subscription> {
         let topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
         let topic = topics.get(&workspace)?.clone();
+        let live = topic.tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref()?.subscribe();
         topic.subscribers.fetch_add(1, Ordering::AcqRel);
-        let live = topic.tx.subscribe();
         // Catch up on anything committed before this topic's first drain.
         topic.wake.notify_one();
         Some(Subscription { guard: TopicGuard { topic, bus: self.clone() }, live })

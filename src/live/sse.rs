@@ -1,7 +1,6 @@
 //! The SSE route: subscribe, replay what the client missed, then follow the live tail.
 
 use std::collections::VecDeque;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -15,7 +14,6 @@ use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
-use tokio_util::sync::WaitForCancellationFutureOwned;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -111,7 +109,6 @@ async fn events(
         ticket,
         live: BroadcastStream::new(receiver),
         heartbeat: tokio::time::interval_at(tokio::time::Instant::now() + live.heartbeat, live.heartbeat),
-        shutdown: Box::pin(live.bus.shutdown().clone().cancelled_owned()),
         _guard: guard,
         _slot: slot,
     };
@@ -174,8 +171,8 @@ async fn replay(
 }
 
 /// One subscriber's response body: replayed frames, then the live tail read straight from
-/// the bus (no task or queue per client), heartbeats when idle. It ends when the server
-/// shuts down, when the client falls too far behind (it reconnects with its Last-Event-ID
+/// the bus (no task or queue per client), and heartbeats. It ends when the server shuts
+/// down (the bus closes the channel), when the client falls too far behind (it reconnects with its Last-Event-ID
 /// and catches up from the log), or when the connection goes; a client that stops reading
 /// is cut off by the connection's write timeout. Dropping it deregisters it.
 struct LiveStream {
@@ -185,8 +182,9 @@ struct LiveStream {
     audience: Audience,
     ticket: Option<TicketId>,
     live: BroadcastStream<Arc<LiveEvent>>,
+    /// Ticks regardless of traffic: an extra ping on a busy stream costs less than
+    /// rescheduling a timer for every event of every client.
     heartbeat: tokio::time::Interval,
-    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
     _guard: TopicGuard,
     /// Counted against the connection limits until the stream is dropped.
     _slot: Slot,
@@ -200,7 +198,7 @@ impl Stream for LiveStream {
         if let Some(frame) = this.pending.pop_front() {
             return Poll::Ready(Some(Ok(frame)));
         }
-        if this.ended || this.shutdown.as_mut().poll(cx).is_ready() {
+        if this.ended {
             return Poll::Ready(None);
         }
         // Everything ready now goes out in one write. Polling until Pending leaves the
@@ -229,7 +227,6 @@ impl Stream for LiveStream {
             }
         }
         if let Some(batch) = batch {
-            this.heartbeat.reset();
             return Poll::Ready(Some(Ok(batch.freeze())));
         }
         if this.ended {
