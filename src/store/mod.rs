@@ -63,6 +63,105 @@ pub struct Event<'a, T: serde::Serialize> {
     pub staff_only: bool,
 }
 
+/// The `data` of a removal event: just the removed entity's id.
+#[derive(Debug, serde::Serialize)]
+pub struct Removed<I: serde::Serialize> {
+    pub id: I,
+}
+
+/// Every business event, defined once for both backends, with its visibility: who may see
+/// an event must not depend on where the workspace is stored.
+impl<'a> Event<'a, Workspace> {
+    pub fn workspace_created(workspace: &'a Workspace) -> Self {
+        Event {
+            kind: "workspace.created",
+            entity: "workspace",
+            entity_id: workspace.id.to_string(),
+            data: workspace,
+            ticket: None,
+            staff_only: false,
+        }
+    }
+}
+
+impl<'a> Event<'a, Member> {
+    pub fn member(member: &'a Member, added: bool) -> Self {
+        let kind = if added { "member.added" } else { "member.updated" };
+        Event { kind, entity: "member", entity_id: member.user_id.to_string(), data: member, ticket: None, staff_only: true }
+    }
+}
+
+impl<'a> Event<'a, Ticket> {
+    pub fn ticket_created(ticket: &'a Ticket) -> Self {
+        Event {
+            kind: "ticket.created",
+            entity: "ticket",
+            entity_id: ticket.id.to_string(),
+            data: ticket,
+            ticket: Some(ticket.id),
+            staff_only: false,
+        }
+    }
+
+    pub fn ticket_updated(ticket: &'a Ticket) -> Self {
+        Event { kind: "ticket.updated", ..Self::ticket_created(ticket) }
+    }
+}
+
+impl<'a> Event<'a, Removed<TicketId>> {
+    pub fn ticket_deleted(removed: &'a Removed<TicketId>) -> Self {
+        Event {
+            kind: "ticket.deleted",
+            entity: "ticket",
+            entity_id: removed.id.to_string(),
+            data: removed,
+            ticket: Some(removed.id),
+            staff_only: false,
+        }
+    }
+}
+
+impl<'a> Event<'a, Comment> {
+    /// Internal notes are for staff only.
+    pub fn comment_created(comment: &'a Comment) -> Self {
+        Event {
+            kind: "comment.created",
+            entity: "comment",
+            entity_id: comment.id.to_string(),
+            data: comment,
+            ticket: Some(comment.ticket_id),
+            staff_only: comment.internal,
+        }
+    }
+}
+
+impl<'a> Event<'a, TicketLink> {
+    /// Links can name other people's tickets: staff only.
+    pub fn link_created(link: &'a TicketLink) -> Self {
+        Event {
+            kind: "link.created",
+            entity: "link",
+            entity_id: link.id.to_string(),
+            data: link,
+            ticket: Some(link.source_id),
+            staff_only: true,
+        }
+    }
+}
+
+impl<'a> Event<'a, Removed<LinkId>> {
+    pub fn link_deleted(removed: &'a Removed<LinkId>, ticket: TicketId) -> Self {
+        Event {
+            kind: "link.deleted",
+            entity: "link",
+            entity_id: removed.id.to_string(),
+            data: removed,
+            ticket: Some(ticket),
+            staff_only: true,
+        }
+    }
+}
+
 /// The whole store: platform data plus the way into each workspace.
 #[derive(Clone)]
 pub struct Store {

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use deadpool_postgres::{Object, Pool, Transaction};
-use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_postgres::Row;
 
@@ -153,18 +152,7 @@ impl PgTenant {
             )
             .await
             .map_err(error)?;
-        w.record(
-            Some(actor),
-            Event {
-                kind: "workspace.created",
-                entity: "workspace",
-                entity_id: workspace.id.to_string(),
-                data: workspace,
-                ticket: None,
-                staff_only: false,
-            },
-        )
-        .await?;
+        w.record(Some(actor), Event::workspace_created(workspace)).await?;
         w.commit().await
     }
 }
@@ -186,18 +174,7 @@ impl TenantStore for PgTenant {
             )
             .await
             .map_err(error)?;
-        w.record(
-            Some(actor),
-            Event {
-                kind: if added { "member.added" } else { "member.updated" },
-                entity: "member",
-                entity_id: member.user_id.to_string(),
-                data: member,
-                ticket: None,
-                staff_only: true,
-            },
-        )
-        .await?;
+        w.record(Some(actor), Event::member(member, added)).await?;
         w.commit().await
     }
 
@@ -245,18 +222,7 @@ impl TenantStore for PgTenant {
             )
             .await
             .map_err(error)?;
-        w.record(
-            Some(actor),
-            Event {
-                kind: "ticket.created",
-                entity: "ticket",
-                entity_id: ticket.id.to_string(),
-                data: &ticket,
-                ticket: Some(ticket.id),
-                staff_only: false,
-            },
-        )
-        .await?;
+        w.record(Some(actor), Event::ticket_created(&ticket)).await?;
         w.commit().await?;
         Ok(ticket)
     }
@@ -342,18 +308,7 @@ impl TenantStore for PgTenant {
             )
             .await
             .map_err(error)?;
-        w.record(
-            Some(actor),
-            Event {
-                kind: "ticket.updated",
-                entity: "ticket",
-                entity_id: id.to_string(),
-                data: &ticket,
-                ticket: Some(id),
-                staff_only: false,
-            },
-        )
-        .await?;
+        w.record(Some(actor), Event::ticket_updated(&ticket)).await?;
         w.commit().await?;
         Ok(ticket)
     }
@@ -373,18 +328,7 @@ impl TenantStore for PgTenant {
         if changed == 0 {
             return Err(StoreError::NotFound);
         }
-        w.record(
-            Some(actor),
-            Event {
-                kind: "ticket.deleted",
-                entity: "ticket",
-                entity_id: id.to_string(),
-                data: &json!({ "id": id }),
-                ticket: Some(id),
-                staff_only: false,
-            },
-        )
-        .await?;
+        w.record(Some(actor), Event::ticket_deleted(&Removed { id })).await?;
         w.commit().await
     }
 
@@ -403,18 +347,7 @@ impl TenantStore for PgTenant {
             )
             .await
             .map_err(error)?;
-        w.record(
-            Some(actor),
-            Event {
-                kind: "comment.created",
-                entity: "comment",
-                entity_id: comment.id.to_string(),
-                data: &comment,
-                ticket: Some(ticket),
-                staff_only: internal,
-            },
-        )
-        .await?;
+        w.record(Some(actor), Event::comment_created(&comment)).await?;
         w.commit().await?;
         Ok(comment)
     }
@@ -465,18 +398,7 @@ impl TenantStore for PgTenant {
         if inserted == 0 {
             return Err(StoreError::Conflict("these tickets are already linked this way".into()));
         }
-        w.record(
-            Some(actor),
-            Event {
-                kind: "link.created",
-                entity: "link",
-                entity_id: link.id.to_string(),
-                data: &link,
-                ticket: Some(source),
-                staff_only: true,
-            },
-        )
-        .await?;
+        w.record(Some(actor), Event::link_created(&link)).await?;
         w.commit().await?;
         Ok(link)
     }
@@ -514,18 +436,7 @@ impl TenantStore for PgTenant {
         if changed == 0 {
             return Err(StoreError::NotFound);
         }
-        w.record(
-            Some(actor),
-            Event {
-                kind: "link.deleted",
-                entity: "link",
-                entity_id: link.to_string(),
-                data: &json!({ "id": link }),
-                ticket: Some(ticket),
-                staff_only: true,
-            },
-        )
-        .await?;
+        w.record(Some(actor), Event::link_deleted(&Removed { id: link }, ticket)).await?;
         w.commit().await
     }
 

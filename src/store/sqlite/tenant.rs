@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use async_trait::async_trait;
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
-use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::executor::Executor;
@@ -153,17 +152,7 @@ impl SqliteTenant {
                 params![workspace.id, workspace.name, workspace.created_at],
             )
             .map_err(error)?;
-            tx.record(
-                Some(actor),
-                Event {
-                    kind: "workspace.created",
-                    entity: "workspace",
-                    entity_id: workspace.id.to_string(),
-                    data: &workspace,
-                    ticket: None,
-                    staff_only: false,
-                },
-            )?;
+            tx.record(Some(actor), Event::workspace_created(&workspace))?;
             Ok(())
         })
         .await
@@ -185,17 +174,7 @@ impl TenantStore for SqliteTenant {
                 params![member.user_id, member.email, member.name, member.role, member.joined_at],
             )
             .map_err(error)?;
-            tx.record(
-                Some(actor),
-                Event {
-                    kind: if added { "member.added" } else { "member.updated" },
-                    entity: "member",
-                    entity_id: member.user_id.to_string(),
-                    data: &member,
-                    ticket: None,
-                    staff_only: true,
-                },
-            )?;
+            tx.record(Some(actor), Event::member(&member, added))?;
             Ok(())
         })
         .await
@@ -237,17 +216,7 @@ impl TenantStore for SqliteTenant {
                 updated_at: now,
                 version: 1,
             };
-            tx.record(
-                Some(actor),
-                Event {
-                    kind: "ticket.created",
-                    entity: "ticket",
-                    entity_id: id.to_string(),
-                    data: &ticket,
-                    ticket: Some(id),
-                    staff_only: false,
-                },
-            )?;
+            tx.record(Some(actor), Event::ticket_created(&ticket))?;
             Ok(ticket)
         })
         .await
@@ -344,17 +313,7 @@ impl TenantStore for SqliteTenant {
             if tags_changed {
                 write_tags(tx, id, &ticket.tags, false)?;
             }
-            tx.record(
-                Some(actor),
-                Event {
-                    kind: "ticket.updated",
-                    entity: "ticket",
-                    entity_id: id.to_string(),
-                    data: &ticket,
-                    ticket: Some(id),
-                    staff_only: false,
-                },
-            )?;
+            tx.record(Some(actor), Event::ticket_updated(&ticket))?;
             Ok(ticket)
         })
         .await
@@ -368,17 +327,7 @@ impl TenantStore for SqliteTenant {
             if changed == 0 {
                 return Err(StoreError::NotFound);
             }
-            tx.record(
-                Some(actor),
-                Event {
-                    kind: "ticket.deleted",
-                    entity: "ticket",
-                    entity_id: id.to_string(),
-                    data: &json!({ "id": id }),
-                    ticket: Some(id),
-                    staff_only: false,
-                },
-            )?;
+            tx.record(Some(actor), Event::ticket_deleted(&Removed { id }))?;
             Ok(())
         })
         .await
@@ -398,17 +347,7 @@ impl TenantStore for SqliteTenant {
                 stmt.execute(params![comment.id, comment.ticket_id, comment.author_id, comment.body, comment.internal, comment.created_at])
             })
             .map_err(error)?;
-            tx.record(
-                Some(actor),
-                Event {
-                    kind: "comment.created",
-                    entity: "comment",
-                    entity_id: comment.id.to_string(),
-                    data: &comment,
-                    ticket: Some(ticket),
-                    staff_only: internal,
-                },
-            )?;
+            tx.record(Some(actor), Event::comment_created(&comment))?;
             Ok(comment)
         })
         .await
@@ -455,17 +394,7 @@ impl TenantStore for SqliteTenant {
                 StoreError::Conflict(_) => StoreError::Conflict("these tickets are already linked this way".into()),
                 other => other,
             })?;
-            tx.record(
-                Some(actor),
-                Event {
-                    kind: "link.created",
-                    entity: "link",
-                    entity_id: link.id.to_string(),
-                    data: &link,
-                    ticket: Some(source),
-                    staff_only: true,
-                },
-            )?;
+            tx.record(Some(actor), Event::link_created(&link))?;
             Ok(link)
         })
         .await
@@ -495,17 +424,7 @@ impl TenantStore for SqliteTenant {
             if changed == 0 {
                 return Err(StoreError::NotFound);
             }
-            tx.record(
-                Some(actor),
-                Event {
-                    kind: "link.deleted",
-                    entity: "link",
-                    entity_id: link.to_string(),
-                    data: &json!({ "id": link }),
-                    ticket: Some(ticket),
-                    staff_only: true,
-                },
-            )?;
+            tx.record(Some(actor), Event::link_deleted(&Removed { id: link }, ticket))?;
             Ok(())
         })
         .await
