@@ -323,21 +323,25 @@ fn raw_creates(dir: &Path, secs: u64) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
+/// POST tickets to `url` for the configured time: with wrk when present, else in-process.
+async fn create_load(http: &reqwest::Client, url: String, token: &str, args: &Args, dir: &Path) -> Stats {
+    if have_wrk() {
+        return wrk(&url, "POST", Some(token), Some(r#"{"title":"bench ticket"}"#), args.secs, args.clients, dir);
+    }
+    let (h, t) = (http.clone(), token.to_string());
+    load(args.secs, args.clients, move |n| {
+        let req = h.post(url.clone()).bearer_auth(&t).json(&json!({ "title": format!("bench {n}") })).send();
+        async move { req.await.map(|r| r.status() == 201).unwrap_or(false) }
+    })
+    .await
+}
+
 async fn bench_creates(args: &Args, dir: &Path) {
     let server = ServerProc::start(&dir.join("data")).await;
     let http = client(args.clients);
     let (token, ws) = admin_and_workspace(&http, &server.base).await;
     let url = format!("{}/api/workspaces/{ws}/tickets", server.base);
-    let stats = if have_wrk() {
-        wrk(&url, "POST", Some(&token), Some(r#"{"title":"bench ticket"}"#), args.secs, args.clients, dir)
-    } else {
-        let (h, t) = (http.clone(), token.clone());
-        load(args.secs, args.clients, move |n| {
-            let req = h.post(url.clone()).bearer_auth(&t).json(&json!({ "title": format!("bench {n}") })).send();
-            async move { req.await.map(|r| r.status() == 201).unwrap_or(false) }
-        })
-        .await
-    };
+    let stats = create_load(&http, url, &token, args, dir).await;
     server.stop().await;
     let raw = tokio::task::spawn_blocking({
         let dir = dir.to_owned();
@@ -660,16 +664,7 @@ async fn bench_pg_creates(args: &Args, dir: &Path) {
     let (token, ws) = admin_and_workspace(&http, &server.base).await;
     let me: Value = http.get(format!("{}/api/me", server.base)).bearer_auth(&token).send().await.expect("me").json().await.expect("json");
     let url = format!("{}/api/workspaces/{ws}/tickets", server.base);
-    let stats = if have_wrk() {
-        wrk(&url, "POST", Some(&token), Some(r#"{"title":"bench ticket"}"#), args.secs, args.clients, dir)
-    } else {
-        let (h, t) = (http.clone(), token.clone());
-        load(args.secs, args.clients, move |n| {
-            let req = h.post(url.clone()).bearer_auth(&t).json(&json!({ "title": format!("bench {n}") })).send();
-            async move { req.await.map(|r| r.status() == 201).unwrap_or(false) }
-        })
-        .await
-    };
+    let stats = create_load(&http, url, &token, args, dir).await;
     server.stop().await;
     let raw = raw_pg_creates(&pg.app_url, &ws, me["id"].as_str().expect("id"), args.secs).await;
     println!(

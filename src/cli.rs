@@ -144,8 +144,7 @@ fn read_password() -> Result<String, BoxError> {
 
 async fn hash_password(config: &Config, password: String) -> Result<String, BoxError> {
     Passwords::validate("password", &password).map_err(|e| format!("{}: {}", e.field, e.message))?;
-    let cost = config.bcrypt_cost;
-    Ok(tokio::task::spawn_blocking(move || bcrypt::hash(password, cost)).await??)
+    crate::auth::password::hash_with_cost(password, config.bcrypt_cost).await.map_err(|e| e.to_string().into())
 }
 
 async fn user(config: &Config, cmd: UserCommand) -> Result<(), BoxError> {

@@ -41,8 +41,7 @@ impl Passwords {
     }
 
     pub async fn hash(&self, password: String) -> AppResult<String> {
-        let cost = self.cost;
-        tokio::task::spawn_blocking(move || bcrypt::hash(password, cost)).await.map_err(AppError::internal)?.map_err(AppError::internal)
+        hash_with_cost(password, self.cost).await
     }
 
     /// Verifies against `hash`, or against the dummy when there is no user: same cost either way.
@@ -61,6 +60,11 @@ impl Passwords {
             }
         }
     }
+}
+
+/// Hashes on a blocking thread at `cost` (also what the CLI uses, with no dummy to prewarm).
+pub async fn hash_with_cost(password: String, cost: u32) -> AppResult<String> {
+    tokio::task::spawn_blocking(move || bcrypt::hash(password, cost)).await.map_err(AppError::internal)?.map_err(AppError::internal)
 }
 
 #[cfg(test)]

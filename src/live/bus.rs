@@ -207,10 +207,6 @@ impl Bus {
         bus
     }
 
-    pub fn shutdown(&self) -> &CancellationToken {
-        &self.shutdown
-    }
-
     /// Follows `store`'s workspace. The live receiver exists before any replay is read, so
     /// nothing committed from now on can fall between replay and tail.
     pub async fn subscribe(self: &Arc<Self>, store: Arc<dyn TenantStore>) -> StoreResult<Subscription> {

@@ -357,6 +357,25 @@ pub struct NewTicket {
     pub tags: Vec<String>,
 }
 
+impl NewTicket {
+    /// The ticket as first stored: version 1, created and updated at `now`.
+    pub fn into_ticket(self, id: TicketId, number: i64, now: Millis) -> Ticket {
+        Ticket {
+            id,
+            number,
+            title: self.title,
+            status: self.status,
+            priority: self.priority,
+            requester_id: self.requester_id,
+            assignee_id: self.assignee_id,
+            tags: self.tags,
+            created_at: now,
+            updated_at: now,
+            version: 1,
+        }
+    }
+}
+
 /// A validated change to a ticket; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default)]
 pub struct TicketPatch {

@@ -15,10 +15,10 @@ use tokio_postgres::types::ToSql;
 
 use super::error;
 use super::tenant::{COMMENT_COLS, LINK_COLS, TICKET_COLS, comment_from_row, link_from_row, ticket_from_row};
+use super::types::{member_from_row, workspace_from_row};
 use crate::store::bootstrap::Encoder;
 use crate::store::{
-    Audience, AuditQuery, BootstrapSummary, DeltaPage, Event, Member, Millis, Page, StoreError, StoreResult, SyncEvent, UserId, Workspace,
-    WorkspaceId,
+    Audience, AuditQuery, BootstrapSummary, DeltaPage, Event, Millis, Page, StoreError, StoreResult, SyncEvent, UserId, WorkspaceId,
 };
 
 pub type Param<'a> = &'a (dyn ToSql + Sync);
@@ -289,22 +289,12 @@ pub async fn bootstrap(
         Audience::Staff => None,
     };
     if let Some(row) = tx.query_opt("SELECT workspace_id, name, created_at FROM workspace_info", &[]).await.map_err(error)? {
-        let ws = Workspace {
-            id: row.try_get(0).map_err(error)?,
-            name: row.try_get(1).map_err(error)?,
-            created_at: row.try_get(2).map_err(error)?,
-        };
+        let ws = workspace_from_row(&row)?;
         send(out, enc.row("workspace", &ws)?).await?;
     }
     if requester.is_none() {
         for row in tx.query("SELECT user_id, email, name, role, joined_at FROM members ORDER BY user_id", &[]).await.map_err(error)? {
-            let member = Member {
-                user_id: row.try_get(0).map_err(error)?,
-                email: row.try_get(1).map_err(error)?,
-                name: row.try_get(2).map_err(error)?,
-                role: row.try_get(3).map_err(error)?,
-                joined_at: row.try_get(4).map_err(error)?,
-            };
+            let member = member_from_row(&row)?;
             send(out, enc.row("member", &member)?).await?;
         }
     }

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use deadpool_postgres::Pool;
 use tokio_postgres::Row;
 
+use super::types::{member_from_row, workspace_from_row};
 use super::{error, pool_error};
 use crate::store::*;
 
@@ -22,20 +23,6 @@ fn user_from_row(row: &Row) -> StoreResult<User> {
         disabled: row.try_get(4).map_err(error)?,
         created_at: row.try_get(5).map_err(error)?,
     })
-}
-
-fn member_from_row(row: &Row) -> StoreResult<Member> {
-    Ok(Member {
-        user_id: row.try_get(0).map_err(error)?,
-        email: row.try_get(1).map_err(error)?,
-        name: row.try_get(2).map_err(error)?,
-        role: row.try_get(3).map_err(error)?,
-        joined_at: row.try_get(4).map_err(error)?,
-    })
-}
-
-fn workspace_from_row(row: &Row) -> StoreResult<Workspace> {
-    Ok(Workspace { id: row.try_get(0).map_err(error)?, name: row.try_get(1).map_err(error)?, created_at: row.try_get(2).map_err(error)? })
 }
 
 fn session_from_row(row: &Row) -> StoreResult<SessionInfo> {

@@ -183,19 +183,7 @@ impl TenantStore for PgTenant {
         let mut w = self.write_tx(&mut client).await?;
         let number = w.next_ticket_number().await?;
         let now = w.now();
-        let ticket = Ticket {
-            id: TicketId::new(),
-            number,
-            title: new.title,
-            status: new.status,
-            priority: new.priority,
-            requester_id: new.requester_id,
-            assignee_id: new.assignee_id,
-            tags: new.tags,
-            created_at: now,
-            updated_at: now,
-            version: 1,
-        };
+        let ticket = new.into_ticket(TicketId::new(), number, now);
         let stmt = w
             .tx()
             .prepare_cached(

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use super::error;
 use super::log::{EVENT_COLS, Param, event_from_row, scope};
 use super::tenant::{COMMENT_COLS, LINK_COLS, TICKET_COLS, comment_from_row, link_from_row, ticket_from_row};
+use super::types::{member_from_row, workspace_from_row};
 use crate::store::*;
 
 async fn send(out: &mpsc::Sender<TenantRow>, row: TenantRow) -> StoreResult<()> {
@@ -21,22 +22,12 @@ async fn send(out: &mpsc::Sender<TenantRow>, row: TenantRow) -> StoreResult<()> 
 pub async fn export(tx: &Transaction<'_>, out: &mpsc::Sender<TenantRow>) -> StoreResult<u64> {
     let mut count = 0u64;
     for row in tx.query("SELECT workspace_id, name, created_at FROM workspace_info", &[]).await.map_err(error)? {
-        let ws = Workspace {
-            id: row.try_get(0).map_err(error)?,
-            name: row.try_get(1).map_err(error)?,
-            created_at: row.try_get(2).map_err(error)?,
-        };
+        let ws = workspace_from_row(&row)?;
         send(out, TenantRow::Workspace(ws)).await?;
         count += 1;
     }
     for row in tx.query("SELECT user_id, email, name, role, joined_at FROM members ORDER BY user_id", &[]).await.map_err(error)? {
-        let member = Member {
-            user_id: row.try_get(0).map_err(error)?,
-            email: row.try_get(1).map_err(error)?,
-            name: row.try_get(2).map_err(error)?,
-            role: row.try_get(3).map_err(error)?,
-            joined_at: row.try_get(4).map_err(error)?,
-        };
+        let member = member_from_row(&row)?;
         send(out, TenantRow::Member(member)).await?;
         count += 1;
     }

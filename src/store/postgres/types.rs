@@ -4,9 +4,12 @@
 use std::error::Error;
 
 use bytes::BytesMut;
+use tokio_postgres::Row;
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, accepts, to_sql_checked};
 use uuid::Uuid;
 
+use super::error;
+use crate::store::StoreResult;
 use crate::store::model::*;
 
 type BoxError = Box<dyn Error + Sync + Send>;
@@ -66,3 +69,19 @@ macro_rules! text_enum_column {
 }
 
 text_enum_column!(Role, Status, Priority, LinkKind);
+
+/// `user_id, email, name, role, joined_at`, the column order every member query uses.
+pub fn member_from_row(row: &Row) -> StoreResult<Member> {
+    Ok(Member {
+        user_id: row.try_get(0).map_err(error)?,
+        email: row.try_get(1).map_err(error)?,
+        name: row.try_get(2).map_err(error)?,
+        role: row.try_get(3).map_err(error)?,
+        joined_at: row.try_get(4).map_err(error)?,
+    })
+}
+
+/// `id, name, created_at`.
+pub fn workspace_from_row(row: &Row) -> StoreResult<Workspace> {
+    Ok(Workspace { id: row.try_get(0).map_err(error)?, name: row.try_get(1).map_err(error)?, created_at: row.try_get(2).map_err(error)? })
+}

@@ -14,9 +14,10 @@ use tokio::sync::mpsc;
 
 use super::error;
 use super::tenant::{COMMENT_COLS, LINK_COLS, TICKET_COLS, comment_from_row, link_from_row, ticket_from_row};
+use super::types::{member_from_row, workspace_from_row};
 use crate::store::bootstrap::Encoder;
 use crate::store::{
-    Audience, AuditQuery, BootstrapSummary, DeltaPage, Event, FeedEvent, Member, Millis, Page, StoreError, StoreResult, SyncEvent, UserId,
+    Audience, AuditQuery, BootstrapSummary, DeltaPage, Event, FeedEvent, Millis, Page, StoreError, StoreResult, SyncEvent, UserId,
     Workspace, WorkspaceId,
 };
 
@@ -218,12 +219,8 @@ pub fn bootstrap(
         }
     };
 
-    let ws: Option<Workspace> = tx
-        .query_row("SELECT id, name, created_at FROM workspace", [], |row| {
-            Ok(Workspace { id: row.get(0)?, name: row.get(1)?, created_at: row.get(2)? })
-        })
-        .optional()
-        .map_err(error)?;
+    let ws: Option<Workspace> =
+        tx.query_row("SELECT id, name, created_at FROM workspace", [], workspace_from_row).optional().map_err(error)?;
     if let Some(ws) = ws {
         send(enc.row("workspace", &ws)?)?;
     }
@@ -237,13 +234,7 @@ pub fn bootstrap(
         let mut stmt = tx.prepare("SELECT user_id, email, name, role, joined_at FROM members ORDER BY user_id").map_err(error)?;
         let mut rows = stmt.query([]).map_err(error)?;
         while let Some(row) = rows.next().map_err(error)? {
-            let member = Member {
-                user_id: row.get(0).map_err(error)?,
-                email: row.get(1).map_err(error)?,
-                name: row.get(2).map_err(error)?,
-                role: row.get(3).map_err(error)?,
-                joined_at: row.get(4).map_err(error)?,
-            };
+            let member = member_from_row(row).map_err(error)?;
             send(enc.row("member", &member)?)?;
         }
     }

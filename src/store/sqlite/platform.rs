@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::executor::Executor;
 use super::pool::SqlitePool;
+use super::types::{member_from_row, workspace_from_row};
 use super::{blocking, error};
 use crate::store::*;
 
@@ -53,10 +54,6 @@ fn insert_user(conn: &Connection, user: &NewUser, only_if_first: bool) -> StoreR
             other => other,
         })?;
     Ok((inserted == 1).then_some(row))
-}
-
-fn member_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Member> {
-    Ok(Member { user_id: row.get(0)?, email: row.get(1)?, name: row.get(2)?, role: row.get(3)?, joined_at: row.get(4)? })
 }
 
 const MEMBER_SELECT: &str = "SELECT m.user_id, u.email, u.name, m.role, m.created_at
@@ -343,11 +340,9 @@ impl PlatformStore for SqlitePlatform {
 
     async fn workspace(&self, id: WorkspaceId) -> StoreResult<Option<Workspace>> {
         blocking(&self.exec, &self.pool, move |conn| {
-            conn.query_row("SELECT id, name, created_at FROM workspaces WHERE id = ?1", params![id], |row| {
-                Ok(Workspace { id: row.get(0)?, name: row.get(1)?, created_at: row.get(2)? })
-            })
-            .optional()
-            .map_err(error)
+            conn.query_row("SELECT id, name, created_at FROM workspaces WHERE id = ?1", params![id], workspace_from_row)
+                .optional()
+                .map_err(error)
         })
         .await
     }
@@ -355,9 +350,7 @@ impl PlatformStore for SqlitePlatform {
     async fn list_workspaces(&self) -> StoreResult<Vec<Workspace>> {
         blocking(&self.exec, &self.pool, |conn| {
             let mut stmt = conn.prepare("SELECT id, name, created_at FROM workspaces ORDER BY created_at, id").map_err(error)?;
-            stmt.query_map([], |row| Ok(Workspace { id: row.get(0)?, name: row.get(1)?, created_at: row.get(2)? }))
-                .and_then(|rows| rows.collect())
-                .map_err(error)
+            stmt.query_map([], workspace_from_row).and_then(|rows| rows.collect()).map_err(error)
         })
         .await
     }

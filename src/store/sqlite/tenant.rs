@@ -203,19 +203,7 @@ impl TenantStore for SqliteTenant {
             .map_err(error)?;
             let number = tx.last_insert_rowid();
             write_tags(tx, id, &new.tags, true)?;
-            let ticket = Ticket {
-                id,
-                number,
-                title: new.title,
-                status: new.status,
-                priority: new.priority,
-                requester_id: new.requester_id,
-                assignee_id: new.assignee_id,
-                tags: new.tags,
-                created_at: now,
-                updated_at: now,
-                version: 1,
-            };
+            let ticket = new.into_ticket(id, number, now);
             tx.record(Some(actor), Event::ticket_created(&ticket))?;
             Ok(ticket)
         })

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use super::error;
 use super::log::{EVENT_COLS, event_from_row};
 use super::tenant::{COMMENT_COLS, LINK_COLS, TICKET_COLS, comment_from_row, link_from_row, ticket_from_row};
+use super::types::{member_from_row, workspace_from_row};
 use crate::store::*;
 
 fn send(out: &mpsc::Sender<TenantRow>, row: TenantRow) -> StoreResult<()> {
@@ -24,7 +25,7 @@ pub fn export(conn: &mut Connection, out: &mpsc::Sender<TenantRow>) -> StoreResu
         let mut stmt = tx.prepare("SELECT id, name, created_at FROM workspace").map_err(error)?;
         let mut rows = stmt.query([]).map_err(error)?;
         while let Some(row) = rows.next().map_err(error)? {
-            let ws = Workspace { id: row.get(0).map_err(error)?, name: row.get(1).map_err(error)?, created_at: row.get(2).map_err(error)? };
+            let ws = workspace_from_row(row).map_err(error)?;
             send(out, TenantRow::Workspace(ws))?;
             count += 1;
         }
@@ -33,13 +34,7 @@ pub fn export(conn: &mut Connection, out: &mpsc::Sender<TenantRow>) -> StoreResu
         let mut stmt = tx.prepare("SELECT user_id, email, name, role, joined_at FROM members ORDER BY user_id").map_err(error)?;
         let mut rows = stmt.query([]).map_err(error)?;
         while let Some(row) = rows.next().map_err(error)? {
-            let member = Member {
-                user_id: row.get(0).map_err(error)?,
-                email: row.get(1).map_err(error)?,
-                name: row.get(2).map_err(error)?,
-                role: row.get(3).map_err(error)?,
-                joined_at: row.get(4).map_err(error)?,
-            };
+            let member = member_from_row(row).map_err(error)?;
             send(out, TenantRow::Member(member))?;
             count += 1;
         }

@@ -53,3 +53,13 @@ macro_rules! text_enum_column {
 }
 
 text_enum_column!(Role, Status, Priority, LinkKind);
+
+/// `user_id, email, name, role, joined_at`, the column order every member query uses.
+pub fn member_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Member> {
+    Ok(Member { user_id: row.get(0)?, email: row.get(1)?, name: row.get(2)?, role: row.get(3)?, joined_at: row.get(4)? })
+}
+
+/// `id, name, created_at`.
+pub fn workspace_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Workspace> {
+    Ok(Workspace { id: row.get(0)?, name: row.get(1)?, created_at: row.get(2)? })
+}
