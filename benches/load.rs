@@ -1,7 +1,7 @@
 //! Load and speed harness for the foundation. Prints its figures; see docs/benchmarks.md.
 //!
 //! ```text
-//! cargo bench --bench load -- [creates|get|bootstrap|tenants|sse|pg-creates|all] [--secs S] [--clients C] [--rows N] [--tenants N]
+//! cargo bench --bench load -- [creates|get|bootstrap|tenants|sse|pg-creates|all] [--secs S] [--clients C] [--threads T] [--rows N] [--tenants N]
 //! ```
 //!
 //! The server runs as its own process (the real `edgedesk serve` binary, release build)
@@ -30,8 +30,12 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+#[path = "load/fleet.rs"]
+mod fleet;
 #[path = "../tests/api/pgdb.rs"]
 mod pgdb;
+#[path = "load/sse.rs"]
+mod sse;
 
 const TENANT_SCHEMA: &str = include_str!("../schema/sqlite/tenant/0001_init.sql");
 const PASSWORD: &str = "correct horse battery";
@@ -40,18 +44,26 @@ struct Args {
     which: String,
     secs: u64,
     clients: usize,
+    /// `--clients` given: the sse scenario runs that many instead of 1,000 and 10,000.
+    clients_given: bool,
+    /// Threads of the sse load client.
+    threads: usize,
     rows: u64,
     tenants: usize,
 }
 
 fn parse_args() -> Args {
-    let mut args = Args { which: "all".into(), secs: 5, clients: 32, rows: 1_000_000, tenants: 10_000 };
+    let mut args = Args { which: "all".into(), secs: 5, clients: 32, clients_given: false, threads: 1, rows: 1_000_000, tenants: 10_000 };
     let mut it = std::env::args().skip(1).filter(|a| a != "--bench");
     while let Some(arg) = it.next() {
         let mut num = |name: &str| it.next().and_then(|v| v.parse::<u64>().ok()).unwrap_or_else(|| panic!("{name} needs a number"));
         match arg.as_str() {
             "--secs" => args.secs = num("--secs"),
-            "--clients" => args.clients = num("--clients") as usize,
+            "--clients" => {
+                args.clients = num("--clients") as usize;
+                args.clients_given = true;
+            }
+            "--threads" => args.threads = num("--threads").max(1) as usize,
             "--rows" => args.rows = num("--rows"),
             "--tenants" => args.tenants = num("--tenants") as usize,
             other if !other.starts_with('-') => args.which = other.to_string(),
@@ -75,13 +87,15 @@ impl ServerProc {
     async fn start_with(data: &Path, env: &[(&str, &str)]) -> Self {
         // EDGEDESK_BENCH_SERVER_CPUS=0 (with the harness itself under `taskset -c 1`) keeps
         // the server and the load client off each other's cores.
+        // EDGEDESK_BENCH_SERVER_BIN=target/profiling/edgedesk runs a build with symbols, for perf.
+        let binary = std::env::var("EDGEDESK_BENCH_SERVER_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_edgedesk").to_string());
         let mut command = match std::env::var("EDGEDESK_BENCH_SERVER_CPUS") {
             Ok(cpus) => {
                 let mut c = Command::new("taskset");
-                c.args(["-c", &cpus, env!("CARGO_BIN_EXE_edgedesk")]);
+                c.args(["-c", &cpus, &binary]);
                 c
             }
-            Err(_) => Command::new(env!("CARGO_BIN_EXE_edgedesk")),
+            Err(_) => Command::new(&binary),
         };
         for (key, value) in env {
             command.env(key, value);
@@ -679,198 +693,6 @@ async fn bench_pg_creates(args: &Args, dir: &Path) {
     );
 }
 
-/// CPU seconds (user + system) a process has used so far, from /proc.
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-/// One SSE client as cheap as can be: a socket that asks for the stream and then only scans
-/// what arrives for `id: N` lines, noting when each id came.
-async fn sse_client(
-    addr: std::net::SocketAddr,
-    ws: String,
-    token: String,
-    ready: tokio::sync::mpsc::Sender<()>,
-    stop: Arc<AtomicBool>,
-) -> Vec<(i64, Instant)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut seen = Vec::new();
-    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else { return seen };
-    let request = format!("GET /api/workspaces/{ws}/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n");
-    if stream.write_all(request.as_bytes()).await.is_err() {
-        return seen;
-    }
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut carry = Vec::new();
-    let mut announced = false;
-    while !stop.load(Ordering::Relaxed) {
-        let n = match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => break,
-            Ok(Ok(n)) => n,
-            Err(_) => continue,
-        };
-        let at = Instant::now();
-        carry.extend_from_slice(&buf[..n]);
-        if !announced && carry.windows(6).any(|w| w == b"retry:") {
-            announced = true;
-            let _ = ready.send(()).await;
-        }
-        let mut start = 0;
-        while let Some(pos) = carry[start..].windows(4).position(|w| w == b"id: ") {
-            let from = start + pos + 4;
-            let Some(len) = carry[from..].iter().position(|b| *b == b'\n') else { break };
-            if let Some(id) = std::str::from_utf8(&carry[from..from + len]).ok().and_then(|t| t.parse().ok()) {
-                seen.push((id, at));
-            }
-            start = from + len;
-        }
-        carry.drain(..start);
-        if carry.len() > 64 * 1024 {
-            let keep = carry.len() - 16;
-            carry.drain(..keep);
-        }
-    }
-    seen
-}
-
-async fn bench_sse(dir: &Path) {
-    let _ = rlimit::increase_nofile_limit(u64::MAX);
-    for clients in [1_000usize, 10_000] {
-        let data = dir.join(format!("data-{clients}"));
-        let env = [("EDGEDESK_SSE_MAX_PER_USER", "1000000"), ("EDGEDESK_SSE_MAX_CONNECTIONS", "1000000")];
-        let server = ServerProc::start_with(&data, &env).await;
-        let http = client(8);
-        let (token, ws) = admin_and_workspace(&http, &server.base).await;
-        let addr: std::net::SocketAddr = server.base.trim_start_matches("http://").parse().expect("address");
-        let rss_before = server.rss_kib();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ready_tx, mut ready) = tokio::sync::mpsc::channel(clients);
-        let mut tasks = Vec::with_capacity(clients);
-        for batch in 0..clients.div_ceil(250) {
-            for _ in 0..250.min(clients - batch * 250) {
-                tasks.push(tokio::spawn(sse_client(addr, ws.clone(), token.clone(), ready_tx.clone(), stop.clone())));
-            }
-            for _ in 0..250.min(clients - batch * 250) {
-                ready.recv().await.expect("a client subscribed");
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let rss_connected = server.rss_kib();
-        let per_client_kib = (rss_connected.saturating_sub(rss_before)) as f64 / clients as f64;
-
-        // Latency: paced events from one writer, so event i has sync_id head + i. The pace
-        // (one event every 100 ms) is one the fan-out sustains at 10,000 clients, so this
-        // measures an event's trip, not a queue; saturation is measured below.
-        let delta: Value = http
-            .get(format!("{}/api/workspaces/{ws}/sync/delta?after=0&limit=1000", server.base))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .expect("delta")
-            .json()
-            .await
-            .expect("json");
-        let head = delta["last_sync_id"].as_i64().expect("head");
-        let url = format!("{}/api/workspaces/{ws}/tickets", server.base);
-        let paced = 50i64;
-        let mut sent_at = std::collections::HashMap::new();
-        let mut acked_at = std::collections::HashMap::new();
-        let (cpu_client0, cpu_server0) = (cpu_secs(std::process::id()), cpu_secs(server.pid));
-        for i in 1..=paced {
-            sent_at.insert(head + i, Instant::now());
-            post(&http, url.clone(), Some(&token), json!({ "title": "latency" })).await;
-            acked_at.insert(head + i, Instant::now());
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        // The same again with one client connected that never reads a byte.
-        let stalled = {
-            use tokio::io::AsyncWriteExt;
-            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-            let _ = socket.set_recv_buffer_size(4096);
-            let mut stream = socket.connect(addr).await.expect("connect");
-            let request = format!("GET /api/workspaces/{ws}/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n");
-            stream.write_all(request.as_bytes()).await.expect("request");
-            stream
-        };
-        let mut with_stalled = std::collections::HashMap::new();
-        for i in (paced + 1)..=(2 * paced) {
-            with_stalled.insert(head + i, Instant::now());
-            post(&http, url.clone(), Some(&token), json!({ "title": "latency, one client stalled" })).await;
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let paced = 2 * paced;
-        // Throughput: four writers as fast as they go.
-        let burst = 200i64;
-        let burst_start = Instant::now();
-        let writers: Vec<_> = (0..4)
-            .map(|_| {
-                let (http, url, token) = (http.clone(), url.clone(), token.clone());
-                tokio::spawn(async move {
-                    for _ in 0..burst / 4 {
-                        post(&http, url.clone(), Some(&token), json!({ "title": "burst" })).await;
-                    }
-                })
-            })
-            .collect();
-        for w in writers {
-            w.await.expect("writer");
-        }
-        let last = head + paced + burst;
-        // Wait until every client has the last event (or give up after a while).
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        stop.store(true, Ordering::Relaxed);
-        let mut latencies = Vec::new();
-        let mut stalled_latencies = Vec::new();
-        let mut after_ack = Vec::new();
-        let mut burst_done = burst_start;
-        let mut complete = 0usize;
-        for task in tasks {
-            let seen = task.await.expect("client");
-            if seen.iter().any(|(id, _)| *id == last) {
-                complete += 1;
-            }
-            for (id, at) in seen {
-                if let Some(t0) = sent_at.get(&id) {
-                    latencies.push(at.saturating_duration_since(*t0));
-                }
-                if let Some(ack) = acked_at.get(&id) {
-                    after_ack.push(at.saturating_duration_since(*ack));
-                }
-                if let Some(t0) = with_stalled.get(&id) {
-                    stalled_latencies.push(at.saturating_duration_since(*t0));
-                }
-                if id > head + paced && at > burst_done {
-                    burst_done = at;
-                }
-            }
-        }
-        let (cpu_client, cpu_server) = (cpu_secs(std::process::id()) - cpu_client0, cpu_secs(server.pid) - cpu_server0);
-        latencies.sort();
-        after_ack.sort();
-        stalled_latencies.sort();
-        drop(stalled);
-        let delivered = burst as f64 * clients as f64 / burst_done.duration_since(burst_start).as_secs_f64();
-        server.stop().await;
-        println!(
-            "sse {clients} clients: commit-to-receipt (POST sent → frame read) p50 {:.2} ms, p99 {:.2} ms over {} deliveries (POST answered → frame read: p50 {:.2} ms, p99 {:.2} ms) | with one stalled client connected: p50 {:.2} ms, p99 {:.2} ms (target: p99 within 20%) | full fan-out {:.0} events delivered/s ({burst} events × {clients} clients) | {complete}/{clients} clients had every event | server RSS {:.1} KiB per connected client | CPU during the run: server {cpu_server:.1} s, load client {cpu_client:.1} s",
-            percentile(&latencies, 0.50),
-            percentile(&latencies, 0.99),
-            latencies.len(),
-            percentile(&after_ack, 0.50),
-            percentile(&after_ack, 0.99),
-            percentile(&stalled_latencies, 0.50),
-            percentile(&stalled_latencies, 0.99),
-            delivered,
-            per_client_kib,
-        );
-    }
-}
-
 fn scratch(name: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::Builder::new().prefix(&format!("edgedesk-bench-{name}-")).tempdir().expect("temp dir");
     let path = dir.path().to_owned();
@@ -880,6 +702,9 @@ fn scratch(name: &str) -> (tempfile::TempDir, PathBuf) {
 #[tokio::main]
 async fn main() {
     let args = parse_args();
+    if args.which == "raw-sse-server" {
+        return sse::raw_server_main(args.threads, args.rows as usize);
+    }
     let all = args.which == "all";
     println!(
         "edgedesk load harness: {} core(s), {} s per timed run, {} connections, load client: {}",
@@ -906,7 +731,8 @@ async fn main() {
     }
     if all || args.which == "sse" {
         let (_keep, dir) = scratch("sse");
-        bench_sse(&dir).await;
+        let sizes = if args.clients_given { vec![args.clients] } else { vec![1_000, 10_000] };
+        sse::bench_sse(&dir, &sizes, args.threads).await;
     }
     if all || args.which == "pg-creates" {
         let (_keep, dir) = scratch("pg-creates");

@@ -64,9 +64,13 @@ impl App {
         };
         let memberships = Arc::new(TtlCache::new(config.auth_cache_ttl, CACHE_CAPACITY));
         let shutdown = CancellationToken::new();
-        let bus = Bus::start(store.tenants.clone(), BusConfig { ring: config.sse_ring, lag: config.sse_lag }, shutdown.child_token());
+        let bus = Bus::start(
+            store.tenants.clone(),
+            BusConfig { ring: config.sse_ring, lag: config.sse_lag, heartbeat: config.sse_heartbeat },
+            shutdown.child_token(),
+        );
         let limits = crate::live::limits::ConnectionLimits::new(config.sse_max_per_user, config.sse_max_connections);
-        let live = LiveState { bus, heartbeat: config.sse_heartbeat, limits };
+        let live = LiveState { bus, limits };
         Ok(Self(Arc::new(AppInner { config, store, auth, live, memberships, shutdown, tasks: TaskTracker::new() })))
     }
 

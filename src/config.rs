@@ -57,7 +57,8 @@ pub struct Config {
     /// Development only: let the server run as a Postgres role that row-level security does
     /// not bind (superuser, BYPASSRLS, table owner). Logged loudly at every start.
     pub dev_allow_privileged_role: bool,
-    /// Live streams: a heartbeat comment after this long without events.
+    /// Live streams: a `: ping` comment to every stream this often, so proxies and clients
+    /// know an idle stream is alive.
     pub sse_heartbeat: Duration,
     /// Live streams: events kept per workspace for replay after a reconnect.
     pub sse_ring: usize,

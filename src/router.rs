@@ -2,12 +2,17 @@
 //! layers (request ids, tracing, body limit, panic catching, problem+json fallbacks).
 
 use axum::Router;
+use axum::extract::Request;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::HeaderName;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures::FutureExt;
+use std::panic::AssertUnwindSafe;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+use tracing::Instrument;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -43,9 +48,10 @@ impl Modify for Security {
     }
 }
 
-/// The API's routes and its OpenAPI document, before state and layers.
-pub fn api() -> (Router<App>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+/// The API's routes and its OpenAPI document, before state and layers: the request/response
+/// routes, then the long-lived streams (kept apart so that per-frame layers stay off them).
+pub fn api() -> (Router<App>, Router<App>, utoipa::openapi::OpenApi) {
+    let (routes, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health))
         .routes(routes!(ready))
         .routes(routes!(metrics))
@@ -53,23 +59,40 @@ pub fn api() -> (Router<App>, utoipa::openapi::OpenApi) {
         .merge(crate::tenants::routes())
         .merge(crate::tickets::routes())
         .merge(crate::sync::routes())
-        .merge(crate::live::routes())
-        .split_for_parts()
+        .split_for_parts();
+    let (streams, streams_openapi) = crate::live::routes().split_for_parts();
+    openapi.merge(streams_openapi);
+    (routes, streams, openapi)
 }
 
 pub fn build(app: App) -> Router {
-    let (api, openapi) = api();
+    let (api, streams, openapi) = api();
     let request_id = HeaderName::from_static("x-request-id");
     let body_limit = app.config().body_limit;
+    // Tracing and panic catching wrap every response body and see each of its frames; a
+    // live stream writes a frame per event to every subscriber, so the stream routes get
+    // `stream_guard` instead.
     api.merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(body_limit))
         .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| AppError::internal("handler panicked").into_response()))
         .layer(TraceLayer::new_for_http())
+        .merge(streams.method_not_allowed_fallback(method_not_allowed).layer(axum::middleware::from_fn(stream_guard)))
+        .layer(DefaultBodyLimit::max(body_limit))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(app)
+}
+
+/// What TraceLayer and CatchPanicLayer give the other routes (a span, a log line with the
+/// status, a problem+json 500 on panic), without wrapping the response body.
+async fn stream_guard(request: Request, next: Next) -> Response {
+    let span = tracing::debug_span!("request", method = %request.method(), uri = %request.uri().path());
+    let started = std::time::Instant::now();
+    let opened = AssertUnwindSafe(next.run(request)).catch_unwind().instrument(span.clone()).await;
+    let response = opened.unwrap_or_else(|_| AppError::internal("handler panicked").into_response());
+    tracing::debug!(parent: &span, status = response.status().as_u16(), latency_ms = started.elapsed().as_millis() as u64, "stream answered");
+    response
 }
 
 async fn not_found() -> AppError {

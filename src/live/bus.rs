@@ -2,22 +2,27 @@
 //!
 //! A topic exists while someone follows its workspace. It keeps a watermark into the log;
 //! the change feed's wakeups (which carry nothing) make its drain task read every event
-//! past the watermark and push each, pre-rendered once as an SSE frame, into a ring buffer
-//! (for replay) and a broadcast channel (the live tail). One reader of the log per
-//! workspace per instance, however many clients follow it.
+//! past the watermark and push each, pre-rendered once as an SSE frame, into a ring buffer,
+//! then wake the followers waiting on it. One reader of the log per workspace per instance,
+//! however many clients follow it.
 //!
-//! The ring holds exactly the events with ids in `(base, watermark]`: a client whose
-//! Last-Event-ID is at least `base` replays from memory, an older one from the log.
+//! The ring holds exactly the events with ids in `(base, watermark]`. It serves replay (a
+//! client whose Last-Event-ID is at least `base` replays from memory, an older one from the
+//! log) and the live tail alike: each [`Follower`] is only a position in it, so a delivery
+//! costs one wake and one look into shared memory, with no channel, queue or timer per
+//! subscriber. Heartbeats are one timer per topic.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{Audience, FeedEvent, StoreResult, TenantStore, TenantStores, Wakeup, WorkspaceId};
+use crate::store::{Audience, FeedEvent, StoreResult, TenantStore, TenantStores, TicketId, Wakeup, WorkspaceId};
 
 /// Events read from the log per query while draining.
 const DRAIN_PAGE: usize = 500;
@@ -55,84 +60,198 @@ pub fn render(event: &crate::store::SyncEvent) -> Bytes {
     Bytes::from(format!("id: {}\nevent: {}\ndata: {data}\n\n", event.sync_id, event.kind))
 }
 
-struct Ring {
+/// A topic's shared state: the ring of recent events and who is waiting for more.
+struct Tail {
     events: VecDeque<Arc<LiveEvent>>,
     /// Every event with an id in `(base, watermark]` is in `events`.
     base: i64,
     watermark: i64,
+    /// Followers waiting for the next event, heartbeat or the end.
+    waiting: Vec<Waker>,
+    /// Bumped whenever `waiting` is woken: a follower registered in an earlier round
+    /// registers again.
+    round: u64,
+    /// Heartbeats so far: a follower that has seen fewer sends a ping.
+    pings: u64,
+    /// Set at shutdown: every follower ends.
+    closed: bool,
+}
+
+impl Tail {
+    /// Takes the waiting followers, to be woken once the lock is released.
+    fn take_waiting(&mut self) -> Vec<Waker> {
+        self.round += 1;
+        let capacity = self.waiting.len();
+        std::mem::replace(&mut self.waiting, Vec::with_capacity(capacity))
+    }
 }
 
 pub struct Topic {
     pub workspace: WorkspaceId,
     store: Arc<dyn TenantStore>,
-    ring: Mutex<Ring>,
-    /// The live tail. Taken (dropped) at shutdown, which ends every subscriber's stream
-    /// through the channel itself: no stream has to check a shutdown flag on every poll.
-    tx: Mutex<Option<broadcast::Sender<Arc<LiveEvent>>>>,
+    tail: Mutex<Tail>,
     wake: Notify,
     subscribers: AtomicUsize,
-    capacity: usize,
+    config: BusConfig,
     stop: CancellationToken,
 }
 
 impl Topic {
+    fn tail(&self) -> std::sync::MutexGuard<'_, Tail> {
+        self.tail.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// `(base, events after `after` in the ring)`: what memory can replay.
     pub fn replay_from_ring(&self, after: i64) -> (i64, Vec<Arc<LiveEvent>>) {
-        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
-        (ring.base, ring.events.iter().filter(|e| e.sync_id > after).cloned().collect())
+        let tail = self.tail();
+        (tail.base, tail.events.iter().filter(|e| e.sync_id > after).cloned().collect())
     }
 
     pub fn store(&self) -> &Arc<dyn TenantStore> {
         &self.store
     }
 
-    fn watermark(&self) -> i64 {
-        self.ring.lock().unwrap_or_else(|p| p.into_inner()).watermark
-    }
-
-    /// Reads everything past the watermark into the ring and the live tail.
+    /// Reads everything past the watermark into the ring, then wakes the followers.
     async fn drain(&self) -> StoreResult<()> {
         loop {
-            let page = self.store.feed(self.watermark(), DRAIN_PAGE).await?;
-            for event in page.items {
-                let live = Arc::new(LiveEvent::new(event));
-                {
-                    let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
-                    if live.sync_id <= ring.watermark {
+            let watermark = self.tail().watermark;
+            let page = self.store.feed(watermark, DRAIN_PAGE).await?;
+            // Rendered before the lock is taken.
+            let fresh: Vec<Arc<LiveEvent>> = page.items.into_iter().map(|e| Arc::new(LiveEvent::new(e))).collect();
+            let waiting = {
+                let mut tail = self.tail();
+                let before = tail.watermark;
+                for live in fresh {
+                    if live.sync_id <= tail.watermark {
                         continue;
                     }
-                    ring.watermark = live.sync_id;
-                    ring.events.push_back(live.clone());
-                    while ring.events.len() > self.capacity {
-                        if let Some(old) = ring.events.pop_front() {
-                            ring.base = old.sync_id;
+                    tail.watermark = live.sync_id;
+                    tail.events.push_back(live);
+                    while tail.events.len() > self.config.ring {
+                        if let Some(old) = tail.events.pop_front() {
+                            tail.base = old.sync_id;
                         }
                     }
                 }
-                // No subscriber right now is fine: the ring keeps it for replay.
-                if let Some(tx) = self.tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-                    let _ = tx.send(live);
-                }
-            }
+                // A wakeup with nothing new (the feed wakes generously) wakes nobody.
+                if tail.watermark > before { tail.take_waiting() } else { Vec::new() }
+            };
+            waiting.into_iter().for_each(Waker::wake);
             if !page.has_more {
                 return Ok(());
             }
         }
     }
 
+    /// Marks a heartbeat (or the end) and wakes every follower.
+    fn announce(&self, end: bool) {
+        let waiting = {
+            let mut tail = self.tail();
+            tail.pings += 1;
+            tail.closed |= end;
+            tail.take_waiting()
+        };
+        waiting.into_iter().for_each(Waker::wake);
+    }
+
     async fn run(self: Arc<Self>) {
+        let period = self.config.heartbeat;
+        let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if let Err(err) = self.drain().await {
                 tracing::warn!(workspace = %self.workspace, error = %err, "live topic could not read the log; retrying on the next wakeup");
             }
-            tokio::select! {
-                _ = self.stop.cancelled() => {
-                    self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
-                    return;
+            loop {
+                tokio::select! {
+                    _ = self.stop.cancelled() => {
+                        self.announce(true);
+                        return;
+                    }
+                    _ = self.wake.notified() => break,
+                    _ = heartbeat.tick() => self.announce(false),
                 }
-                _ = self.wake.notified() => {}
             }
         }
+    }
+}
+
+/// What a follower gets next.
+pub enum Delivery {
+    /// One or more frames, ready to write.
+    Frames(Bytes),
+    /// Nothing new for a heartbeat period.
+    Ping,
+    /// The stream is over: the server is stopping, or this follower fell too far behind
+    /// (it reconnects with its Last-Event-ID and catches up from the log).
+    End,
+}
+
+/// One subscriber's place in its topic's live tail. Followers share the topic's ring:
+/// no queue, channel or timer per subscriber.
+pub struct Follower {
+    guard: TopicGuard,
+    /// The last sync_id delivered or skipped.
+    sent: i64,
+    /// The waiting round this follower's waker is registered in.
+    registered: Option<u64>,
+    pings: u64,
+}
+
+impl Follower {
+    /// Follows `guard`'s topic from just after `sent`.
+    pub fn new(guard: TopicGuard, sent: i64) -> Self {
+        let pings = guard.topic.tail().pings;
+        Self { guard, sent, registered: None, pings }
+    }
+
+    /// Up to `max` frames this subscriber may see, all that are ready, in one buffer.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>, audience: Audience, ticket: Option<TicketId>, max: usize) -> Poll<Delivery> {
+        let topic = &self.guard.topic;
+        let mut tail = topic.tail();
+        if tail.closed || self.sent < tail.base || tail.watermark - self.sent > topic.config.lag as i64 {
+            return Poll::Ready(Delivery::End);
+        }
+        let start = tail.events.partition_point(|e| e.sync_id <= self.sent);
+        let mut first: Option<&Bytes> = None;
+        let mut batch: Option<BytesMut> = None;
+        let mut taken = 0;
+        for event in tail.events.range(start..) {
+            if taken == max {
+                break;
+            }
+            self.sent = event.sync_id;
+            if !event.visible_to(audience, ticket) {
+                continue;
+            }
+            taken += 1;
+            match (first, batch.as_mut()) {
+                (None, _) => first = Some(&event.frame),
+                (Some(one), None) => {
+                    let mut joined = BytesMut::with_capacity(one.len() + event.frame.len());
+                    joined.extend_from_slice(one);
+                    joined.extend_from_slice(&event.frame);
+                    batch = Some(joined);
+                }
+                (Some(_), Some(joined)) => joined.extend_from_slice(&event.frame),
+            }
+        }
+        if let Some(joined) = batch {
+            return Poll::Ready(Delivery::Frames(joined.freeze()));
+        }
+        if let Some(one) = first {
+            // The shared frame itself: no copy for the common case of one event.
+            return Poll::Ready(Delivery::Frames(one.clone()));
+        }
+        if tail.pings != self.pings {
+            self.pings = tail.pings;
+            return Poll::Ready(Delivery::Ping);
+        }
+        if self.registered != Some(tail.round) {
+            self.registered = Some(tail.round);
+            tail.waiting.push(cx.waker().clone());
+        }
+        Poll::Pending
     }
 }
 
@@ -140,8 +259,10 @@ impl Topic {
 pub struct BusConfig {
     /// Events kept per workspace for replay.
     pub ring: usize,
-    /// Events buffered per subscriber before it counts as too far behind.
+    /// Events a follower may be behind the head before it is closed.
     pub lag: usize,
+    /// A `: ping` to every follower of a topic this often.
+    pub heartbeat: Duration,
 }
 
 pub struct Bus {
@@ -149,12 +270,6 @@ pub struct Bus {
     topics: Mutex<HashMap<WorkspaceId, Arc<Topic>>>,
     config: BusConfig,
     shutdown: CancellationToken,
-}
-
-/// A subscriber's hold on a topic, and its receiver of the live tail.
-pub struct Subscription {
-    pub guard: TopicGuard,
-    pub live: broadcast::Receiver<Arc<LiveEvent>>,
 }
 
 /// Dropping it unsubscribes (and retires a topic nobody follows any more).
@@ -207,23 +322,29 @@ impl Bus {
         bus
     }
 
-    /// Follows `store`'s workspace. The live receiver exists before any replay is read, so
-    /// nothing committed from now on can fall between replay and tail.
-    pub async fn subscribe(self: &Arc<Self>, store: Arc<dyn TenantStore>) -> StoreResult<Subscription> {
+    /// Follows `store`'s workspace. The topic's ring keeps everything committed from now
+    /// on (up to its capacity), so nothing can fall between a replay and the live tail.
+    pub async fn subscribe(self: &Arc<Self>, store: Arc<dyn TenantStore>) -> StoreResult<TopicGuard> {
         let workspace = store.workspace_id();
-        if let Some(sub) = self.join(workspace) {
-            return Ok(sub);
+        if let Some(guard) = self.join(workspace) {
+            return Ok(guard);
         }
         let head = store.head().await?;
-        let (tx, _) = broadcast::channel(self.config.lag);
         let topic = Arc::new(Topic {
             workspace,
             store,
-            ring: Mutex::new(Ring { events: VecDeque::with_capacity(self.config.ring.min(1024)), base: head, watermark: head }),
-            tx: Mutex::new(Some(tx)),
+            tail: Mutex::new(Tail {
+                events: VecDeque::with_capacity(self.config.ring.min(1024)),
+                base: head,
+                watermark: head,
+                waiting: Vec::new(),
+                round: 0,
+                pings: 0,
+                closed: false,
+            }),
             wake: Notify::new(),
             subscribers: AtomicUsize::new(0),
-            capacity: self.config.ring,
+            config: self.config,
             stop: self.shutdown.child_token(),
         });
         {
@@ -236,14 +357,13 @@ impl Bus {
         self.join(workspace).ok_or_else(|| crate::store::StoreError::internal("live topic vanished"))
     }
 
-    fn join(self: &Arc<Self>, workspace: WorkspaceId) -> Option<Subscription> {
+    fn join(self: &Arc<Self>, workspace: WorkspaceId) -> Option<TopicGuard> {
         let topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
         let topic = topics.get(&workspace)?.clone();
-        let live = topic.tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref()?.subscribe();
         topic.subscribers.fetch_add(1, Ordering::AcqRel);
         // Catch up on anything committed before this topic's first drain.
         topic.wake.notify_one();
-        Some(Subscription { guard: TopicGuard { topic, bus: self.clone() }, live })
+        Some(TopicGuard { topic, bus: self.clone() })
     }
 
     pub fn topic_count(&self) -> usize {

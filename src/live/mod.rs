@@ -12,7 +12,6 @@ pub mod limits;
 mod sse;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 pub use bus::{Bus, BusConfig};
 pub use sse::routes;
@@ -21,7 +20,5 @@ pub use sse::routes;
 #[derive(Clone)]
 pub struct LiveState {
     pub bus: Arc<Bus>,
-    /// A comment line on idle streams, so proxies and clients know the stream is alive.
-    pub heartbeat: Duration,
     pub limits: Arc<limits::ConnectionLimits>,
 }

@@ -2,24 +2,21 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::extract::{FromRef, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use bytes::{Bytes, BytesMut};
-use futures::{Stream, StreamExt};
+use bytes::Bytes;
+use futures::Stream;
 use serde::Deserialize;
-use tokio_stream::wrappers::BroadcastStream;
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::LiveState;
-use super::bus::{LiveEvent, Subscription, Topic, TopicGuard, render, wanted};
+use super::bus::{Delivery, Follower, Topic, render, wanted};
 use super::limits::Slot;
 use crate::auth::{AuthState, StreamToken};
 use crate::error::{AppError, AppResult, Problem};
@@ -93,25 +90,15 @@ async fn events(
     let slot = live.limits.acquire(conn.user())?;
     // Subscribed before anything is read: nothing committed from here on can fall between
     // the replay and the live tail.
-    let subscription = live.bus.subscribe(conn.store.clone()).await?;
+    let guard = live.bus.subscribe(conn.store.clone()).await?;
     // "Now" for a new follower is fixed before the client gets its 200: whatever it writes
     // after seeing the response has a later id and reaches it live.
     let head = conn.store.head().await?;
     let audience = conn.audience();
     let mut pending = VecDeque::from([Bytes::from_static(RETRY)]);
-    let sent = replay(&subscription.guard.topic, audience, ticket, last, head, &mut pending).await?;
-    let Subscription { guard, live: receiver } = subscription;
-    let stream = LiveStream {
-        pending,
-        sent: sent.unwrap_or(head),
-        ended: sent.is_none(),
-        audience,
-        ticket,
-        live: BroadcastStream::new(receiver),
-        heartbeat: tokio::time::interval_at(tokio::time::Instant::now() + live.heartbeat, live.heartbeat),
-        _guard: guard,
-        _slot: slot,
-    };
+    let sent = replay(&guard.topic, audience, ticket, last, head, &mut pending).await?;
+    let stream =
+        LiveStream { pending, ended: sent.is_none(), audience, ticket, follower: Follower::new(guard, sent.unwrap_or(head)), _slot: slot };
     let mut response = Body::from_stream(stream).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -171,21 +158,16 @@ async fn replay(
 }
 
 /// One subscriber's response body: replayed frames, then the live tail read straight from
-/// the bus (no task or queue per client), and heartbeats. It ends when the server shuts
-/// down (the bus closes the channel), when the client falls too far behind (it reconnects with its Last-Event-ID
-/// and catches up from the log), or when the connection goes; a client that stops reading
-/// is cut off by the connection's write timeout. Dropping it deregisters it.
+/// the topic's ring, and heartbeats. It ends when the server shuts down, when the client
+/// falls too far behind (it reconnects with its Last-Event-ID and catches up from the log),
+/// or when the connection goes; a client that stops reading is cut off by the connection's
+/// write timeout. Dropping it deregisters it.
 struct LiveStream {
     pending: VecDeque<Bytes>,
-    sent: i64,
     ended: bool,
     audience: Audience,
     ticket: Option<TicketId>,
-    live: BroadcastStream<Arc<LiveEvent>>,
-    /// Ticks regardless of traffic: an extra ping on a busy stream costs less than
-    /// rescheduling a timer for every event of every client.
-    heartbeat: tokio::time::Interval,
-    _guard: TopicGuard,
+    follower: Follower,
     /// Counted against the connection limits until the stream is dropped.
     _slot: Slot,
 }
@@ -201,40 +183,14 @@ impl Stream for LiveStream {
         if this.ended {
             return Poll::Ready(None);
         }
-        // Everything ready now goes out in one write. Polling until Pending leaves the
-        // stream registered for the next event.
-        let mut batch: Option<BytesMut> = None;
-        let mut taken = 0;
-        while taken < COALESCE {
-            match this.live.poll_next_unpin(cx) {
-                Poll::Ready(Some(Ok(event))) => {
-                    if event.sync_id <= this.sent {
-                        continue;
-                    }
-                    this.sent = event.sync_id;
-                    if event.visible_to(this.audience, this.ticket) {
-                        batch.get_or_insert_with(BytesMut::new).extend_from_slice(&event.frame);
-                        taken += 1;
-                    }
-                }
-                // Too far behind to follow (or the bus is gone): end; the client reconnects
-                // with its Last-Event-ID and catches up from the log.
-                Poll::Ready(Some(Err(BroadcastStreamRecvError::Lagged(_)))) | Poll::Ready(None) => {
-                    this.ended = true;
-                    break;
-                }
-                Poll::Pending => break,
+        match this.follower.poll_next(cx, this.audience, this.ticket, COALESCE) {
+            Poll::Ready(Delivery::Frames(frames)) => Poll::Ready(Some(Ok(frames))),
+            Poll::Ready(Delivery::Ping) => Poll::Ready(Some(Ok(Bytes::from_static(PING)))),
+            Poll::Ready(Delivery::End) => {
+                this.ended = true;
+                Poll::Ready(None)
             }
+            Poll::Pending => Poll::Pending,
         }
-        if let Some(batch) = batch {
-            return Poll::Ready(Some(Ok(batch.freeze())));
-        }
-        if this.ended {
-            return Poll::Ready(None);
-        }
-        if this.heartbeat.poll_tick(cx).is_ready() {
-            return Poll::Ready(Some(Ok(Bytes::from_static(PING))));
-        }
-        Poll::Pending
     }
 }

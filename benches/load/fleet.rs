@@ -1,0 +1,184 @@
+//! The SSE load client: many event streams on raw sockets, read by a few plain threads.
+//!
+//! Each thread is one epoll loop (mio) over its share of the sockets: no async runtime, no
+//! timers, one `recvmsg` per readiness, and a scan for `id: N` lines. Every id is noted
+//! with two clocks: the kernel's receive timestamp (SO_TIMESTAMPNS: when the bytes reached
+//! the client's socket, whatever the client was doing) and the moment the thread read them.
+//! The gap between the two is the load client's own delay, so a run shows by itself whether
+//! the client kept up.
+
+use std::io::{IoSliceMut, Write};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token, Waker};
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg, setsockopt, sockopt};
+
+const WAKER: Token = Token(usize::MAX);
+
+/// Wall-clock nanoseconds, the clock the kernel stamps received data with.
+pub fn realtime_ns() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// One frame's arrival: its id, when the kernel received it, when the client read it.
+#[derive(Debug, Clone, Copy)]
+pub struct Seen {
+    pub id: i64,
+    pub kernel_ns: i64,
+    pub read_ns: i64,
+}
+
+struct Conn {
+    stream: TcpStream,
+    /// The unread tail of an `id:` line split across reads.
+    carry: Vec<u8>,
+    subscribed: bool,
+    /// The last id seen, to count clients that got everything.
+    last: i64,
+}
+
+struct Worker {
+    waker: Arc<Waker>,
+    handoff: mpsc::Sender<TcpStream>,
+    thread: JoinHandle<(Vec<Seen>, Vec<i64>, u64)>,
+}
+
+pub struct Fleet {
+    workers: Vec<Worker>,
+    next: usize,
+    subscribed: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Fleet {
+    pub fn new(threads: usize) -> Self {
+        let subscribed = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers = (0..threads)
+            .map(|i| {
+                let poll = Poll::new().expect("epoll");
+                let waker = Arc::new(Waker::new(poll.registry(), WAKER).expect("waker"));
+                let (handoff, incoming) = mpsc::channel();
+                let (subscribed, stop) = (subscribed.clone(), stop.clone());
+                let thread = std::thread::Builder::new()
+                    .name(format!("sse-client-{i}"))
+                    .spawn(move || run(poll, incoming, subscribed, stop))
+                    .expect("thread");
+                Worker { waker, handoff, thread }
+            })
+            .collect();
+        Self { workers, next: 0, subscribed, stop }
+    }
+
+    /// Opens one stream of `path` with `token`; it counts as subscribed once the server's
+    /// first frame (`retry:`) arrives.
+    pub fn open(&mut self, addr: SocketAddr, path: &str, token: &str) {
+        let mut socket = std::net::TcpStream::connect(addr).expect("connect");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n");
+        socket.write_all(request.as_bytes()).expect("request");
+        socket.set_nonblocking(true).expect("nonblocking");
+        setsockopt(&socket, sockopt::ReceiveTimestampns, &true).expect("SO_TIMESTAMPNS");
+        let worker = &self.workers[self.next % self.workers.len()];
+        self.next += 1;
+        worker.handoff.send(TcpStream::from_std(socket)).expect("client thread alive");
+        worker.waker.wake().expect("wake");
+    }
+
+    pub fn subscribed(&self) -> usize {
+        self.subscribed.load(Ordering::Acquire)
+    }
+
+    /// Stops every thread; returns every arrival, each client's last id and the bytes read.
+    pub fn finish(self) -> (Vec<Seen>, Vec<i64>, u64) {
+        self.stop.store(true, Ordering::Release);
+        let mut seen = Vec::new();
+        let mut last = Vec::new();
+        let mut bytes = 0;
+        for worker in self.workers {
+            let _ = worker.waker.wake();
+            let (s, l, b) = worker.thread.join().expect("client thread");
+            seen.extend(s);
+            last.extend(l);
+            bytes += b;
+        }
+        (seen, last, bytes)
+    }
+}
+
+fn run(
+    mut poll: Poll,
+    incoming: mpsc::Receiver<TcpStream>,
+    subscribed: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+) -> (Vec<Seen>, Vec<i64>, u64) {
+    let mut conns: Vec<Conn> = Vec::new();
+    let mut bytes = 0u64;
+    let mut seen = Vec::new();
+    let mut events = Events::with_capacity(4096);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+    while !stop.load(Ordering::Acquire) {
+        if poll.poll(&mut events, Some(Duration::from_millis(100))).is_err() {
+            continue;
+        }
+        for event in &events {
+            if event.token() == WAKER {
+                while let Ok(mut stream) = incoming.try_recv() {
+                    let token = Token(conns.len());
+                    poll.registry().register(&mut stream, token, Interest::READABLE).expect("register");
+                    conns.push(Conn { stream, carry: Vec::new(), subscribed: false, last: 0 });
+                }
+                continue;
+            }
+            let Some(conn) = conns.get_mut(event.token().0) else { continue };
+            // Edge-triggered: read until the socket is empty.
+            loop {
+                let fd = conn.stream.as_raw_fd();
+                let (n, kernel_ns) = {
+                    let mut iov = [IoSliceMut::new(&mut buf)];
+                    match recvmsg::<()>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty()) {
+                        Ok(msg) if msg.bytes > 0 => {
+                            let stamp = msg.cmsgs().ok().and_then(|mut c| {
+                                c.find_map(|m| match m {
+                                    ControlMessageOwned::ScmTimestampns(ts) => Some(ts.tv_sec() * 1_000_000_000 + ts.tv_nsec()),
+                                    _ => None,
+                                })
+                            });
+                            (msg.bytes, stamp)
+                        }
+                        _ => break,
+                    }
+                };
+                let read_ns = realtime_ns();
+                bytes += n as u64;
+                let data = &buf[..n];
+                if !conn.subscribed && data.windows(6).any(|w| w == b"retry:") {
+                    conn.subscribed = true;
+                    subscribed.fetch_add(1, Ordering::AcqRel);
+                }
+                conn.carry.extend_from_slice(data);
+                let mut start = 0;
+                while let Some(pos) = conn.carry[start..].windows(4).position(|w| w == b"id: ") {
+                    let from = start + pos + 4;
+                    let Some(len) = conn.carry[from..].iter().position(|b| *b == b'\n') else { break };
+                    if let Some(id) = std::str::from_utf8(&conn.carry[from..from + len]).ok().and_then(|t| t.parse().ok()) {
+                        seen.push(Seen { id, kernel_ns: kernel_ns.unwrap_or(read_ns), read_ns });
+                        conn.last = id;
+                    }
+                    start = from + len;
+                }
+                // Keep only what may hold the start of a split `id:` line.
+                let keep_from = if start > 0 { start } else { conn.carry.len().saturating_sub(32) };
+                conn.carry.drain(..keep_from);
+            }
+        }
+    }
+    (seen, conns.iter().map(|c| c.last).collect(), bytes)
+}

@@ -1,0 +1,259 @@
+//! The `sse` scenario: commit-to-receipt latency and fan-out of live events to N clients.
+//!
+//! One server, one workspace, N clients following its event stream (see `fleet.rs`), all on
+//! this machine's cores. Three phases:
+//! - paced: events from one writer, one every 100 ms, timed from just before each POST is
+//!   sent to each client's receipt of its frame;
+//! - the same with one more client connected that never reads a byte (a stalled tab);
+//! - burst: events from four writers as fast as they go, until every client has the last.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::fleet::{Fleet, Seen, realtime_ns};
+use super::{ServerProc, admin_and_workspace, client, post};
+
+/// CPU seconds (user + system) a process has used so far, from /proc.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Milliseconds at percentile `p` of `values` (nanoseconds), sorting them.
+fn pct(values: &mut [i64], p: f64) -> f64 {
+    values.sort_unstable();
+    if values.is_empty() {
+        return 0.0;
+    }
+    let idx = ((values.len() as f64 * p).ceil() as usize).clamp(1, values.len()) - 1;
+    values[idx] as f64 / 1e6
+}
+
+struct Phase {
+    /// sync_id → when its POST was sent.
+    sent: std::collections::HashMap<i64, i64>,
+}
+
+impl Phase {
+    /// (kernel receipt − sent, read − sent) for every arrival of this phase's events.
+    fn latencies(&self, seen: &[Seen]) -> (Vec<i64>, Vec<i64>) {
+        seen.iter().filter_map(|s| self.sent.get(&s.id).map(|t0| (s.kernel_ns - t0, s.read_ns - t0))).unzip()
+    }
+}
+
+/// Paced events: one POST every 100 ms; event i gets sync_id `first + i`.
+async fn paced(http: &reqwest::Client, url: &str, token: &str, first: i64, count: i64, title: &str) -> Phase {
+    let mut sent = std::collections::HashMap::new();
+    for i in 0..count {
+        sent.insert(first + i, realtime_ns());
+        post(http, url.to_string(), Some(token), json!({ "title": title })).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Phase { sent }
+}
+
+pub async fn bench_sse(dir: &Path, sizes: &[usize], threads: usize) {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    for &clients in sizes {
+        for writers in [1, 2] {
+            let (p50, p99, cpu) = tokio::task::block_in_place(|| raw_fanout(clients, threads, writers, 360));
+            println!(
+                "raw fan-out, {clients} clients, {writers} writer thread(s): arrival p50 {p50:.2} ms, p99 {p99:.2} ms; raw server CPU per delivery {cpu:.1} µs"
+            );
+        }
+        let data = dir.join(format!("data-{clients}"));
+        let env = [("EDGEDESK_SSE_MAX_PER_USER", "1000000"), ("EDGEDESK_SSE_MAX_CONNECTIONS", "1000000")];
+        let server = ServerProc::start_with(&data, &env).await;
+        let http = client(8);
+        let (token, ws) = admin_and_workspace(&http, &server.base).await;
+        let addr: std::net::SocketAddr = server.base.trim_start_matches("http://").parse().expect("address");
+        let path = format!("/api/workspaces/{ws}/events");
+        let rss_before = server.rss_kib();
+        let mut fleet = Fleet::new(threads);
+        // In steps the server's accept backlog absorbs.
+        for batch in 0..clients.div_ceil(250) {
+            for _ in 0..250.min(clients - batch * 250) {
+                fleet.open(addr, &path, &token);
+            }
+            let want = (batch * 250 + 250).min(clients);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while fleet.subscribed() < want {
+                assert!(Instant::now() < deadline, "only {} of {want} clients subscribed", fleet.subscribed());
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let per_client_kib = server.rss_kib().saturating_sub(rss_before) as f64 / clients as f64;
+
+        let delta: Value = http
+            .get(format!("{}/api/workspaces/{ws}/sync/delta?after=0&limit=1000", server.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("delta")
+            .json()
+            .await
+            .expect("json");
+        let head = delta["last_sync_id"].as_i64().expect("head");
+        let url = format!("{}/api/workspaces/{ws}/tickets", server.base);
+        let (cpu_client0, cpu_server0) = (cpu_secs(std::process::id()), cpu_secs(server.pid));
+        let count = 50i64;
+        let plain = paced(&http, &url, &token, head + 1, count, "latency").await;
+        let paced_cpu_us = |now: f64, then: f64| (now - then) * 1e6 / (count as f64 * clients as f64);
+        let (server_per_delivery, client_per_delivery) =
+            (paced_cpu_us(cpu_secs(server.pid), cpu_server0), paced_cpu_us(cpu_secs(std::process::id()), cpu_client0));
+
+        // The same again with one client connected that never reads a byte.
+        let stalled = {
+            use tokio::io::AsyncWriteExt;
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            let _ = socket.set_recv_buffer_size(4096);
+            let mut stream = socket.connect(addr).await.expect("connect");
+            let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n");
+            stream.write_all(request.as_bytes()).await.expect("request");
+            stream
+        };
+        let with_stalled = paced(&http, &url, &token, head + count + 1, count, "latency, one client stalled").await;
+
+        // Throughput: four writers as fast as they go.
+        let burst = 200i64;
+        let burst_start_ns = realtime_ns();
+        let writers: Vec<_> = (0..4)
+            .map(|_| {
+                let (http, url, token) = (http.clone(), url.clone(), token.clone());
+                tokio::spawn(async move {
+                    for _ in 0..burst / 4 {
+                        post(&http, url.clone(), Some(&token), json!({ "title": "burst" })).await;
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.await.expect("writer");
+        }
+        let last = head + 2 * count + burst;
+        // Every client should have the last event well within this.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (cpu_client, cpu_server) = (cpu_secs(std::process::id()) - cpu_client0, cpu_secs(server.pid) - cpu_server0);
+        let (seen, lasts, bytes) = fleet.finish();
+        drop(stalled);
+        server.stop().await;
+
+        let complete = lasts.iter().filter(|l| **l == last).count();
+        let burst_done_ns = seen.iter().filter(|s| s.id > head + 2 * count).map(|s| s.kernel_ns).max().unwrap_or(burst_start_ns);
+        let delivered = burst as f64 * clients as f64 / ((burst_done_ns - burst_start_ns) as f64 / 1e9);
+        let (mut kernel, mut read) = plain.latencies(&seen);
+        let (mut kernel_stalled, mut read_stalled) = with_stalled.latencies(&seen);
+        let client_delay: Vec<i64> = seen.iter().map(|s| s.read_ns - s.kernel_ns).collect();
+        let mut client_delay = client_delay;
+        println!(
+            "sse {clients} clients ({threads} client thread(s)): commit-to-receipt (POST sent → frame in the client's socket) p50 {:.2} ms, p99 {:.2} ms over {} deliveries; \
+             to the client's read p50 {:.2} ms, p99 {:.2} ms (client's own delay p50 {:.3} ms, p99 {:.3} ms) | \
+             with one stalled client connected: p50 {:.2} ms, p99 {:.2} ms (read: p99 {:.2} ms) | \
+             full fan-out {:.0} events delivered/s ({burst} events × {clients} clients) | {complete}/{clients} clients had every event, {:.0} bytes per delivery | \
+             server RSS {:.1} KiB per connected client | CPU during the run: server {cpu_server:.1} s, load client {cpu_client:.1} s; \
+             per paced delivery: server {server_per_delivery:.1} µs, load client {client_per_delivery:.1} µs",
+            pct(&mut kernel, 0.50),
+            pct(&mut kernel, 0.99),
+            kernel.len(),
+            pct(&mut read, 0.50),
+            pct(&mut read, 0.99),
+            pct(&mut client_delay, 0.50),
+            pct(&mut client_delay, 0.99),
+            pct(&mut kernel_stalled, 0.50),
+            pct(&mut kernel_stalled, 0.99),
+            pct(&mut read_stalled, 0.99),
+            delivered,
+            bytes as f64 / seen.len().max(1) as f64,
+            per_client_kib,
+        );
+    }
+}
+
+/// The floor this machine sets: a plain program (this harness, run again as
+/// `raw-sse-server`) with the same fleet of clients, where `writers` threads each write one
+/// pre-rendered frame of the same size straight to their share of the sockets: no HTTP
+/// server, no runtime, no log. (p50, p99) of socket arrival in ms over 50 paced events, and
+/// the raw server's CPU µs per delivery.
+pub fn raw_fanout(clients: usize, client_threads: usize, writers: usize, frame_len: usize) -> (f64, f64, f64) {
+    use std::io::{BufRead, Write};
+    let mut child = std::process::Command::new(std::env::current_exe().expect("harness path"))
+        .args(["raw-sse-server", "--threads", &writers.to_string(), "--rows", &frame_len.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("raw server");
+    let mut commands = child.stdin.take().expect("stdin");
+    let mut replies = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let addr: std::net::SocketAddr = replies.next().and_then(|l| l.ok()).and_then(|l| l.parse().ok()).expect("raw server address");
+    let mut fleet = Fleet::new(client_threads);
+    for batch in 0..clients.div_ceil(250) {
+        for _ in 0..250.min(clients - batch * 250) {
+            fleet.open(addr, "/raw", "raw");
+        }
+        while fleet.subscribed() < (batch * 250 + 250).min(clients) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let count = 50i64;
+    let cpu0 = cpu_secs(child.id());
+    let mut sent = std::collections::HashMap::new();
+    for id in 1..=count {
+        sent.insert(id, realtime_ns());
+        writeln!(commands, "{id}").expect("command");
+        let _ = replies.next();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let cpu = (cpu_secs(child.id()) - cpu0) * 1e6 / (count as f64 * clients as f64);
+    drop(commands);
+    let _ = child.wait();
+    let (seen, _, _) = fleet.finish();
+    let (mut kernel, _) = Phase { sent }.latencies(&seen);
+    (pct(&mut kernel, 0.50), pct(&mut kernel, 0.99), cpu)
+}
+
+/// `raw-sse-server`: accepts connections (answering each with SSE headers and a `retry:`),
+/// prints its address, then for every id read from stdin writes one frame of `frame_len`
+/// bytes to every socket from `writers` threads and prints `done`.
+pub fn raw_server_main(writers: usize, frame_len: usize) {
+    use std::io::{BufRead, Write};
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    println!("{}", listener.local_addr().expect("addr"));
+    let sockets = Arc::new(std::sync::Mutex::new(Vec::new()));
+    {
+        let sockets = sockets.clone();
+        std::thread::spawn(move || {
+            for mut socket in listener.incoming().flatten() {
+                let _ = socket.set_nodelay(true);
+                let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\nretry: 3000\n\n");
+                sockets.lock().unwrap_or_else(|p| p.into_inner()).push(socket);
+            }
+        });
+    }
+    for line in std::io::stdin().lock().lines() {
+        let Ok(id) = line else { break };
+        let head = format!("id: {id}\nevent: ticket.created\ndata: ");
+        let frame = format!("{head}{}\n\n", "x".repeat(frame_len.saturating_sub(head.len() + 2)));
+        let mut sockets = sockets.lock().unwrap_or_else(|p| p.into_inner());
+        let per = sockets.len().div_ceil(writers).max(1);
+        std::thread::scope(|scope| {
+            for shard in sockets.chunks_mut(per) {
+                let frame = frame.as_bytes();
+                scope.spawn(move || {
+                    for socket in shard {
+                        let _ = socket.write_all(frame);
+                    }
+                });
+            }
+        });
+        println!("done");
+    }
+}
