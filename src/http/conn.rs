@@ -41,6 +41,10 @@ impl Listener for TimeoutListener {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         let (stream, addr) = Listener::accept(&mut self.inner).await;
+        // Small writes leave at once: a live event must not wait for the ACK of the one
+        // before it (Nagle's algorithm against the client's delayed ACK costs up to 40 ms).
+        // Failing means the socket is already gone, which hyper will find out.
+        let _ = stream.set_nodelay(true);
         (WriteTimeout { inner: stream, limit: self.write_timeout, stalled: None }, addr)
     }
 
