@@ -162,12 +162,23 @@ impl TestServer {
     }
 
     /// Stops the server and starts a new one on the same data directory.
-    pub async fn restart(mut self) -> Self {
+    pub async fn restart(self) -> Self {
+        self.restart_with(|_| {}).await
+    }
+
+    /// Stops the server and starts a new one on the same storage and the same address, as
+    /// a redeployed server comes back where its clients left it.
+    pub async fn restart_in_place(self) -> Self {
+        let addr = self.server.as_ref().expect("a running server").addr;
+        self.restart_with(|c| c.listen = addr).await
+    }
+
+    async fn restart_with(mut self, tweak: impl FnOnce(&mut Config)) -> Self {
         if let Some(server) = self.server.take() {
             server.stop().await.expect("server stops");
         }
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
-        Self::start_in(dir, self.backend, self.pg.clone(), relaxed_limits(), |_| {}).await
+        Self::start_in(dir, self.backend, self.pg.clone(), relaxed_limits(), tweak).await
     }
 
     pub async fn stop(mut self) {

@@ -468,3 +468,76 @@ async fn a_client_that_stops_reading_is_dropped_and_the_others_carry_on() {
     assert!(closed, "the server closed the stalled connection");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_that_falls_too_far_behind_is_closed_and_catches_up_by_reconnecting() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start_with(Backend::Sqlite, relaxed_limits(), |c| c.sse_lag = 3).await;
+    let (_, agent, _, ws) = desk(&s).await;
+    let ticket = s.ticket(&agent, &ws, json!({ "title": "big replies" })).await;
+    let first = workspace_head(&s, &agent, &ws).await;
+    // A client that asks for the stream, then stops reading for a while.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let addr: std::net::SocketAddr = s.base.trim_start_matches("http://").parse().unwrap();
+    let mut slow = socket.connect(addr).await.unwrap();
+    let request = format!(
+        "GET /api/workspaces/{ws}/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nLast-Event-ID: {first}\r\n\r\n",
+        agent.token
+    );
+    slow.write_all(request.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    while !String::from_utf8_lossy(&seen).contains("retry:") {
+        let n = slow.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the stream opened");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    // Far more than the kernel's buffers hold while it is not reading: 100 events of 60 KB.
+    let body = "x".repeat(60_000);
+    let comments = format!("{}/api/workspaces/{ws}/tickets/{}/comments", s.base, ticket["id"].as_str().unwrap());
+    for _ in 0..100 {
+        let res = s.http.post(&comments).bearer_auth(&agent.token).json(&json!({ "body": body })).send().await.unwrap();
+        assert_eq!(res.status(), 201);
+    }
+    let last = first + 100;
+    // Reading again: what was in flight, then the end of the response (the last chunk).
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match slow.read(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+            if seen.ends_with(b"\r\n0\r\n\r\n") {
+                return true;
+            }
+        }
+    })
+    .await
+    .unwrap_or(false);
+    assert!(ended, "a client more than EDGEDESK_SSE_LAG events behind gets the end of its stream");
+    let text = String::from_utf8_lossy(&seen);
+    let got: Vec<i64> = text.lines().filter_map(|l| l.strip_prefix("id: ")).map(|v| v.parse().unwrap()).collect();
+    assert!(!got.is_empty() && got.len() < 100, "it got some events, not all: {}", got.len());
+    assert_eq!(got, ((first + 1)..=(first + got.len() as i64)).collect::<Vec<_>>(), "what it got has no gap");
+    // Reconnecting with the last id it saw brings exactly the rest.
+    let mut again = open(&s, &agent, &ws, got.last().copied(), "").await;
+    let rest = ids(&again.drain(QUIET).await);
+    assert_eq!(rest, ((got.last().unwrap() + 1)..=last).collect::<Vec<_>>());
+    s.stop().await;
+}
+
+/// The workspace's current head, read through delta.
+async fn workspace_head(s: &TestServer, user: &User, ws: &str) -> i64 {
+    let delta: Value = s
+        .http
+        .get(format!("{}/api/workspaces/{ws}/sync/delta?after=0", s.base))
+        .bearer_auth(&user.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    delta["last_sync_id"].as_i64().unwrap()
+}

@@ -6,6 +6,7 @@ mod bad_input;
 mod cli;
 mod common;
 mod crash;
+mod eventsource;
 mod feed;
 mod isolation;
 mod live;
