@@ -69,10 +69,7 @@ impl Fleet {
                 let (subscribed, stop) = (subscribed.clone(), stop.clone());
                 let thread = std::thread::Builder::new()
                     .name(format!("sse-client-{i}"))
-                    .spawn(move || {
-                        yield_to_server();
-                        run(poll, incoming, subscribed, stop)
-                    })
+                    .spawn(move || run(poll, incoming, subscribed, stop))
                     .expect("thread");
                 Worker { waker, handoff, thread }
             })
@@ -113,23 +110,6 @@ impl Fleet {
         }
         (seen, last, bytes)
     }
-}
-
-/// On this machine the clients share the server's cores; on a real one they would be
-/// elsewhere. So the client threads run at the lowest priority (`EDGEDESK_BENCH_CLIENT_NICE`,
-/// default 19; `0` leaves them be): they read whenever the server is not busy, and the
-/// kernel's receive timestamps still say when each frame arrived.
-fn yield_to_server() {
-    let nice = std::env::var("EDGEDESK_BENCH_CLIENT_NICE").unwrap_or_else(|_| "19".into());
-    if nice == "0" {
-        return;
-    }
-    let Some(tid) = std::fs::read_link("/proc/thread-self").ok().and_then(|p| p.file_name().map(|t| t.to_string_lossy().into_owned()))
-    else {
-        return;
-    };
-    let quiet = std::process::Stdio::null();
-    let _ = std::process::Command::new("renice").args(["-n", &nice, "-p", &tid]).stdout(quiet).status();
 }
 
 fn run(

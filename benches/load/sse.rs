@@ -39,6 +39,8 @@ fn pct(values: &mut [i64], p: f64) -> f64 {
 struct Phase {
     /// sync_id → when its POST was sent.
     sent: std::collections::HashMap<i64, i64>,
+    /// sync_id → when its POST was answered (after its COMMIT).
+    answered: std::collections::HashMap<i64, i64>,
 }
 
 impl Phase {
@@ -46,17 +48,24 @@ impl Phase {
     fn latencies(&self, seen: &[Seen]) -> (Vec<i64>, Vec<i64>) {
         seen.iter().filter_map(|s| self.sent.get(&s.id).map(|t0| (s.kernel_ns - t0, s.read_ns - t0))).unzip()
     }
+
+    /// Kernel receipt − POST answered: a lower bound of commit-to-receipt, as `latencies`
+    /// gives an upper one (the COMMIT falls between sending the POST and its answer).
+    fn after_answer(&self, seen: &[Seen]) -> Vec<i64> {
+        seen.iter().filter_map(|s| self.answered.get(&s.id).map(|t1| s.kernel_ns - t1)).collect()
+    }
 }
 
 /// Paced events: one POST every 100 ms; event i gets sync_id `first + i`.
 async fn paced(http: &reqwest::Client, url: &str, token: &str, first: i64, count: i64, title: &str) -> Phase {
-    let mut sent = std::collections::HashMap::new();
+    let (mut sent, mut answered) = (std::collections::HashMap::new(), std::collections::HashMap::new());
     for i in 0..count {
         sent.insert(first + i, realtime_ns());
         post(http, url.to_string(), Some(token), json!({ "title": title })).await;
+        answered.insert(first + i, realtime_ns());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Phase { sent }
+    Phase { sent, answered }
 }
 
 pub async fn bench_sse(dir: &Path, sizes: &[usize], threads: usize) {
@@ -151,11 +160,12 @@ pub async fn bench_sse(dir: &Path, sizes: &[usize], threads: usize) {
         let delivered = burst as f64 * clients as f64 / ((burst_done_ns - burst_start_ns) as f64 / 1e9);
         let (mut kernel, mut read) = plain.latencies(&seen);
         let (mut kernel_stalled, mut read_stalled) = with_stalled.latencies(&seen);
+        let mut after_answer = plain.after_answer(&seen);
         let client_delay: Vec<i64> = seen.iter().map(|s| s.read_ns - s.kernel_ns).collect();
         let mut client_delay = client_delay;
         println!(
-            "sse {clients} clients ({threads} client thread(s)): commit-to-receipt (POST sent → frame in the client's socket) p50 {:.2} ms, p99 {:.2} ms over {} deliveries; \
-             to the client's read p50 {:.2} ms, p99 {:.2} ms (client's own delay p50 {:.3} ms, p99 {:.3} ms) | \
+            "sse {clients} clients ({threads} client thread(s)): commit-to-receipt (POST sent → frame in the client's socket) p50 {:.2} ms, p99 {:.2} ms over {} deliveries \
+             (from the POST's answer: p50 {:.2} ms, p99 {:.2} ms); to the client's read p50 {:.2} ms, p99 {:.2} ms (client's own delay p50 {:.3} ms, p99 {:.3} ms) | \
              with one stalled client connected: p50 {:.2} ms, p99 {:.2} ms (read: p99 {:.2} ms) | \
              full fan-out {:.0} events delivered/s ({burst} events × {clients} clients) | {complete}/{clients} clients had every event, {:.0} bytes per delivery | \
              server RSS {:.1} KiB per connected client | CPU during the run: server {cpu_server:.1} s, load client {cpu_client:.1} s; \
@@ -163,6 +173,8 @@ pub async fn bench_sse(dir: &Path, sizes: &[usize], threads: usize) {
             pct(&mut kernel, 0.50),
             pct(&mut kernel, 0.99),
             kernel.len(),
+            pct(&mut after_answer, 0.50),
+            pct(&mut after_answer, 0.99),
             pct(&mut read, 0.50),
             pct(&mut read, 0.99),
             pct(&mut client_delay, 0.50),
@@ -215,7 +227,7 @@ pub fn raw_fanout(clients: usize, client_threads: usize, writers: usize, frame_l
     drop(commands);
     let _ = child.wait();
     let (seen, _, _) = fleet.finish();
-    let (mut kernel, _) = Phase { sent }.latencies(&seen);
+    let (mut kernel, _) = Phase { sent, answered: Default::default() }.latencies(&seen);
     (pct(&mut kernel, 0.50), pct(&mut kernel, 0.99), cpu)
 }
 
