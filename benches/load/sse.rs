@@ -3,8 +3,8 @@
 //! One server, one workspace, N clients following its event stream (see `fleet.rs`), all on
 //! this machine's cores. Three phases:
 //! - paced: events from one writer, one every 100 ms, timed from just before each POST is
-//!   sent to each client's receipt of its frame;
-//! - the same with one more client connected that never reads a byte (a stalled tab);
+//!   sent to each client's receipt of its frame: 25 events, then 50 with one more client
+//!   connected that never reads a byte (a stalled tab), then 25 after it has gone;
 //! - burst: events from four writers as fast as they go, until every client has the last.
 
 use std::path::Path;
@@ -47,6 +47,12 @@ impl Phase {
     /// (kernel receipt − sent, read − sent) for every arrival of this phase's events.
     fn latencies(&self, seen: &[Seen]) -> (Vec<i64>, Vec<i64>) {
         seen.iter().filter_map(|s| self.sent.get(&s.id).map(|t0| (s.kernel_ns - t0, s.read_ns - t0))).unzip()
+    }
+
+    fn and(mut self, other: Phase) -> Phase {
+        self.sent.extend(other.sent);
+        self.answered.extend(other.answered);
+        self
     }
 
     /// Kernel receipt − POST answered: a lower bound of commit-to-receipt, as `latencies`
@@ -113,13 +119,14 @@ pub async fn bench_sse(dir: &Path, sizes: &[usize], threads: usize) {
         let head = delta["last_sync_id"].as_i64().expect("head");
         let url = format!("{}/api/workspaces/{ws}/tickets", server.base);
         let (cpu_client0, cpu_server0) = (cpu_secs(std::process::id()), cpu_secs(server.pid));
-        let count = 50i64;
-        let plain = paced(&http, &url, &token, head + 1, count, "latency").await;
+        // Without, with, and again without a stalled client: the two halves without it
+        // bracket the one with it, so the box's drift during the run weighs on both sides.
+        let count = 25i64;
+        let before = paced(&http, &url, &token, head + 1, count, "latency").await;
         let paced_cpu_us = |now: f64, then: f64| (now - then) * 1e6 / (count as f64 * clients as f64);
         let (server_per_delivery, client_per_delivery) =
             (paced_cpu_us(cpu_secs(server.pid), cpu_server0), paced_cpu_us(cpu_secs(std::process::id()), cpu_client0));
-
-        // The same again with one client connected that never reads a byte.
+        // One client connected that never reads a byte.
         let stalled = {
             use tokio::io::AsyncWriteExt;
             let socket = tokio::net::TcpSocket::new_v4().expect("socket");
@@ -129,7 +136,11 @@ pub async fn bench_sse(dir: &Path, sizes: &[usize], threads: usize) {
             stream.write_all(request.as_bytes()).await.expect("request");
             stream
         };
-        let with_stalled = paced(&http, &url, &token, head + count + 1, count, "latency, one client stalled").await;
+        let with_stalled = paced(&http, &url, &token, head + count + 1, 2 * count, "latency, one client stalled").await;
+        drop(stalled);
+        let after = paced(&http, &url, &token, head + 3 * count + 1, count, "latency").await;
+        let plain = before.and(after);
+        let count = 4 * count;
 
         // Throughput: four writers as fast as they go.
         let burst = 200i64;
@@ -147,16 +158,15 @@ pub async fn bench_sse(dir: &Path, sizes: &[usize], threads: usize) {
         for w in writers {
             w.await.expect("writer");
         }
-        let last = head + 2 * count + burst;
+        let last = head + count + burst;
         // Every client should have the last event well within this.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let (cpu_client, cpu_server) = (cpu_secs(std::process::id()) - cpu_client0, cpu_secs(server.pid) - cpu_server0);
         let (seen, lasts, bytes) = fleet.finish();
-        drop(stalled);
         server.stop().await;
 
         let complete = lasts.iter().filter(|l| **l == last).count();
-        let burst_done_ns = seen.iter().filter(|s| s.id > head + 2 * count).map(|s| s.kernel_ns).max().unwrap_or(burst_start_ns);
+        let burst_done_ns = seen.iter().filter(|s| s.id > head + count).map(|s| s.kernel_ns).max().unwrap_or(burst_start_ns);
         let delivered = burst as f64 * clients as f64 / ((burst_done_ns - burst_start_ns) as f64 / 1e9);
         let (mut kernel, mut read) = plain.latencies(&seen);
         let (mut kernel_stalled, mut read_stalled) = with_stalled.latencies(&seen);
@@ -166,7 +176,7 @@ pub async fn bench_sse(dir: &Path, sizes: &[usize], threads: usize) {
         println!(
             "sse {clients} clients ({threads} client thread(s)): commit-to-receipt (POST sent → frame in the client's socket) p50 {:.2} ms, p99 {:.2} ms over {} deliveries \
              (from the POST's answer: p50 {:.2} ms, p99 {:.2} ms); to the client's read p50 {:.2} ms, p99 {:.2} ms (client's own delay p50 {:.3} ms, p99 {:.3} ms) | \
-             with one stalled client connected: p50 {:.2} ms, p99 {:.2} ms (read: p99 {:.2} ms) | \
+             with one stalled client connected (between the halves without it): p50 {:.2} ms, p99 {:.2} ms, {:+.0} % (read: p99 {:.2} ms) | \
              full fan-out {:.0} events delivered/s ({burst} events × {clients} clients) | {complete}/{clients} clients had every event, {:.0} bytes per delivery | \
              server RSS {:.1} KiB per connected client | CPU during the run: server {cpu_server:.1} s, load client {cpu_client:.1} s; \
              per paced delivery: server {server_per_delivery:.1} µs, load client {client_per_delivery:.1} µs",
@@ -181,6 +191,7 @@ pub async fn bench_sse(dir: &Path, sizes: &[usize], threads: usize) {
             pct(&mut client_delay, 0.99),
             pct(&mut kernel_stalled, 0.50),
             pct(&mut kernel_stalled, 0.99),
+            (pct(&mut kernel_stalled, 0.99) / pct(&mut kernel, 0.99) - 1.0) * 100.0,
             pct(&mut read_stalled, 0.99),
             delivered,
             bytes as f64 / seen.len().max(1) as f64,
