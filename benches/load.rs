@@ -222,12 +222,16 @@ fn wrk(url: &str, method: &str, token: Option<&str>, body: Option<&str>, secs: u
     Stats { count, per_sec: field("Requests/sec:").parse().unwrap_or(0.0), p50_ms: ms(&field("50%")), p99_ms: ms(&field("99%")) }
 }
 
+/// The index of percentile `p` in a sorted, non-empty list of `len` values.
+fn rank(len: usize, p: f64) -> usize {
+    ((len as f64 * p).ceil() as usize).clamp(1, len) - 1
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
-    let idx = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[idx].as_secs_f64() * 1000.0
+    sorted[rank(sorted.len(), p)].as_secs_f64() * 1000.0
 }
 
 /// Runs `clients` concurrent loops of `request` for `secs` seconds.
@@ -703,7 +707,7 @@ fn scratch(name: &str) -> (tempfile::TempDir, PathBuf) {
 async fn main() {
     let args = parse_args();
     if args.which == "raw-sse-server" {
-        return sse::raw_server_main(args.threads, args.rows as usize);
+        return sse::raw_server_main(args.threads);
     }
     let all = args.which == "all";
     println!(

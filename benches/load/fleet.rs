@@ -91,6 +91,22 @@ impl Fleet {
         worker.waker.wake().expect("wake");
     }
 
+    /// Opens `count` streams in steps the server's accept backlog absorbs, waiting for each
+    /// step to be subscribed. Blocks the calling thread.
+    pub fn open_many(&mut self, count: usize, addr: SocketAddr, path: &str, token: &str) {
+        for step in 0..count.div_ceil(250) {
+            for _ in 0..250.min(count - step * 250) {
+                self.open(addr, path, token);
+            }
+            let want = (step * 250 + 250).min(count);
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while self.subscribed() < want {
+                assert!(std::time::Instant::now() < deadline, "only {} of {want} clients subscribed", self.subscribed());
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+
     pub fn subscribed(&self) -> usize {
         self.subscribed.load(Ordering::Acquire)
     }

@@ -9,12 +9,16 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use super::fleet::{Fleet, Seen, realtime_ns};
-use super::{ServerProc, admin_and_workspace, client, post};
+use super::{ServerProc, admin_and_workspace, client, post, rank};
+
+/// What the server's clients receive per `ticket.created` event (the frame in its HTTP chunk),
+/// as the scenario reports it: the raw floor writes frames of this size.
+const FRAME_BYTES: usize = 525;
 
 /// CPU seconds (user + system) a process has used so far, from /proc.
 fn cpu_secs(pid: u32) -> f64 {
@@ -32,8 +36,7 @@ fn pct(values: &mut [i64], p: f64) -> f64 {
     if values.is_empty() {
         return 0.0;
     }
-    let idx = ((values.len() as f64 * p).ceil() as usize).clamp(1, values.len()) - 1;
-    values[idx] as f64 / 1e6
+    values[rank(values.len(), p)] as f64 / 1e6
 }
 
 struct Phase {
@@ -78,7 +81,7 @@ pub async fn bench_sse(dir: &Path, sizes: &[usize], threads: usize) {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     for &clients in sizes {
         for writers in [1, 2] {
-            let (p50, p99, cpu) = tokio::task::block_in_place(|| raw_fanout(clients, threads, writers, 360));
+            let (p50, p99, cpu) = tokio::task::block_in_place(|| raw_fanout(clients, threads, writers));
             println!(
                 "raw fan-out, {clients} clients, {writers} writer thread(s): arrival p50 {p50:.2} ms, p99 {p99:.2} ms; raw server CPU per delivery {cpu:.1} µs"
             );
@@ -92,18 +95,7 @@ pub async fn bench_sse(dir: &Path, sizes: &[usize], threads: usize) {
         let path = format!("/api/workspaces/{ws}/events");
         let rss_before = server.rss_kib();
         let mut fleet = Fleet::new(threads);
-        // In steps the server's accept backlog absorbs.
-        for batch in 0..clients.div_ceil(250) {
-            for _ in 0..250.min(clients - batch * 250) {
-                fleet.open(addr, &path, &token);
-            }
-            let want = (batch * 250 + 250).min(clients);
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while fleet.subscribed() < want {
-                assert!(Instant::now() < deadline, "only {} of {want} clients subscribed", fleet.subscribed());
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
+        tokio::task::block_in_place(|| fleet.open_many(clients, addr, &path, &token));
         tokio::time::sleep(Duration::from_millis(500)).await;
         let per_client_kib = server.rss_kib().saturating_sub(rss_before) as f64 / clients as f64;
 
@@ -205,10 +197,10 @@ pub async fn bench_sse(dir: &Path, sizes: &[usize], threads: usize) {
 /// pre-rendered frame of the same size straight to their share of the sockets: no HTTP
 /// server, no runtime, no log. (p50, p99) of socket arrival in ms over 50 paced events, and
 /// the raw server's CPU µs per delivery.
-pub fn raw_fanout(clients: usize, client_threads: usize, writers: usize, frame_len: usize) -> (f64, f64, f64) {
+pub fn raw_fanout(clients: usize, client_threads: usize, writers: usize) -> (f64, f64, f64) {
     use std::io::{BufRead, Write};
     let mut child = std::process::Command::new(std::env::current_exe().expect("harness path"))
-        .args(["raw-sse-server", "--threads", &writers.to_string(), "--rows", &frame_len.to_string()])
+        .args(["raw-sse-server", "--threads", &writers.to_string()])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -217,14 +209,7 @@ pub fn raw_fanout(clients: usize, client_threads: usize, writers: usize, frame_l
     let mut replies = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
     let addr: std::net::SocketAddr = replies.next().and_then(|l| l.ok()).and_then(|l| l.parse().ok()).expect("raw server address");
     let mut fleet = Fleet::new(client_threads);
-    for batch in 0..clients.div_ceil(250) {
-        for _ in 0..250.min(clients - batch * 250) {
-            fleet.open(addr, "/raw", "raw");
-        }
-        while fleet.subscribed() < (batch * 250 + 250).min(clients) {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
+    fleet.open_many(clients, addr, "/raw", "raw");
     let count = 50i64;
     let cpu0 = cpu_secs(child.id());
     let mut sent = std::collections::HashMap::new();
@@ -243,9 +228,9 @@ pub fn raw_fanout(clients: usize, client_threads: usize, writers: usize, frame_l
 }
 
 /// `raw-sse-server`: accepts connections (answering each with SSE headers and a `retry:`),
-/// prints its address, then for every id read from stdin writes one frame of `frame_len`
-/// bytes to every socket from `writers` threads and prints `done`.
-pub fn raw_server_main(writers: usize, frame_len: usize) {
+/// prints its address, then for every id read from stdin writes one frame of [`FRAME_BYTES`]
+/// to every socket from `writers` threads and prints `done`.
+pub fn raw_server_main(writers: usize) {
     use std::io::{BufRead, Write};
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -264,7 +249,7 @@ pub fn raw_server_main(writers: usize, frame_len: usize) {
     for line in std::io::stdin().lock().lines() {
         let Ok(id) = line else { break };
         let head = format!("id: {id}\nevent: ticket.created\ndata: ");
-        let frame = format!("{head}{}\n\n", "x".repeat(frame_len.saturating_sub(head.len() + 2)));
+        let frame = format!("{head}{}\n\n", "x".repeat(FRAME_BYTES.saturating_sub(head.len() + 2)));
         let mut sockets = sockets.lock().unwrap_or_else(|p| p.into_inner());
         let per = sockets.len().div_ceil(writers).max(1);
         std::thread::scope(|scope| {

@@ -78,6 +78,11 @@ struct Tail {
 }
 
 impl Tail {
+    /// The index of the first event with an id past `sync_id`.
+    fn after(&self, sync_id: i64) -> usize {
+        self.events.partition_point(|e| e.sync_id <= sync_id)
+    }
+
     /// Takes the waiting followers, to be woken once the lock is released.
     fn take_waiting(&mut self) -> Vec<Waker> {
         self.round += 1;
@@ -104,7 +109,7 @@ impl Topic {
     /// `(base, events after `after` in the ring)`: what memory can replay.
     pub fn replay_from_ring(&self, after: i64) -> (i64, Vec<Arc<LiveEvent>>) {
         let tail = self.tail();
-        (tail.base, tail.events.iter().filter(|e| e.sync_id > after).cloned().collect())
+        (tail.base, tail.events.range(tail.after(after)..).cloned().collect())
     }
 
     pub fn store(&self) -> &Arc<dyn TenantStore> {
@@ -212,9 +217,9 @@ impl Follower {
         if tail.closed || self.sent < tail.base || tail.watermark - self.sent > topic.config.lag as i64 {
             return Poll::Ready(Delivery::End);
         }
-        let start = tail.events.partition_point(|e| e.sync_id <= self.sent);
+        let start = tail.after(self.sent);
         let mut first: Option<&Bytes> = None;
-        let mut batch: Option<BytesMut> = None;
+        let mut joined: Option<BytesMut> = None;
         let mut taken = 0;
         for event in tail.events.range(start..) {
             if taken == max {
@@ -225,18 +230,12 @@ impl Follower {
                 continue;
             }
             taken += 1;
-            match (first, batch.as_mut()) {
-                (None, _) => first = Some(&event.frame),
-                (Some(one), None) => {
-                    let mut joined = BytesMut::with_capacity(one.len() + event.frame.len());
-                    joined.extend_from_slice(one);
-                    joined.extend_from_slice(&event.frame);
-                    batch = Some(joined);
-                }
-                (Some(_), Some(joined)) => joined.extend_from_slice(&event.frame),
+            match first {
+                None => first = Some(&event.frame),
+                Some(one) => joined.get_or_insert_with(|| BytesMut::from(&one[..])).extend_from_slice(&event.frame),
             }
         }
-        if let Some(joined) = batch {
+        if let Some(joined) = joined {
             return Poll::Ready(Delivery::Frames(joined.freeze()));
         }
         if let Some(one) = first {

@@ -241,6 +241,20 @@ pub struct NewSession {
     pub ip: Option<String>,
 }
 
+impl NewSession {
+    /// The session as it stands once created at `now`, under a fresh id.
+    pub fn started_at(&self, now: Millis) -> SessionInfo {
+        SessionInfo {
+            id: SessionId::new(),
+            created_at: now,
+            expires_at: self.expires_at,
+            last_seen_at: now,
+            user_agent: self.user_agent.clone(),
+            ip: self.ip.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ApiTokenInfo {
     pub id: TokenId,
@@ -522,6 +536,15 @@ pub struct Page<T> {
     pub has_more: bool,
 }
 
+impl<T> Page<T> {
+    /// A page from rows fetched with `LIMIT limit + 1`: the extra row only says there is more.
+    pub fn from_overfetch(mut items: Vec<T>, limit: usize) -> Self {
+        let has_more = items.len() > limit;
+        items.truncate(limit);
+        Self { items, has_more }
+    }
+}
+
 /// A log event with what decides who may see it, for the live bus (staff view).
 #[derive(Debug, Clone)]
 pub struct FeedEvent {
@@ -548,6 +571,20 @@ pub struct DeltaPage {
     /// Where the next `after=` should start: past filtered-out events too.
     pub last_sync_id: i64,
     pub has_more: bool,
+}
+
+impl DeltaPage {
+    /// A page from the events visible after `after`, fetched with `LIMIT limit + 1`, in a
+    /// log whose head is `head`.
+    pub fn from_overfetch(events: Vec<SyncEvent>, limit: usize, head: i64, after: i64) -> Self {
+        let Page { items: events, has_more } = Page::from_overfetch(events, limit);
+        let last_sync_id = match (has_more, events.last()) {
+            (true, Some(last)) => last.sync_id,
+            // Nothing more is visible up to the head: the client may skip to it.
+            _ => head.max(after),
+        };
+        Self { events, last_sync_id, has_more }
+    }
 }
 
 #[cfg(test)]

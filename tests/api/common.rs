@@ -42,6 +42,17 @@ impl Backend {
 
 pub use crate::pgdb::PgDatabase;
 
+/// Terminates every instance's LISTEN connection in `pg`'s database, as a failover or an
+/// administrator would; returns how many there were.
+pub async fn kill_listeners(pg: &PgDatabase) -> usize {
+    let (su, connection) = tokio_postgres::connect(&pg.superuser_url, tokio_postgres::NoTls).await.expect("superuser connects");
+    tokio::spawn(connection);
+    su.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'edgedesk-listener' AND datname = current_database()", &[])
+        .await
+        .expect("listeners terminated")
+        .len()
+}
+
 /// Runs a test body once per backend, as `name::sqlite` and `name::postgres`.
 macro_rules! both_backends {
     (async fn $name:ident($b:ident: Backend) $body:block) => {

@@ -3,11 +3,11 @@
 use std::time::Duration;
 
 use edgedesk::store::sqlite::SqliteOptions;
-use edgedesk::store::{Millis, NewTicket, Priority, Status, Store, UserId, Wakeup, Workspace, WorkspaceId};
+use edgedesk::store::{Millis, Store, UserId, Wakeup, Workspace, WorkspaceId};
 use tokio::sync::broadcast;
 
-use crate::common::{Backend, PgDatabase, both_backends};
-use crate::store::fresh_store;
+use crate::common::{Backend, PgDatabase, both_backends, kill_listeners};
+use crate::store::{fresh_store, new_ticket};
 
 /// Waits for a wakeup that covers `ws`; `false` after `within`.
 async fn woken(rx: &mut broadcast::Receiver<Wakeup>, ws: WorkspaceId, within: Duration) -> bool {
@@ -50,17 +50,6 @@ fn drain(rx: &mut broadcast::Receiver<Wakeup>) {
     while rx.try_recv().is_ok() {}
 }
 
-fn ticket(title: &str, requester: UserId) -> NewTicket {
-    NewTicket {
-        title: title.into(),
-        status: Status::Open,
-        priority: Priority::Normal,
-        requester_id: requester,
-        assignee_id: None,
-        tags: vec![],
-    }
-}
-
 async fn new_workspace(store: &Store, actor: UserId) -> WorkspaceId {
     let ws = Workspace { id: WorkspaceId::new(), name: "Feed".into(), created_at: Millis::now() };
     store.tenants.create(&ws, actor).await.unwrap();
@@ -78,7 +67,7 @@ async fn a_commit_wakes_this_process(b: Backend) {
     let ws = new_workspace(&store, actor).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     drain(&mut rx);
-    store.tenants.open(ws).await.unwrap().create_ticket(actor, ticket("wake up", actor)).await.unwrap();
+    store.tenants.open(ws).await.unwrap().create_ticket(actor, new_ticket("wake up", actor)).await.unwrap();
     assert!(woken(&mut rx, ws, Duration::from_secs(5)).await, "a commit wakes consumers");
 }
 }
@@ -96,7 +85,7 @@ async fn a_commit_by_another_process_on_the_data_dir_wakes_this_one() {
     let mut rx = ours.tenants.wakeups();
     tokio::time::sleep(Duration::from_millis(200)).await;
     drain(&mut rx);
-    theirs.tenants.open(ws).await.unwrap().create_ticket(actor, ticket("from elsewhere", actor)).await.unwrap();
+    theirs.tenants.open(ws).await.unwrap().create_ticket(actor, new_ticket("from elsewhere", actor)).await.unwrap();
     assert!(woken(&mut rx, ws, Duration::from_secs(5)).await, "the file watcher turns another process's commit into a wakeup");
 }
 
@@ -122,17 +111,12 @@ async fn another_instance_wakes_this_one_even_after_the_listener_is_killed() {
     assert!(woken(&mut rx, ws, Duration::from_secs(5)).await, "a commit through instance two wakes instance one");
 
     // Kill every listener's connection: they reconnect, announce a catch-up, and go on.
-    let (su, connection) = tokio_postgres::connect(&pg.superuser_url, tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(connection);
-    let killed = su
-        .query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'edgedesk-listener' AND datname = current_database()", &[])
-        .await
-        .unwrap();
-    assert!(killed.len() >= 2, "both instances' listeners were found and killed");
+    let killed = kill_listeners(&pg).await;
+    assert!(killed >= 2, "both instances' listeners were found and killed");
     drain(&mut rx);
     assert!(woken(&mut rx, WorkspaceId::new(), Duration::from_secs(10)).await, "the reconnect announces a catch-up");
     listening(&pg, 2).await;
     drain(&mut rx);
-    two.tenants.open(ws).await.unwrap().create_ticket(actor, ticket("after the kill", actor)).await.unwrap();
+    two.tenants.open(ws).await.unwrap().create_ticket(actor, new_ticket("after the kill", actor)).await.unwrap();
     assert!(woken(&mut rx, ws, Duration::from_secs(5)).await, "wakeups flow again after the reconnect");
 }

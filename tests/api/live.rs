@@ -6,7 +6,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::common::{Backend, TestServer, User, both_backends, relaxed_limits};
+use crate::common::{Backend, TestServer, User, both_backends, kill_listeners, relaxed_limits};
 
 #[derive(Debug, Clone, Default)]
 struct Frame {
@@ -366,13 +366,7 @@ async fn every_subscriber_on_every_instance_gets_every_event_once_in_order_even_
     // Mid-run: kill both instances' LISTEN connections.
     tokio::time::sleep(Duration::from_millis(150)).await;
     let pg = servers[0].pg.clone().unwrap();
-    let (su, connection) = tokio_postgres::connect(&pg.superuser_url, tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(connection);
-    let killed = su
-        .query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'edgedesk-listener' AND datname = current_database()", &[])
-        .await
-        .unwrap();
-    assert_eq!(killed.len(), 2, "both listeners were killed mid-run");
+    assert_eq!(kill_listeners(&pg).await, 2, "both listeners were killed mid-run");
     for w in writers {
         w.await.unwrap();
     }
@@ -392,6 +386,20 @@ async fn every_subscriber_on_every_instance_gets_every_event_once_in_order_even_
     }
 }
 
+/// The stream asked for on a bare socket with a small receive buffer, which the test reads
+/// (or not) as it likes. `headers` are extra request lines, each ending in CRLF.
+async fn raw_stream(s: &TestServer, user: &User, ws: &str, headers: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let addr: std::net::SocketAddr = s.base.trim_start_matches("http://").parse().unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    let request =
+        format!("GET /api/workspaces/{ws}/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n{headers}\r\n", user.token);
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream
+}
+
 async fn sse_connections(s: &TestServer) -> usize {
     let metrics = s.http.get(format!("{}/metrics", s.base)).send().await.unwrap().text().await.unwrap();
     metrics.lines().find_map(|l| l.strip_prefix("edgedesk_sse_connections ")).unwrap().parse().unwrap()
@@ -399,17 +407,12 @@ async fn sse_connections(s: &TestServer) -> usize {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_dropped_and_the_others_carry_on() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     let s = TestServer::start_with(Backend::Sqlite, relaxed_limits(), |c| c.write_timeout = Duration::from_secs(1)).await;
     let (_, agent, _, ws) = desk(&s).await;
     let mut healthy = open(&s, &agent, &ws, None, "").await;
     // A client that connects, asks for the stream, and never reads a byte.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let addr: std::net::SocketAddr = s.base.trim_start_matches("http://").parse().unwrap();
-    let mut stalled = socket.connect(addr).await.unwrap();
-    let request = format!("GET /api/workspaces/{ws}/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\r\n", agent.token);
-    stalled.write_all(request.as_bytes()).await.unwrap();
+    let mut stalled = raw_stream(&s, &agent, &ws, "").await;
     for _ in 0..50 {
         if sse_connections(&s).await == 2 {
             break;
@@ -471,21 +474,13 @@ async fn a_client_that_stops_reading_is_dropped_and_the_others_carry_on() {
 
 #[tokio::test]
 async fn a_client_that_falls_too_far_behind_is_closed_and_catches_up_by_reconnecting() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     let s = TestServer::start_with(Backend::Sqlite, relaxed_limits(), |c| c.sse_lag = 3).await;
     let (_, agent, _, ws) = desk(&s).await;
     let ticket = s.ticket(&agent, &ws, json!({ "title": "big replies" })).await;
     let first = workspace_head(&s, &agent, &ws).await;
     // A client that asks for the stream, then stops reading for a while.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let addr: std::net::SocketAddr = s.base.trim_start_matches("http://").parse().unwrap();
-    let mut slow = socket.connect(addr).await.unwrap();
-    let request = format!(
-        "GET /api/workspaces/{ws}/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nLast-Event-ID: {first}\r\n\r\n",
-        agent.token
-    );
-    slow.write_all(request.as_bytes()).await.unwrap();
+    let mut slow = raw_stream(&s, &agent, &ws, &format!("Last-Event-ID: {first}\r\n")).await;
     let mut seen = Vec::new();
     let mut buf = vec![0u8; 65536];
     while !String::from_utf8_lossy(&seen).contains("retry:") {

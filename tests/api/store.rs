@@ -8,7 +8,7 @@ use edgedesk::store::{
 
 use crate::common::{Backend, PgDatabase, both_backends};
 
-fn new_ticket(title: &str, requester: UserId) -> NewTicket {
+pub fn new_ticket(title: &str, requester: UserId) -> NewTicket {
     NewTicket {
         title: title.into(),
         status: Status::Open,

@@ -179,14 +179,8 @@ pub async fn delta(tx: &Transaction<'_>, workspace: WorkspaceId, audience: Audie
             .await
             .map_err(error)?,
     };
-    let mut events = rows.iter().map(event_from_row).collect::<StoreResult<Vec<_>>>()?;
-    let has_more = events.len() > limit;
-    events.truncate(limit);
-    let last_sync_id = match (has_more, events.last()) {
-        (true, Some(last)) => last.sync_id,
-        _ => head.max(after),
-    };
-    Ok(DeltaPage { events, last_sync_id, has_more })
+    let events = rows.iter().map(event_from_row).collect::<StoreResult<Vec<_>>>()?;
+    Ok(DeltaPage::from_overfetch(events, limit, head, after))
 }
 
 pub async fn feed(tx: &Transaction<'_>, after: i64, limit: usize) -> StoreResult<Page<crate::store::FeedEvent>> {
@@ -202,7 +196,7 @@ pub async fn feed(tx: &Transaction<'_>, after: i64, limit: usize) -> StoreResult
         )
         .await
         .map_err(error)?;
-    let mut items = rows
+    let items = rows
         .iter()
         .map(|row| {
             Ok(crate::store::FeedEvent {
@@ -213,9 +207,7 @@ pub async fn feed(tx: &Transaction<'_>, after: i64, limit: usize) -> StoreResult
             })
         })
         .collect::<StoreResult<Vec<_>>>()?;
-    let has_more = items.len() > limit;
-    items.truncate(limit);
-    Ok(Page { items, has_more })
+    Ok(Page::from_overfetch(items, limit))
 }
 
 /// Owned query parameters for SQL built clause by clause.
@@ -262,10 +254,8 @@ pub async fn audit(tx: &Transaction<'_>, query: &AuditQuery) -> StoreResult<Page
     }
     sql.push_str(&format!(" ORDER BY s.sync_id DESC LIMIT {}", query.limit + 1));
     let rows = tx.query(&sql, &params.refs()).await.map_err(error)?;
-    let mut items = rows.iter().map(event_from_row).collect::<StoreResult<Vec<_>>>()?;
-    let has_more = items.len() > query.limit;
-    items.truncate(query.limit);
-    Ok(Page { items, has_more })
+    let items = rows.iter().map(event_from_row).collect::<StoreResult<Vec<_>>>()?;
+    Ok(Page::from_overfetch(items, query.limit))
 }
 
 /// Streams the snapshot from one REPEATABLE READ transaction; `send().await` on the

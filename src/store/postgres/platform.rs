@@ -180,14 +180,7 @@ impl PlatformStore for PgPlatform {
 
     async fn create_session(&self, session: NewSession) -> StoreResult<SessionInfo> {
         let now = Millis::now();
-        let info = SessionInfo {
-            id: SessionId::new(),
-            created_at: now,
-            expires_at: session.expires_at,
-            last_seen_at: now,
-            user_agent: session.user_agent,
-            ip: session.ip,
-        };
+        let info = session.started_at(now);
         let client = self.client().await?;
         client
             .execute(

@@ -254,10 +254,8 @@ impl TenantStore for PgTenant {
         }
         sql.push_str(&format!(" ORDER BY {key} {dir}, t.id {dir} LIMIT {}", query.limit + 1));
         let rows = tx.query(&sql, &params.refs()).await.map_err(error)?;
-        let mut items = rows.iter().map(ticket_from_row).collect::<StoreResult<Vec<_>>>()?;
-        let has_more = items.len() > query.limit;
-        items.truncate(query.limit);
-        Ok(Page { items, has_more })
+        let items = rows.iter().map(ticket_from_row).collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page::from_overfetch(items, query.limit))
     }
 
     async fn ticket(&self, audience: Audience, id: TicketId) -> StoreResult<Option<Ticket>> {
@@ -356,10 +354,8 @@ impl TenantStore for PgTenant {
             )
             .await
             .map_err(error)?;
-        let mut items = rows.iter().map(comment_from_row).collect::<StoreResult<Vec<_>>>()?;
-        let has_more = items.len() > query.limit;
-        items.truncate(query.limit);
-        Ok(Page { items, has_more })
+        let items = rows.iter().map(comment_from_row).collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page::from_overfetch(items, query.limit))
     }
 
     async fn add_link(&self, actor: UserId, source: TicketId, target: TicketId, kind: LinkKind) -> StoreResult<TicketLink> {

@@ -109,7 +109,7 @@ pub fn delta(conn: &mut Connection, audience: Audience, after: i64, limit: usize
     let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred).map_err(error)?;
     let head = head(&tx)?;
     let fetch = (limit + 1) as i64;
-    let mut events = match audience {
+    let events = match audience {
         Audience::Staff => {
             let mut stmt = tx
                 .prepare_cached(&format!(
@@ -133,14 +133,7 @@ pub fn delta(conn: &mut Connection, audience: Audience, after: i64, limit: usize
                 .map_err(error)?
         }
     };
-    let has_more = events.len() > limit;
-    events.truncate(limit);
-    let last_sync_id = match (has_more, events.last()) {
-        (true, Some(last)) => last.sync_id,
-        // Nothing more is visible up to the head: the client may skip to it.
-        _ => head.max(after),
-    };
-    Ok(DeltaPage { events, last_sync_id, has_more })
+    Ok(DeltaPage::from_overfetch(events, limit, head, after))
 }
 
 pub fn feed(conn: &Connection, after: i64, limit: usize) -> StoreResult<Page<FeedEvent>> {
@@ -150,15 +143,13 @@ pub fn feed(conn: &Connection, after: i64, limit: usize) -> StoreResult<Page<Fee
              LEFT JOIN tickets t ON t.id = s.ticket_id WHERE s.sync_id > ?1 ORDER BY s.sync_id LIMIT ?2"
         ))
         .map_err(error)?;
-    let mut items = stmt
+    let items = stmt
         .query_map(params![after, (limit + 1) as i64], |row| {
             Ok(FeedEvent { event: event_from_row(row)?, ticket_id: row.get(7)?, staff_only: row.get(8)?, requester: row.get(9)? })
         })
         .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
         .map_err(error)?;
-    let has_more = items.len() > limit;
-    items.truncate(limit);
-    Ok(Page { items, has_more })
+    Ok(Page::from_overfetch(items, limit))
 }
 
 pub fn audit(conn: &Connection, query: &AuditQuery) -> StoreResult<Page<SyncEvent>> {
@@ -191,13 +182,11 @@ pub fn audit(conn: &Connection, query: &AuditQuery) -> StoreResult<Page<SyncEven
     }
     sql.push_str(&format!(" ORDER BY s.sync_id DESC LIMIT {}", query.limit + 1));
     let mut stmt = conn.prepare(&sql).map_err(error)?;
-    let mut items = stmt
+    let items = stmt
         .query_map(rusqlite::params_from_iter(args), event_from_row)
         .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
         .map_err(error)?;
-    let has_more = items.len() > query.limit;
-    items.truncate(query.limit);
-    Ok(Page { items, has_more })
+    Ok(Page::from_overfetch(items, query.limit))
 }
 
 /// Streams the snapshot from one read transaction, sending chunks with `blocking_send`

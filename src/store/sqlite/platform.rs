@@ -166,14 +166,7 @@ impl PlatformStore for SqlitePlatform {
     async fn create_session(&self, session: NewSession) -> StoreResult<SessionInfo> {
         blocking(&self.exec, &self.pool, move |conn| {
             let now = Millis::now();
-            let info = SessionInfo {
-                id: SessionId::new(),
-                created_at: now,
-                expires_at: session.expires_at,
-                last_seen_at: now,
-                user_agent: session.user_agent,
-                ip: session.ip,
-            };
+            let info = session.started_at(now);
             conn.execute(
                 "INSERT INTO sessions (id, token_hash, user_id, created_at, expires_at, last_seen_at, user_agent, ip)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?4, ?6, ?7)",

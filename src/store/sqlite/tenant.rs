@@ -255,13 +255,11 @@ impl TenantStore for SqliteTenant {
             }
             sql.push_str(&format!(" ORDER BY {key} {dir}, t.id {dir} LIMIT {}", query.limit + 1));
             let mut stmt = conn.prepare_cached(&sql).map_err(error)?;
-            let mut items = stmt
+            let items = stmt
                 .query_map(rusqlite::params_from_iter(args), ticket_from_row)
                 .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
                 .map_err(error)?;
-            let has_more = items.len() > query.limit;
-            items.truncate(query.limit);
-            Ok(Page { items, has_more })
+            Ok(Page::from_overfetch(items, query.limit))
         })
         .await
     }
@@ -352,13 +350,11 @@ impl TenantStore for SqliteTenant {
                      AND (?3 IS NULL OR c.id > ?3) ORDER BY c.id LIMIT ?4"
                 ))
                 .map_err(error)?;
-            let mut items = stmt
+            let items = stmt
                 .query_map(params![ticket, staff, query.after, (query.limit + 1) as i64], comment_from_row)
                 .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
                 .map_err(error)?;
-            let has_more = items.len() > query.limit;
-            items.truncate(query.limit);
-            Ok(Page { items, has_more })
+            Ok(Page::from_overfetch(items, query.limit))
         })
         .await
     }
