@@ -77,8 +77,8 @@ pub struct CreateUser {
     pub admin: bool,
 }
 
-pub async fn run(cli: Cli) -> Result<(), BoxError> {
-    let config = Config::load(cli.config.as_deref())?;
+/// Runs `cli`'s command with `config` (loaded by the caller, which built the runtime from it).
+pub async fn run(cli: Cli, config: Config) -> Result<(), BoxError> {
     match cli.command {
         Command::Serve => app::serve(config).await,
         Command::Migrate => migrate(&config).await,

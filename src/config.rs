@@ -76,6 +76,10 @@ pub struct Config {
     /// once; this bounds how long a revocation made elsewhere (another instance, the CLI)
     /// can lag. Zero disables the caches.
     pub auth_cache_ttl: Duration,
+    /// Runtime workers (default: one per core the process may use).
+    pub worker_threads: usize,
+    /// Whether each runtime worker is bound to one core (see `runtime`).
+    pub pin_workers: crate::runtime::Pinning,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,6 +180,8 @@ impl Config {
             write_timeout: Duration::from_secs(src.parse::<u64>("EDGEDESK_WRITE_TIMEOUT_SECS", 30)?.max(1)),
             sse_max_connections: src.parse("EDGEDESK_SSE_MAX_CONNECTIONS", 20_000)?,
             dev_allow_privileged_role: src.parse("EDGEDESK_DEV_ALLOW_PRIVILEGED_ROLE", false)?,
+            worker_threads: src.parse("EDGEDESK_WORKER_THREADS", crate::runtime::default_workers())?.max(1),
+            pin_workers: src.parse("EDGEDESK_PIN_WORKERS", crate::runtime::Pinning::Auto)?,
         })
     }
 }
@@ -218,6 +224,9 @@ mod tests {
         let env = HashMap::from([("EDGEDESK_LISTEN".to_string(), "nowhere".to_string())]);
         let err = Config::from_sources(None, env).unwrap_err();
         assert!(err.to_string().contains("EDGEDESK_LISTEN"), "{err}");
+        let env = HashMap::from([("EDGEDESK_PIN_WORKERS".to_string(), "always".to_string())]);
+        let err = Config::from_sources(None, env).unwrap_err();
+        assert!(err.to_string().contains("EDGEDESK_PIN_WORKERS") && err.to_string().contains("auto, on or off"), "{err}");
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod error;
 pub mod http;
 pub mod live;
 pub mod router;
+pub mod runtime;
 pub mod store;
 pub mod sync;
 pub mod tenants;

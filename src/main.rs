@@ -13,14 +13,21 @@ fn main() -> std::process::ExitCode {
     } else {
         subscriber.init();
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let config = match edgedesk::config::Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("edgedesk: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let runtime = match edgedesk::runtime::build(config.worker_threads, config.pin_workers) {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("edgedesk: cannot start the async runtime: {err}");
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(edgedesk::cli::run(cli)) {
+    match runtime.block_on(edgedesk::cli::run(cli, config)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("edgedesk: {err}");
