@@ -1,7 +1,7 @@
 //! Load and speed harness for the foundation. Prints its figures; see docs/benchmarks.md.
 //!
 //! ```text
-//! cargo bench --bench load -- [creates|get|bootstrap|tenants|sse|pg-creates|all] [--secs S] [--clients C] [--threads T] [--rows N] [--tenants N]
+//! cargo bench --bench load -- [creates|get|bootstrap|tenants|sse|pg-creates|all] [--secs S] [--clients C] [--threads T] [--eager-read] [--rows N] [--tenants N]
 //! ```
 //!
 //! The server runs as its own process (the real `edgedesk serve` binary, release build)
@@ -48,12 +48,24 @@ struct Args {
     clients_given: bool,
     /// Threads of the sse load client.
     threads: usize,
+    /// `--eager-read`: the sse load client reads as frames arrive, on the server's cores,
+    /// instead of holding off while each paced event fans out.
+    eager_read: bool,
     rows: u64,
     tenants: usize,
 }
 
 fn parse_args() -> Args {
-    let mut args = Args { which: "all".into(), secs: 5, clients: 32, clients_given: false, threads: 1, rows: 1_000_000, tenants: 10_000 };
+    let mut args = Args {
+        which: "all".into(),
+        secs: 5,
+        clients: 32,
+        clients_given: false,
+        threads: 1,
+        eager_read: false,
+        rows: 1_000_000,
+        tenants: 10_000,
+    };
     let mut it = std::env::args().skip(1).filter(|a| a != "--bench");
     while let Some(arg) = it.next() {
         let mut num = |name: &str| it.next().and_then(|v| v.parse::<u64>().ok()).unwrap_or_else(|| panic!("{name} needs a number"));
@@ -64,6 +76,7 @@ fn parse_args() -> Args {
                 args.clients_given = true;
             }
             "--threads" => args.threads = num("--threads").max(1) as usize,
+            "--eager-read" => args.eager_read = true,
             "--rows" => args.rows = num("--rows"),
             "--tenants" => args.tenants = num("--tenants") as usize,
             other if !other.starts_with('-') => args.which = other.to_string(),
@@ -736,7 +749,7 @@ async fn main() {
     if all || args.which == "sse" {
         let (_keep, dir) = scratch("sse");
         let sizes = if args.clients_given { vec![args.clients] } else { vec![1_000, 10_000] };
-        sse::bench_sse(&dir, &sizes, args.threads).await;
+        sse::bench_sse(&dir, &sizes, args.threads, args.eager_read).await;
     }
     if all || args.which == "pg-creates" {
         let (_keep, dir) = scratch("pg-creates");

@@ -6,13 +6,22 @@
 //! the client's socket, whatever the client was doing) and the moment the thread read them.
 //! The gap between the two is the load client's own delay, so a run shows by itself whether
 //! the client kept up.
+//!
+//! A read's timestamp is that of the last segment it took (TCP also merges queued segments,
+//! keeping the newest stamp), so it is exact only for the read's last frame: a frame with
+//! another after it in the same read (an event followed by a `: ping`) is marked inexact.
+//!
+//! The fleet can be *held*: its threads park, reading nothing, while the server fans an event
+//! out, and read it all once released. The kernel stamps arrivals either way, so a held fleet
+//! measures the same moment while taking none of the two cores the server is using; on a real
+//! deployment the clients' reading happens on their own machines.
 
 use std::io::{IoSliceMut, Write};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{Condvar, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -33,6 +42,8 @@ pub struct Seen {
     pub id: i64,
     pub kernel_ns: i64,
     pub read_ns: i64,
+    /// `kernel_ns` is this frame's own arrival: no frame came after it in the same read.
+    pub exact: bool,
 }
 
 struct Conn {
@@ -50,31 +61,67 @@ struct Worker {
     thread: JoinHandle<(Vec<Seen>, Vec<i64>, u64)>,
 }
 
+/// Whether the fleet's threads may read, and how many are parked because they may not.
+#[derive(Default)]
+struct Gate {
+    held: Mutex<bool>,
+    changed: Condvar,
+    parked: AtomicUsize,
+}
+
+impl Gate {
+    /// Parks the calling client thread while the gate is held (and the fleet not stopping).
+    fn wait_open(&self, stop: &AtomicBool) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        if !*held {
+            return;
+        }
+        self.parked.fetch_add(1, Ordering::AcqRel);
+        while *held && !stop.load(Ordering::Acquire) {
+            held = self.changed.wait(held).unwrap_or_else(|p| p.into_inner());
+        }
+        self.parked.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn set(&self, value: bool) {
+        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = value;
+        self.changed.notify_all();
+    }
+}
+
+/// What the client threads share with the fleet's owner.
+#[derive(Default)]
+struct Shared {
+    subscribed: AtomicUsize,
+    /// `id:` frames read so far, over all clients.
+    frames: AtomicUsize,
+    stop: AtomicBool,
+    gate: Gate,
+}
+
 pub struct Fleet {
     workers: Vec<Worker>,
     next: usize,
-    subscribed: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
+    shared: Arc<Shared>,
 }
 
 impl Fleet {
     pub fn new(threads: usize) -> Self {
-        let subscribed = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(Shared::default());
         let workers = (0..threads)
             .map(|i| {
                 let poll = Poll::new().expect("epoll");
                 let waker = Arc::new(Waker::new(poll.registry(), WAKER).expect("waker"));
                 let (handoff, incoming) = mpsc::channel();
-                let (subscribed, stop) = (subscribed.clone(), stop.clone());
+                let shared = shared.clone();
                 let thread = std::thread::Builder::new()
                     .name(format!("sse-client-{i}"))
-                    .spawn(move || run(poll, incoming, subscribed, stop))
+                    .spawn(move || run(poll, incoming, &shared))
                     .expect("thread");
                 Worker { waker, handoff, thread }
             })
             .collect();
-        Self { workers, next: 0, subscribed, stop }
+        Self { workers, next: 0, shared }
     }
 
     /// Opens one stream of `path` with `token`; it counts as subscribed once the server's
@@ -108,12 +155,39 @@ impl Fleet {
     }
 
     pub fn subscribed(&self) -> usize {
-        self.subscribed.load(Ordering::Acquire)
+        self.shared.subscribed.load(Ordering::Acquire)
+    }
+
+    /// `id:` frames read so far, over all clients.
+    pub fn frames(&self) -> usize {
+        self.shared.frames.load(Ordering::Acquire)
+    }
+
+    /// Parks every client thread; returns once all are parked. Blocks the calling thread.
+    pub fn hold(&self) {
+        self.shared.gate.set(true);
+        for worker in &self.workers {
+            let _ = worker.waker.wake();
+        }
+        while self.shared.gate.parked.load(Ordering::Acquire) < self.workers.len() {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    /// Lets the client threads read again, and waits until `frames()` reaches `want`
+    /// (or 30 s pass). Blocks the calling thread.
+    pub fn release_until(&self, want: usize) {
+        self.shared.gate.set(false);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self.frames() < want && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(200));
+        }
     }
 
     /// Stops every thread; returns every arrival, each client's last id and the bytes read.
     pub fn finish(self) -> (Vec<Seen>, Vec<i64>, u64) {
-        self.stop.store(true, Ordering::Release);
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.gate.set(false);
         let mut seen = Vec::new();
         let mut last = Vec::new();
         let mut bytes = 0;
@@ -128,19 +202,15 @@ impl Fleet {
     }
 }
 
-fn run(
-    mut poll: Poll,
-    incoming: mpsc::Receiver<TcpStream>,
-    subscribed: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-) -> (Vec<Seen>, Vec<i64>, u64) {
+fn run(mut poll: Poll, incoming: mpsc::Receiver<TcpStream>, shared: &Shared) -> (Vec<Seen>, Vec<i64>, u64) {
     let mut conns: Vec<Conn> = Vec::new();
     let mut bytes = 0u64;
     let mut seen = Vec::new();
     let mut events = Events::with_capacity(4096);
     let mut buf = vec![0u8; 64 * 1024];
     let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
-    while !stop.load(Ordering::Acquire) {
+    while !shared.stop.load(Ordering::Acquire) {
+        shared.gate.wait_open(&shared.stop);
         if poll.poll(&mut events, Some(Duration::from_millis(100))).is_err() {
             continue;
         }
@@ -177,7 +247,7 @@ fn run(
                 let data = &buf[..n];
                 if !conn.subscribed && data.windows(6).any(|w| w == b"retry:") {
                     conn.subscribed = true;
-                    subscribed.fetch_add(1, Ordering::AcqRel);
+                    shared.subscribed.fetch_add(1, Ordering::AcqRel);
                 }
                 conn.carry.extend_from_slice(data);
                 let mut start = 0;
@@ -185,7 +255,10 @@ fn run(
                     let from = start + pos + 4;
                     let Some(len) = conn.carry[from..].iter().position(|b| *b == b'\n') else { break };
                     if let Some(id) = std::str::from_utf8(&conn.carry[from..from + len]).ok().and_then(|t| t.parse().ok()) {
-                        seen.push(Seen { id, kernel_ns: kernel_ns.unwrap_or(read_ns), read_ns });
+                        let end = |at: usize| conn.carry[at..].windows(2).position(|w| w == b"\n\n").map(|p| at + p + 2);
+                        let exact = end(from).and_then(end).is_none();
+                        seen.push(Seen { id, kernel_ns: kernel_ns.unwrap_or(read_ns), read_ns, exact });
+                        shared.frames.fetch_add(1, Ordering::AcqRel);
                         conn.last = id;
                     }
                     start = from + len;

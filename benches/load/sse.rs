@@ -2,10 +2,19 @@
 //!
 //! One server, one workspace, N clients following its event stream (see `fleet.rs`), all on
 //! this machine's cores. Three phases:
-//! - paced: events from one writer, one every 100 ms, timed from just before each POST is
+//! - paced: events from one writer, one at a time, timed from just before each POST is
 //!   sent to each client's receipt of its frame: 25 events, then 50 with one more client
 //!   connected that never reads a byte (a stalled tab), then 25 after it has gone;
 //! - burst: events from four writers as fast as they go, until every client has the last.
+//!
+//! In the paced phases the load client is held (see `fleet.rs`) from just before each POST
+//! until 100 ms + 10 µs per client after it, then reads everything; the next event follows
+//! once every client has read this one. The report counts arrivals stamped after the client
+//! began reading, which the client's own work could have delayed. `--eager-read` instead
+//! reads throughout, with the events 100 ms apart, as a real but co-located client would.
+//!
+//! `EDGEDESK_BENCH_PER_EVENT=1` also prints each paced event's answer time and the spread
+//! of its arrivals.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -44,46 +53,104 @@ struct Phase {
     sent: std::collections::HashMap<i64, i64>,
     /// sync_id → when its POST was answered (after its COMMIT).
     answered: std::collections::HashMap<i64, i64>,
+    /// sync_id → when a held client began reading it.
+    released: std::collections::HashMap<i64, i64>,
 }
 
 impl Phase {
-    /// (kernel receipt − sent, read − sent) for every arrival of this phase's events.
+    /// This phase's arrivals whose kernel stamp is their own (see `Seen::exact`).
+    fn exact<'s>(&self, seen: &'s [Seen]) -> impl Iterator<Item = &'s Seen> {
+        seen.iter().filter(|s| s.exact && self.sent.contains_key(&s.id))
+    }
+
+    /// This phase's arrivals that shared a read with a later frame: their stamp is that
+    /// frame's, so they are left out of the figures.
+    fn inexact(&self, seen: &[Seen]) -> usize {
+        seen.iter().filter(|s| !s.exact && self.sent.contains_key(&s.id)).count()
+    }
+
+    /// (kernel receipt − sent, read − sent) for every exactly stamped arrival of this
+    /// phase's events.
     fn latencies(&self, seen: &[Seen]) -> (Vec<i64>, Vec<i64>) {
-        seen.iter().filter_map(|s| self.sent.get(&s.id).map(|t0| (s.kernel_ns - t0, s.read_ns - t0))).unzip()
+        self.exact(seen).map(|s| (s.kernel_ns - self.sent[&s.id], s.read_ns - self.sent[&s.id])).unzip()
     }
 
     fn and(mut self, other: Phase) -> Phase {
         self.sent.extend(other.sent);
         self.answered.extend(other.answered);
+        self.released.extend(other.released);
         self
     }
 
     /// Kernel receipt − POST answered: a lower bound of commit-to-receipt, as `latencies`
     /// gives an upper one (the COMMIT falls between sending the POST and its answer).
     fn after_answer(&self, seen: &[Seen]) -> Vec<i64> {
-        seen.iter().filter_map(|s| self.answered.get(&s.id).map(|t1| s.kernel_ns - t1)).collect()
+        self.exact(seen).filter_map(|s| self.answered.get(&s.id).map(|t1| s.kernel_ns - t1)).collect()
+    }
+
+    /// Arrivals stamped after a held client began reading their event.
+    fn late(&self, seen: &[Seen]) -> usize {
+        self.exact(seen).filter(|s| self.released.get(&s.id).is_some_and(|r| s.kernel_ns > *r)).count()
     }
 }
 
-/// Paced events: one POST every 100 ms; event i gets sync_id `first + i`.
-async fn paced(http: &reqwest::Client, url: &str, token: &str, first: i64, count: i64, title: &str) -> Phase {
-    let (mut sent, mut answered) = (std::collections::HashMap::new(), std::collections::HashMap::new());
-    for i in 0..count {
-        sent.insert(first + i, realtime_ns());
+/// When the paced phases' load client reads: held while each event fans out, or eagerly.
+struct Pacing<'a> {
+    fleet: &'a Fleet,
+    clients: usize,
+    held: bool,
+}
+
+impl Pacing<'_> {
+    /// Before an event is sent: holds the fleet if so paced; returns the frames read so far.
+    fn before(&self) -> usize {
+        if self.held {
+            self.fleet.hold();
+        }
+        self.fleet.frames()
+    }
+
+    /// After an event was sent at `sent` with `frames` read before it: waits out its fan-out.
+    /// Held, returns when the client began reading, once every client has read it.
+    fn after(&self, sent: std::time::Instant, frames: usize) -> Option<i64> {
+        if !self.held {
+            std::thread::sleep(Duration::from_millis(100));
+            return None;
+        }
+        let window = Duration::from_millis(100) + Duration::from_micros(10 * self.clients as u64);
+        std::thread::sleep(window.saturating_sub(sent.elapsed()));
+        let released = realtime_ns();
+        self.fleet.release_until(frames + self.clients);
+        // Let the box settle before the next event.
+        std::thread::sleep(Duration::from_millis(20));
+        Some(released)
+    }
+}
+
+/// Paced events from one writer; event i gets sync_id `first + i`.
+async fn paced(http: &reqwest::Client, url: &str, token: &str, first: i64, count: i64, title: &str, pacing: &Pacing<'_>) -> Phase {
+    let mut phase = Phase { sent: Default::default(), answered: Default::default(), released: Default::default() };
+    for id in first..first + count {
+        let frames = tokio::task::block_in_place(|| pacing.before());
+        let sent = std::time::Instant::now();
+        phase.sent.insert(id, realtime_ns());
         post(http, url.to_string(), Some(token), json!({ "title": title })).await;
-        answered.insert(first + i, realtime_ns());
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        phase.answered.insert(id, realtime_ns());
+        if let Some(released) = tokio::task::block_in_place(|| pacing.after(sent, frames)) {
+            phase.released.insert(id, released);
+        }
     }
-    Phase { sent, answered }
+    phase
 }
 
-pub async fn bench_sse(dir: &Path, sizes: &[usize], threads: usize) {
+pub async fn bench_sse(dir: &Path, sizes: &[usize], threads: usize, eager_read: bool) {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     for &clients in sizes {
         for writers in [1, 2] {
-            let (p50, p99, cpu) = tokio::task::block_in_place(|| raw_fanout(clients, threads, writers));
+            let (p50, p99, cpu, late) = tokio::task::block_in_place(|| raw_fanout(clients, threads, writers, !eager_read));
             println!(
-                "raw fan-out, {clients} clients, {writers} writer thread(s): arrival p50 {p50:.2} ms, p99 {p99:.2} ms; raw server CPU per delivery {cpu:.1} µs"
+                "raw fan-out, {clients} clients, {writers} writer thread(s): arrival p50 {p50:.2} ms, p99 {p99:.2} ms; raw server CPU per delivery {cpu:.1} µs; \
+                 {late} arrivals after the client began reading"
             );
         }
         let data = dir.join(format!("data-{clients}"));
@@ -114,7 +181,8 @@ pub async fn bench_sse(dir: &Path, sizes: &[usize], threads: usize) {
         // Without, with, and again without a stalled client: the two halves without it
         // bracket the one with it, so the box's drift during the run weighs on both sides.
         let count = 25i64;
-        let before = paced(&http, &url, &token, head + 1, count, "latency").await;
+        let pacing = Pacing { fleet: &fleet, clients, held: !eager_read };
+        let before = paced(&http, &url, &token, head + 1, count, "latency", &pacing).await;
         let paced_cpu_us = |now: f64, then: f64| (now - then) * 1e6 / (count as f64 * clients as f64);
         let (server_per_delivery, client_per_delivery) =
             (paced_cpu_us(cpu_secs(server.pid), cpu_server0), paced_cpu_us(cpu_secs(std::process::id()), cpu_client0));
@@ -128,9 +196,9 @@ pub async fn bench_sse(dir: &Path, sizes: &[usize], threads: usize) {
             stream.write_all(request.as_bytes()).await.expect("request");
             stream
         };
-        let with_stalled = paced(&http, &url, &token, head + count + 1, 2 * count, "latency, one client stalled").await;
+        let with_stalled = paced(&http, &url, &token, head + count + 1, 2 * count, "latency, one client stalled", &pacing).await;
         drop(stalled);
-        let after = paced(&http, &url, &token, head + 3 * count + 1, count, "latency").await;
+        let after = paced(&http, &url, &token, head + 3 * count + 1, count, "latency", &pacing).await;
         let plain = before.and(after);
         let count = 4 * count;
 
@@ -163,10 +231,30 @@ pub async fn bench_sse(dir: &Path, sizes: &[usize], threads: usize) {
         let (mut kernel, mut read) = plain.latencies(&seen);
         let (mut kernel_stalled, mut read_stalled) = with_stalled.latencies(&seen);
         let mut after_answer = plain.after_answer(&seen);
+        let late = plain.late(&seen) + with_stalled.late(&seen);
+        let inexact = plain.inexact(&seen) + with_stalled.inexact(&seen);
+        if std::env::var_os("EDGEDESK_BENCH_PER_EVENT").is_some() {
+            let mut ids: Vec<_> = plain.sent.keys().chain(with_stalled.sent.keys()).copied().collect();
+            ids.sort_unstable();
+            for id in ids {
+                let t0 = plain.sent.get(&id).or(with_stalled.sent.get(&id)).copied().unwrap_or(0);
+                let t1 = plain.answered.get(&id).or(with_stalled.answered.get(&id)).copied().unwrap_or(0);
+                let mut l: Vec<i64> = seen.iter().filter(|s| s.id == id && s.exact).map(|s| s.kernel_ns - t0).collect();
+                eprintln!(
+                    "event {id}: answered {:.2} ms; arrivals min {:.2} p50 {:.2} max {:.2} ms",
+                    (t1 - t0) as f64 / 1e6,
+                    pct(&mut l, 0.0),
+                    pct(&mut l, 0.5),
+                    pct(&mut l, 1.0)
+                );
+            }
+        }
+        let reading = if eager_read { "reading eagerly" } else { "held while each event fans out" };
         let client_delay: Vec<i64> = seen.iter().map(|s| s.read_ns - s.kernel_ns).collect();
         let mut client_delay = client_delay;
         println!(
-            "sse {clients} clients ({threads} client thread(s)): commit-to-receipt (POST sent → frame in the client's socket) p50 {:.2} ms, p99 {:.2} ms over {} deliveries \
+            "sse {clients} clients ({threads} client thread(s), {reading}): commit-to-receipt (POST sent → frame in the client's socket) p50 {:.2} ms, p99 {:.2} ms over {} deliveries \
+             ({late} of all paced arrivals stamped after the client began reading; {inexact} left out, sharing a read with a later frame) \
              (from the POST's answer: p50 {:.2} ms, p99 {:.2} ms); to the client's read p50 {:.2} ms, p99 {:.2} ms (client's own delay p50 {:.3} ms, p99 {:.3} ms) | \
              with one stalled client connected (between the halves without it): p50 {:.2} ms, p99 {:.2} ms, {:+.0} % (read: p99 {:.2} ms) | \
              full fan-out {:.0} events delivered/s ({burst} events × {clients} clients) | {complete}/{clients} clients had every event, {:.0} bytes per delivery | \
@@ -195,9 +283,10 @@ pub async fn bench_sse(dir: &Path, sizes: &[usize], threads: usize) {
 /// The floor this machine sets: a plain program (this harness, run again as
 /// `raw-sse-server`) with the same fleet of clients, where `writers` threads each write one
 /// pre-rendered frame of the same size straight to their share of the sockets: no HTTP
-/// server, no runtime, no log. (p50, p99) of socket arrival in ms over 50 paced events, and
-/// the raw server's CPU µs per delivery.
-pub fn raw_fanout(clients: usize, client_threads: usize, writers: usize) -> (f64, f64, f64) {
+/// server, no runtime, no log. (p50, p99) of socket arrival in ms over 50 paced events (paced
+/// as the server's), the raw server's CPU µs per delivery, and the arrivals stamped after a
+/// held client began reading.
+pub fn raw_fanout(clients: usize, client_threads: usize, writers: usize, held: bool) -> (f64, f64, f64, usize) {
     use std::io::{BufRead, Write};
     let mut child = std::process::Command::new(std::env::current_exe().expect("harness path"))
         .args(["raw-sse-server", "--threads", &writers.to_string()])
@@ -210,21 +299,26 @@ pub fn raw_fanout(clients: usize, client_threads: usize, writers: usize) -> (f64
     let addr: std::net::SocketAddr = replies.next().and_then(|l| l.ok()).and_then(|l| l.parse().ok()).expect("raw server address");
     let mut fleet = Fleet::new(client_threads);
     fleet.open_many(clients, addr, "/raw", "raw");
+    let pacing = Pacing { fleet: &fleet, clients, held };
     let count = 50i64;
     let cpu0 = cpu_secs(child.id());
-    let mut sent = std::collections::HashMap::new();
+    let mut phase = Phase { sent: Default::default(), answered: Default::default(), released: Default::default() };
     for id in 1..=count {
-        sent.insert(id, realtime_ns());
+        let frames = pacing.before();
+        let sent = std::time::Instant::now();
+        phase.sent.insert(id, realtime_ns());
         writeln!(commands, "{id}").expect("command");
         let _ = replies.next();
-        std::thread::sleep(Duration::from_millis(100));
+        if let Some(released) = pacing.after(sent, frames) {
+            phase.released.insert(id, released);
+        }
     }
     let cpu = (cpu_secs(child.id()) - cpu0) * 1e6 / (count as f64 * clients as f64);
     drop(commands);
     let _ = child.wait();
     let (seen, _, _) = fleet.finish();
-    let (mut kernel, _) = Phase { sent, answered: Default::default() }.latencies(&seen);
-    (pct(&mut kernel, 0.50), pct(&mut kernel, 0.99), cpu)
+    let (mut kernel, _) = phase.latencies(&seen);
+    (pct(&mut kernel, 0.50), pct(&mut kernel, 0.99), cpu, phase.late(&seen))
 }
 
 /// `raw-sse-server`: accepts connections (answering each with SSE headers and a `retry:`),
