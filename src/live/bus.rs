@@ -71,7 +71,8 @@ struct Tail {
     /// Bumped whenever `waiting` is woken: a follower registered in an earlier round
     /// registers again.
     round: u64,
-    /// Heartbeats so far: a follower that has seen fewer sends a ping.
+    /// Heartbeats so far: a follower that has seen fewer, and was sent nothing since the
+    /// one before, sends a ping.
     pings: u64,
     /// Set at shutdown: every follower ends.
     closed: bool,
@@ -148,7 +149,9 @@ impl Topic {
         }
     }
 
-    /// Marks a heartbeat (or the end) and wakes every follower.
+    /// Marks a heartbeat (or the end) and wakes every follower. Only followers that were
+    /// sent nothing for a whole period write a ping, so a heartbeat on a busy topic costs a
+    /// wake per follower and no write.
     fn announce(&self, end: bool) {
         let waiting = {
             let mut tail = self.tail();
@@ -201,13 +204,15 @@ pub struct Follower {
     /// The waiting round this follower's waker is registered in.
     registered: Option<u64>,
     pings: u64,
+    /// Frames were handed out since the last heartbeat: the next one needs no ping.
+    active: bool,
 }
 
 impl Follower {
     /// Follows `guard`'s topic from just after `sent`.
     pub fn new(guard: TopicGuard, sent: i64) -> Self {
         let pings = guard.topic.tail().pings;
-        Self { guard, sent, registered: None, pings }
+        Self { guard, sent, registered: None, pings, active: false }
     }
 
     /// Up to `max` frames this subscriber may see, all that are ready, in one buffer.
@@ -236,15 +241,21 @@ impl Follower {
             }
         }
         if let Some(joined) = joined {
+            self.active = true;
             return Poll::Ready(Delivery::Frames(joined.freeze()));
         }
         if let Some(one) = first {
+            self.active = true;
             // The shared frame itself: no copy for the common case of one event.
             return Poll::Ready(Delivery::Frames(one.clone()));
         }
         if tail.pings != self.pings {
             self.pings = tail.pings;
-            return Poll::Ready(Delivery::Ping);
+            // A stream that carried frames during the period is alive without a ping: a
+            // stream is never silent for more than two periods.
+            if !std::mem::replace(&mut self.active, false) {
+                return Poll::Ready(Delivery::Ping);
+            }
         }
         if self.registered != Some(tail.round) {
             self.registered = Some(tail.round);

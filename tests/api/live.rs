@@ -226,6 +226,38 @@ async fn idle_streams_get_heartbeats_and_end_cleanly_on_shutdown(b: Backend) {
 }
 
 both_backends! {
+async fn a_busy_stream_carries_no_heartbeats_and_gets_them_again_once_idle(b: Backend) {
+    let s = TestServer::start_with(b, relaxed_limits(), |c| c.sse_heartbeat = Duration::from_millis(250)).await;
+    let (_, agent, _, ws) = desk(&s).await;
+    let mut sse = open(&s, &agent, &ws, None, "").await;
+    // Writes back to back for eight heartbeat periods.
+    let until = tokio::time::Instant::now() + Duration::from_secs(2);
+    let mut written = 0;
+    while tokio::time::Instant::now() < until {
+        s.ticket(&agent, &ws, json!({ "title": "busy" })).await;
+        written += 1;
+    }
+    let (mut events, mut pings) = (0, 0);
+    while events < written {
+        let frame = tokio::time::timeout(SOON, sse.frames.recv()).await.expect("every write arrives").expect("stream open");
+        events += usize::from(frame.event.is_some());
+        pings += usize::from(frame.comment);
+    }
+    // The period the stream opened in may have begun before its first event.
+    assert!(pings <= 1, "{pings} heartbeats among {written} events: a stream carrying events needs none");
+    let quiet = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            if sse.frames.recv().await.expect("stream open").comment {
+                return;
+            }
+        }
+    });
+    assert!(quiet.await.is_ok(), "heartbeats resume once the stream is idle");
+    s.stop().await;
+}
+}
+
+both_backends! {
 async fn bad_and_impossible_last_event_ids(b: Backend) {
     let s = TestServer::start(b).await;
     let (admin, agent, _, ws) = desk(&s).await;
