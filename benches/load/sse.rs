@@ -2,9 +2,11 @@
 //!
 //! One server, one workspace, N clients following its event stream (see `fleet.rs`), all on
 //! this machine's cores. Three phases:
-//! - paced: events from one writer, one at a time, timed from just before each POST is
-//!   sent to each client's receipt of its frame: 25 events, then 50 with one more client
-//!   connected that never reads a byte (a stalled tab), then 25 after it has gone;
+//! - paced: events from one writer, one at a time, each timed to each client's receipt of
+//!   its frame: 25 events, then 50 with one more client connected that never reads a byte (a
+//!   stalled tab), then 25 after it has gone. The COMMIT is bracketed: it came after the POST
+//!   was sent and after the event's own `at` (taken in its transaction, in milliseconds), and
+//!   before the POST was answered;
 //! - burst: events from four writers as fast as they go, until every client has the last.
 //!
 //! In the paced phases the load client is held (see `fleet.rs`) from just before each POST
@@ -82,10 +84,12 @@ impl Phase {
         self
     }
 
-    /// Kernel receipt − POST answered: a lower bound of commit-to-receipt, as `latencies`
-    /// gives an upper one (the COMMIT falls between sending the POST and its answer).
-    fn after_answer(&self, seen: &[Seen]) -> Vec<i64> {
-        self.exact(seen).filter_map(|s| self.answered.get(&s.id).map(|t1| s.kernel_ns - t1)).collect()
+    /// Kernel receipt − `at[id]` for every exactly stamped arrival of this phase's events.
+    /// From the POST's answer (after its COMMIT) that is a lower bound of commit-to-receipt,
+    /// as `latencies` gives an upper one; from the event's own `at` (taken in its
+    /// transaction, before the COMMIT) a tighter upper one.
+    fn since(&self, seen: &[Seen], at: &std::collections::HashMap<i64, i64>) -> Vec<i64> {
+        self.exact(seen).filter_map(|s| at.get(&s.id).map(|t| s.kernel_ns - t)).collect()
     }
 
     /// Arrivals stamped after a held client began reading their event.
@@ -222,6 +226,7 @@ pub async fn bench_sse(dir: &Path, sizes: &[usize], threads: usize, eager_read: 
         // Every client should have the last event well within this.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let (cpu_client, cpu_server) = (cpu_secs(std::process::id()) - cpu_client0, cpu_secs(server.pid) - cpu_server0);
+        let event_at = event_times(&http, &server.base, &ws, &token, head).await;
         let (seen, lasts, bytes) = fleet.finish();
         server.stop().await;
 
@@ -230,7 +235,11 @@ pub async fn bench_sse(dir: &Path, sizes: &[usize], threads: usize, eager_read: 
         let delivered = burst as f64 * clients as f64 / ((burst_done_ns - burst_start_ns) as f64 / 1e9);
         let (mut kernel, mut read) = plain.latencies(&seen);
         let (mut kernel_stalled, mut read_stalled) = with_stalled.latencies(&seen);
-        let mut after_answer = plain.after_answer(&seen);
+        let mut after_answer = plain.since(&seen, &plain.answered);
+        // The COMMIT came after both the POST was sent and the event's `at` was taken.
+        let not_before: std::collections::HashMap<i64, i64> =
+            plain.sent.iter().map(|(id, sent)| (*id, event_at.get(id).map_or(*sent, |at| (*at).max(*sent)))).collect();
+        let mut after_at = plain.since(&seen, &not_before);
         let late = plain.late(&seen) + with_stalled.late(&seen);
         let inexact = plain.inexact(&seen) + with_stalled.inexact(&seen);
         if std::env::var_os("EDGEDESK_BENCH_PER_EVENT").is_some() {
@@ -255,7 +264,8 @@ pub async fn bench_sse(dir: &Path, sizes: &[usize], threads: usize, eager_read: 
         println!(
             "sse {clients} clients ({threads} client thread(s), {reading}): commit-to-receipt (POST sent → frame in the client's socket) p50 {:.2} ms, p99 {:.2} ms over {} deliveries \
              ({late} of all paced arrivals stamped after the client began reading; {inexact} left out, sharing a read with a later frame) \
-             (from the POST's answer: p50 {:.2} ms, p99 {:.2} ms); to the client's read p50 {:.2} ms, p99 {:.2} ms (client's own delay p50 {:.3} ms, p99 {:.3} ms) | \
+             (from the later of that and the event's own `at`, taken in its transaction before the COMMIT: p50 {:.2} ms, p99 {:.2} ms; \
+             from the POST's answer: p50 {:.2} ms, p99 {:.2} ms); to the client's read p50 {:.2} ms, p99 {:.2} ms (client's own delay p50 {:.3} ms, p99 {:.3} ms) | \
              with one stalled client connected (between the halves without it): p50 {:.2} ms, p99 {:.2} ms, {:+.0} % (read: p99 {:.2} ms) | \
              full fan-out {:.0} events delivered/s ({burst} events × {clients} clients) | {complete}/{clients} clients had every event, {:.0} bytes per delivery | \
              server RSS {:.1} KiB per connected client | CPU during the run: server {cpu_server:.1} s, load client {cpu_client:.1} s; \
@@ -263,6 +273,8 @@ pub async fn bench_sse(dir: &Path, sizes: &[usize], threads: usize, eager_read: 
             pct(&mut kernel, 0.50),
             pct(&mut kernel, 0.99),
             kernel.len(),
+            pct(&mut after_at, 0.50),
+            pct(&mut after_at, 0.99),
             pct(&mut after_answer, 0.50),
             pct(&mut after_answer, 0.99),
             pct(&mut read, 0.50),
@@ -278,6 +290,30 @@ pub async fn bench_sse(dir: &Path, sizes: &[usize], threads: usize, eager_read: 
             per_client_kib,
         );
     }
+}
+
+/// sync_id → the event's `at` (set in its write transaction, before the COMMIT) in Unix
+/// nanoseconds, for the events after `head`.
+async fn event_times(http: &reqwest::Client, base: &str, ws: &str, token: &str, head: i64) -> std::collections::HashMap<i64, i64> {
+    let delta: Value = http
+        .get(format!("{base}/api/workspaces/{ws}/sync/delta?after={head}&limit=1000"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("delta")
+        .json()
+        .await
+        .expect("json");
+    let rfc3339 = &time::format_description::well_known::Rfc3339;
+    delta["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| {
+            let at = time::OffsetDateTime::parse(e["at"].as_str()?, rfc3339).ok()?;
+            Some((e["sync_id"].as_i64()?, at.unix_timestamp_nanos() as i64))
+        })
+        .collect()
 }
 
 /// The floor this machine sets: a plain program (this harness, run again as
