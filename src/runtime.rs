@@ -60,7 +60,7 @@ pub fn plan(pinning: Pinning, workers: usize, allowed: &[usize]) -> Option<Vec<u
 pub fn build(workers: usize, pinning: Pinning) -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.worker_threads(workers.max(1)).enable_all();
-    if let Some(cores) = plan(pinning, workers, &affinity::allowed()) {
+    if let Some(cores) = plan(pinning, workers, &affinity::of_this_thread()) {
         tracing::info!(workers, ?cores, "runtime workers pinned, one to a core");
         let next = std::sync::atomic::AtomicUsize::new(0);
         // Only workers park (threads of the blocking pool do not), so a thread's first park
@@ -78,8 +78,8 @@ mod affinity {
     use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
     use nix::unistd::Pid;
 
-    /// The cores this process may run on.
-    pub fn allowed() -> Vec<usize> {
+    /// The cores the calling thread may run on; called before any pinning, the process's.
+    pub fn of_this_thread() -> Vec<usize> {
         match sched_getaffinity(Pid::from_raw(0)) {
             Ok(set) => (0..CpuSet::count()).filter(|&core| set.is_set(core).unwrap_or(false)).collect(),
             Err(_) => Vec::new(),
@@ -107,7 +107,7 @@ mod affinity {
 #[cfg(not(target_os = "linux"))]
 mod affinity {
     /// Pinning is implemented for Linux only; elsewhere no core is listed, so none is pinned.
-    pub fn allowed() -> Vec<usize> {
+    pub fn of_this_thread() -> Vec<usize> {
         Vec::new()
     }
 
@@ -142,25 +142,15 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn pinned_workers_each_run_on_one_core() {
-        use nix::sched::{CpuSet, sched_getaffinity};
-        use nix::unistd::Pid;
-
-        let allowed = affinity::allowed();
+        let allowed = affinity::of_this_thread();
         assert!(!allowed.is_empty(), "the process may run somewhere");
         let workers = allowed.len().max(2);
         let runtime = build(workers, Pinning::On).expect("runtime");
         let seen = runtime.block_on(async move {
             // Idle workers park at once, and take their cores then.
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            let tasks: Vec<_> = (0..64)
-                .map(|_| {
-                    tokio::spawn(async {
-                        let set = sched_getaffinity(Pid::from_raw(0)).expect("affinity");
-                        let cores: Vec<usize> = (0..CpuSet::count()).filter(|&c| set.is_set(c).unwrap_or(false)).collect();
-                        (std::thread::current().id(), cores)
-                    })
-                })
-                .collect();
+            let tasks: Vec<_> =
+                (0..64).map(|_| tokio::spawn(async { (std::thread::current().id(), affinity::of_this_thread()) })).collect();
             let mut seen = Vec::new();
             for task in tasks {
                 seen.push(task.await.expect("task"));

@@ -170,16 +170,7 @@ pub async fn bench_sse(dir: &Path, sizes: &[usize], threads: usize, eager_read: 
         tokio::time::sleep(Duration::from_millis(500)).await;
         let per_client_kib = server.rss_kib().saturating_sub(rss_before) as f64 / clients as f64;
 
-        let delta: Value = http
-            .get(format!("{}/api/workspaces/{ws}/sync/delta?after=0&limit=1000", server.base))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .expect("delta")
-            .json()
-            .await
-            .expect("json");
-        let head = delta["last_sync_id"].as_i64().expect("head");
+        let head = delta(&http, &server.base, &ws, &token, 0).await["last_sync_id"].as_i64().expect("head");
         let url = format!("{}/api/workspaces/{ws}/tickets", server.base);
         let (cpu_client0, cpu_server0) = (cpu_secs(std::process::id()), cpu_secs(server.pid));
         // Without, with, and again without a stalled client: the two halves without it
@@ -292,20 +283,23 @@ pub async fn bench_sse(dir: &Path, sizes: &[usize], threads: usize, eager_read: 
     }
 }
 
-/// sync_id → the event's `at` (set in its write transaction, before the COMMIT) in Unix
-/// nanoseconds, for the events after `head`.
-async fn event_times(http: &reqwest::Client, base: &str, ws: &str, token: &str, head: i64) -> std::collections::HashMap<i64, i64> {
-    let delta: Value = http
-        .get(format!("{base}/api/workspaces/{ws}/sync/delta?after={head}&limit=1000"))
+/// One page (up to 1,000 events) of the workspace's delta after `after`.
+async fn delta(http: &reqwest::Client, base: &str, ws: &str, token: &str, after: i64) -> Value {
+    http.get(format!("{base}/api/workspaces/{ws}/sync/delta?after={after}&limit=1000"))
         .bearer_auth(token)
         .send()
         .await
         .expect("delta")
         .json()
         .await
-        .expect("json");
+        .expect("json")
+}
+
+/// sync_id → the event's `at` (set in its write transaction, before the COMMIT) in Unix
+/// nanoseconds, for the events after `head`.
+async fn event_times(http: &reqwest::Client, base: &str, ws: &str, token: &str, head: i64) -> std::collections::HashMap<i64, i64> {
     let rfc3339 = &time::format_description::well_known::Rfc3339;
-    delta["events"]
+    delta(http, base, ws, token, head).await["events"]
         .as_array()
         .expect("events")
         .iter()

@@ -165,6 +165,17 @@ impl TestServer {
         Self::start_in(dir, backend, pg, relaxed_limits(), |_| {}).await
     }
 
+    /// Two servers on one Postgres database, or `None` when the Postgres half is skipped
+    /// (see [`Backend::postgres_available`]).
+    pub async fn two_postgres_instances() -> Option<(Self, Self)> {
+        if !Backend::postgres_available() {
+            return None;
+        }
+        let one = Self::start(Backend::Postgres).await;
+        let two = one.second_instance().await;
+        Some((one, two))
+    }
+
     /// Another server on the same database (Postgres): a second instance behind the same
     /// load balancer, with its own caches.
     pub async fn second_instance(&self) -> Self {

@@ -300,11 +300,7 @@ async fn a_write_by_another_process_on_the_data_dir_reaches_a_connected_client()
 
 #[tokio::test]
 async fn clients_on_one_instance_receive_writes_made_through_another() {
-    if !Backend::postgres_available() {
-        return;
-    }
-    let one = TestServer::start(Backend::Postgres).await;
-    let two = one.second_instance().await;
+    let Some((one, two)) = TestServer::two_postgres_instances().await else { return };
     let (_, agent, _, ws) = desk(&one).await;
     let mut on_one = open(&one, &agent, &ws, None, "").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -371,11 +367,7 @@ async fn connections_beyond_the_per_user_cap_get_429_until_one_closes() {
 
 #[tokio::test]
 async fn every_subscriber_on_every_instance_gets_every_event_once_in_order_even_when_the_listener_dies() {
-    if !Backend::postgres_available() {
-        return;
-    }
-    let one = TestServer::start(Backend::Postgres).await;
-    let two = one.second_instance().await;
+    let Some((one, two)) = TestServer::two_postgres_instances().await else { return };
     let (admin, agent, _, ws) = desk(&one).await;
     let start = one.head(&admin, &ws).await;
     let mut subscribers = Vec::new();

@@ -139,11 +139,7 @@ async fn the_server_refuses_roles_that_row_level_security_would_not_bind() {
 
 #[tokio::test]
 async fn two_instances_act_as_one_under_concurrent_writers() {
-    if !Backend::postgres_available() {
-        return;
-    }
-    let one = TestServer::start(Backend::Postgres).await;
-    let two = one.second_instance().await;
+    let Some((one, two)) = TestServer::two_postgres_instances().await else { return };
     let admin = one.admin().await;
     let ws = one.workspace(&admin, "Shared").await;
     let agent = one.user(&admin, "agent").await;
