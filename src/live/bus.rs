@@ -50,7 +50,7 @@ impl LiveEvent {
 /// Whether a subscriber for `audience`, narrowed to `ticket` if given, receives `event`.
 /// The one rule for replay and live tail alike.
 pub fn wanted(event: &FeedEvent, audience: Audience, ticket: Option<crate::store::TicketId>) -> bool {
-    event.visible_to(audience) && ticket.is_none_or(|t| event.ticket_id == Some(t))
+    event.visible_to(audience) && ticket.is_none_or(|t| event.ticket_id() == Some(t))
 }
 
 /// The SSE frame of a log event: `id` is the sync_id, `event` its kind, `data` the same

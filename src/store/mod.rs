@@ -9,9 +9,12 @@
 //! This module never imports axum, rusqlite or tokio-postgres.
 
 pub mod bootstrap;
+pub mod consumers;
 pub mod model;
+pub mod notifications;
 pub mod postgres;
 pub mod sqlite;
+pub mod visibility;
 
 use std::sync::Arc;
 
@@ -19,7 +22,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+pub use consumers::{Advance, ConsumerIndex, ConsumerLog, ConsumerState, Wake};
 pub use model::*;
+pub use notifications::{NotificationPreferences, NotificationStore};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -61,6 +66,8 @@ pub struct Event<'a, T: serde::Serialize> {
     pub ticket: Option<TicketId>,
     /// Internal notes, members, links: never shown to requesters.
     pub staff_only: bool,
+    /// An event for one user alone (a notification); see `visibility.rs`.
+    pub recipient: Option<UserId>,
 }
 
 /// The `data` of a removal event: just the removed entity's id.
@@ -80,6 +87,7 @@ impl<'a> Event<'a, Workspace> {
             data: workspace,
             ticket: None,
             staff_only: false,
+            recipient: None,
         }
     }
 }
@@ -87,7 +95,7 @@ impl<'a> Event<'a, Workspace> {
 impl<'a> Event<'a, Member> {
     pub fn member(member: &'a Member, added: bool) -> Self {
         let kind = if added { "member.added" } else { "member.updated" };
-        Event { kind, entity: "member", entity_id: member.user_id.to_string(), data: member, ticket: None, staff_only: true }
+        Event { kind, entity: "member", entity_id: member.user_id.to_string(), data: member, ticket: None, staff_only: true, recipient: None }
     }
 }
 
@@ -100,6 +108,7 @@ impl<'a> Event<'a, Ticket> {
             data: ticket,
             ticket: Some(ticket.id),
             staff_only: false,
+            recipient: None,
         }
     }
 
@@ -117,6 +126,7 @@ impl<'a> Event<'a, Removed<TicketId>> {
             data: removed,
             ticket: Some(removed.id),
             staff_only: false,
+            recipient: None,
         }
     }
 }
@@ -131,6 +141,7 @@ impl<'a> Event<'a, Comment> {
             data: comment,
             ticket: Some(comment.ticket_id),
             staff_only: comment.internal,
+            recipient: None,
         }
     }
 }
@@ -145,6 +156,7 @@ impl<'a> Event<'a, TicketLink> {
             data: link,
             ticket: Some(link.source_id),
             staff_only: true,
+            recipient: None,
         }
     }
 }
@@ -158,15 +170,20 @@ impl<'a> Event<'a, Removed<LinkId>> {
             data: removed,
             ticket: Some(ticket),
             staff_only: true,
+            recipient: None,
         }
     }
 }
 
-/// The whole store: platform data plus the way into each workspace.
+/// The whole store: platform data, the way into each workspace, and the cross-workspace
+/// parts of features that have them.
 #[derive(Clone)]
 pub struct Store {
     pub platform: Arc<dyn PlatformStore>,
     pub tenants: Arc<dyn TenantStores>,
+    /// The log consumers' cross-workspace bookkeeping (the runner's only).
+    pub consumers: Arc<dyn ConsumerIndex>,
+    pub notification_preferences: Arc<dyn NotificationPreferences>,
 }
 
 /// Data that spans workspaces. Reached by handlers only through `PlatformConn`.
@@ -265,6 +282,11 @@ pub struct BootstrapSummary {
 #[async_trait]
 pub trait TenantStore: Send + Sync + 'static {
     fn workspace_id(&self) -> WorkspaceId;
+
+    /// The workspace's log-consumer watermarks (their own trait: see `consumers.rs`).
+    fn consumers(&self) -> &dyn ConsumerLog;
+    /// The workspace's notifications and followers (their own trait: see `notifications.rs`).
+    fn notifications(&self) -> &dyn NotificationStore;
 
     /// Mirrors a membership into the workspace (for bootstrap and the log):
     /// `member.added` or `member.updated`.

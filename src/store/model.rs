@@ -6,7 +6,6 @@
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 macro_rules! id_type {
     ($(#[$meta:meta])* $name:ident) => {
@@ -14,13 +13,13 @@ macro_rules! id_type {
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
         #[serde(transparent)]
         #[schema(value_type = String, format = Uuid)]
-        pub struct $name(pub Uuid);
+        pub struct $name(pub uuid::Uuid);
 
         impl $name {
             /// A new time-ordered (v7) id: ids sort roughly by creation, which keeps
             /// B-tree inserts local and cursors meaningful.
             pub fn new() -> Self {
-                Self(Uuid::now_v7())
+                Self(uuid::Uuid::now_v7())
             }
         }
 
@@ -39,11 +38,13 @@ macro_rules! id_type {
         impl std::str::FromStr for $name {
             type Err = uuid::Error;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
-                Uuid::parse_str(s).map(Self)
+                uuid::Uuid::parse_str(s).map(Self)
             }
         }
     };
 }
+
+pub(crate) use id_type;
 
 id_type!(/// A platform user.
     UserId);
@@ -181,15 +182,35 @@ impl Role {
 /// Built by the domain from the caller's role; the store applies it in SQL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Audience {
-    /// Everything in the workspace, internal notes included.
-    Staff,
+    /// Everything in the workspace, internal notes included (and this user's own
+    /// notifications, nobody else's).
+    Staff(UserId),
     /// Only tickets this user requested, public comments only, no members or links.
     Requester(UserId),
 }
 
 impl Audience {
     pub fn for_role(user: UserId, role: Role) -> Self {
-        if role.is_staff() { Self::Staff } else { Self::Requester(user) }
+        if role.is_staff() { Self::Staff(user) } else { Self::Requester(user) }
+    }
+
+    /// The user looking.
+    pub fn user(self) -> UserId {
+        match self {
+            Self::Staff(user) | Self::Requester(user) => user,
+        }
+    }
+
+    pub fn is_staff(self) -> bool {
+        matches!(self, Self::Staff(_))
+    }
+
+    /// The requester whose tickets bound this audience; `None` for staff.
+    pub fn requester(self) -> Option<UserId> {
+        match self {
+            Self::Requester(user) => Some(user),
+            Self::Staff(_) => None,
+        }
     }
 }
 
@@ -339,6 +360,8 @@ macro_rules! text_enum {
         }
     };
 }
+
+pub(crate) use text_enum;
 
 text_enum!(Status { Open = "open", Pending = "pending", Resolved = "resolved", Closed = "closed" });
 text_enum!(Priority { Low = "low", Normal = "normal", High = "high", Urgent = "urgent" });
@@ -545,23 +568,22 @@ impl<T> Page<T> {
     }
 }
 
-/// A log event with what decides who may see it, for the live bus (staff view).
+/// A log event with what decides who may see it, for the live bus and the consumers.
 #[derive(Debug, Clone)]
 pub struct FeedEvent {
     pub event: SyncEvent,
-    pub ticket_id: Option<TicketId>,
-    pub staff_only: bool,
-    /// The requester of `ticket_id`'s ticket, when there is one.
-    pub requester: Option<UserId>,
+    pub visibility: crate::store::visibility::Visibility,
 }
 
 impl FeedEvent {
     /// The same rule as the store's delta for `audience`.
     pub fn visible_to(&self, audience: Audience) -> bool {
-        match audience {
-            Audience::Staff => true,
-            Audience::Requester(user) => !self.staff_only && (self.ticket_id.is_none() || self.requester == Some(user)),
-        }
+        self.visibility.admits(audience)
+    }
+
+    /// The ticket the event is about, if any.
+    pub fn ticket_id(&self) -> Option<TicketId> {
+        self.visibility.ticket_id
     }
 }
 
@@ -633,6 +655,9 @@ pub struct EventRecord {
     pub event: SyncEvent,
     pub ticket_id: Option<TicketId>,
     pub staff_only: bool,
+    /// Set on events for one user only (notifications). Absent in older exports.
+    #[serde(default)]
+    pub recipient: Option<UserId>,
 }
 
 /// One row of a workspace's storage, in the order an export writes and an import reads:

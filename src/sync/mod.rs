@@ -7,5 +7,6 @@
 //! bootstrap (tests/sync.rs checks exactly this under concurrent writers).
 
 mod routes;
+pub mod runner;
 
 pub use routes::routes;

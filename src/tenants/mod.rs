@@ -26,22 +26,23 @@ pub struct TenantsState {
 }
 
 use crate::error::AppResult;
-use crate::store::{Millis, UserId, Workspace, WorkspaceId};
+use crate::store::{Millis, PlatformStore, TenantStores, UserId, Workspace, WorkspaceId};
 
 /// Creates a workspace owned by `owner`: its storage with `workspace.created` first, then
 /// the registry entry and membership, then the owner's `member.added`. Storage comes first
 /// so that a failure in between leaves an unregistered folder (invisible, removable), never
 /// a registered workspace without storage. Used by the HTTP route and the CLI alike.
 pub async fn create_workspace(
-    store: &Store,
+    platform: &dyn PlatformStore,
+    tenants: &dyn TenantStores,
     memberships: &TtlCache<(WorkspaceId, UserId), Option<Role>>,
     owner: UserId,
     name: &str,
 ) -> AppResult<Workspace> {
     let name = crate::auth::validate_name("name", name, 200)?;
     let workspace = Workspace { id: WorkspaceId::new(), name, created_at: Millis::now() };
-    let tenant = store.tenants.create(&workspace, owner).await?;
-    let member = store.platform.create_workspace(&workspace, owner).await?;
+    let tenant = tenants.create(&workspace, owner).await?;
+    let member = platform.create_workspace(&workspace, owner).await?;
     // A membership lookup made before the workspace existed may have cached "no".
     memberships.remove(&(workspace.id, owner));
     tenant.record_member(owner, &member, true).await?;

@@ -53,8 +53,8 @@ async fn create_workspace(conn: PlatformConn, ApiJson(body): ApiJson<NewWorkspac
     if !conn.caller.user.is_admin {
         return Err(AppError::Forbidden("only platform administrators create workspaces".into()));
     }
-    let store = crate::store::Store { platform: conn.platform, tenants: conn.tenants };
-    let workspace = super::create_workspace(&store, &conn.memberships, conn.caller.user.id, &body.name).await?;
+    let workspace =
+        super::create_workspace(conn.platform.as_ref(), conn.tenants.as_ref(), &conn.memberships, conn.caller.user.id, &body.name).await?;
     Ok((StatusCode::CREATED, axum::Json(WorkspaceView::new(workspace, Role::Owner))))
 }
 

@@ -70,7 +70,7 @@ async fn failing_writes_leave_the_others_committed_and_the_log_contiguous(b: Bac
         }
     }
     assert_eq!(ok, 66);
-    let page = tenant.delta(Audience::Staff, 0, 1000).await.unwrap();
+    let page = tenant.delta(Audience::Staff(edgedesk::store::UserId::new()), 0, 1000).await.unwrap();
     let ids: Vec<i64> = page.events.iter().map(|e| e.sync_id).collect();
     assert_eq!(ids, (1..=ids.len() as i64).collect::<Vec<_>>(), "no gaps from rolled-back savepoints");
     // workspace.created, the first ticket, and the 66 that succeeded.

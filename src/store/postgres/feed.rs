@@ -13,6 +13,7 @@ use futures::StreamExt;
 use tokio::sync::broadcast;
 use tokio_postgres::{AsyncMessage, NoTls};
 
+use crate::backoff::Backoff;
 use crate::store::Wakeup;
 
 pub const CHANNEL: &str = "edgedesk_changes";
@@ -21,20 +22,8 @@ pub const CAPACITY: usize = 1024;
 /// The listener's `application_name`, so operators (and tests) can find its backend.
 pub const APPLICATION_NAME: &str = "edgedesk-listener";
 
-const BACKOFF_BASE: Duration = Duration::from_millis(100);
-const BACKOFF_CAP: Duration = Duration::from_secs(30);
-
-/// Full-jitter exponential backoff: a uniform delay in `[0, min(cap, base · 2^attempt)]`.
-/// `unit` is a uniform sample in `[0, 1)`; pure, so it can be tested without a clock.
-pub fn backoff(attempt: u32, unit: f64) -> Duration {
-    let ceiling = BACKOFF_BASE.saturating_mul(2u32.saturating_pow(attempt.min(20))).min(BACKOFF_CAP);
-    ceiling.mul_f64(unit.clamp(0.0, 1.0))
-}
-
-fn unit_sample() -> f64 {
-    let bytes = crate::crypto::random_bytes::<4>();
-    f64::from(u32::from_le_bytes(bytes)) / (f64::from(u32::MAX) + 1.0)
-}
+/// Reconnect delays: from 100 ms doubling to 30 s, with full jitter.
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
 
 /// Runs until aborted: listen, forward wakeups, reconnect on failure.
 pub async fn listen(url: String, wakeups: broadcast::Sender<Wakeup>) {
@@ -44,11 +33,11 @@ pub async fn listen(url: String, wakeups: broadcast::Sender<Wakeup>) {
             Ok(()) => tracing::warn!("the change-feed connection closed; reconnecting"),
             Err(err) => tracing::warn!(error = %err, attempt, "the change-feed connection failed; reconnecting"),
         }
-        let delay = backoff(attempt, unit_sample());
+        let delay = BACKOFF.delay_now(attempt);
         attempt = attempt.saturating_add(1);
         tokio::time::sleep(delay).await;
         // A connection that lived a while resets the backoff on its next failure.
-        if delay >= BACKOFF_CAP / 2 {
+        if delay >= BACKOFF.cap / 2 {
             attempt = attempt.min(8);
         }
     }
@@ -90,25 +79,5 @@ async fn listen_once(url: &str, wakeups: &broadcast::Sender<Wakeup>) -> Result<(
     match pump.await {
         Ok(result) => result,
         Err(_) => Ok(()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_exponentially_is_capped_and_jittered_from_zero() {
-        assert_eq!(backoff(0, 0.0), Duration::ZERO);
-        assert_eq!(backoff(0, 0.999_999), BACKOFF_BASE.mul_f64(0.999_999));
-        assert_eq!(backoff(3, 0.5), Duration::from_millis(400));
-        assert_eq!(backoff(30, 0.5), BACKOFF_CAP / 2);
-        assert_eq!(backoff(u32::MAX, 1.0), BACKOFF_CAP);
-        for attempt in 0..40 {
-            for unit in [0.0, 0.25, 0.5, 0.75, 0.999] {
-                assert!(backoff(attempt, unit) <= BACKOFF_CAP);
-                assert!(backoff(attempt, unit) <= backoff(attempt + 1, unit) || backoff(attempt, unit) == BACKOFF_CAP.mul_f64(unit));
-            }
-        }
     }
 }

@@ -17,8 +17,9 @@ use super::error;
 use super::tenant::{COMMENT_COLS, LINK_COLS, TICKET_COLS, comment_from_row, link_from_row, ticket_from_row};
 use super::types::{member_from_row, workspace_from_row};
 use crate::store::bootstrap::Encoder;
+use crate::store::visibility::{self, Visibility};
 use crate::store::{
-    Audience, AuditQuery, BootstrapSummary, DeltaPage, Event, Millis, Page, StoreError, StoreResult, SyncEvent, UserId, WorkspaceId,
+    Advance, Audience, AuditQuery, BootstrapSummary, DeltaPage, Event, Millis, Page, StoreError, StoreResult, SyncEvent, UserId, WorkspaceId,
 };
 
 pub type Param<'a> = &'a (dyn ToSql + Sync);
@@ -46,6 +47,8 @@ pub struct PgWrite<'a> {
     workspace: WorkspaceId,
     now: Millis,
     recorded: usize,
+    /// The newest sync_id this transaction handed out.
+    last: i64,
     exempt: Option<&'static str>,
 }
 
@@ -54,11 +57,26 @@ impl<'a> PgWrite<'a> {
     pub async fn begin(client: &'a mut Object, workspace: WorkspaceId) -> StoreResult<Self> {
         let tx = client.transaction().await.map_err(error)?;
         scope(&tx, workspace).await?;
+        Self::lock_head(tx, workspace).await
+    }
+
+    /// Begins a durable consumer's write: its watermark moves first (compare-and-set, see
+    /// [`Advance`]), then the head row is taken for the events it records. Every consumer
+    /// transaction locks in that order, so two instances racing on one page cannot deadlock:
+    /// the second waits on the watermark row and then finds it moved (`Conflict`).
+    pub async fn begin_consumer(client: &'a mut Object, workspace: WorkspaceId, advance: Advance) -> StoreResult<Self> {
+        let tx = client.transaction().await.map_err(error)?;
+        scope(&tx, workspace).await?;
+        advance_watermark(&tx, workspace, advance, Millis::now()).await?;
+        Self::lock_head(tx, workspace).await
+    }
+
+    async fn lock_head(tx: Transaction<'a>, workspace: WorkspaceId) -> StoreResult<Self> {
         let locked = tx.execute("SELECT 1 FROM workspace_heads WHERE workspace_id = $1 FOR UPDATE", &[&workspace]).await.map_err(error)?;
         if locked == 0 {
             return Err(StoreError::Internal(format!("workspace {workspace} has no log head")));
         }
-        Ok(Self { tx, workspace, now: Millis::now(), recorded: 0, exempt: None })
+        Ok(Self { tx, workspace, now: Millis::now(), recorded: 0, last: 0, exempt: None })
     }
 
     /// Begins the first write of a new workspace, creating its head row.
@@ -66,7 +84,10 @@ impl<'a> PgWrite<'a> {
         let tx = client.transaction().await.map_err(error)?;
         scope(&tx, workspace).await?;
         tx.execute("INSERT INTO workspace_heads (workspace_id) VALUES ($1)", &[&workspace]).await.map_err(error)?;
-        Ok(Self { tx, workspace, now: Millis::now(), recorded: 0, exempt: None })
+        tx.execute("INSERT INTO log_heads (workspace_id, head, changed) VALUES ($1, 0, pg_current_xact_id())", &[&workspace])
+            .await
+            .map_err(error)?;
+        Ok(Self { tx, workspace, now: Millis::now(), recorded: 0, last: 0, exempt: None })
     }
 
     pub fn tx(&self) -> &Transaction<'a> {
@@ -97,8 +118,8 @@ impl<'a> PgWrite<'a> {
             .tx
             .prepare_cached(
                 "WITH head AS (UPDATE workspace_heads SET sync_head = sync_head + 1 WHERE workspace_id = $1 RETURNING sync_head)
-                 INSERT INTO sync_actions (workspace_id, sync_id, at, actor, kind, entity, entity_id, data, ticket_id, staff_only)
-                 SELECT $1, head.sync_head, $2, $3, $4, $5, $6, $7, $8, $9 FROM head RETURNING sync_id",
+                 INSERT INTO sync_actions (workspace_id, sync_id, at, actor, kind, entity, entity_id, data, ticket_id, staff_only, recipient_id)
+                 SELECT $1, head.sync_head, $2, $3, $4, $5, $6, $7, $8, $9, $10 FROM head RETURNING sync_id",
             )
             .await
             .map_err(error)?;
@@ -116,12 +137,14 @@ impl<'a> PgWrite<'a> {
                     &data,
                     &event.ticket,
                     &event.staff_only,
+                    &event.recipient,
                 ],
             )
             .await
             .map_err(error)?;
         self.recorded += 1;
-        Ok(row.get(0))
+        self.last = row.try_get(0).map_err(error)?;
+        Ok(self.last)
     }
 
     pub fn exempt(&mut self, why: &'static str) {
@@ -133,8 +156,63 @@ impl<'a> PgWrite<'a> {
             // Rolled back on drop: a write that forgot its event must not land silently.
             return Err(StoreError::Internal("write transaction recorded no sync action".into()));
         }
+        if self.recorded > 0 {
+            // Under the head lock: the platform-level head moves in commit order too.
+            publish_head(&self.tx, self.workspace, self.last).await?;
+        }
         self.tx.commit().await.map_err(error)
     }
+}
+
+/// Sets the workspace's platform-level head (`log_heads`), stamped with this transaction,
+/// so listeners find it among the heads that moved (see `feed.rs`).
+pub async fn publish_head(tx: &Transaction<'_>, workspace: WorkspaceId, head: i64) -> StoreResult<()> {
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO log_heads (workspace_id, head, changed) VALUES ($1, $2, pg_current_xact_id())
+             ON CONFLICT (workspace_id) DO UPDATE SET head = excluded.head, changed = excluded.changed",
+        )
+        .await
+        .map_err(error)?;
+    tx.execute(&stmt, &[&workspace, &head]).await.map_err(error)?;
+    Ok(())
+}
+
+/// Moves a durable consumer's watermark from `advance.from` to `advance.to` (a consumer that
+/// never ran is at 0); `Conflict` when it is elsewhere or stopped. Never takes the head lock.
+pub async fn advance_watermark(tx: &Transaction<'_>, workspace: WorkspaceId, advance: Advance, now: Millis) -> StoreResult<()> {
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO consumer_watermarks AS w (workspace_id, consumer, position, updated_at)
+             SELECT $1, $2, $4, $5 WHERE $3 = 0
+             ON CONFLICT (workspace_id, consumer) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at
+             WHERE w.position = $3 AND w.stopped_at IS NULL",
+        )
+        .await
+        .map_err(error)?;
+    let mut moved = tx.execute(&stmt, &[&workspace, &advance.consumer, &advance.from, &advance.to, &now]).await.map_err(error)?;
+    if moved == 0 {
+        let stmt = tx
+            .prepare_cached(
+                "UPDATE consumer_watermarks SET position = $4, updated_at = $5
+                 WHERE workspace_id = $1 AND consumer = $2 AND position = $3 AND stopped_at IS NULL",
+            )
+            .await
+            .map_err(error)?;
+        moved = tx.execute(&stmt, &[&workspace, &advance.consumer, &advance.from, &advance.to, &now]).await.map_err(error)?;
+    }
+    if moved == 0 {
+        return Err(StoreError::Conflict(format!("consumer {} is no longer at {}", advance.consumer, advance.from)));
+    }
+    Ok(())
+}
+
+/// A bookkeeping transaction: scoped to the workspace, but without the head lock and
+/// recording nothing (consumer watermarks, schedules).
+pub async fn bookkeeping_tx(client: &mut Object, workspace: WorkspaceId) -> StoreResult<Transaction<'_>> {
+    let tx = client.transaction().await.map_err(error)?;
+    scope(&tx, workspace).await?;
+    Ok(tx)
 }
 
 pub async fn head(tx: &Transaction<'_>, workspace: WorkspaceId) -> StoreResult<i64> {
@@ -159,28 +237,32 @@ pub fn event_from_row(row: &tokio_postgres::Row) -> StoreResult<SyncEvent> {
 pub async fn delta(tx: &Transaction<'_>, workspace: WorkspaceId, audience: Audience, after: i64, limit: usize) -> StoreResult<DeltaPage> {
     let head = head(tx, workspace).await?;
     let fetch = (limit + 1) as i64;
-    let rows = match audience {
-        Audience::Staff => tx
-            .query(
-                &format!("SELECT {EVENT_COLS} FROM sync_actions s WHERE s.sync_id > $1 AND s.sync_id <= $2 ORDER BY s.sync_id LIMIT $3"),
-                &[&after, &head, &fetch],
-            )
-            .await
-            .map_err(error)?,
-        Audience::Requester(user) => tx
-            .query(
-                &format!(
-                    "SELECT {EVENT_COLS} FROM sync_actions s WHERE NOT s.staff_only
-                     AND (s.ticket_id IS NULL OR s.ticket_id IN (SELECT id FROM tickets WHERE requester_id = $1))
-                     AND s.sync_id > $2 AND s.sync_id <= $3 ORDER BY s.sync_id LIMIT $4"
-                ),
-                &[&user, &after, &head, &fetch],
-            )
-            .await
-            .map_err(error)?,
-    };
+    let visible = visibility::sql(visibility::POSTGRES, audience.is_staff(), "$1");
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT {EVENT_COLS} FROM sync_actions s WHERE {visible}
+                 AND s.sync_id > $2 AND s.sync_id <= $3 ORDER BY s.sync_id LIMIT $4"
+            ),
+            &[&audience.user(), &after, &head, &fetch],
+        )
+        .await
+        .map_err(error)?;
     let events = rows.iter().map(event_from_row).collect::<StoreResult<Vec<_>>>()?;
     Ok(DeltaPage::from_overfetch(events, limit, head, after))
+}
+
+/// The columns after [`EVENT_COLS`] that [`visibility_from_row`] reads (with `tickets t`
+/// joined on the event's ticket).
+pub const VISIBILITY_COLS: &str = "s.ticket_id, s.staff_only, s.recipient_id, t.requester_id";
+
+pub fn visibility_from_row(row: &tokio_postgres::Row, at: usize) -> StoreResult<Visibility> {
+    Ok(Visibility {
+        ticket_id: row.try_get(at).map_err(error)?,
+        staff_only: row.try_get(at + 1).map_err(error)?,
+        recipient: row.try_get(at + 2).map_err(error)?,
+        requester: row.try_get(at + 3).map_err(error)?,
+    })
 }
 
 pub async fn feed(tx: &Transaction<'_>, after: i64, limit: usize) -> StoreResult<Page<crate::store::FeedEvent>> {
@@ -188,7 +270,7 @@ pub async fn feed(tx: &Transaction<'_>, after: i64, limit: usize) -> StoreResult
     let rows = tx
         .query(
             &format!(
-                "SELECT {EVENT_COLS}, s.ticket_id, s.staff_only, t.requester_id FROM sync_actions s
+                "SELECT {EVENT_COLS}, {VISIBILITY_COLS} FROM sync_actions s
                  LEFT JOIN tickets t ON t.workspace_id = s.workspace_id AND t.id = s.ticket_id
                  WHERE s.sync_id > $1 ORDER BY s.sync_id LIMIT $2"
             ),
@@ -198,14 +280,7 @@ pub async fn feed(tx: &Transaction<'_>, after: i64, limit: usize) -> StoreResult
         .map_err(error)?;
     let items = rows
         .iter()
-        .map(|row| {
-            Ok(crate::store::FeedEvent {
-                event: event_from_row(row)?,
-                ticket_id: row.try_get(7).map_err(error)?,
-                staff_only: row.try_get(8).map_err(error)?,
-                requester: row.try_get(9).map_err(error)?,
-            })
-        })
+        .map(|row| Ok(crate::store::FeedEvent { event: event_from_row(row)?, visibility: visibility_from_row(row, 7)? }))
         .collect::<StoreResult<Vec<_>>>()?;
     Ok(Page::from_overfetch(items, limit))
 }
@@ -274,10 +349,7 @@ pub async fn bootstrap(
             None => Ok(()),
         }
     }
-    let requester = match audience {
-        Audience::Requester(user) => Some(user),
-        Audience::Staff => None,
-    };
+    let requester = audience.requester();
     if let Some(row) = tx.query_opt("SELECT workspace_id, name, created_at FROM workspace_info", &[]).await.map_err(error)? {
         let ws = workspace_from_row(&row)?;
         send(out, enc.row("workspace", &ws)?).await?;

@@ -27,13 +27,28 @@ macro_rules! migration {
     };
 }
 
-pub const MIGRATIONS: &[Migration] = &[migration!(1, "0001_init"), migration!(2, "0002_notify")];
+pub const MIGRATIONS: &[Migration] =
+    &[migration!(1, "0001_init"), migration!(2, "0002_notify"), migration!(3, "0003_consumers_notifications")];
 
 /// "edgedesk" in ASCII: the advisory lock migrations hold.
 const LOCK_KEY: i64 = 0x6564_6765_6465_736b;
 
 /// The tables holding workspace data, under row-level security.
-pub const TENANT_TABLES: &[&str] = &["workspace_heads", "workspace_info", "members", "tickets", "comments", "ticket_links", "sync_actions"];
+pub const TENANT_TABLES: &[&str] = &[
+    "workspace_heads",
+    "workspace_info",
+    "members",
+    "tickets",
+    "comments",
+    "ticket_links",
+    "sync_actions",
+    "log_heads",
+    "consumer_watermarks",
+    "consumer_wakes",
+    "notification_tickets",
+    "ticket_followers",
+    "notifications",
+];
 
 /// What the app role may do, table by table.
 const GRANTS: &[(&str, &str)] = &[
@@ -49,6 +64,13 @@ const GRANTS: &[(&str, &str)] = &[
     ("comments", "SELECT, INSERT"),
     ("ticket_links", "SELECT, INSERT, DELETE"),
     ("sync_actions", "SELECT, INSERT"),
+    ("log_heads", "SELECT, INSERT, UPDATE"),
+    ("consumer_watermarks", "SELECT, INSERT, UPDATE"),
+    ("consumer_wakes", "SELECT, INSERT, UPDATE, DELETE"),
+    ("notification_tickets", "SELECT, INSERT, UPDATE"),
+    ("ticket_followers", "SELECT, INSERT, UPDATE, DELETE"),
+    ("notifications", "SELECT, INSERT, UPDATE"),
+    ("notification_preferences", "SELECT, INSERT, UPDATE, DELETE"),
     ("schema_migrations", "SELECT"),
 ];
 

@@ -8,9 +8,11 @@
 //! in commit order. Platform tables are reached only through `PlatformStore`. A dedicated
 //! connection LISTENs for the log's empty notifications (`feed.rs`).
 
+mod consumers;
 mod feed;
 mod log;
 pub mod migrate;
+mod notifications;
 mod platform;
 mod tenant;
 mod transfer;
@@ -48,10 +50,9 @@ pub async fn open(options: &PgOptions) -> StoreResult<Store> {
     drop(client);
     let (wakeups, _) = tokio::sync::broadcast::channel(feed::CAPACITY);
     let listener = tokio::spawn(feed::listen(options.database_url.clone(), wakeups.clone()));
-    Ok(Store {
-        platform: Arc::new(platform::PgPlatform::new(pool.clone())),
-        tenants: Arc::new(tenant::PgTenants::new(pool, wakeups, listener)),
-    })
+    let platform = Arc::new(platform::PgPlatform::new(pool.clone()));
+    let tenants = Arc::new(tenant::PgTenants::new(pool, wakeups, listener));
+    Ok(Store { platform: platform.clone(), tenants: tenants.clone(), consumers: tenants, notification_preferences: platform })
 }
 
 pub fn pool(url: &str, size: usize) -> StoreResult<Pool> {

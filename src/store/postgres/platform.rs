@@ -58,7 +58,7 @@ fn email_conflict(err: tokio_postgres::Error) -> StoreError {
 }
 
 pub struct PgPlatform {
-    pool: Pool,
+    pub(super) pool: Pool,
 }
 
 impl PgPlatform {

@@ -57,22 +57,15 @@ pub fn link_from_row(row: &Row) -> StoreResult<TicketLink> {
     })
 }
 
-fn requester_of(audience: Audience) -> Option<UserId> {
-    match audience {
-        Audience::Requester(user) => Some(user),
-        Audience::Staff => None,
-    }
-}
-
-/// A live ticket (not deleted) that `audience` may see.
-async fn visible_ticket(tx: &Transaction<'_>, audience: Audience, id: TicketId) -> StoreResult<Option<Ticket>> {
+/// A live ticket (not deleted), if `requester` is given only one they requested.
+pub(super) async fn visible_ticket(tx: &Transaction<'_>, requester: Option<UserId>, id: TicketId) -> StoreResult<Option<Ticket>> {
     let stmt = tx
         .prepare_cached(&format!(
             "SELECT {TICKET_COLS} FROM tickets t WHERE t.id = $1 AND t.deleted_at IS NULL AND ($2::uuid IS NULL OR t.requester_id = $2)"
         ))
         .await
         .map_err(error)?;
-    let row = tx.query_opt(&stmt, &[&id, &requester_of(audience)]).await.map_err(error)?;
+    let row = tx.query_opt(&stmt, &[&id, &requester]).await.map_err(error)?;
     row.as_ref().map(ticket_from_row).transpose()
 }
 
@@ -87,6 +80,10 @@ pub struct PgTenants {
 impl PgTenants {
     pub fn new(pool: Pool, wakeups: tokio::sync::broadcast::Sender<Wakeup>, listener: tokio::task::JoinHandle<()>) -> Self {
         Self { pool, wakeups, listener }
+    }
+
+    pub(super) fn pool(&self) -> &Pool {
+        &self.pool
     }
 }
 
@@ -133,12 +130,12 @@ pub struct PgTenant {
 }
 
 impl PgTenant {
-    async fn client(&self) -> StoreResult<Object> {
+    pub(super) async fn client(&self) -> StoreResult<Object> {
         self.pool.get().await.map_err(pool_error)
     }
 
     /// Begins a write transaction on this workspace (see `PgWrite`).
-    async fn write_tx<'a>(&self, client: &'a mut Object) -> StoreResult<PgWrite<'a>> {
+    pub(super) async fn write_tx<'a>(&self, client: &'a mut Object) -> StoreResult<PgWrite<'a>> {
         PgWrite::begin(client, self.workspace).await
     }
 
@@ -161,6 +158,14 @@ impl PgTenant {
 impl TenantStore for PgTenant {
     fn workspace_id(&self) -> WorkspaceId {
         self.workspace
+    }
+
+    fn consumers(&self) -> &dyn ConsumerLog {
+        self
+    }
+
+    fn notifications(&self) -> &dyn NotificationStore {
+        self
     }
 
     async fn record_member(&self, actor: UserId, member: &Member, added: bool) -> StoreResult<()> {
@@ -261,13 +266,13 @@ impl TenantStore for PgTenant {
     async fn ticket(&self, audience: Audience, id: TicketId) -> StoreResult<Option<Ticket>> {
         let mut client = self.client().await?;
         let tx = log::read_tx(&mut client, self.workspace, false).await?;
-        visible_ticket(&tx, audience, id).await
+        visible_ticket(&tx, audience.requester(), id).await
     }
 
     async fn update_ticket(&self, actor: UserId, audience: Audience, id: TicketId, patch: TicketPatch) -> StoreResult<Ticket> {
         let mut client = self.client().await?;
         let mut w = self.write_tx(&mut client).await?;
-        let before = visible_ticket(w.tx(), audience, id).await?.ok_or(StoreError::NotFound)?;
+        let before = visible_ticket(w.tx(), audience.requester(), id).await?.ok_or(StoreError::NotFound)?;
         let mut ticket = patch.applied_to(&before);
         if ticket == before {
             w.exempt("the patch changes nothing: no new state, no event");
@@ -319,12 +324,12 @@ impl TenantStore for PgTenant {
     }
 
     async fn add_comment(&self, actor: UserId, audience: Audience, ticket: TicketId, body: String, internal: bool) -> StoreResult<Comment> {
-        if internal && audience != Audience::Staff {
+        if internal && !audience.is_staff() {
             return Err(StoreError::invalid("internal", "only staff may write internal notes"));
         }
         let mut client = self.client().await?;
         let mut w = self.write_tx(&mut client).await?;
-        visible_ticket(w.tx(), audience, ticket).await?.ok_or(StoreError::NotFound)?;
+        visible_ticket(w.tx(), audience.requester(), ticket).await?.ok_or(StoreError::NotFound)?;
         let comment = Comment { id: CommentId::new(), ticket_id: ticket, author_id: actor, body, internal, created_at: w.now() };
         w.tx()
             .execute(
@@ -341,8 +346,8 @@ impl TenantStore for PgTenant {
     async fn list_comments(&self, audience: Audience, ticket: TicketId, query: &CommentQuery) -> StoreResult<Page<Comment>> {
         let mut client = self.client().await?;
         let tx = log::read_tx(&mut client, self.workspace, true).await?;
-        visible_ticket(&tx, audience, ticket).await?.ok_or(StoreError::NotFound)?;
-        let staff = audience == Audience::Staff;
+        visible_ticket(&tx, audience.requester(), ticket).await?.ok_or(StoreError::NotFound)?;
+        let staff = audience.is_staff();
         let limit = (query.limit + 1) as i64;
         let rows = tx
             .query(
@@ -361,11 +366,11 @@ impl TenantStore for PgTenant {
     async fn add_link(&self, actor: UserId, source: TicketId, target: TicketId, kind: LinkKind) -> StoreResult<TicketLink> {
         let mut client = self.client().await?;
         let mut w = self.write_tx(&mut client).await?;
-        visible_ticket(w.tx(), Audience::Staff, source).await?.ok_or(StoreError::NotFound)?;
+        visible_ticket(w.tx(), None, source).await?.ok_or(StoreError::NotFound)?;
         if source == target {
             return Err(StoreError::invalid("target_id", "a ticket cannot be linked to itself"));
         }
-        if visible_ticket(w.tx(), Audience::Staff, target).await?.is_none() {
+        if visible_ticket(w.tx(), None, target).await?.is_none() {
             return Err(StoreError::invalid("target_id", "no such ticket in this workspace"));
         }
         let link = TicketLink { id: LinkId::new(), source_id: source, target_id: target, kind, created_by: actor, created_at: w.now() };
@@ -390,7 +395,7 @@ impl TenantStore for PgTenant {
     async fn list_links(&self, ticket: TicketId) -> StoreResult<Vec<TicketLink>> {
         let mut client = self.client().await?;
         let tx = log::read_tx(&mut client, self.workspace, true).await?;
-        visible_ticket(&tx, Audience::Staff, ticket).await?.ok_or(StoreError::NotFound)?;
+        visible_ticket(&tx, None, ticket).await?.ok_or(StoreError::NotFound)?;
         let rows = tx
             .query(
                 &format!(

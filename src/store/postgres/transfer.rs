@@ -54,7 +54,7 @@ pub async fn export(tx: &Transaction<'_>, out: &mpsc::Sender<TenantRow>) -> Stor
         count += 1;
     }
     let events = tx
-        .query_raw(&format!("SELECT {EVENT_COLS}, s.ticket_id, s.staff_only FROM sync_actions s ORDER BY s.sync_id"), none.iter().copied())
+        .query_raw(&format!("SELECT {EVENT_COLS}, s.ticket_id, s.staff_only, s.recipient_id FROM sync_actions s ORDER BY s.sync_id"), none.iter().copied())
         .await
         .map_err(error)?;
     pin_mut!(events);
@@ -64,6 +64,7 @@ pub async fn export(tx: &Transaction<'_>, out: &mpsc::Sender<TenantRow>) -> Stor
             event: event_from_row(&row)?,
             ticket_id: row.try_get(7).map_err(error)?,
             staff_only: row.try_get(8).map_err(error)?,
+            recipient: row.try_get(9).map_err(error)?,
         };
         send(out, TenantRow::Event(record)).await?;
         count += 1;
@@ -148,16 +149,16 @@ pub async fn import(tx: &Transaction<'_>, workspace: &Workspace, rows: &mut mpsc
                 .await
                 .map_err(error)?;
             }
-            TenantRow::Event(EventRecord { event: e, ticket_id, staff_only }) => {
+            TenantRow::Event(EventRecord { event: e, ticket_id, staff_only, recipient }) => {
                 head = head.max(e.sync_id);
                 let stmt = tx
                     .prepare_cached(
-                        "INSERT INTO sync_actions (workspace_id, sync_id, at, actor, kind, entity, entity_id, data, ticket_id, staff_only)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                        "INSERT INTO sync_actions (workspace_id, sync_id, at, actor, kind, entity, entity_id, data, ticket_id, staff_only, recipient_id)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                     )
                     .await
                     .map_err(error)?;
-                tx.execute(&stmt, &[&ws, &e.sync_id, &e.at, &e.actor, &e.kind, &e.entity, &e.entity_id, &e.data, &ticket_id, &staff_only])
+                tx.execute(&stmt, &[&ws, &e.sync_id, &e.at, &e.actor, &e.kind, &e.entity, &e.entity_id, &e.data, &ticket_id, &staff_only, &recipient])
                     .await
                     .map_err(error)?;
             }
@@ -167,5 +168,6 @@ pub async fn import(tx: &Transaction<'_>, workspace: &Workspace, rows: &mut mpsc
     tx.execute("UPDATE workspace_heads SET sync_head = $2, ticket_number = $3 WHERE workspace_id = $1", &[&ws, &head, &number])
         .await
         .map_err(error)?;
+    super::log::publish_head(tx, ws, head).await?;
     Ok(count)
 }

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::error;
 use crate::store::StoreResult;
 use crate::store::model::*;
+use crate::store::notifications::{FollowReason, NotificationId, NotificationKind};
 
 type BoxError = Box<dyn Error + Sync + Send>;
 
@@ -32,7 +33,7 @@ macro_rules! uuid_column {
     )+};
 }
 
-uuid_column!(UserId, WorkspaceId, TicketId, CommentId, LinkId, SessionId, TokenId);
+uuid_column!(UserId, WorkspaceId, TicketId, CommentId, LinkId, SessionId, TokenId, NotificationId);
 
 impl ToSql for Millis {
     fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
@@ -68,7 +69,7 @@ macro_rules! text_enum_column {
     )+};
 }
 
-text_enum_column!(Role, Status, Priority, LinkKind);
+text_enum_column!(Role, Status, Priority, LinkKind, NotificationKind, FollowReason);
 
 /// `user_id, email, name, role, joined_at`, the column order every member query uses.
 pub fn member_from_row(row: &Row) -> StoreResult<Member> {

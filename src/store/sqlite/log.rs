@@ -16,6 +16,7 @@ use super::error;
 use super::tenant::{COMMENT_COLS, LINK_COLS, TICKET_COLS, comment_from_row, link_from_row, ticket_from_row};
 use super::types::{member_from_row, workspace_from_row};
 use crate::store::bootstrap::Encoder;
+use crate::store::visibility::{self, Visibility};
 use crate::store::{
     Audience, AuditQuery, BootstrapSummary, DeltaPage, Event, FeedEvent, Millis, Page, StoreError, StoreResult, SyncEvent, UserId,
     Workspace, WorkspaceId,
@@ -46,15 +47,30 @@ impl<'c> WriteTx<'c> {
         let data = serde_json::to_string(event.data).map_err(StoreError::internal)?;
         self.sp
             .prepare_cached(
-                "INSERT INTO sync_actions (at, actor, kind, entity, entity_id, data, ticket_id, staff_only)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO sync_actions (at, actor, kind, entity, entity_id, data, ticket_id, staff_only, recipient_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )
             .and_then(|mut stmt| {
-                stmt.execute(params![self.now, actor, event.kind, event.entity, event.entity_id, data, event.ticket, event.staff_only])
+                stmt.execute(params![
+                    self.now,
+                    actor,
+                    event.kind,
+                    event.entity,
+                    event.entity_id,
+                    data,
+                    event.ticket,
+                    event.staff_only,
+                    event.recipient
+                ])
             })
             .map_err(error)?;
         self.recorded += 1;
         Ok(self.sp.last_insert_rowid())
+    }
+
+    /// How many events this write has recorded so far.
+    pub fn recorded(&self) -> usize {
+        self.recorded
     }
 
     /// Declares that this write legitimately changes nothing a client may see.
@@ -100,53 +116,43 @@ pub fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SyncEvent> {
     })
 }
 
-/// SQL that limits `sync_actions s` to what a requester may see (`?1` is the user).
-const REQUESTER_EVENTS: &str = "s.staff_only = 0 AND (s.ticket_id IS NULL OR s.ticket_id IN
-     (SELECT id FROM tickets WHERE requester_id = ?1))";
-
 pub fn delta(conn: &mut Connection, audience: Audience, after: i64, limit: usize) -> StoreResult<DeltaPage> {
     // One read transaction: the head and the page come from the same snapshot.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred).map_err(error)?;
     let head = head(&tx)?;
     let fetch = (limit + 1) as i64;
-    let events = match audience {
-        Audience::Staff => {
-            let mut stmt = tx
-                .prepare_cached(&format!(
-                    "SELECT {EVENT_COLS} FROM sync_actions s WHERE s.sync_id > ?1 AND s.sync_id <= ?2
-                     ORDER BY s.sync_id LIMIT ?3"
-                ))
-                .map_err(error)?;
-            stmt.query_map(params![after, head, fetch], event_from_row)
-                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-                .map_err(error)?
-        }
-        Audience::Requester(user) => {
-            let mut stmt = tx
-                .prepare_cached(&format!(
-                    "SELECT {EVENT_COLS} FROM sync_actions s WHERE {REQUESTER_EVENTS}
-                     AND s.sync_id > ?2 AND s.sync_id <= ?3 ORDER BY s.sync_id LIMIT ?4"
-                ))
-                .map_err(error)?;
-            stmt.query_map(params![user, after, head, fetch], event_from_row)
-                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-                .map_err(error)?
-        }
-    };
+    let visible = visibility::sql(visibility::SQLITE, audience.is_staff(), "?1");
+    let mut stmt = tx
+        .prepare_cached(&format!(
+            "SELECT {EVENT_COLS} FROM sync_actions s WHERE {visible}
+             AND s.sync_id > ?2 AND s.sync_id <= ?3 ORDER BY s.sync_id LIMIT ?4"
+        ))
+        .map_err(error)?;
+    let events = stmt
+        .query_map(params![audience.user(), after, head, fetch], event_from_row)
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+        .map_err(error)?;
+    drop(stmt);
     Ok(DeltaPage::from_overfetch(events, limit, head, after))
+}
+
+/// The columns after [`EVENT_COLS`] that [`visibility_from_row`] reads (with `tickets t`
+/// joined on the event's ticket).
+pub const VISIBILITY_COLS: &str = "s.ticket_id, s.staff_only, s.recipient_id, t.requester_id";
+
+pub fn visibility_from_row(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Visibility> {
+    Ok(Visibility { ticket_id: row.get(at)?, staff_only: row.get(at + 1)?, recipient: row.get(at + 2)?, requester: row.get(at + 3)? })
 }
 
 pub fn feed(conn: &Connection, after: i64, limit: usize) -> StoreResult<Page<FeedEvent>> {
     let mut stmt = conn
         .prepare_cached(&format!(
-            "SELECT {EVENT_COLS}, s.ticket_id, s.staff_only, t.requester_id FROM sync_actions s
+            "SELECT {EVENT_COLS}, {VISIBILITY_COLS} FROM sync_actions s
              LEFT JOIN tickets t ON t.id = s.ticket_id WHERE s.sync_id > ?1 ORDER BY s.sync_id LIMIT ?2"
         ))
         .map_err(error)?;
     let items = stmt
-        .query_map(params![after, (limit + 1) as i64], |row| {
-            Ok(FeedEvent { event: event_from_row(row)?, ticket_id: row.get(7)?, staff_only: row.get(8)?, requester: row.get(9)? })
-        })
+        .query_map(params![after, (limit + 1) as i64], |row| Ok(FeedEvent { event: event_from_row(row)?, visibility: visibility_from_row(row, 7)? }))
         .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
         .map_err(error)?;
     Ok(Page::from_overfetch(items, limit))
@@ -214,11 +220,8 @@ pub fn bootstrap(
         send(enc.row("workspace", &ws)?)?;
     }
 
-    let staff = matches!(audience, Audience::Staff);
-    let requester = match audience {
-        Audience::Requester(user) => Some(user),
-        Audience::Staff => None,
-    };
+    let staff = audience.is_staff();
+    let requester = audience.requester();
     if staff {
         let mut stmt = tx.prepare("SELECT user_id, email, name, role, joined_at FROM members ORDER BY user_id").map_err(error)?;
         let mut rows = stmt.query([]).map_err(error)?;

@@ -5,10 +5,13 @@
 //! file and the log's ids are handed out in commit order. Tenant pools are opened lazily
 //! and kept in a capped LRU (see `tenants.rs`).
 
+mod consumers;
 mod executor;
 mod feed;
+mod hints;
 mod log;
 mod migrate;
+mod notifications;
 mod platform;
 mod pool;
 mod tenant;
@@ -47,10 +50,9 @@ pub fn open(data_dir: &Path, options: SqliteOptions) -> StoreResult<Store> {
         migrate::apply(&mut conn, migrate::PLATFORM)?;
     }
     let exec = Arc::new(executor::Executor::new(executor::Executor::default_threads()));
-    Ok(Store {
-        platform: Arc::new(platform::SqlitePlatform::new(platform_pool, exec.clone())),
-        tenants: Arc::new(tenants::SqliteTenants::new(data_dir.to_owned(), threads, exec, options)),
-    })
+    let platform = Arc::new(platform::SqlitePlatform::new(platform_pool.clone(), exec.clone()));
+    let tenants = Arc::new(tenants::SqliteTenants::new(data_dir.to_owned(), threads, exec, options, platform_pool));
+    Ok(Store { platform: platform.clone(), tenants: tenants.clone(), consumers: tenants, notification_preferences: platform })
 }
 
 /// Applies pending migrations to the platform database and every tenant database found

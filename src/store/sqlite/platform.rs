@@ -60,8 +60,8 @@ const MEMBER_SELECT: &str = "SELECT m.user_id, u.email, u.name, m.role, m.create
      FROM memberships m JOIN users u ON u.id = m.user_id";
 
 pub struct SqlitePlatform {
-    pool: SqlitePool,
-    exec: Arc<Executor>,
+    pub(super) pool: SqlitePool,
+    pub(super) exec: Arc<Executor>,
 }
 
 impl SqlitePlatform {

@@ -13,6 +13,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::mpsc;
 
 use super::executor::Executor;
+use super::hints::LogHints;
 use super::log::{self, WriteTx};
 use super::pool::SqlitePool;
 use super::writer::WriteQueue;
@@ -65,12 +66,8 @@ pub fn link_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TicketLink> {
     })
 }
 
-/// A live ticket (not deleted) that `audience` may see.
-fn visible_ticket(conn: &Connection, audience: Audience, id: TicketId) -> StoreResult<Option<Ticket>> {
-    let requester = match audience {
-        Audience::Requester(user) => Some(user),
-        Audience::Staff => None,
-    };
+/// A live ticket (not deleted), if `requester` is given only one they requested.
+pub(super) fn visible_ticket(conn: &Connection, requester: Option<UserId>, id: TicketId) -> StoreResult<Option<Ticket>> {
     conn.prepare_cached(&format!(
         "SELECT {TICKET_COLS} FROM tickets t WHERE t.id = ?1 AND t.deleted_at IS NULL
          AND (?2 IS NULL OR t.requester_id = ?2)"
@@ -108,8 +105,25 @@ pub struct SqliteTenant {
 }
 
 impl SqliteTenant {
-    pub fn new(workspace: WorkspaceId, pool: SqlitePool, exec: Arc<Executor>, wakeups: tokio::sync::broadcast::Sender<Wakeup>) -> Self {
-        Self { workspace, pool, exec, writes: Arc::new(WriteQueue::new(workspace, wakeups)), last_used: AtomicI64::new(Millis::now().0) }
+    pub fn new(
+        workspace: WorkspaceId,
+        pool: SqlitePool,
+        exec: Arc<Executor>,
+        wakeups: tokio::sync::broadcast::Sender<Wakeup>,
+        hints: Arc<LogHints>,
+    ) -> Self {
+        let writes = Arc::new(WriteQueue::new(workspace, wakeups, hints));
+        Self { workspace, pool, exec, writes, last_used: AtomicI64::new(Millis::now().0) }
+    }
+
+    /// Drops the workspace's log hint if its head is still `head`, under its write lock.
+    pub async fn clear_hint_if_at(&self, head: i64) -> StoreResult<bool> {
+        let writes = self.writes.clone();
+        self.write(move |tx| {
+            tx.exempt("bookkeeping: drops the platform hint, changes nothing a client sees");
+            writes.hint().clear_if_at(tx, head)
+        })
+        .await
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -124,7 +138,7 @@ impl SqliteTenant {
         self.last_used.load(Ordering::Relaxed)
     }
 
-    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    pub(super) async fn read<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
@@ -135,7 +149,7 @@ impl SqliteTenant {
 
     /// Runs `f` as one write (a savepoint in a group commit) that is kept only if it
     /// recorded its events; answers once it is durable.
-    async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    pub(super) async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut WriteTx<'_>) -> StoreResult<T> + Send + 'static,
@@ -163,6 +177,14 @@ impl SqliteTenant {
 impl TenantStore for SqliteTenant {
     fn workspace_id(&self) -> WorkspaceId {
         self.workspace
+    }
+
+    fn consumers(&self) -> &dyn ConsumerLog {
+        self
+    }
+
+    fn notifications(&self) -> &dyn NotificationStore {
+        self
     }
 
     async fn record_member(&self, actor: UserId, member: &Member, added: bool) -> StoreResult<()> {
@@ -265,12 +287,12 @@ impl TenantStore for SqliteTenant {
     }
 
     async fn ticket(&self, audience: Audience, id: TicketId) -> StoreResult<Option<Ticket>> {
-        self.read(move |conn| visible_ticket(conn, audience, id)).await
+        self.read(move |conn| visible_ticket(conn, audience.requester(), id)).await
     }
 
     async fn update_ticket(&self, actor: UserId, audience: Audience, id: TicketId, patch: TicketPatch) -> StoreResult<Ticket> {
         self.write(move |tx| {
-            let before = visible_ticket(tx, audience, id)?.ok_or(StoreError::NotFound)?;
+            let before = visible_ticket(tx, audience.requester(), id)?.ok_or(StoreError::NotFound)?;
             let tags_changed = patch.tags.as_ref().is_some_and(|tags| *tags != before.tags);
             let mut ticket = patch.applied_to(&before);
             if ticket == before {
@@ -320,11 +342,11 @@ impl TenantStore for SqliteTenant {
     }
 
     async fn add_comment(&self, actor: UserId, audience: Audience, ticket: TicketId, body: String, internal: bool) -> StoreResult<Comment> {
-        if internal && audience != Audience::Staff {
+        if internal && !audience.is_staff() {
             return Err(StoreError::invalid("internal", "only staff may write internal notes"));
         }
         self.write(move |tx| {
-            visible_ticket(tx, audience, ticket)?.ok_or(StoreError::NotFound)?;
+            visible_ticket(tx, audience.requester(), ticket)?.ok_or(StoreError::NotFound)?;
             let comment = Comment { id: CommentId::new(), ticket_id: ticket, author_id: actor, body, internal, created_at: tx.now() };
             tx.prepare_cached(
                 "INSERT INTO comments (id, ticket_id, author_id, body, internal, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -342,8 +364,8 @@ impl TenantStore for SqliteTenant {
     async fn list_comments(&self, audience: Audience, ticket: TicketId, query: &CommentQuery) -> StoreResult<Page<Comment>> {
         let query = query.clone();
         self.read(move |conn| {
-            visible_ticket(conn, audience, ticket)?.ok_or(StoreError::NotFound)?;
-            let staff = audience == Audience::Staff;
+            visible_ticket(conn, audience.requester(), ticket)?.ok_or(StoreError::NotFound)?;
+            let staff = audience.is_staff();
             let mut stmt = conn
                 .prepare_cached(&format!(
                     "SELECT {COMMENT_COLS} FROM comments c WHERE c.ticket_id = ?1 AND (?2 OR c.internal = 0)
@@ -361,11 +383,11 @@ impl TenantStore for SqliteTenant {
 
     async fn add_link(&self, actor: UserId, source: TicketId, target: TicketId, kind: LinkKind) -> StoreResult<TicketLink> {
         self.write(move |tx| {
-            visible_ticket(tx, Audience::Staff, source)?.ok_or(StoreError::NotFound)?;
+            visible_ticket(tx, None, source)?.ok_or(StoreError::NotFound)?;
             if source == target {
                 return Err(StoreError::invalid("target_id", "a ticket cannot be linked to itself"));
             }
-            if visible_ticket(tx, Audience::Staff, target)?.is_none() {
+            if visible_ticket(tx, None, target)?.is_none() {
                 return Err(StoreError::invalid("target_id", "no such ticket in this workspace"));
             }
             let link =
@@ -386,7 +408,7 @@ impl TenantStore for SqliteTenant {
 
     async fn list_links(&self, ticket: TicketId) -> StoreResult<Vec<TicketLink>> {
         self.read(move |conn| {
-            visible_ticket(conn, Audience::Staff, ticket)?.ok_or(StoreError::NotFound)?;
+            visible_ticket(conn, None, ticket)?.ok_or(StoreError::NotFound)?;
             let mut stmt = conn
                 .prepare_cached(&format!(
                     "SELECT {LINK_COLS} FROM ticket_links l

@@ -16,6 +16,8 @@ use tokio::sync::broadcast;
 
 use super::executor::Executor;
 use super::feed;
+use super::hints::LogHints;
+use super::pool::SqlitePool;
 use super::pool::{self, PoolShape};
 use super::tenant::SqliteTenant;
 use super::{SqliteOptions, migrate};
@@ -36,15 +38,38 @@ pub struct SqliteTenants {
     /// A std mutex: held only for map operations, never across an await.
     open: Mutex<HashMap<WorkspaceId, Arc<SqliteTenant>>>,
     wakeups: broadcast::Sender<Wakeup>,
+    /// platform.db, for the consumers' hints and schedules (see `consumers.rs`).
+    pub(super) platform: SqlitePool,
+    hints: Arc<LogHints>,
     /// Kept alive for its callbacks; `None` if the platform refused a watch.
     _watcher: Option<notify::RecommendedWatcher>,
 }
 
 impl SqliteTenants {
-    pub fn new(data_dir: PathBuf, threads: Arc<ScheduledThreadPool>, exec: Arc<Executor>, options: SqliteOptions) -> Self {
+    pub fn new(
+        data_dir: PathBuf,
+        threads: Arc<ScheduledThreadPool>,
+        exec: Arc<Executor>,
+        options: SqliteOptions,
+        platform: SqlitePool,
+    ) -> Self {
         let (wakeups, _) = broadcast::channel(feed::CAPACITY);
         let watcher = feed::watch(&data_dir.join("tenants"), wakeups.clone());
-        Self { data_dir, threads, exec, options, open: Mutex::new(HashMap::new()), wakeups, _watcher: watcher }
+        let hints = Arc::new(LogHints::new(platform.clone()));
+        Self { data_dir, threads, exec, options, open: Mutex::new(HashMap::new()), wakeups, platform, hints, _watcher: watcher }
+    }
+
+    pub(super) fn exec(&self) -> &Arc<Executor> {
+        &self.exec
+    }
+
+    /// A handle on an existing workspace, as this backend's own type.
+    pub(super) async fn open_tenant(&self, workspace: WorkspaceId) -> StoreResult<Arc<SqliteTenant>> {
+        if let Some(tenant) = self.cached(workspace) {
+            return Ok(tenant);
+        }
+        let tenant = self.open_pool(workspace, false).await?;
+        Ok(self.insert(tenant))
     }
 
     fn db_path(&self, workspace: WorkspaceId) -> PathBuf {
@@ -99,7 +124,7 @@ impl SqliteTenants {
                 Ok(pool)
             })
             .await?;
-        Ok(Arc::new(SqliteTenant::new(workspace, pool, self.exec.clone(), self.wakeups.clone())))
+        Ok(Arc::new(SqliteTenant::new(workspace, pool, self.exec.clone(), self.wakeups.clone(), self.hints.clone())))
     }
 }
 
@@ -116,11 +141,7 @@ impl TenantStores for SqliteTenants {
     }
 
     async fn open(&self, workspace: WorkspaceId) -> StoreResult<Arc<dyn TenantStore>> {
-        if let Some(tenant) = self.cached(workspace) {
-            return Ok(tenant);
-        }
-        let tenant = self.open_pool(workspace, false).await?;
-        Ok(self.insert(tenant))
+        Ok(self.open_tenant(workspace).await?)
     }
 
     async fn import(&self, workspace: &Workspace, mut rows: tokio::sync::mpsc::Receiver<crate::store::TenantRow>) -> StoreResult<u64> {

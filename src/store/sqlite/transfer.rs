@@ -66,11 +66,16 @@ pub fn export(conn: &mut Connection, out: &mpsc::Sender<TenantRow>) -> StoreResu
     }
     {
         let mut stmt =
-            tx.prepare(&format!("SELECT {EVENT_COLS}, s.ticket_id, s.staff_only FROM sync_actions s ORDER BY s.sync_id")).map_err(error)?;
+            tx.prepare(&format!("SELECT {EVENT_COLS}, s.ticket_id, s.staff_only, s.recipient_id FROM sync_actions s ORDER BY s.sync_id")).map_err(error)?;
         let mut rows = stmt.query([]).map_err(error)?;
         while let Some(row) = rows.next().map_err(error)? {
             let event = event_from_row(row).map_err(error)?;
-            let record = EventRecord { event, ticket_id: row.get(7).map_err(error)?, staff_only: row.get(8).map_err(error)? };
+            let record = EventRecord {
+                event,
+                ticket_id: row.get(7).map_err(error)?,
+                staff_only: row.get(8).map_err(error)?,
+                recipient: row.get(9).map_err(error)?,
+            };
             send(out, TenantRow::Event(record))?;
             count += 1;
         }
@@ -145,13 +150,15 @@ pub fn import(conn: &mut Connection, workspace: &Workspace, rows: &mut mpsc::Rec
                 )
                 .map_err(error)?;
             }
-            TenantRow::Event(EventRecord { event: e, ticket_id, staff_only }) => {
+            TenantRow::Event(EventRecord { event: e, ticket_id, staff_only, recipient }) => {
                 let data = serde_json::to_string(&e.data).map_err(StoreError::internal)?;
                 tx.prepare_cached(
-                    "INSERT INTO sync_actions (sync_id, at, actor, kind, entity, entity_id, data, ticket_id, staff_only)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    "INSERT INTO sync_actions (sync_id, at, actor, kind, entity, entity_id, data, ticket_id, staff_only, recipient_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 )
-                .and_then(|mut s| s.execute(params![e.sync_id, e.at, e.actor, e.kind, e.entity, e.entity_id, data, ticket_id, staff_only]))
+                .and_then(|mut s| {
+                    s.execute(params![e.sync_id, e.at, e.actor, e.kind, e.entity, e.entity_id, data, ticket_id, staff_only, recipient])
+                })
                 .map_err(error)?;
             }
         }

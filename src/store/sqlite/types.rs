@@ -5,6 +5,7 @@
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 
 use crate::store::model::*;
+use crate::store::notifications::{FollowReason, NotificationId, NotificationKind};
 
 macro_rules! uuid_column {
     ($($ty:ident),+) => {$(
@@ -22,7 +23,7 @@ macro_rules! uuid_column {
     )+};
 }
 
-uuid_column!(UserId, WorkspaceId, TicketId, CommentId, LinkId, SessionId, TokenId);
+uuid_column!(UserId, WorkspaceId, TicketId, CommentId, LinkId, SessionId, TokenId, NotificationId);
 
 impl ToSql for Millis {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
@@ -52,7 +53,7 @@ macro_rules! text_enum_column {
     )+};
 }
 
-text_enum_column!(Role, Status, Priority, LinkKind);
+text_enum_column!(Role, Status, Priority, LinkKind, NotificationKind, FollowReason);
 
 /// `user_id, email, name, role, joined_at`, the column order every member query uses.
 pub fn member_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Member> {

@@ -23,6 +23,7 @@ use tokio::sync::{broadcast, oneshot};
 
 use super::error;
 use super::executor::Executor;
+use super::hints::{LogHints, WorkspaceHint};
 use super::log::WriteTx;
 use super::pool::SqlitePool;
 use crate::store::{StoreError, StoreResult, Wakeup, WorkspaceId};
@@ -35,9 +36,9 @@ type Finish = Box<dyn FnOnce(StoreResult<()>) + Send>;
 
 /// A queued write, type-erased.
 trait Pending: Send {
-    /// Runs the write in a savepoint. `Some` when it succeeded (answer after COMMIT),
-    /// `None` when it failed and has been answered already.
-    fn run(self: Box<Self>, tx: &mut Transaction<'_>) -> Option<Finish>;
+    /// Runs the write in a savepoint. `Some` when it succeeded (answer after COMMIT, and
+    /// whether it recorded events), `None` when it failed and has been answered already.
+    fn run(self: Box<Self>, tx: &mut Transaction<'_>) -> Option<(Finish, bool)>;
     /// The batch could not start (no connection, no write lock): answer with `err`.
     fn fail(self: Box<Self>, err: StoreError);
 }
@@ -52,18 +53,22 @@ where
     T: Send + 'static,
     F: FnOnce(&mut WriteTx<'_>) -> StoreResult<T> + Send,
 {
-    fn run(self: Box<Self>, tx: &mut Transaction<'_>) -> Option<Finish> {
+    fn run(self: Box<Self>, tx: &mut Transaction<'_>) -> Option<(Finish, bool)> {
         let Job { write, answer } = *self;
         let outcome = WriteTx::begin(tx).and_then(|mut w| {
             let value = write(&mut w)?;
+            let recorded = w.recorded() > 0;
             w.release()?;
-            Ok(value)
+            Ok((value, recorded))
         });
         match outcome {
-            Ok(value) => Some(Box::new(move |committed: StoreResult<()>| {
-                // The caller may have gone away; the write stands regardless.
-                let _ = answer.send(committed.map(|()| value));
-            })),
+            Ok((value, recorded)) => {
+                let finish: Finish = Box::new(move |committed: StoreResult<()>| {
+                    // The caller may have gone away; the write stands regardless.
+                    let _ = answer.send(committed.map(|()| value));
+                });
+                Some((finish, recorded))
+            }
             Err(err) => {
                 let _ = answer.send(Err(err));
                 None
@@ -88,13 +93,19 @@ pub struct WriteQueue {
     /// A std mutex: held for queue operations only, never across an await or a statement.
     state: Mutex<State>,
     workspace: WorkspaceId,
-    /// Told after every commit: the in-process half of the change feed.
+    /// Told after every commit that recorded events: the in-process half of the change feed.
     wakeups: broadcast::Sender<Wakeup>,
+    /// This workspace's hint in platform.db (see `hints.rs`).
+    hint: WorkspaceHint,
 }
 
 impl WriteQueue {
-    pub fn new(workspace: WorkspaceId, wakeups: broadcast::Sender<Wakeup>) -> Self {
-        Self { state: Mutex::default(), workspace, wakeups }
+    pub fn new(workspace: WorkspaceId, wakeups: broadcast::Sender<Wakeup>, hints: Arc<LogHints>) -> Self {
+        Self { state: Mutex::default(), workspace, wakeups, hint: WorkspaceHint::new(workspace, hints) }
+    }
+
+    pub fn hint(&self) -> &WorkspaceHint {
+        &self.hint
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -138,7 +149,7 @@ fn drain_later(queue: Arc<WriteQueue>, exec: Arc<Executor>, pool: SqlitePool) {
         if batch.is_empty() {
             return;
         }
-        if commit_batch(&pool, batch) {
+        if commit_batch(&pool, batch, &queue.hint) {
             // No receivers is fine: nobody follows this workspace right now.
             let _ = queue.wakeups.send(Wakeup::Workspace(queue.workspace));
         }
@@ -146,8 +157,8 @@ fn drain_later(queue: Arc<WriteQueue>, exec: Arc<Executor>, pool: SqlitePool) {
     });
 }
 
-/// Runs and commits one batch; `true` when something was committed.
-fn commit_batch(pool: &SqlitePool, batch: Vec<Box<dyn Pending>>) -> bool {
+/// Runs and commits one batch; `true` when events were committed.
+fn commit_batch(pool: &SqlitePool, batch: Vec<Box<dyn Pending>>, hint: &WorkspaceHint) -> bool {
     let mut conn = match pool.get() {
         Ok(conn) => conn,
         Err(err) => {
@@ -165,18 +176,23 @@ fn commit_batch(pool: &SqlitePool, batch: Vec<Box<dyn Pending>>) -> bool {
         }
     };
     let mut finishes = Vec::with_capacity(batch.len());
+    let mut recorded = false;
     for job in batch {
         // A panicking write unwinds through its savepoint (rolled back on drop) and is
         // answered by its dropped channel; the batch goes on.
-        if let Ok(Some(finish)) = std::panic::catch_unwind(AssertUnwindSafe(|| job.run(&mut tx))) {
+        if let Ok(Some((finish, events))) = std::panic::catch_unwind(AssertUnwindSafe(|| job.run(&mut tx))) {
             finishes.push(finish);
+            recorded |= events;
         }
     }
-    let any = !finishes.is_empty();
+    if recorded {
+        // Under the write lock, before the COMMIT: a crash after it cannot lose the hint.
+        hint.mark();
+    }
     let committed = tx.commit().map_err(error);
     let ok = committed.is_ok();
     for finish in finishes {
         finish(committed.clone());
     }
-    ok && any
+    ok && recorded
 }
