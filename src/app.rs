@@ -20,8 +20,10 @@ use crate::auth::throttle::{LoginThrottle, ThrottleLimits};
 use crate::cache::TtlCache;
 use crate::config::Config;
 use crate::live::{Bus, BusConfig, LiveState};
+use crate::notifications::{NotificationsConsumer, NotificationsState};
 use crate::store::sqlite::SqliteOptions;
 use crate::store::{Role, Store, StoreError, UserId, WorkspaceId};
+use crate::sync::runner::{Consumer, Runner};
 use crate::tenants::TenantsState;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -37,9 +39,19 @@ struct AppInner {
     store: Store,
     auth: AuthState,
     live: LiveState,
+    /// Every log consumer's drain loop (see `sync::runner`).
+    runner: Arc<Runner>,
     memberships: Arc<TtlCache<(WorkspaceId, UserId), Option<Role>>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+}
+
+impl Drop for AppInner {
+    /// An application dropped without being stopped (a test that only builds one) still
+    /// ends its background tasks.
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
 }
 
 impl App {
@@ -64,6 +76,10 @@ impl App {
         };
         let memberships = Arc::new(TtlCache::new(config.auth_cache_ttl, CACHE_CAPACITY));
         let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let durable: Vec<Arc<dyn Consumer>> = vec![Arc::new(NotificationsConsumer::new(store.notification_preferences.clone()))];
+        let retry = crate::backoff::Backoff { cap: config.consumer_retry_cap, ..crate::sync::runner::RETRY };
+        let runner = Runner::start(store.tenants.clone(), store.consumers.clone(), durable, retry, shutdown.child_token(), tasks.clone());
         let bus = Bus::start(
             store.tenants.clone(),
             BusConfig { ring: config.sse_ring, lag: config.sse_lag, heartbeat: config.sse_heartbeat },
@@ -71,7 +87,7 @@ impl App {
         );
         let limits = crate::live::limits::ConnectionLimits::new(config.sse_max_per_user, config.sse_max_connections);
         let live = LiveState { bus, limits };
-        Ok(Self(Arc::new(AppInner { config, store, auth, live, memberships, shutdown, tasks: TaskTracker::new() })))
+        Ok(Self(Arc::new(AppInner { config, store, auth, live, runner, memberships, shutdown, tasks })))
     }
 
     pub fn config(&self) -> &Config {
@@ -84,6 +100,10 @@ impl App {
 
     pub fn live(&self) -> &LiveState {
         &self.0.live
+    }
+
+    pub fn runner(&self) -> &Arc<Runner> {
+        &self.0.runner
     }
 
     pub fn shutdown_token(&self) -> CancellationToken {
@@ -115,6 +135,12 @@ impl FromRef<App> for AuthState {
 impl FromRef<App> for LiveState {
     fn from_ref(app: &App) -> Self {
         app.0.live.clone()
+    }
+}
+
+impl FromRef<App> for NotificationsState {
+    fn from_ref(app: &App) -> Self {
+        NotificationsState { preferences: app.0.store.notification_preferences.clone() }
     }
 }
 

@@ -109,7 +109,9 @@ async fn tenant(config: &Config, cmd: TenantCommand) -> Result<(), BoxError> {
             let (user, _) = store.platform.user_by_email(&owner).await?.ok_or_else(|| format!("no user with email {owner}"))?;
             // A fresh process has nothing cached: a disabled cache is the honest argument.
             let no_cache = crate::cache::TtlCache::new(std::time::Duration::ZERO, 0);
-            let ws = crate::tenants::create_workspace(store.platform.as_ref(), store.tenants.as_ref(), &no_cache, user.id, &name).await.map_err(|e| e.to_string())?;
+            let ws = crate::tenants::create_workspace(store.platform.as_ref(), store.tenants.as_ref(), &no_cache, user.id, &name)
+                .await
+                .map_err(|e| e.to_string())?;
             println!("{}\t{}", ws.id, ws.name);
         }
         TenantCommand::List => {

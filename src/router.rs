@@ -33,6 +33,7 @@ use crate::error::AppError;
         (name = "workspaces", description = "Workspaces and members"),
         (name = "tickets", description = "Tickets, comments and links"),
         (name = "sync", description = "Bootstrap, delta sync and the audit trail"),
+        (name = "notifications", description = "Notifications, preferences and following tickets"),
         (name = "ops", description = "Health and readiness"),
     )
 )]
@@ -59,6 +60,7 @@ pub fn api() -> (Router<App>, Router<App>, utoipa::openapi::OpenApi) {
         .merge(crate::tenants::routes())
         .merge(crate::tickets::routes())
         .merge(crate::sync::routes())
+        .merge(crate::notifications::routes())
         .split_for_parts();
     let (streams, streams_openapi) = crate::live::routes().split_for_parts();
     openapi.merge(streams_openapi);
@@ -119,7 +121,7 @@ async fn ready(State(app): State<App>) -> Result<axum::Json<serde_json::Value>, 
 /// Prometheus metrics (text exposition format).
 #[utoipa::path(get, path = "/metrics", tag = "ops", security(()), responses((status = 200, content_type = "text/plain", body = String)))]
 async fn metrics(State(app): State<App>) -> Response {
-    let body = format!(
+    let mut body = format!(
         "# HELP edgedesk_open_tenants Workspaces whose storage is open in this instance.\n\
          # TYPE edgedesk_open_tenants gauge\n\
          edgedesk_open_tenants {}\n\
@@ -137,5 +139,6 @@ async fn metrics(State(app): State<App>) -> Response {
         app.live().bus.topic_count(),
         env!("CARGO_PKG_VERSION"),
     );
+    body.push_str(&app.runner().render_metrics());
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

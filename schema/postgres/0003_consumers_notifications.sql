@@ -112,12 +112,26 @@ CREATE TABLE notification_preferences (
 -- Existing workspaces: their heads, and the notifications consumer starting where each log
 -- stands now (no notifications for history). The owner is bound by FORCEd row-level
 -- security too, so it lifts FORCE for the length of this transaction.
-ALTER TABLE workspace_heads NO FORCE ROW LEVEL SECURITY;
-ALTER TABLE log_heads NO FORCE ROW LEVEL SECURITY;
-ALTER TABLE consumer_watermarks NO FORCE ROW LEVEL SECURITY;
-INSERT INTO log_heads (workspace_id, head, changed) SELECT workspace_id, sync_head, pg_current_xact_id() FROM workspace_heads;
-INSERT INTO consumer_watermarks (workspace_id, consumer, position, updated_at)
-    SELECT workspace_id, 'notifications', sync_head, 0 FROM workspace_heads;
-ALTER TABLE workspace_heads FORCE ROW LEVEL SECURITY;
-ALTER TABLE log_heads FORCE ROW LEVEL SECURITY;
-ALTER TABLE consumer_watermarks FORCE ROW LEVEL SECURITY;
+-- Existing tickets get the consumer's view and their requester and assignee as followers.
+DO $$
+DECLARE t text;
+DECLARE tables text[] := ARRAY['workspace_heads', 'log_heads', 'consumer_watermarks', 'tickets', 'notification_tickets', 'ticket_followers'];
+BEGIN
+    FOREACH t IN ARRAY tables LOOP
+        EXECUTE format('ALTER TABLE %I NO FORCE ROW LEVEL SECURITY', t);
+    END LOOP;
+    INSERT INTO log_heads (workspace_id, head, changed) SELECT workspace_id, sync_head, pg_current_xact_id() FROM workspace_heads;
+    INSERT INTO consumer_watermarks (workspace_id, consumer, position, updated_at)
+        SELECT workspace_id, 'notifications', sync_head, 0 FROM workspace_heads;
+    INSERT INTO notification_tickets (workspace_id, ticket_id, number, title, requester_id, assignee_id)
+        SELECT workspace_id, id, number, title, requester_id, assignee_id FROM tickets;
+    INSERT INTO ticket_followers (workspace_id, ticket_id, user_id, reason, since)
+        SELECT workspace_id, id, requester_id, 'requester', 0 FROM tickets;
+    INSERT INTO ticket_followers (workspace_id, ticket_id, user_id, reason, since)
+        SELECT workspace_id, id, assignee_id, 'assignee', 0 FROM tickets WHERE assignee_id IS NOT NULL
+        ON CONFLICT DO NOTHING;
+    FOREACH t IN ARRAY tables LOOP
+        EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
+    END LOOP;
+END
+$$;

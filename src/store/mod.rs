@@ -95,7 +95,15 @@ impl<'a> Event<'a, Workspace> {
 impl<'a> Event<'a, Member> {
     pub fn member(member: &'a Member, added: bool) -> Self {
         let kind = if added { "member.added" } else { "member.updated" };
-        Event { kind, entity: "member", entity_id: member.user_id.to_string(), data: member, ticket: None, staff_only: true, recipient: None }
+        Event {
+            kind,
+            entity: "member",
+            entity_id: member.user_id.to_string(),
+            data: member,
+            ticket: None,
+            staff_only: true,
+            recipient: None,
+        }
     }
 }
 

@@ -38,9 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backoff::Backoff;
-use crate::store::{
-    Advance, ConsumerIndex, FeedEvent, Millis, StoreError, TenantStore, TenantStores, Wake, Wakeup, WorkspaceId,
-};
+use crate::store::{Advance, ConsumerIndex, FeedEvent, Millis, StoreError, TenantStore, TenantStores, Wake, Wakeup, WorkspaceId};
 
 /// Events read from the log per page.
 pub const PAGE: usize = 256;
@@ -56,7 +54,8 @@ pub const IDLE: Duration = Duration::from_secs(10);
 /// Durable lanes draining at once: a restart with many workspaces behind opens them a few
 /// at a time instead of all at once.
 pub const CONCURRENT_DRAINS: usize = 8;
-/// Retry delays for a failing page: 50 ms doubling to 30 s, full jitter.
+/// Retry delays for a failing page: 50 ms doubling to 30 s (`EDGEDESK_CONSUMER_RETRY_CAP_MS`),
+/// full jitter.
 pub const RETRY: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(30));
 
 /// Why a handler failed, and so what the runner does next.
@@ -161,6 +160,7 @@ pub struct Runner {
     metrics: HashMap<&'static str, Arc<ConsumerMetrics>>,
     stopped: Mutex<HashMap<LaneKey, Stopped>>,
     drains: Arc<Semaphore>,
+    retry: Backoff,
     /// Told when this instance adds a schedule, so the sleep until the next one is redone.
     schedules: Notify,
     shutdown: CancellationToken,
@@ -175,6 +175,7 @@ impl Runner {
         tenants: Arc<dyn TenantStores>,
         index: Arc<dyn ConsumerIndex>,
         durable: Vec<Arc<dyn Consumer>>,
+        retry: Backoff,
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) -> Arc<Self> {
@@ -187,6 +188,7 @@ impl Runner {
             metrics,
             stopped: Mutex::default(),
             drains: Arc::new(Semaphore::new(CONCURRENT_DRAINS)),
+            retry,
             schedules: Notify::new(),
             shutdown,
             tasks,
@@ -223,6 +225,43 @@ impl Runner {
         self.lanes().len()
     }
 
+    /// The runner's Prometheus lines: per consumer, what went through and what failed, and
+    /// one gauge per (consumer, workspace) stopped on this instance.
+    pub fn render_metrics(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let counters: [(&str, &str, fn(&ConsumerMetrics) -> u64); 4] = [
+            ("events", "Log events handled", |m| m.events.load(Ordering::Relaxed)),
+            ("pages", "Pages of the log handled", |m| m.pages.load(Ordering::Relaxed)),
+            ("failures", "Pages or events whose handler failed (each retry counts)", |m| m.failures.load(Ordering::Relaxed)),
+            ("conflicts", "Pages another instance had handled first", |m| m.conflicts.load(Ordering::Relaxed)),
+        ];
+        let mut names = self.durable_names();
+        names.sort();
+        for (what, help, read) in counters {
+            let _ = writeln!(out, "# HELP edgedesk_consumer_{what}_total {help}, per durable log consumer.");
+            let _ = writeln!(out, "# TYPE edgedesk_consumer_{what}_total counter");
+            for name in &names {
+                if let Some(m) = self.metrics.get(name) {
+                    let _ = writeln!(out, "edgedesk_consumer_{what}_total{{consumer=\"{name}\"}} {}", read(m));
+                }
+            }
+        }
+        let _ = writeln!(out, "# HELP edgedesk_consumer_lanes Log-consumer lanes (consumer, workspace) running on this instance.");
+        let _ = writeln!(out, "# TYPE edgedesk_consumer_lanes gauge");
+        let _ = writeln!(out, "edgedesk_consumer_lanes {}", self.lane_count());
+        let _ = writeln!(out, "# HELP edgedesk_consumer_stopped A durable consumer stopped in a workspace at an event that kept failing.");
+        let _ = writeln!(out, "# TYPE edgedesk_consumer_stopped gauge");
+        for s in self.stopped() {
+            let _ = writeln!(
+                out,
+                "edgedesk_consumer_stopped{{consumer=\"{}\",workspace=\"{}\",sync_id=\"{}\"}} 1",
+                s.consumer, s.workspace, s.at
+            );
+        }
+        out
+    }
+
     /// Follows `tenant`'s workspace with an in-memory consumer from `from` (exclusive),
     /// until the returned handle is dropped.
     pub fn follow(&self, consumer: Arc<dyn Consumer>, tenant: Arc<dyn TenantStore>, from: i64) -> Following {
@@ -238,7 +277,7 @@ impl Runner {
         self.lanes().insert((lane.consumer.name(), lane.workspace), lane.clone());
         // Catch up at once on anything committed since `from`.
         lane.wake.notify_one();
-        self.tasks.spawn(drain(lane.clone(), tenant, self.me.clone()));
+        self.tasks.spawn(drain(lane.clone(), tenant, self.me.clone(), self.retry));
         Following { lane, runner: self.me.clone() }
     }
 
@@ -282,10 +321,10 @@ impl Runner {
         lane.wake.notify_one();
         lanes.insert(key, lane.clone());
         drop(lanes);
-        let (tenants, me) = (self.tenants.clone(), self.me.clone());
+        let (tenants, me, retry) = (self.tenants.clone(), self.me.clone(), self.retry);
         self.tasks.spawn(async move {
             match tenants.open(workspace).await {
-                Ok(tenant) => drain(lane, tenant, me).await,
+                Ok(tenant) => drain(lane, tenant, me, retry).await,
                 Err(err) => {
                     tracing::warn!(consumer = lane.consumer.name(), %workspace, error = %err, "cannot open the workspace for a log consumer; the next sweep retries");
                     lane.running.store(false, Ordering::Release);
@@ -424,7 +463,7 @@ impl Runner {
                 Err(err) => {
                     failures += 1;
                     tracing::warn!(error = %err, "cannot read the consumers' schedules");
-                    RETRY.delay_now(failures)
+                    self.retry.delay_now(failures)
                 }
             };
             tokio::select! {
@@ -463,7 +502,7 @@ impl Runner {
             Ok(handled) => handled.wake_at,
             Err(err) => {
                 tracing::warn!(consumer = consumer.name(), workspace = %wake.workspace, error = %err, "a scheduled wake failed; retrying later");
-                Some(Millis::now().plus(RETRY.delay_now(4)))
+                Some(Millis::now().plus(self.retry.delay_now(4)))
             }
         };
         if let Some(at) = again
@@ -499,7 +538,7 @@ enum Position {
 
 /// One lane's drain loop: read past the watermark a page at a time, hand each page to the
 /// consumer, back off on failure, stop on an event that keeps failing.
-async fn drain(lane: Arc<LaneShared>, tenant: Arc<dyn TenantStore>, runner: Weak<Runner>) {
+async fn drain(lane: Arc<LaneShared>, tenant: Arc<dyn TenantStore>, runner: Weak<Runner>, retry: Backoff) {
     let name = lane.consumer.name();
     let kind = if lane.memory.is_some() { Position::Memory } else { Position::Durable };
     let metrics = runner.upgrade().and_then(|r| r.metrics(name));
@@ -555,7 +594,7 @@ async fn drain(lane: Arc<LaneShared>, tenant: Arc<dyn TenantStore>, runner: Weak
                 Err(err) => {
                     attempts += 1;
                     tracing::warn!(consumer = name, workspace = %lane.workspace, error = %err, "cannot read a consumer's watermark");
-                    if !pause(&lane, attempts).await {
+                    if !pause(&lane, &retry, attempts).await {
                         break;
                     }
                     continue;
@@ -567,7 +606,7 @@ async fn drain(lane: Arc<LaneShared>, tenant: Arc<dyn TenantStore>, runner: Weak
             Err(err) => {
                 attempts += 1;
                 tracing::warn!(consumer = name, workspace = %lane.workspace, error = %err, "a log consumer cannot read the log; backing off");
-                if !pause(&lane, attempts).await {
+                if !pause(&lane, &retry, attempts).await {
                     break;
                 }
                 continue;
@@ -609,7 +648,7 @@ async fn drain(lane: Arc<LaneShared>, tenant: Arc<dyn TenantStore>, runner: Weak
             Err(ConsumerError::Store(err @ StoreError::Unavailable(_))) => {
                 attempts += 1;
                 tracing::warn!(consumer = name, workspace = %lane.workspace, error = %err, "log consumer: store unavailable; backing off");
-                if !pause(&lane, attempts.min(12)).await {
+                if !pause(&lane, &retry, attempts.min(12)).await {
                     break;
                 }
             }
@@ -637,7 +676,7 @@ async fn drain(lane: Arc<LaneShared>, tenant: Arc<dyn TenantStore>, runner: Weak
                 } else {
                     tracing::warn!(consumer = name, workspace = %lane.workspace, sync_id = last, attempt = attempts, error = %err, "a log consumer's event failed; backing off");
                 }
-                if !pause(&lane, attempts).await {
+                if !pause(&lane, &retry, attempts).await {
                     break;
                 }
             }
@@ -650,9 +689,9 @@ async fn drain(lane: Arc<LaneShared>, tenant: Arc<dyn TenantStore>, runner: Weak
 }
 
 /// Backs off before the `attempt`th retry; `false` when the lane was stopped meanwhile.
-async fn pause(lane: &LaneShared, attempt: u32) -> bool {
+async fn pause(lane: &LaneShared, retry: &Backoff, attempt: u32) -> bool {
     tokio::select! {
         _ = lane.stop.cancelled() => false,
-        _ = tokio::time::sleep(RETRY.delay_now(attempt)) => true,
+        _ = tokio::time::sleep(retry.delay_now(attempt)) => true,
     }
 }

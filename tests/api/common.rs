@@ -155,6 +155,32 @@ impl TestServer {
         Self { base, dir, http, backend, pg, server: Some(server) }
     }
 
+    /// The running application, for what a test must reach past HTTP (the runner).
+    pub fn app(&self) -> &App {
+        &self.server.as_ref().expect("a running server").app
+    }
+
+    /// Waits until every durable log consumer of `ws` stands at the log's head (its own
+    /// events, such as notifications, included).
+    pub async fn consumers_caught_up(&self, ws: &str) {
+        let ws: edgedesk::store::WorkspaceId = ws.parse().expect("workspace id");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let store = self.app().store().clone();
+        loop {
+            let tenant = store.tenants.open(ws).await.expect("workspace opens");
+            let head = tenant.head().await.expect("head");
+            let mut behind = false;
+            for name in self.app().runner().durable_names() {
+                behind |= tenant.consumers().state(name).await.expect("state").position < head;
+            }
+            if !behind {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "the log consumers of {ws} did not catch up with {head}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn data_dir(&self) -> std::path::PathBuf {
         self.dir.path().join("data")
     }

@@ -9,14 +9,14 @@ use tokio::sync::mpsc;
 use crate::common::{Backend, TestServer, User, both_backends, kill_listeners, relaxed_limits};
 
 #[derive(Debug, Clone, Default)]
-struct Frame {
-    id: Option<i64>,
-    event: Option<String>,
-    data: Option<Value>,
-    comment: bool,
+pub(crate) struct Frame {
+    pub id: Option<i64>,
+    pub event: Option<String>,
+    pub data: Option<Value>,
+    pub comment: bool,
 }
 
-struct Sse {
+pub(crate) struct Sse {
     frames: mpsc::UnboundedReceiver<Frame>,
     reader: tokio::task::AbortHandle,
 }
@@ -44,7 +44,7 @@ fn parse(block: &str) -> Frame {
     frame
 }
 
-async fn open(s: &TestServer, user: &User, ws: &str, last: Option<i64>, query: &str) -> Sse {
+pub(crate) async fn open(s: &TestServer, user: &User, ws: &str, last: Option<i64>, query: &str) -> Sse {
     let mut req = s.http.get(format!("{}/api/workspaces/{ws}/events{query}", s.base)).bearer_auth(&user.token);
     if let Some(last) = last {
         req = req.header("last-event-id", last.to_string());
@@ -71,7 +71,7 @@ async fn open(s: &TestServer, user: &User, ws: &str, last: Option<i64>, query: &
 
 impl Sse {
     /// The next log event (skipping comments and the retry hint), if one comes in time.
-    async fn event(&mut self, within: Duration) -> Option<Frame> {
+    pub(crate) async fn event(&mut self, within: Duration) -> Option<Frame> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             match tokio::time::timeout_at(deadline, self.frames.recv()).await {
@@ -83,7 +83,7 @@ impl Sse {
     }
 
     /// Every event until none arrives for `quiet`.
-    async fn drain(&mut self, quiet: Duration) -> Vec<Frame> {
+    pub(crate) async fn drain(&mut self, quiet: Duration) -> Vec<Frame> {
         let mut out = Vec::new();
         while let Some(frame) = self.event(quiet).await {
             out.push(frame);

@@ -10,6 +10,7 @@ mod eventsource;
 mod feed;
 mod isolation;
 mod live;
+mod notifications;
 mod ops;
 mod pgdb;
 mod postgres;

@@ -43,6 +43,14 @@ CREATE TABLE ticket_followers (
 ) WITHOUT ROWID;
 CREATE INDEX ticket_followers_user ON ticket_followers(user_id);
 
+-- Existing tickets, as the consumer would have seen them: its view, and the requester and
+-- assignee following.
+INSERT INTO notification_tickets (ticket_id, number, title, requester_id, assignee_id)
+    SELECT id, number, title, requester_id, assignee_id FROM tickets;
+INSERT INTO ticket_followers (ticket_id, user_id, reason, since) SELECT id, requester_id, 'requester', 0 FROM tickets;
+INSERT OR IGNORE INTO ticket_followers (ticket_id, user_id, reason, since)
+    SELECT id, assignee_id, 'assignee', 0 FROM tickets WHERE assignee_id IS NOT NULL;
+
 -- One row per (causing event, recipient): a replayed page can never double a notification.
 -- `source_sync_id` is also each recipient's order (strictly increasing per recipient).
 CREATE TABLE notifications (

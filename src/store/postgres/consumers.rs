@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use super::log::{advance_watermark, bookkeeping_tx};
 use super::tenant::{PgTenant, PgTenants};
 use super::{error, pool_error};
-use crate::store::{TenantStore, Advance, ConsumerIndex, ConsumerLog, ConsumerState, Millis, StoreResult, Wake, WorkspaceId};
+use crate::store::{Advance, ConsumerIndex, ConsumerLog, ConsumerState, Millis, StoreResult, TenantStore, Wake, WorkspaceId};
 
 #[async_trait]
 impl ConsumerLog for PgTenant {
@@ -140,10 +140,7 @@ impl ConsumerIndex for PgTenants {
     async fn workspaces(&self, after: Option<WorkspaceId>, limit: usize) -> StoreResult<Vec<WorkspaceId>> {
         let client = self.pool().get().await.map_err(pool_error)?;
         let rows = client
-            .query(
-                "SELECT id FROM workspaces WHERE ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2",
-                &[&after, &(limit as i64)],
-            )
+            .query("SELECT id FROM workspaces WHERE ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2", &[&after, &(limit as i64)])
             .await
             .map_err(error)?;
         rows.iter().map(|r| r.try_get(0).map_err(error)).collect()

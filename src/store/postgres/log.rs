@@ -19,7 +19,8 @@ use super::types::{member_from_row, workspace_from_row};
 use crate::store::bootstrap::Encoder;
 use crate::store::visibility::{self, Visibility};
 use crate::store::{
-    Advance, Audience, AuditQuery, BootstrapSummary, DeltaPage, Event, Millis, Page, StoreError, StoreResult, SyncEvent, UserId, WorkspaceId,
+    Advance, Audience, AuditQuery, BootstrapSummary, DeltaPage, Event, Millis, Page, StoreError, StoreResult, SyncEvent, UserId,
+    WorkspaceId,
 };
 
 pub type Param<'a> = &'a (dyn ToSql + Sync);
@@ -184,7 +185,7 @@ pub async fn advance_watermark(tx: &Transaction<'_>, workspace: WorkspaceId, adv
     let stmt = tx
         .prepare_cached(
             "INSERT INTO consumer_watermarks AS w (workspace_id, consumer, position, updated_at)
-             SELECT $1, $2, $4, $5 WHERE $3 = 0
+             SELECT $1, $2, $4, $5 WHERE $3::bigint = 0
              ON CONFLICT (workspace_id, consumer) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at
              WHERE w.position = $3 AND w.stopped_at IS NULL",
         )

@@ -10,7 +10,7 @@ use super::tenant::{PgTenant, visible_ticket};
 use super::{error, pool_error};
 use crate::store::notifications::*;
 use crate::store::visibility::{self, POSTGRES};
-use crate::store::{TenantStore, Advance, Audience, Event, Millis, Page, StoreError, StoreResult, TicketId, UserId, WorkspaceId};
+use crate::store::{Advance, Audience, Event, Millis, Page, StoreError, StoreResult, TenantStore, TicketId, UserId, WorkspaceId};
 
 fn notification_from_row(row: &tokio_postgres::Row) -> StoreResult<Notification> {
     let data: serde_json::Value = row.try_get(0).map_err(error)?;
@@ -241,7 +241,11 @@ impl NotificationPreferences for PgPlatform {
         let stored = rows
             .iter()
             .map(|r| {
-                Ok(Preference { kind: r.try_get(0).map_err(error)?, in_app: r.try_get(1).map_err(error)?, email: r.try_get(2).map_err(error)? })
+                Ok(Preference {
+                    kind: r.try_get(0).map_err(error)?,
+                    in_app: r.try_get(1).map_err(error)?,
+                    email: r.try_get(2).map_err(error)?,
+                })
             })
             .collect::<StoreResult<Vec<_>>>()?;
         Ok(complete_preferences(&stored))

@@ -54,7 +54,10 @@ pub async fn export(tx: &Transaction<'_>, out: &mpsc::Sender<TenantRow>) -> Stor
         count += 1;
     }
     let events = tx
-        .query_raw(&format!("SELECT {EVENT_COLS}, s.ticket_id, s.staff_only, s.recipient_id FROM sync_actions s ORDER BY s.sync_id"), none.iter().copied())
+        .query_raw(
+            &format!("SELECT {EVENT_COLS}, s.ticket_id, s.staff_only, s.recipient_id FROM sync_actions s ORDER BY s.sync_id"),
+            none.iter().copied(),
+        )
         .await
         .map_err(error)?;
     pin_mut!(events);
@@ -158,9 +161,12 @@ pub async fn import(tx: &Transaction<'_>, workspace: &Workspace, rows: &mut mpsc
                     )
                     .await
                     .map_err(error)?;
-                tx.execute(&stmt, &[&ws, &e.sync_id, &e.at, &e.actor, &e.kind, &e.entity, &e.entity_id, &e.data, &ticket_id, &staff_only, &recipient])
-                    .await
-                    .map_err(error)?;
+                tx.execute(
+                    &stmt,
+                    &[&ws, &e.sync_id, &e.at, &e.actor, &e.kind, &e.entity, &e.entity_id, &e.data, &ticket_id, &staff_only, &recipient],
+                )
+                .await
+                .map_err(error)?;
             }
         }
         count += 1;

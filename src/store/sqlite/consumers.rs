@@ -133,11 +133,9 @@ impl ConsumerIndex for SqliteTenants {
 
     async fn due(&self, now: Millis, limit: usize) -> StoreResult<Vec<Wake>> {
         blocking(self.exec(), &self.platform, move |conn| {
-            conn.prepare_cached(
-                "SELECT workspace_id, consumer, wake_at FROM consumer_wakes WHERE wake_at <= ?1 ORDER BY wake_at LIMIT ?2",
-            )
-            .and_then(|mut stmt| stmt.query_map(params![now, limit as i64], wake_from_row)?.collect())
-            .map_err(error)
+            conn.prepare_cached("SELECT workspace_id, consumer, wake_at FROM consumer_wakes WHERE wake_at <= ?1 ORDER BY wake_at LIMIT ?2")
+                .and_then(|mut stmt| stmt.query_map(params![now, limit as i64], wake_from_row)?.collect())
+                .map_err(error)
         })
         .await
     }

@@ -152,7 +152,9 @@ pub fn feed(conn: &Connection, after: i64, limit: usize) -> StoreResult<Page<Fee
         ))
         .map_err(error)?;
     let items = stmt
-        .query_map(params![after, (limit + 1) as i64], |row| Ok(FeedEvent { event: event_from_row(row)?, visibility: visibility_from_row(row, 7)? }))
+        .query_map(params![after, (limit + 1) as i64], |row| {
+            Ok(FeedEvent { event: event_from_row(row)?, visibility: visibility_from_row(row, 7)? })
+        })
         .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
         .map_err(error)?;
     Ok(Page::from_overfetch(items, limit))

@@ -67,7 +67,13 @@ fn context(conn: &Connection, tickets: &[TicketId], members: bool) -> StoreResul
     for ticket in tickets {
         let found = view
             .query_row(params![ticket], |r| {
-                Ok(TicketView { ticket_id: r.get(0)?, number: r.get(1)?, title: r.get(2)?, requester_id: r.get(3)?, assignee_id: r.get(4)? })
+                Ok(TicketView {
+                    ticket_id: r.get(0)?,
+                    number: r.get(1)?,
+                    title: r.get(2)?,
+                    requester_id: r.get(3)?,
+                    assignee_id: r.get(4)?,
+                })
             })
             .optional()
             .map_err(error)?;
@@ -150,7 +156,8 @@ impl NotificationStore for SqliteTenant {
                         .map_err(error)?;
                     let mut changed = Vec::new();
                     for id in ids {
-                        changed.extend(stmt.query_row(params![id, user, now], |r| r.get::<_, NotificationId>(0)).optional().map_err(error)?);
+                        changed
+                            .extend(stmt.query_row(params![id, user, now], |r| r.get::<_, NotificationId>(0)).optional().map_err(error)?);
                     }
                     changed
                 }
@@ -235,8 +242,9 @@ impl NotificationPreferences for SqlitePlatform {
     async fn muted_in_app(&self, users: &[UserId]) -> StoreResult<Vec<(UserId, NotificationKind)>> {
         let users = users.to_vec();
         blocking(&self.exec, &self.pool, move |conn| {
-            let mut stmt =
-                conn.prepare_cached("SELECT user_id, kind FROM notification_preferences WHERE user_id = ?1 AND in_app = 0").map_err(error)?;
+            let mut stmt = conn
+                .prepare_cached("SELECT user_id, kind FROM notification_preferences WHERE user_id = ?1 AND in_app = 0")
+                .map_err(error)?;
             let mut out = Vec::new();
             for user in users {
                 let rows = stmt.query_map(params![user], |r| Ok((r.get(0)?, r.get(1)?))).map_err(error)?;
