@@ -5,7 +5,7 @@
 //! - A public reply notifies the ticket's followers, the author excepted; an internal note
 //!   notifies its staff followers only. The requester and the assignee follow a ticket
 //!   automatically (a reassigned ticket drops the previous assignee's automatic follow);
-//!   anyone who may see a ticket can follow or unfollow it.
+//!   anyone who may see a ticket can follow or unfollow it (`PUT|DELETE …/follow`).
 //! - `@mention`: `@` at the start of a word, followed by a member's email, or by their
 //!   name written without spaces, their first name, or their email's local part, when
 //!   exactly one member matches (an ambiguous mention notifies nobody rather than the wrong
@@ -28,7 +28,7 @@ const EXCERPT_CHARS: usize = 140;
 
 /// The log events the rules read; every other kind passes by.
 pub fn reads(kind: &str) -> bool {
-    matches!(kind, "ticket.created" | "ticket.updated" | "comment.created" | "ticket.followed" | "ticket.unfollowed")
+    matches!(kind, "ticket.created" | "ticket.updated" | "comment.created")
 }
 
 /// A page's ticket ids (what [`NotificationContext`] must hold), and whether it needs the
@@ -192,11 +192,6 @@ pub fn plan(
             "ticket.created" => state.ticket(event, serde_json::from_value(data()).map_err(unreadable)?, true),
             "ticket.updated" => state.ticket(event, serde_json::from_value(data()).map_err(unreadable)?, false),
             "comment.created" => state.comment(event, serde_json::from_value(data()).map_err(unreadable)?),
-            kind @ ("ticket.followed" | "ticket.unfollowed") => {
-                let change: FollowChange = serde_json::from_value(data()).map_err(unreadable)?;
-                let reason = (kind == "ticket.followed").then_some(FollowReason::Manual);
-                state.follow(change.ticket_id, change.user_id, reason);
-            }
             _ => {}
         }
     }

@@ -660,8 +660,28 @@ pub struct EventRecord {
     pub recipient: Option<UserId>,
 }
 
+/// A durable log consumer's watermark (export/import only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatermarkRecord {
+    pub consumer: String,
+    pub position: i64,
+    pub stopped_at: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+/// A ticket follower as the notifications consumer keeps it (export/import only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowerRecord {
+    pub ticket_id: TicketId,
+    pub user_id: UserId,
+    pub reason: crate::store::notifications::FollowReason,
+    pub since: Millis,
+}
+
 /// One row of a workspace's storage, in the order an export writes and an import reads:
-/// the workspace, members, tickets, comments, links, then the log.
+/// the workspace, members, tickets, comments, links, the log, then what the log consumers
+/// derived from it (their watermarks and state), so that an imported workspace's consumers
+/// go on where they stood instead of handling its history again.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum TenantRow {
@@ -671,4 +691,8 @@ pub enum TenantRow {
     Comment(Comment),
     Link(TicketLink),
     Event(EventRecord),
+    Watermark(WatermarkRecord),
+    NotificationTicket(crate::store::notifications::TicketView),
+    Follower(FollowerRecord),
+    Notification(crate::store::notifications::Notification),
 }

@@ -3,10 +3,16 @@
 //! reached through [`TenantStore::notifications`](super::TenantStore::notifications)), and
 //! each user's preferences ([`NotificationPreferences`], platform data).
 //!
-//! Followers and the ticket view are the notifications consumer's own state, derived from
-//! the log and written only in its transactions (with its watermark), so replaying a page
-//! after a crash finds exactly the state the page was first planned against. A follow or
-//! unfollow by a user is recorded as an event; the consumer applies it in log order.
+//! The ticket view is the notifications consumer's own state, derived from the log and
+//! written only in its transactions (with its watermark), so replaying a page after a crash
+//! finds exactly the state the page was first planned against. Followers are a user's
+//! subscriptions: the consumer adds and drops the automatic ones (requester, assignee) in
+//! its transactions, a user's own follow or unfollow writes them directly. They are not
+//! synced rows and record no event: following is "from now on", read when a page is
+//! planned.
+//!
+//! Notifications are synced rows: a recipient's bootstrap carries theirs, and each one's
+//! creation and every later change (read) is an event with the row as its data.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -81,46 +87,10 @@ impl<'a> Event<'a, Notification> {
     }
 }
 
-/// The `data` of `notification.read`: which of the user's notifications became read.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct NotificationsRead {
-    pub ids: Vec<NotificationId>,
-    pub read_at: Millis,
-}
-
-impl<'a> Event<'a, NotificationsRead> {
-    pub fn notifications_read(user: UserId, read: &'a NotificationsRead) -> Self {
-        Event {
-            kind: "notification.read",
-            entity: "notification",
-            entity_id: user.to_string(),
-            data: read,
-            ticket: None,
-            staff_only: false,
-            recipient: Some(user),
-        }
-    }
-}
-
-/// The `data` of `ticket.followed` / `ticket.unfollowed`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct FollowChange {
-    pub ticket_id: TicketId,
-    pub user_id: UserId,
-}
-
-impl<'a> Event<'a, FollowChange> {
-    /// Seen by the follower alone.
-    pub fn follow(change: &'a FollowChange, following: bool) -> Self {
-        Event {
-            kind: if following { "ticket.followed" } else { "ticket.unfollowed" },
-            entity: "follow",
-            entity_id: change.ticket_id.to_string(),
-            data: change,
-            ticket: Some(change.ticket_id),
-            staff_only: false,
-            recipient: Some(change.user_id),
-        }
+impl<'a> Event<'a, Notification> {
+    /// A notification after a change (it was read): the same row, for its recipient alone.
+    pub fn notification_updated(n: &'a Notification) -> Self {
+        Event { kind: "notification.updated", ..Self::notification_created(n) }
     }
 }
 
@@ -136,7 +106,7 @@ pub enum FollowReason {
 crate::store::model::text_enum!(FollowReason { Requester = "requester", Assignee = "assignee", Manual = "manual" });
 
 /// The consumer's view of a ticket, kept from the log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TicketView {
     pub ticket_id: TicketId,
     pub number: i64,
@@ -207,11 +177,11 @@ pub trait NotificationStore: Send + Sync {
     /// internal notes (the log's rule, applied here too).
     async fn list(&self, audience: Audience, query: &NotificationQuery) -> StoreResult<Page<Notification>>;
     async fn unread_count(&self, audience: Audience) -> StoreResult<u64>;
-    /// Marks the user's unread notifications in `which` read and records one
-    /// `notification.read` event with those it changed (none: no event). Returns them.
+    /// Marks the user's unread notifications in `which` read, recording a
+    /// `notification.updated` event for each it changed. Returns those, oldest first.
     async fn mark_read(&self, user: UserId, which: ReadSelection) -> StoreResult<Vec<NotificationId>>;
-    /// Records `ticket.followed` / `ticket.unfollowed` for `user`, if `audience` may see the
-    /// ticket (`NotFound` otherwise).
+    /// Follows (as `manual`) or unfollows `ticket` for `user`, if `audience` may see it
+    /// (`NotFound` otherwise).
     async fn set_following(&self, user: UserId, audience: Audience, ticket: TicketId, follow: bool) -> StoreResult<()>;
     /// Why `user` follows `ticket`, as the consumer has applied it so far.
     async fn following(&self, user: UserId, ticket: TicketId) -> StoreResult<Option<FollowReason>>;

@@ -230,7 +230,8 @@ impl Runner {
     pub fn render_metrics(&self) -> String {
         use std::fmt::Write;
         let mut out = String::new();
-        let counters: [(&str, &str, fn(&ConsumerMetrics) -> u64); 4] = [
+        type Counter = (&'static str, &'static str, fn(&ConsumerMetrics) -> u64);
+        let counters: [Counter; 4] = [
             ("events", "Log events handled", |m| m.events.load(Ordering::Relaxed)),
             ("pages", "Pages of the log handled", |m| m.pages.load(Ordering::Relaxed)),
             ("failures", "Pages or events whose handler failed (each retry counts)", |m| m.failures.load(Ordering::Relaxed)),

@@ -127,10 +127,11 @@ async fn requesters_see_only_their_tickets_in_bootstrap_and_delta(b: Backend) {
     s.post(&format!("/api/workspaces/{ws}/tickets/{mine_id}/links"), &agent.token, json!({ "target_id": theirs_id, "kind": "relates_to" }))
         .await
         .ok(201);
+    s.consumers_caught_up(&ws).await;
 
     let (_, rows, _) = s.bootstrap(&me.token, &ws).await;
     let types: Vec<&str> = rows.iter().map(|r| r["type"].as_str().unwrap()).collect();
-    assert_eq!(types, ["workspace", "ticket", "comment"], "no members, no links, one ticket, one public comment");
+    assert_eq!(types, ["workspace", "ticket", "comment", "notification"], "no members, no links, one ticket, one public comment, my notification of it");
     assert_eq!(rows[1]["id"], mine_id);
     assert_eq!(rows[2]["internal"], false);
     assert!(!rows.iter().any(|r| r.to_string().contains(theirs_id)));
@@ -138,7 +139,9 @@ async fn requesters_see_only_their_tickets_in_bootstrap_and_delta(b: Backend) {
     let delta = s.get(&format!("/api/workspaces/{ws}/sync/delta?after=0"), &me.token).await;
     let events = delta.ok(200)["events"].as_array().unwrap().clone();
     let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["workspace.created", "ticket.created", "comment.created"]);
+    // The public reply on my ticket, and my notification of it: nothing else.
+    assert_eq!(kinds, ["workspace.created", "ticket.created", "comment.created", "notification.created"]);
+    assert_eq!(events[3]["data"]["recipient_id"], me.id.as_str());
     assert!(!delta.body.to_string().contains(theirs_id));
     assert_eq!(delta.body["last_sync_id"].as_i64(), Some(s.head(&admin, &ws).await), "the watermark skips what is hidden");
 

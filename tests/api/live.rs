@@ -195,7 +195,9 @@ async fn requesters_receive_only_what_is_theirs_and_streams_narrow_to_a_ticket(b
     s.post(&format!("/api/workspaces/{ws}/tickets/{}/comments", theirs["id"].as_str().unwrap()), &agent.token, json!({ "body": "x" })).await.ok(201);
     let got = mine.drain(QUIET).await;
     let kinds: Vec<_> = got.iter().map(|f| f.event.clone().unwrap()).collect();
-    assert_eq!(kinds, ["ticket.created", "comment.created"]);
+    // Their own ticket, its public reply, and their notification of that reply.
+    assert_eq!(kinds, ["ticket.created", "comment.created", "notification.created"]);
+    assert_eq!(got[2].data.as_ref().unwrap()["data"]["recipient_id"], customer.id.as_str());
     assert_eq!(got[0].data.as_ref().unwrap()["entity_id"], own_id);
     assert_eq!(got[1].data.as_ref().unwrap()["data"]["internal"], false);
     let narrow = narrowed.drain(QUIET).await;

@@ -42,6 +42,14 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/workspaces/{ws}/sync/delta"),
     ("get", "/api/workspaces/{ws}/audit"),
     ("get", "/api/workspaces/{ws}/events"),
+    ("get", "/api/workspaces/{ws}/notifications"),
+    ("post", "/api/workspaces/{ws}/notifications/read"),
+    ("get", "/api/workspaces/{ws}/tickets/{id}/follow"),
+    ("put", "/api/workspaces/{ws}/tickets/{id}/follow"),
+    ("delete", "/api/workspaces/{ws}/tickets/{id}/follow"),
+    ("get", "/api/me/notifications"),
+    ("get", "/api/me/notification-preferences"),
+    ("put", "/api/me/notification-preferences"),
     ("get", "/metrics"),
 ];
 

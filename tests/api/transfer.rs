@@ -57,6 +57,7 @@ async fn a_workspace_moves_from_sqlite_to_postgres_and_back_unchanged() {
     s.post(&format!("{base}/{}/links", ids[0]), &agent.token, json!({ "target_id": ids[1], "kind": "duplicates" })).await.ok(201);
     s.patch(&format!("{base}/{}", ids[2]), &agent.token, json!({ "status": "resolved", "assignee_id": agent.id })).await.ok(200);
     s.delete(&format!("{base}/{}", ids[3]), &agent.token).await.ok(204);
+    s.consumers_caught_up(&ws).await;
     let emails = [admin.email.as_str(), customer.email.as_str()];
     let before = snapshots(&s, &ws, &emails).await;
     let head = s.head(&admin, &ws).await;
@@ -77,12 +78,19 @@ async fn a_workspace_moves_from_sqlite_to_postgres_and_back_unchanged() {
     let on_pg = TestServer::start_on(pg_dir, Some(pg.clone())).await;
     assert_eq!(snapshots(&on_pg, &ws, &emails).await, before, "same rows and checksums on Postgres");
     assert_eq!(on_pg.head(&admin_on(&on_pg).await, &ws).await, head);
+    // The notifications moved with it, read state included, and none were made again.
+    let moved = customer_notifications(&s, &ws).await;
+    assert!(!moved.as_array().unwrap().is_empty(), "the customer was told about public replies");
+    on_pg.consumers_caught_up(&ws).await;
+    assert_eq!(customer_notifications(&on_pg, &ws).await, moved);
+    assert_eq!(on_pg.head(&admin_on(&on_pg).await, &ws).await, head, "the consumers had nothing left to do");
     // The log continues gap-free after the move.
     let agent_pg = on_pg.login(&agent.email, PASSWORD).await.ok(200)["token"].as_str().unwrap().to_string();
     let next = on_pg.post(&base, &agent_pg, json!({ "title": "after the move" })).await;
     assert_eq!(next.ok(201)["number"], 13);
 
     // Postgres → file → a fresh SQLite installation.
+    on_pg.consumers_caught_up(&ws).await;
     let mut back = Vec::new();
     export_workspace(&postgres, id, &mut back).await.expect("export from Postgres");
     let sqlite_dir = tempfile::tempdir().unwrap();
@@ -99,6 +107,11 @@ async fn a_workspace_moves_from_sqlite_to_postgres_and_back_unchanged() {
     assert_eq!(snapshots(&on_pg, &ws, &emails).await, after, "Postgres and its SQLite copy agree row for row");
     let members = on_sqlite.get(&format!("/api/workspaces/{ws}/members"), &admin_on(&on_sqlite).await.token).await;
     assert_eq!(members.ok(200).as_array().unwrap().len(), 3);
+}
+
+async fn customer_notifications(s: &TestServer, ws: &str) -> Value {
+    let token = s.login("customer@example.com", PASSWORD).await.ok(200)["token"].as_str().unwrap().to_string();
+    s.get(&format!("/api/workspaces/{ws}/notifications?limit=200"), &token).await.ok(200)["items"].clone()
 }
 
 async fn admin_on(s: &TestServer) -> crate::common::User {

@@ -406,6 +406,22 @@ pub async fn bootstrap(
             send(out, enc.row("link", &link_from_row(&row)?)?).await?;
         }
     }
+    // The caller's own notifications, by the log's rule.
+    let visible = visibility::sql(visibility::POSTGRES, requester.is_none(), "$1");
+    let user = audience.user();
+    let mine: [Param<'_>; 1] = [&user];
+    let notifications = tx
+        .query_raw(
+            &format!("SELECT s.data, s.read_at FROM notifications s WHERE s.recipient_id = $1 AND {visible} ORDER BY s.source_sync_id"),
+            mine.iter().copied(),
+        )
+        .await
+        .map_err(error)?;
+    pin_mut!(notifications);
+    while let Some(row) = notifications.next().await {
+        let notification = super::notifications::notification_from_row(&row.map_err(error)?)?;
+        send(out, enc.row("notification", &notification)?).await?;
+    }
     let (last, summary) = enc.finish()?;
     send(out, Some(last)).await?;
     Ok(summary)

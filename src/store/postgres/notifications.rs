@@ -12,7 +12,7 @@ use crate::store::notifications::*;
 use crate::store::visibility::{self, POSTGRES};
 use crate::store::{Advance, Audience, Event, Millis, Page, StoreError, StoreResult, TenantStore, TicketId, UserId, WorkspaceId};
 
-fn notification_from_row(row: &tokio_postgres::Row) -> StoreResult<Notification> {
+pub(super) fn notification_from_row(row: &tokio_postgres::Row) -> StoreResult<Notification> {
     let data: serde_json::Value = row.try_get(0).map_err(error)?;
     let mut n: Notification = serde_json::from_value(data).map_err(StoreError::internal)?;
     n.read_at = row.try_get(1).map_err(error)?;
@@ -31,7 +31,17 @@ async fn write_state(tx: &Transaction<'_>, ws: WorkspaceId, batch: &Notification
         .await
         .map_err(error)?;
     }
-    for (ticket, user, reason) in &batch.followers {
+    write_followers(tx, ws, &batch.followers, now).await
+}
+
+/// Sets (`Some(reason)`) or removes followers.
+async fn write_followers(
+    tx: &Transaction<'_>,
+    ws: WorkspaceId,
+    followers: &[(TicketId, UserId, Option<FollowReason>)],
+    now: Millis,
+) -> StoreResult<()> {
+    for (ticket, user, reason) in followers {
         match reason {
             Some(reason) => {
                 tx.execute(
@@ -175,7 +185,7 @@ impl NotificationStore for PgTenant {
                 .tx()
                 .query(
                     "UPDATE notifications SET read_at = $4 WHERE workspace_id = $1 AND recipient_id = $2 AND id = ANY($3) AND read_at IS NULL
-                     RETURNING id",
+                     RETURNING data, read_at",
                     &[&ws, &user, &ids, &now],
                 )
                 .await
@@ -192,29 +202,31 @@ impl NotificationStore for PgTenant {
                 w.tx()
                     .query(
                         "UPDATE notifications SET read_at = $4
-                         WHERE workspace_id = $1 AND recipient_id = $2 AND read_at IS NULL AND source_sync_id <= $3 RETURNING id",
+                         WHERE workspace_id = $1 AND recipient_id = $2 AND read_at IS NULL AND source_sync_id <= $3 RETURNING data, read_at",
                         &[&ws, &user, &seq, &now],
                     )
                     .await
                     .map_err(error)?
             }
         };
-        let mut ids = rows.iter().map(|r| r.try_get(0).map_err(error)).collect::<StoreResult<Vec<NotificationId>>>()?;
-        ids.sort();
-        if ids.is_empty() {
+        let mut changed = rows.iter().map(notification_from_row).collect::<StoreResult<Vec<_>>>()?;
+        if changed.is_empty() {
             w.exempt("nothing became read: no new state, no event");
-        } else {
-            w.record(Some(user), Event::notifications_read(user, &NotificationsRead { ids: ids.clone(), read_at: now })).await?;
+        }
+        changed.sort_by_key(|n| n.seq);
+        for n in &changed {
+            w.record(Some(user), Event::notification_updated(n)).await?;
         }
         w.commit().await?;
-        Ok(ids)
+        Ok(changed.into_iter().map(|n| n.id).collect())
     }
 
     async fn set_following(&self, user: UserId, audience: Audience, ticket: TicketId, follow: bool) -> StoreResult<()> {
         let mut client = self.client().await?;
         let mut w = self.write_tx(&mut client).await?;
+        w.exempt("a follow is the user's subscription, not a synced row: nothing a client syncs changes");
         visible_ticket(w.tx(), audience.requester(), ticket).await?.ok_or(StoreError::NotFound)?;
-        w.record(Some(user), Event::follow(&FollowChange { ticket_id: ticket, user_id: user }, follow)).await?;
+        write_followers(w.tx(), self.workspace_id(), &[(ticket, user, follow.then_some(FollowReason::Manual))], w.now()).await?;
         w.commit().await
     }
 

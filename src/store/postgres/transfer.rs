@@ -13,6 +13,7 @@ use super::error;
 use super::log::{EVENT_COLS, Param, event_from_row, scope};
 use super::tenant::{COMMENT_COLS, LINK_COLS, TICKET_COLS, comment_from_row, link_from_row, ticket_from_row};
 use super::types::{member_from_row, workspace_from_row};
+use crate::store::notifications::{Notification, TicketView};
 use crate::store::*;
 
 async fn send(out: &mpsc::Sender<TenantRow>, row: TenantRow) -> StoreResult<()> {
@@ -70,6 +71,66 @@ pub async fn export(tx: &Transaction<'_>, out: &mpsc::Sender<TenantRow>) -> Stor
             recipient: row.try_get(9).map_err(error)?,
         };
         send(out, TenantRow::Event(record)).await?;
+        count += 1;
+    }
+    count += export_consumers(tx, out).await?;
+    Ok(count)
+}
+
+/// The log consumers' watermarks and the notifications consumer's state. The watermarks
+/// table is readable across workspaces: the scope is named explicitly.
+async fn export_consumers(tx: &Transaction<'_>, out: &mpsc::Sender<TenantRow>) -> StoreResult<u64> {
+    let mut count = 0;
+    let rows = tx
+        .query(
+            "SELECT consumer, position, stopped_at, last_error FROM consumer_watermarks WHERE workspace_id = edgedesk_workspace() ORDER BY consumer",
+            &[],
+        )
+        .await
+        .map_err(error)?;
+    for r in rows {
+        let record = WatermarkRecord {
+            consumer: r.try_get(0).map_err(error)?,
+            position: r.try_get(1).map_err(error)?,
+            stopped_at: r.try_get(2).map_err(error)?,
+            last_error: r.try_get(3).map_err(error)?,
+        };
+        send(out, TenantRow::Watermark(record)).await?;
+        count += 1;
+    }
+    let rows = tx
+        .query("SELECT ticket_id, number, title, requester_id, assignee_id FROM notification_tickets ORDER BY ticket_id", &[])
+        .await
+        .map_err(error)?;
+    for r in rows {
+        let view = TicketView {
+            ticket_id: r.try_get(0).map_err(error)?,
+            number: r.try_get(1).map_err(error)?,
+            title: r.try_get(2).map_err(error)?,
+            requester_id: r.try_get(3).map_err(error)?,
+            assignee_id: r.try_get(4).map_err(error)?,
+        };
+        send(out, TenantRow::NotificationTicket(view)).await?;
+        count += 1;
+    }
+    let rows =
+        tx.query("SELECT ticket_id, user_id, reason, since FROM ticket_followers ORDER BY ticket_id, user_id", &[]).await.map_err(error)?;
+    for r in rows {
+        let record = FollowerRecord {
+            ticket_id: r.try_get(0).map_err(error)?,
+            user_id: r.try_get(1).map_err(error)?,
+            reason: r.try_get(2).map_err(error)?,
+            since: r.try_get(3).map_err(error)?,
+        };
+        send(out, TenantRow::Follower(record)).await?;
+        count += 1;
+    }
+    let rows = tx.query("SELECT data, read_at FROM notifications ORDER BY source_sync_id, recipient_id", &[]).await.map_err(error)?;
+    for r in rows {
+        let data: serde_json::Value = r.try_get(0).map_err(error)?;
+        let mut n: Notification = serde_json::from_value(data).map_err(StoreError::internal)?;
+        n.read_at = r.try_get(1).map_err(error)?;
+        send(out, TenantRow::Notification(n)).await?;
         count += 1;
     }
     Ok(count)
@@ -164,6 +225,40 @@ pub async fn import(tx: &Transaction<'_>, workspace: &Workspace, rows: &mut mpsc
                 tx.execute(
                     &stmt,
                     &[&ws, &e.sync_id, &e.at, &e.actor, &e.kind, &e.entity, &e.entity_id, &e.data, &ticket_id, &staff_only, &recipient],
+                )
+                .await
+                .map_err(error)?;
+            }
+            TenantRow::Watermark(w) => {
+                tx.execute(
+                    "INSERT INTO consumer_watermarks (workspace_id, consumer, position, stopped_at, last_error, updated_at) VALUES ($1, $2, $3, $4, $5, 0)",
+                    &[&ws, &w.consumer, &w.position, &w.stopped_at, &w.last_error],
+                )
+                .await
+                .map_err(error)?;
+            }
+            TenantRow::NotificationTicket(t) => {
+                tx.execute(
+                    "INSERT INTO notification_tickets (workspace_id, ticket_id, number, title, requester_id, assignee_id) VALUES ($1, $2, $3, $4, $5, $6)",
+                    &[&ws, &t.ticket_id, &t.number, &t.title, &t.requester_id, &t.assignee_id],
+                )
+                .await
+                .map_err(error)?;
+            }
+            TenantRow::Follower(f) => {
+                tx.execute(
+                    "INSERT INTO ticket_followers (workspace_id, ticket_id, user_id, reason, since) VALUES ($1, $2, $3, $4, $5)",
+                    &[&ws, &f.ticket_id, &f.user_id, &f.reason, &f.since],
+                )
+                .await
+                .map_err(error)?;
+            }
+            TenantRow::Notification(n) => {
+                let data = serde_json::to_value(Notification { read_at: None, ..n.clone() }).map_err(StoreError::internal)?;
+                tx.execute(
+                    "INSERT INTO notifications (workspace_id, id, recipient_id, source_sync_id, kind, ticket_id, staff_only, data, created_at, read_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                    &[&ws, &n.id, &n.recipient_id, &n.seq, &n.kind, &n.ticket_id, &n.internal, &data, &n.created_at, &n.read_at],
                 )
                 .await
                 .map_err(error)?;

@@ -277,6 +277,21 @@ pub fn bootstrap(
         }
     }
 
+    {
+        // The caller's own notifications, by the log's rule.
+        let visible = visibility::sql(visibility::SQLITE, staff, "?1");
+        let mut stmt = tx
+            .prepare(&format!(
+                "SELECT s.data, s.read_at FROM notifications s WHERE s.recipient_id = ?1 AND {visible} ORDER BY s.source_sync_id"
+            ))
+            .map_err(error)?;
+        let mut rows = stmt.query(params![audience.user()]).map_err(error)?;
+        while let Some(row) = rows.next().map_err(error)? {
+            let notification = super::notifications::notification_from_row(row).map_err(error)?;
+            send(enc.row("notification", &notification)?)?;
+        }
+    }
+
     let (last, summary) = enc.finish()?;
     send(Some(last))?;
     Ok(summary)

@@ -13,7 +13,7 @@ use crate::store::notifications::*;
 use crate::store::visibility::{self, SQLITE};
 use crate::store::{Advance, Audience, Event, Page, StoreError, StoreResult, TicketId, UserId};
 
-fn notification_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Notification> {
+pub(super) fn notification_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Notification> {
     let data: String = row.get(0)?;
     let mut n: Notification =
         serde_json::from_str(&data).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))?;
@@ -31,7 +31,23 @@ fn write_batch(tx: &mut WriteTx<'_>, batch: &NotificationBatch) -> StoreResult<(
         .and_then(|mut stmt| stmt.execute(params![t.ticket_id, t.number, t.title, t.requester_id, t.assignee_id]))
         .map_err(error)?;
     }
-    for (ticket, user, reason) in &batch.followers {
+    write_followers(tx, &batch.followers)?;
+    for n in &batch.notifications {
+        let data = serde_json::to_string(n).map_err(StoreError::internal)?;
+        tx.prepare_cached(
+            "INSERT INTO notifications (id, recipient_id, source_sync_id, kind, ticket_id, staff_only, data, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .and_then(|mut stmt| stmt.execute(params![n.id, n.recipient_id, n.seq, n.kind, n.ticket_id, n.internal, data, n.created_at]))
+        .map_err(error)?;
+        tx.record(n.actor_id, Event::notification_created(n))?;
+    }
+    Ok(())
+}
+
+/// Sets (`Some(reason)`) or removes followers.
+fn write_followers(tx: &WriteTx<'_>, followers: &[(TicketId, UserId, Option<FollowReason>)]) -> StoreResult<()> {
+    for (ticket, user, reason) in followers {
         match reason {
             Some(reason) => tx
                 .prepare_cached(
@@ -45,17 +61,19 @@ fn write_batch(tx: &mut WriteTx<'_>, batch: &NotificationBatch) -> StoreResult<(
         }
         .map_err(error)?;
     }
-    for n in &batch.notifications {
-        let data = serde_json::to_string(n).map_err(StoreError::internal)?;
-        tx.prepare_cached(
-            "INSERT INTO notifications (id, recipient_id, source_sync_id, kind, ticket_id, staff_only, data, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )
-        .and_then(|mut stmt| stmt.execute(params![n.id, n.recipient_id, n.seq, n.kind, n.ticket_id, n.internal, data, n.created_at]))
-        .map_err(error)?;
-        tx.record(n.actor_id, Event::notification_created(n))?;
-    }
     Ok(())
+}
+
+/// One `notification.updated` per notification that became read; their ids, oldest first.
+fn record_reads(tx: &mut WriteTx<'_>, user: UserId, mut changed: Vec<Notification>) -> StoreResult<Vec<NotificationId>> {
+    if changed.is_empty() {
+        tx.exempt("nothing became read: no new state, no event");
+    }
+    changed.sort_by_key(|n| n.seq);
+    for n in &changed {
+        tx.record(Some(user), Event::notification_updated(n))?;
+    }
+    Ok(changed.into_iter().map(|n| n.id).collect())
 }
 
 fn context(conn: &Connection, tickets: &[TicketId], members: bool) -> StoreResult<NotificationContext> {
@@ -147,17 +165,17 @@ impl NotificationStore for SqliteTenant {
     async fn mark_read(&self, user: UserId, which: ReadSelection) -> StoreResult<Vec<NotificationId>> {
         self.write(move |tx| {
             let now = tx.now();
-            let ids: Vec<NotificationId> = match which {
+            let changed: Vec<Notification> = match which {
                 ReadSelection::Ids(ids) => {
                     let mut stmt = tx
                         .prepare_cached(
-                            "UPDATE notifications SET read_at = ?3 WHERE id = ?1 AND recipient_id = ?2 AND read_at IS NULL RETURNING id",
+                            "UPDATE notifications SET read_at = ?3 WHERE id = ?1 AND recipient_id = ?2 AND read_at IS NULL
+                             RETURNING data, read_at",
                         )
                         .map_err(error)?;
                     let mut changed = Vec::new();
                     for id in ids {
-                        changed
-                            .extend(stmt.query_row(params![id, user, now], |r| r.get::<_, NotificationId>(0)).optional().map_err(error)?);
+                        changed.extend(stmt.query_row(params![id, user, now], notification_from_row).optional().map_err(error)?);
                     }
                     changed
                 }
@@ -169,27 +187,23 @@ impl NotificationStore for SqliteTenant {
                         .ok_or(StoreError::NotFound)?;
                     tx.prepare_cached(
                         "UPDATE notifications SET read_at = ?3
-                         WHERE recipient_id = ?1 AND read_at IS NULL AND source_sync_id <= ?2 RETURNING id",
+                         WHERE recipient_id = ?1 AND read_at IS NULL AND source_sync_id <= ?2 RETURNING data, read_at",
                     )
-                    .and_then(|mut stmt| stmt.query_map(params![user, seq, now], |r| r.get(0))?.collect())
+                    .and_then(|mut stmt| stmt.query_map(params![user, seq, now], notification_from_row)?.collect())
                     .map_err(error)?
                 }
             };
-            if ids.is_empty() {
-                tx.exempt("nothing became read: no new state, no event");
-            } else {
-                tx.record(Some(user), Event::notifications_read(user, &NotificationsRead { ids: ids.clone(), read_at: now }))?;
-            }
-            Ok(ids)
+            record_reads(tx, user, changed)
         })
         .await
     }
 
     async fn set_following(&self, user: UserId, audience: Audience, ticket: TicketId, follow: bool) -> StoreResult<()> {
         self.write(move |tx| {
+            tx.exempt("a follow is the user's subscription, not a synced row: nothing a client syncs changes");
             visible_ticket(tx, audience.requester(), ticket)?.ok_or(StoreError::NotFound)?;
-            tx.record(Some(user), Event::follow(&FollowChange { ticket_id: ticket, user_id: user }, follow))?;
-            Ok(())
+            let reason = follow.then_some(FollowReason::Manual);
+            write_followers(tx, &[(ticket, user, reason)])
         })
         .await
     }

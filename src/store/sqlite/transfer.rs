@@ -12,6 +12,7 @@ use super::error;
 use super::log::{EVENT_COLS, event_from_row};
 use super::tenant::{COMMENT_COLS, LINK_COLS, TICKET_COLS, comment_from_row, link_from_row, ticket_from_row};
 use super::types::{member_from_row, workspace_from_row};
+use crate::store::notifications::{Notification, TicketView};
 use crate::store::*;
 
 fn send(out: &mpsc::Sender<TenantRow>, row: TenantRow) -> StoreResult<()> {
@@ -80,6 +81,57 @@ pub fn export(conn: &mut Connection, out: &mpsc::Sender<TenantRow>) -> StoreResu
             send(out, TenantRow::Event(record))?;
             count += 1;
         }
+    }
+    count += export_consumers(&tx, out)?;
+    Ok(count)
+}
+
+/// The log consumers' watermarks and the notifications consumer's state.
+fn export_consumers(tx: &Connection, out: &mpsc::Sender<TenantRow>) -> StoreResult<u64> {
+    let mut count = 0;
+    let mut stmt =
+        tx.prepare("SELECT consumer, position, stopped_at, last_error FROM consumer_watermarks ORDER BY consumer").map_err(error)?;
+    let rows = stmt
+        .query_map([], |r| Ok(WatermarkRecord { consumer: r.get(0)?, position: r.get(1)?, stopped_at: r.get(2)?, last_error: r.get(3)? }))
+        .map_err(error)?;
+    for row in rows {
+        send(out, TenantRow::Watermark(row.map_err(error)?))?;
+        count += 1;
+    }
+    let mut stmt = tx
+        .prepare("SELECT ticket_id, number, title, requester_id, assignee_id FROM notification_tickets ORDER BY ticket_id")
+        .map_err(error)?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok(TicketView { ticket_id: r.get(0)?, number: r.get(1)?, title: r.get(2)?, requester_id: r.get(3)?, assignee_id: r.get(4)? })
+        })
+        .map_err(error)?;
+    for row in rows {
+        send(out, TenantRow::NotificationTicket(row.map_err(error)?))?;
+        count += 1;
+    }
+    let mut stmt =
+        tx.prepare("SELECT ticket_id, user_id, reason, since FROM ticket_followers ORDER BY ticket_id, user_id").map_err(error)?;
+    let rows = stmt
+        .query_map([], |r| Ok(FollowerRecord { ticket_id: r.get(0)?, user_id: r.get(1)?, reason: r.get(2)?, since: r.get(3)? }))
+        .map_err(error)?;
+    for row in rows {
+        send(out, TenantRow::Follower(row.map_err(error)?))?;
+        count += 1;
+    }
+    let mut stmt = tx.prepare("SELECT data, read_at FROM notifications ORDER BY source_sync_id, recipient_id").map_err(error)?;
+    let rows = stmt
+        .query_map([], |r| {
+            let data: String = r.get(0)?;
+            let mut n: Notification = serde_json::from_str(&data)
+                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))?;
+            n.read_at = r.get(1)?;
+            Ok(n)
+        })
+        .map_err(error)?;
+    for row in rows {
+        send(out, TenantRow::Notification(row.map_err(error)?))?;
+        count += 1;
     }
     Ok(count)
 }
@@ -160,6 +212,37 @@ pub fn import(conn: &mut Connection, workspace: &Workspace, rows: &mut mpsc::Rec
                 .and_then(|mut s| {
                     s.execute(params![e.sync_id, e.at, e.actor, e.kind, e.entity, e.entity_id, data, ticket_id, staff_only, recipient])
                 })
+                .map_err(error)?;
+            }
+            TenantRow::Watermark(w) => {
+                // Replaces the row a new file's migration seeded.
+                tx.execute(
+                    "INSERT OR REPLACE INTO consumer_watermarks (consumer, position, stopped_at, last_error, updated_at) VALUES (?1, ?2, ?3, ?4, 0)",
+                    params![w.consumer, w.position, w.stopped_at, w.last_error],
+                )
+                .map_err(error)?;
+            }
+            TenantRow::NotificationTicket(t) => {
+                tx.execute(
+                    "INSERT INTO notification_tickets (ticket_id, number, title, requester_id, assignee_id) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![t.ticket_id, t.number, t.title, t.requester_id, t.assignee_id],
+                )
+                .map_err(error)?;
+            }
+            TenantRow::Follower(f) => {
+                tx.execute(
+                    "INSERT INTO ticket_followers (ticket_id, user_id, reason, since) VALUES (?1, ?2, ?3, ?4)",
+                    params![f.ticket_id, f.user_id, f.reason, f.since],
+                )
+                .map_err(error)?;
+            }
+            TenantRow::Notification(n) => {
+                let data = serde_json::to_string(&Notification { read_at: None, ..n.clone() }).map_err(StoreError::internal)?;
+                tx.execute(
+                    "INSERT INTO notifications (id, recipient_id, source_sync_id, kind, ticket_id, staff_only, data, created_at, read_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    params![n.id, n.recipient_id, n.seq, n.kind, n.ticket_id, n.internal, data, n.created_at, n.read_at],
+                )
                 .map_err(error)?;
             }
         }
