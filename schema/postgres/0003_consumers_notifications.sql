@@ -67,7 +67,7 @@ CREATE TABLE ticket_followers (
     ticket_id    uuid NOT NULL,
     user_id      uuid NOT NULL,
     reason       text NOT NULL CHECK (reason IN ('requester', 'assignee', 'manual')),
-    since        bigint NOT NULL,
+    since_sync_id bigint NOT NULL,
     PRIMARY KEY (workspace_id, ticket_id, user_id)
 );
 CREATE INDEX ticket_followers_user ON ticket_followers(workspace_id, user_id);
@@ -125,9 +125,9 @@ BEGIN
         SELECT workspace_id, 'notifications', sync_head, 0 FROM workspace_heads;
     INSERT INTO notification_tickets (workspace_id, ticket_id, number, title, requester_id, assignee_id)
         SELECT workspace_id, id, number, title, requester_id, assignee_id FROM tickets;
-    INSERT INTO ticket_followers (workspace_id, ticket_id, user_id, reason, since)
+    INSERT INTO ticket_followers (workspace_id, ticket_id, user_id, reason, since_sync_id)
         SELECT workspace_id, id, requester_id, 'requester', 0 FROM tickets;
-    INSERT INTO ticket_followers (workspace_id, ticket_id, user_id, reason, since)
+    INSERT INTO ticket_followers (workspace_id, ticket_id, user_id, reason, since_sync_id)
         SELECT workspace_id, id, assignee_id, 'assignee', 0 FROM tickets WHERE assignee_id IS NOT NULL
         ON CONFLICT DO NOTHING;
     FOREACH t IN ARRAY tables LOOP

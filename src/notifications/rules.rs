@@ -52,7 +52,7 @@ pub struct Unreadable {
 struct State<'m> {
     muted: &'m HashSet<(UserId, NotificationKind)>,
     tickets: HashMap<TicketId, TicketView>,
-    followers: HashMap<TicketId, BTreeMap<UserId, FollowReason>>,
+    followers: HashMap<TicketId, BTreeMap<UserId, Follower>>,
     members: HashMap<UserId, MemberView>,
     out: NotificationBatch,
     /// Ticket views changed by the page, written once at the end.
@@ -60,23 +60,18 @@ struct State<'m> {
 }
 
 impl State<'_> {
-    fn follow(&mut self, ticket: TicketId, user: UserId, reason: Option<FollowReason>) {
-        let followers = self.followers.entry(ticket).or_default();
-        match reason {
-            Some(reason) => {
-                followers.insert(user, reason);
-            }
-            None => {
-                followers.remove(&user);
-            }
-        }
-        self.out.followers.push((ticket, user, reason));
+    fn unfollow(&mut self, ticket_id: TicketId, user_id: UserId) {
+        self.followers.entry(ticket_id).or_default().remove(&user_id);
+        self.out.followers.push(FollowerChange::Remove { ticket_id, user_id });
     }
 
-    /// Follows automatically, unless already following for any reason.
-    fn auto_follow(&mut self, ticket: TicketId, user: UserId, reason: FollowReason) {
-        if !self.followers.get(&ticket).is_some_and(|f| f.contains_key(&user)) {
-            self.follow(ticket, user, Some(reason));
+    /// Follows automatically from `event` on, unless already following for any reason.
+    fn auto_follow(&mut self, event: &FeedEvent, ticket_id: TicketId, user_id: UserId, reason: FollowReason) {
+        let followers = self.followers.entry(ticket_id).or_default();
+        if !followers.contains_key(&user_id) {
+            let follower = Follower { ticket_id, user_id, reason, since_sync_id: event.event.sync_id };
+            followers.insert(user_id, follower);
+            self.out.followers.push(FollowerChange::Set(follower));
         }
     }
 
@@ -111,16 +106,16 @@ impl State<'_> {
             assignee_id: ticket.assignee_id,
         };
         if created {
-            self.auto_follow(ticket.id, ticket.requester_id, FollowReason::Requester);
+            self.auto_follow(event, ticket.id, ticket.requester_id, FollowReason::Requester);
         }
         if ticket.assignee_id != before {
             if let Some(previous) = before
-                && self.followers.get(&ticket.id).and_then(|f| f.get(&previous)) == Some(&FollowReason::Assignee)
+                && self.followers.get(&ticket.id).and_then(|f| f.get(&previous)).is_some_and(|f| f.reason == FollowReason::Assignee)
             {
-                self.follow(ticket.id, previous, None);
+                self.unfollow(ticket.id, previous);
             }
             if let Some(assignee) = ticket.assignee_id {
-                self.auto_follow(ticket.id, assignee, FollowReason::Assignee);
+                self.auto_follow(event, ticket.id, assignee, FollowReason::Assignee);
                 if event.event.actor != Some(assignee) {
                     self.notify(event, &view, assignee, NotificationKind::Assigned, None);
                 }
@@ -147,7 +142,14 @@ impl State<'_> {
                 recipients.entry(user).or_default().push(NotificationKind::Mention);
             }
         }
-        let followers: Vec<UserId> = self.followers.get(&comment.ticket_id).map(|f| f.keys().copied().collect()).unwrap_or_default();
+        // Those who followed before this event; a follow made later (while the consumer
+        // lagged) does not reach back.
+        let at = event.event.sync_id;
+        let followers: Vec<UserId> = self
+            .followers
+            .get(&comment.ticket_id)
+            .map(|f| f.values().filter(|f| f.since_sync_id < at).map(|f| f.user_id).collect())
+            .unwrap_or_default();
         for user in followers {
             if let Some(member) = self.members.get(&user).filter(|m| may_see(m)) {
                 let kind = if comment.internal { NotificationKind::InternalNote } else { NotificationKind::Reply };
@@ -181,8 +183,8 @@ pub fn plan(
         out: NotificationBatch::default(),
         touched: Vec::new(),
     };
-    for (ticket, user, reason) in context.followers {
-        state.followers.entry(ticket).or_default().insert(user, reason);
+    for follower in context.followers {
+        state.followers.entry(follower.ticket_id).or_default().insert(follower.user_id, follower);
     }
     for event in page {
         let unreadable =

@@ -669,15 +669,6 @@ pub struct WatermarkRecord {
     pub last_error: Option<String>,
 }
 
-/// A ticket follower as the notifications consumer keeps it (export/import only).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FollowerRecord {
-    pub ticket_id: TicketId,
-    pub user_id: UserId,
-    pub reason: crate::store::notifications::FollowReason,
-    pub since: Millis,
-}
-
 /// One row of a workspace's storage, in the order an export writes and an import reads:
 /// the workspace, members, tickets, comments, links, the log, then what the log consumers
 /// derived from it (their watermarks and state), so that an imported workspace's consumers
@@ -693,6 +684,6 @@ pub enum TenantRow {
     Event(EventRecord),
     Watermark(WatermarkRecord),
     NotificationTicket(crate::store::notifications::TicketView),
-    Follower(FollowerRecord),
+    Follower(crate::store::notifications::Follower),
     Notification(crate::store::notifications::Notification),
 }

@@ -124,12 +124,33 @@ pub struct MemberView {
     pub role: Role,
 }
 
+/// Someone following a ticket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Follower {
+    pub ticket_id: TicketId,
+    pub user_id: UserId,
+    pub reason: FollowReason,
+    /// The log position the follow counts from: only later events notify the follower.
+    pub since_sync_id: i64,
+}
+
+/// A change to a ticket's followers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FollowerChange {
+    /// Follows (or changes why); a follower already there keeps their `since_sync_id`.
+    Set(Follower),
+    Remove {
+        ticket_id: TicketId,
+        user_id: UserId,
+    },
+}
+
 /// What the rules read before planning a page: the views and followers of the page's
 /// tickets, and (when a comment may mention someone) the workspace's members.
 #[derive(Debug, Clone, Default)]
 pub struct NotificationContext {
     pub tickets: Vec<TicketView>,
-    pub followers: Vec<(TicketId, UserId, FollowReason)>,
+    pub followers: Vec<Follower>,
     pub members: Vec<MemberView>,
 }
 
@@ -137,8 +158,7 @@ pub struct NotificationContext {
 #[derive(Debug, Clone, Default)]
 pub struct NotificationBatch {
     pub tickets: Vec<TicketView>,
-    /// `Some(reason)` sets a follower, `None` removes one.
-    pub followers: Vec<(TicketId, UserId, Option<FollowReason>)>,
+    pub followers: Vec<FollowerChange>,
     /// Each is stored and recorded as a `notification.created` event for its recipient.
     pub notifications: Vec<Notification>,
 }

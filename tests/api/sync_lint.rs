@@ -8,13 +8,23 @@
 //!
 //! `WriteTx::commit` enforces the same at run time; this catches it before anything runs.
 
-const SOURCES: &[&str] = &["src/store/sqlite/tenant.rs", "src/store/postgres/tenant.rs"];
+/// The tenant store's files: its core, and each feature's own store in each backend.
+const SOURCES: &[&str] = &[
+    "src/store/sqlite/tenant.rs",
+    "src/store/postgres/tenant.rs",
+    "src/store/sqlite/consumers.rs",
+    "src/store/postgres/consumers.rs",
+    "src/store/sqlite/notifications.rs",
+    "src/store/postgres/notifications.rs",
+];
 
-/// How each backend opens a write transaction.
-const WRITE_MARKERS: &[&str] = &["self.write(", "self.write_tx(", "PgWrite::begin_new("];
+/// How each backend opens a write transaction: a recorded write, or (Postgres) a
+/// bookkeeping one, which must say why it records nothing just the same.
+const WRITE_MARKERS: &[&str] = &["self.write(", "self.write_tx(", "PgWrite::begin_new(", "PgWrite::begin_consumer(", "Bookkeeping::begin("];
 
 /// SQL and helpers that write.
-const WRITES: &[&str] = &["INSERT ", "UPDATE ", "DELETE ", "write_tags("];
+const WRITES: &[&str] =
+    &["INSERT ", "UPDATE ", "DELETE ", "write_tags(", "write_batch(", "write_state(", "write_followers(", "advance_watermark("];
 
 #[derive(Debug, PartialEq)]
 pub struct Violation {
@@ -22,7 +32,9 @@ pub struct Violation {
     pub problem: &'static str,
 }
 
-/// `(name, body)` of every `async fn` in `source`, by brace matching.
+/// `(name, body)` of every `async fn` in `source`, by brace matching. A helper that is
+/// handed its caller's transaction (`tx: &Transaction`) writes inside it and is left to the
+/// caller's check.
 fn async_fns(source: &str) -> Vec<(String, &str)> {
     let mut out = Vec::new();
     let mut rest = source;
@@ -49,7 +61,9 @@ fn async_fns(source: &str) -> Vec<(String, &str)> {
                 _ => {}
             }
         }
-        out.push((name, &source[body_start..end]));
+        if !source[start..body_start].contains("tx: &Transaction") {
+            out.push((name, &source[body_start..end]));
+        }
         offset = end.max(start + 9);
         rest = &source[offset..];
     }
@@ -79,7 +93,8 @@ fn every_tenant_write_records_a_sync_action() {
         let source = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
         let fns = async_fns(&source);
         let writers = fns.iter().filter(|(_, body)| WRITE_MARKERS.iter().any(|m| body.contains(m))).count();
-        assert!(writers >= 8, "{path}: the scanner found {writers} write functions");
+        let least = if path.ends_with("tenant.rs") { 8 } else { 3 };
+        assert!(writers >= least, "{path}: the scanner found {writers} write functions");
         let violations = check(&source);
         assert!(violations.is_empty(), "{path}: {violations:#?}");
     }

@@ -38,7 +38,9 @@ CREATE TABLE ticket_followers (
     ticket_id  TEXT NOT NULL,
     user_id    TEXT NOT NULL,
     reason     TEXT NOT NULL CHECK (reason IN ('requester', 'assignee', 'manual')),
-    since      INTEGER NOT NULL,
+    -- The log position the follow counts from: events after it notify the follower, so
+    -- a follow made while the consumer lags is not applied to what came before it.
+    since_sync_id INTEGER NOT NULL,
     PRIMARY KEY (ticket_id, user_id)
 ) WITHOUT ROWID;
 CREATE INDEX ticket_followers_user ON ticket_followers(user_id);
@@ -47,8 +49,8 @@ CREATE INDEX ticket_followers_user ON ticket_followers(user_id);
 -- assignee following.
 INSERT INTO notification_tickets (ticket_id, number, title, requester_id, assignee_id)
     SELECT id, number, title, requester_id, assignee_id FROM tickets;
-INSERT INTO ticket_followers (ticket_id, user_id, reason, since) SELECT id, requester_id, 'requester', 0 FROM tickets;
-INSERT OR IGNORE INTO ticket_followers (ticket_id, user_id, reason, since)
+INSERT INTO ticket_followers (ticket_id, user_id, reason, since_sync_id) SELECT id, requester_id, 'requester', 0 FROM tickets;
+INSERT OR IGNORE INTO ticket_followers (ticket_id, user_id, reason, since_sync_id)
     SELECT id, assignee_id, 'assignee', 0 FROM tickets WHERE assignee_id IS NOT NULL;
 
 -- One row per (causing event, recipient): a replayed page can never double a notification.

@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 
-use super::log::{advance_watermark, bookkeeping_tx};
+use super::log::{Bookkeeping, advance_watermark};
 use super::tenant::{PgTenant, PgTenants};
 use super::{error, pool_error};
 use crate::store::{Advance, ConsumerIndex, ConsumerLog, ConsumerState, Millis, StoreResult, TenantStore, Wake, WorkspaceId};
@@ -29,30 +29,35 @@ impl ConsumerLog for PgTenant {
 
     async fn advance(&self, advance: Advance) -> StoreResult<()> {
         let mut client = self.client().await?;
-        let tx = bookkeeping_tx(&mut client, self.workspace_id()).await?;
-        advance_watermark(&tx, self.workspace_id(), advance, Millis::now()).await?;
-        tx.commit().await.map_err(error)
+        let mut b = Bookkeeping::begin(&mut client, self.workspace_id()).await?;
+        b.exempt("bookkeeping: a consumer's watermark");
+        advance_watermark(b.tx(), self.workspace_id(), advance, Millis::now()).await?;
+        b.commit().await
     }
 
     async fn stop(&self, consumer: &str, at: i64, error_text: &str) -> StoreResult<()> {
         let mut client = self.client().await?;
-        let tx = bookkeeping_tx(&mut client, self.workspace_id()).await?;
-        tx.execute(
-            "INSERT INTO consumer_watermarks (workspace_id, consumer, position, stopped_at, last_error, updated_at)
+        let mut b = Bookkeeping::begin(&mut client, self.workspace_id()).await?;
+        b.exempt("bookkeeping: a consumer stops at an event that keeps failing");
+        b.tx()
+            .execute(
+                "INSERT INTO consumer_watermarks (workspace_id, consumer, position, stopped_at, last_error, updated_at)
              VALUES ($1, $2, 0, $3, $4, $5)
              ON CONFLICT (workspace_id, consumer) DO UPDATE SET stopped_at = excluded.stopped_at, last_error = excluded.last_error,
              updated_at = excluded.updated_at",
-            &[&self.workspace_id(), &consumer, &at, &error_text, &Millis::now()],
-        )
-        .await
-        .map_err(error)?;
-        tx.commit().await.map_err(error)
+                &[&self.workspace_id(), &consumer, &at, &error_text, &Millis::now()],
+            )
+            .await
+            .map_err(error)?;
+        b.commit().await
     }
 
     async fn resume(&self, consumer: &str) -> StoreResult<bool> {
         let mut client = self.client().await?;
-        let tx = bookkeeping_tx(&mut client, self.workspace_id()).await?;
-        let changed = tx
+        let mut b = Bookkeeping::begin(&mut client, self.workspace_id()).await?;
+        b.exempt("bookkeeping: a stopped consumer may go again");
+        let changed = b
+            .tx()
             .execute(
                 "UPDATE consumer_watermarks SET stopped_at = NULL, last_error = NULL, updated_at = $3
                  WHERE workspace_id = $1 AND consumer = $2 AND stopped_at IS NOT NULL",
@@ -60,7 +65,7 @@ impl ConsumerLog for PgTenant {
             )
             .await
             .map_err(error)?;
-        tx.commit().await.map_err(error)?;
+        b.commit().await?;
         Ok(changed > 0)
     }
 }
@@ -96,15 +101,17 @@ impl ConsumerIndex for PgTenants {
 
     async fn schedule(&self, workspace: WorkspaceId, consumer: &str, at: Millis) -> StoreResult<()> {
         let mut client = self.pool().get().await.map_err(pool_error)?;
-        let tx = bookkeeping_tx(&mut client, workspace).await?;
-        tx.execute(
-            "INSERT INTO consumer_wakes AS w (workspace_id, consumer, wake_at) VALUES ($1, $2, $3)
+        let mut b = Bookkeeping::begin(&mut client, workspace).await?;
+        b.exempt("bookkeeping: a consumer's schedule");
+        b.tx()
+            .execute(
+                "INSERT INTO consumer_wakes AS w (workspace_id, consumer, wake_at) VALUES ($1, $2, $3)
              ON CONFLICT (workspace_id, consumer) DO UPDATE SET wake_at = LEAST(w.wake_at, excluded.wake_at)",
-            &[&workspace, &consumer, &at],
-        )
-        .await
-        .map_err(error)?;
-        tx.commit().await.map_err(error)
+                &[&workspace, &consumer, &at],
+            )
+            .await
+            .map_err(error)?;
+        b.commit().await
     }
 
     async fn due(&self, now: Millis, limit: usize) -> StoreResult<Vec<Wake>> {
@@ -127,14 +134,16 @@ impl ConsumerIndex for PgTenants {
 
     async fn unschedule(&self, wake: &Wake) -> StoreResult<()> {
         let mut client = self.pool().get().await.map_err(pool_error)?;
-        let tx = bookkeeping_tx(&mut client, wake.workspace).await?;
-        tx.execute(
-            "DELETE FROM consumer_wakes WHERE workspace_id = $1 AND consumer = $2 AND wake_at <= $3",
-            &[&wake.workspace, &wake.consumer, &wake.at],
-        )
-        .await
-        .map_err(error)?;
-        tx.commit().await.map_err(error)
+        let mut b = Bookkeeping::begin(&mut client, wake.workspace).await?;
+        b.exempt("bookkeeping: a consumer's schedule");
+        b.tx()
+            .execute(
+                "DELETE FROM consumer_wakes WHERE workspace_id = $1 AND consumer = $2 AND wake_at <= $3",
+                &[&wake.workspace, &wake.consumer, &wake.at],
+            )
+            .await
+            .map_err(error)?;
+        b.commit().await
     }
 
     async fn workspaces(&self, after: Option<WorkspaceId>, limit: usize) -> StoreResult<Vec<WorkspaceId>> {

@@ -208,12 +208,36 @@ pub async fn advance_watermark(tx: &Transaction<'_>, workspace: WorkspaceId, adv
     Ok(())
 }
 
-/// A bookkeeping transaction: scoped to the workspace, but without the head lock and
-/// recording nothing (consumer watermarks, schedules).
-pub async fn bookkeeping_tx(client: &mut Object, workspace: WorkspaceId) -> StoreResult<Transaction<'_>> {
-    let tx = client.transaction().await.map_err(error)?;
-    scope(&tx, workspace).await?;
-    Ok(tx)
+/// A bookkeeping transaction (consumer watermarks, schedules, subscriptions): scoped to the
+/// workspace, but without the head lock, so it never queues behind user writes, and
+/// recording no event. Like a [`PgWrite`] that records nothing, it must say why
+/// ([`exempt`](Self::exempt)) or its commit is refused; the sync-action lint checks the same.
+pub struct Bookkeeping<'a> {
+    tx: Transaction<'a>,
+    exempt: Option<&'static str>,
+}
+
+impl<'a> Bookkeeping<'a> {
+    pub async fn begin(client: &'a mut Object, workspace: WorkspaceId) -> StoreResult<Self> {
+        let tx = client.transaction().await.map_err(error)?;
+        scope(&tx, workspace).await?;
+        Ok(Self { tx, exempt: None })
+    }
+
+    pub fn tx(&self) -> &Transaction<'a> {
+        &self.tx
+    }
+
+    pub fn exempt(&mut self, why: &'static str) {
+        self.exempt = Some(why);
+    }
+
+    pub async fn commit(self) -> StoreResult<()> {
+        if self.exempt.is_none() {
+            return Err(StoreError::Internal("bookkeeping transaction without a reason".into()));
+        }
+        self.tx.commit().await.map_err(error)
+    }
 }
 
 pub async fn head(tx: &Transaction<'_>, workspace: WorkspaceId) -> StoreResult<i64> {

@@ -14,6 +14,7 @@ mod log;
 pub mod migrate;
 mod notifications;
 mod platform;
+mod preferences;
 mod tenant;
 mod transfer;
 mod types;

@@ -4,10 +4,9 @@
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
 
-use super::log::{self, PgWrite, advance_watermark, bookkeeping_tx};
-use super::platform::PgPlatform;
+use super::error;
+use super::log::{self, Bookkeeping, PgWrite, advance_watermark};
 use super::tenant::{PgTenant, visible_ticket};
-use super::{error, pool_error};
 use crate::store::notifications::*;
 use crate::store::visibility::{self, POSTGRES};
 use crate::store::{Advance, Audience, Event, Millis, Page, StoreError, StoreResult, TenantStore, TicketId, UserId, WorkspaceId};
@@ -20,7 +19,7 @@ pub(super) fn notification_from_row(row: &tokio_postgres::Row) -> StoreResult<No
 }
 
 /// The consumer's own state: ticket views and followers.
-async fn write_state(tx: &Transaction<'_>, ws: WorkspaceId, batch: &NotificationBatch, now: Millis) -> StoreResult<()> {
+async fn write_state(tx: &Transaction<'_>, ws: WorkspaceId, batch: &NotificationBatch) -> StoreResult<()> {
     for t in &batch.tickets {
         tx.execute(
             "INSERT INTO notification_tickets (workspace_id, ticket_id, number, title, requester_id, assignee_id) VALUES ($1, $2, $3, $4, $5, $6)
@@ -31,29 +30,27 @@ async fn write_state(tx: &Transaction<'_>, ws: WorkspaceId, batch: &Notification
         .await
         .map_err(error)?;
     }
-    write_followers(tx, ws, &batch.followers, now).await
+    write_followers(tx, ws, &batch.followers).await
 }
 
-/// Sets (`Some(reason)`) or removes followers.
-async fn write_followers(
-    tx: &Transaction<'_>,
-    ws: WorkspaceId,
-    followers: &[(TicketId, UserId, Option<FollowReason>)],
-    now: Millis,
-) -> StoreResult<()> {
-    for (ticket, user, reason) in followers {
-        match reason {
-            Some(reason) => {
+/// Sets or removes followers.
+async fn write_followers(tx: &Transaction<'_>, ws: WorkspaceId, changes: &[FollowerChange]) -> StoreResult<()> {
+    for change in changes {
+        match change {
+            FollowerChange::Set(f) => {
                 tx.execute(
-                    "INSERT INTO ticket_followers (workspace_id, ticket_id, user_id, reason, since) VALUES ($1, $2, $3, $4, $5)
+                    "INSERT INTO ticket_followers (workspace_id, ticket_id, user_id, reason, since_sync_id) VALUES ($1, $2, $3, $4, $5)
                      ON CONFLICT (workspace_id, ticket_id, user_id) DO UPDATE SET reason = excluded.reason",
-                    &[&ws, ticket, user, reason, &now],
+                    &[&ws, &f.ticket_id, &f.user_id, &f.reason, &f.since_sync_id],
                 )
                 .await
             }
-            None => {
-                tx.execute("DELETE FROM ticket_followers WHERE workspace_id = $1 AND ticket_id = $2 AND user_id = $3", &[&ws, ticket, user])
-                    .await
+            FollowerChange::Remove { ticket_id, user_id } => {
+                tx.execute(
+                    "DELETE FROM ticket_followers WHERE workspace_id = $1 AND ticket_id = $2 AND user_id = $3",
+                    &[&ws, ticket_id, user_id],
+                )
+                .await
             }
         }
         .map_err(error)?;
@@ -86,13 +83,18 @@ impl NotificationStore for PgTenant {
         }
         for row in tx
             .query(
-                "SELECT ticket_id, user_id, reason FROM ticket_followers WHERE workspace_id = $1 AND ticket_id = ANY($2)",
+                "SELECT ticket_id, user_id, reason, since_sync_id FROM ticket_followers WHERE workspace_id = $1 AND ticket_id = ANY($2)",
                 &[&self.workspace_id(), &tickets],
             )
             .await
             .map_err(error)?
         {
-            out.followers.push((row.try_get(0).map_err(error)?, row.try_get(1).map_err(error)?, row.try_get(2).map_err(error)?));
+            out.followers.push(Follower {
+                ticket_id: row.try_get(0).map_err(error)?,
+                user_id: row.try_get(1).map_err(error)?,
+                reason: row.try_get(2).map_err(error)?,
+                since_sync_id: row.try_get(3).map_err(error)?,
+            });
         }
         if members {
             for row in tx
@@ -116,14 +118,14 @@ impl NotificationStore for PgTenant {
         let mut client = self.client().await?;
         if batch.notifications.is_empty() {
             // Bookkeeping only: no event, so no head lock.
-            let tx = bookkeeping_tx(&mut client, ws).await?;
-            advance_watermark(&tx, ws, advance, Millis::now()).await?;
-            write_state(&tx, ws, &batch, Millis::now()).await?;
-            return tx.commit().await.map_err(error);
+            let mut b = Bookkeeping::begin(&mut client, ws).await?;
+            b.exempt("bookkeeping: the notifications consumer's own state and watermark");
+            advance_watermark(b.tx(), ws, advance, Millis::now()).await?;
+            write_state(b.tx(), ws, &batch).await?;
+            return b.commit().await;
         }
         let mut w = PgWrite::begin_consumer(&mut client, ws, advance).await?;
-        let now = w.now();
-        write_state(w.tx(), ws, &batch, now).await?;
+        write_state(w.tx(), ws, &batch).await?;
         for n in &batch.notifications {
             let data = serde_json::to_value(n).map_err(StoreError::internal)?;
             w.tx()
@@ -223,11 +225,17 @@ impl NotificationStore for PgTenant {
 
     async fn set_following(&self, user: UserId, audience: Audience, ticket: TicketId, follow: bool) -> StoreResult<()> {
         let mut client = self.client().await?;
-        let mut w = self.write_tx(&mut client).await?;
-        w.exempt("a follow is the user's subscription, not a synced row: nothing a client syncs changes");
-        visible_ticket(w.tx(), audience.requester(), ticket).await?.ok_or(StoreError::NotFound)?;
-        write_followers(w.tx(), self.workspace_id(), &[(ticket, user, follow.then_some(FollowReason::Manual))], w.now()).await?;
-        w.commit().await
+        let mut b = Bookkeeping::begin(&mut client, self.workspace_id()).await?;
+        b.exempt("a follow is the user's subscription, not a synced row: nothing a client syncs changes");
+        visible_ticket(b.tx(), audience.requester(), ticket).await?.ok_or(StoreError::NotFound)?;
+        let change = if follow {
+            let since_sync_id = log::head(b.tx(), self.workspace_id()).await?;
+            FollowerChange::Set(Follower { ticket_id: ticket, user_id: user, reason: FollowReason::Manual, since_sync_id })
+        } else {
+            FollowerChange::Remove { ticket_id: ticket, user_id: user }
+        };
+        write_followers(b.tx(), self.workspace_id(), &[change]).await?;
+        b.commit().await
     }
 
     async fn following(&self, user: UserId, ticket: TicketId) -> StoreResult<Option<FollowReason>> {
@@ -241,53 +249,5 @@ impl NotificationStore for PgTenant {
             .await
             .map_err(error)?;
         row.map(|r| r.try_get(0).map_err(error)).transpose()
-    }
-}
-
-#[async_trait]
-impl NotificationPreferences for PgPlatform {
-    async fn preferences(&self, user: UserId) -> StoreResult<Vec<Preference>> {
-        let client = self.pool.get().await.map_err(pool_error)?;
-        let rows =
-            client.query("SELECT kind, in_app, email FROM notification_preferences WHERE user_id = $1", &[&user]).await.map_err(error)?;
-        let stored = rows
-            .iter()
-            .map(|r| {
-                Ok(Preference {
-                    kind: r.try_get(0).map_err(error)?,
-                    in_app: r.try_get(1).map_err(error)?,
-                    email: r.try_get(2).map_err(error)?,
-                })
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
-        Ok(complete_preferences(&stored))
-    }
-
-    async fn set_preferences(&self, user: UserId, preferences: &[Preference]) -> StoreResult<()> {
-        let mut client = self.pool.get().await.map_err(pool_error)?;
-        let tx = client.transaction().await.map_err(error)?;
-        for p in preferences {
-            tx.execute(
-                "INSERT INTO notification_preferences (user_id, kind, in_app, email) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (user_id, kind) DO UPDATE SET in_app = excluded.in_app, email = excluded.email",
-                &[&user, &p.kind, &p.in_app, &p.email],
-            )
-            .await
-            .map_err(|e| match e.code() {
-                Some(code) if *code == tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION => StoreError::NotFound,
-                _ => error(e),
-            })?;
-        }
-        tx.commit().await.map_err(error)
-    }
-
-    async fn muted_in_app(&self, users: &[UserId]) -> StoreResult<Vec<(UserId, NotificationKind)>> {
-        let client = self.pool.get().await.map_err(pool_error)?;
-        let users = users.to_vec();
-        let rows = client
-            .query("SELECT user_id, kind FROM notification_preferences WHERE user_id = ANY($1) AND NOT in_app", &[&users])
-            .await
-            .map_err(error)?;
-        rows.iter().map(|r| Ok((r.try_get(0).map_err(error)?, r.try_get(1).map_err(error)?))).collect()
     }
 }

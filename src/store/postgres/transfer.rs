@@ -13,7 +13,7 @@ use super::error;
 use super::log::{EVENT_COLS, Param, event_from_row, scope};
 use super::tenant::{COMMENT_COLS, LINK_COLS, TICKET_COLS, comment_from_row, link_from_row, ticket_from_row};
 use super::types::{member_from_row, workspace_from_row};
-use crate::store::notifications::{Notification, TicketView};
+use crate::store::notifications::{Follower, Notification, TicketView};
 use crate::store::*;
 
 async fn send(out: &mpsc::Sender<TenantRow>, row: TenantRow) -> StoreResult<()> {
@@ -113,14 +113,16 @@ async fn export_consumers(tx: &Transaction<'_>, out: &mpsc::Sender<TenantRow>) -
         send(out, TenantRow::NotificationTicket(view)).await?;
         count += 1;
     }
-    let rows =
-        tx.query("SELECT ticket_id, user_id, reason, since FROM ticket_followers ORDER BY ticket_id, user_id", &[]).await.map_err(error)?;
+    let rows = tx
+        .query("SELECT ticket_id, user_id, reason, since_sync_id FROM ticket_followers ORDER BY ticket_id, user_id", &[])
+        .await
+        .map_err(error)?;
     for r in rows {
-        let record = FollowerRecord {
+        let record = Follower {
             ticket_id: r.try_get(0).map_err(error)?,
             user_id: r.try_get(1).map_err(error)?,
             reason: r.try_get(2).map_err(error)?,
-            since: r.try_get(3).map_err(error)?,
+            since_sync_id: r.try_get(3).map_err(error)?,
         };
         send(out, TenantRow::Follower(record)).await?;
         count += 1;
@@ -247,8 +249,8 @@ pub async fn import(tx: &Transaction<'_>, workspace: &Workspace, rows: &mut mpsc
             }
             TenantRow::Follower(f) => {
                 tx.execute(
-                    "INSERT INTO ticket_followers (workspace_id, ticket_id, user_id, reason, since) VALUES ($1, $2, $3, $4, $5)",
-                    &[&ws, &f.ticket_id, &f.user_id, &f.reason, &f.since],
+                    "INSERT INTO ticket_followers (workspace_id, ticket_id, user_id, reason, since_sync_id) VALUES ($1, $2, $3, $4, $5)",
+                    &[&ws, &f.ticket_id, &f.user_id, &f.reason, &f.since_sync_id],
                 )
                 .await
                 .map_err(error)?;

@@ -14,6 +14,8 @@ mod migrate;
 mod notifications;
 mod platform;
 mod pool;
+mod preferences;
+mod schedules;
 mod tenant;
 mod tenants;
 mod transfer;

@@ -5,10 +5,9 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::consumers::advance_watermark;
-use super::log::WriteTx;
-use super::platform::SqlitePlatform;
+use super::error;
+use super::log::{self, WriteTx};
 use super::tenant::{SqliteTenant, visible_ticket};
-use super::{blocking, error};
 use crate::store::notifications::*;
 use crate::store::visibility::{self, SQLITE};
 use crate::store::{Advance, Audience, Event, Page, StoreError, StoreResult, TicketId, UserId};
@@ -45,35 +44,23 @@ fn write_batch(tx: &mut WriteTx<'_>, batch: &NotificationBatch) -> StoreResult<(
     Ok(())
 }
 
-/// Sets (`Some(reason)`) or removes followers.
-fn write_followers(tx: &WriteTx<'_>, followers: &[(TicketId, UserId, Option<FollowReason>)]) -> StoreResult<()> {
-    for (ticket, user, reason) in followers {
-        match reason {
-            Some(reason) => tx
+/// Sets or removes followers.
+fn write_followers(tx: &WriteTx<'_>, changes: &[FollowerChange]) -> StoreResult<()> {
+    for change in changes {
+        match change {
+            FollowerChange::Set(f) => tx
                 .prepare_cached(
-                    "INSERT INTO ticket_followers (ticket_id, user_id, reason, since) VALUES (?1, ?2, ?3, ?4)
+                    "INSERT INTO ticket_followers (ticket_id, user_id, reason, since_sync_id) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (ticket_id, user_id) DO UPDATE SET reason = excluded.reason",
                 )
-                .and_then(|mut stmt| stmt.execute(params![ticket, user, reason, tx.now()])),
-            None => tx
+                .and_then(|mut stmt| stmt.execute(params![f.ticket_id, f.user_id, f.reason, f.since_sync_id])),
+            FollowerChange::Remove { ticket_id, user_id } => tx
                 .prepare_cached("DELETE FROM ticket_followers WHERE ticket_id = ?1 AND user_id = ?2")
-                .and_then(|mut stmt| stmt.execute(params![ticket, user])),
+                .and_then(|mut stmt| stmt.execute(params![ticket_id, user_id])),
         }
         .map_err(error)?;
     }
     Ok(())
-}
-
-/// One `notification.updated` per notification that became read; their ids, oldest first.
-fn record_reads(tx: &mut WriteTx<'_>, user: UserId, mut changed: Vec<Notification>) -> StoreResult<Vec<NotificationId>> {
-    if changed.is_empty() {
-        tx.exempt("nothing became read: no new state, no event");
-    }
-    changed.sort_by_key(|n| n.seq);
-    for n in &changed {
-        tx.record(Some(user), Event::notification_updated(n))?;
-    }
-    Ok(changed.into_iter().map(|n| n.id).collect())
 }
 
 fn context(conn: &Connection, tickets: &[TicketId], members: bool) -> StoreResult<NotificationContext> {
@@ -81,7 +68,8 @@ fn context(conn: &Connection, tickets: &[TicketId], members: bool) -> StoreResul
     let mut view = conn
         .prepare_cached("SELECT ticket_id, number, title, requester_id, assignee_id FROM notification_tickets WHERE ticket_id = ?1")
         .map_err(error)?;
-    let mut followers = conn.prepare_cached("SELECT user_id, reason FROM ticket_followers WHERE ticket_id = ?1").map_err(error)?;
+    let mut followers =
+        conn.prepare_cached("SELECT user_id, reason, since_sync_id FROM ticket_followers WHERE ticket_id = ?1").map_err(error)?;
     for ticket in tickets {
         let found = view
             .query_row(params![ticket], |r| {
@@ -97,7 +85,9 @@ fn context(conn: &Connection, tickets: &[TicketId], members: bool) -> StoreResul
             .map_err(error)?;
         out.tickets.extend(found);
         let rows = followers
-            .query_map(params![ticket], |r| Ok((*ticket, r.get(0)?, r.get(1)?)))
+            .query_map(params![ticket], |r| {
+                Ok(Follower { ticket_id: *ticket, user_id: r.get(0)?, reason: r.get(1)?, since_sync_id: r.get(2)? })
+            })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(error)?;
         out.followers.extend(rows);
@@ -165,7 +155,7 @@ impl NotificationStore for SqliteTenant {
     async fn mark_read(&self, user: UserId, which: ReadSelection) -> StoreResult<Vec<NotificationId>> {
         self.write(move |tx| {
             let now = tx.now();
-            let changed: Vec<Notification> = match which {
+            let mut changed: Vec<Notification> = match which {
                 ReadSelection::Ids(ids) => {
                     let mut stmt = tx
                         .prepare_cached(
@@ -193,7 +183,15 @@ impl NotificationStore for SqliteTenant {
                     .map_err(error)?
                 }
             };
-            record_reads(tx, user, changed)
+            // One `notification.updated` per notification that became read, oldest first.
+            if changed.is_empty() {
+                tx.exempt("nothing became read: no new state, no event");
+            }
+            changed.sort_by_key(|n| n.seq);
+            for n in &changed {
+                tx.record(Some(user), Event::notification_updated(n))?;
+            }
+            Ok(changed.into_iter().map(|n| n.id).collect())
         })
         .await
     }
@@ -202,8 +200,17 @@ impl NotificationStore for SqliteTenant {
         self.write(move |tx| {
             tx.exempt("a follow is the user's subscription, not a synced row: nothing a client syncs changes");
             visible_ticket(tx, audience.requester(), ticket)?.ok_or(StoreError::NotFound)?;
-            let reason = follow.then_some(FollowReason::Manual);
-            write_followers(tx, &[(ticket, user, reason)])
+            let change = if follow {
+                FollowerChange::Set(Follower {
+                    ticket_id: ticket,
+                    user_id: user,
+                    reason: FollowReason::Manual,
+                    since_sync_id: log::head(tx)?,
+                })
+            } else {
+                FollowerChange::Remove { ticket_id: ticket, user_id: user }
+            };
+            write_followers(tx, &[change])
         })
         .await
     }
@@ -213,60 +220,6 @@ impl NotificationStore for SqliteTenant {
             conn.prepare_cached("SELECT reason FROM ticket_followers WHERE ticket_id = ?1 AND user_id = ?2")
                 .and_then(|mut stmt| stmt.query_row(params![ticket, user], |r| r.get(0)).optional())
                 .map_err(error)
-        })
-        .await
-    }
-}
-
-#[async_trait]
-impl NotificationPreferences for SqlitePlatform {
-    async fn preferences(&self, user: UserId) -> StoreResult<Vec<Preference>> {
-        blocking(&self.exec, &self.pool, move |conn| {
-            let stored: Vec<Preference> = conn
-                .prepare_cached("SELECT kind, in_app, email FROM notification_preferences WHERE user_id = ?1")
-                .and_then(|mut stmt| {
-                    stmt.query_map(params![user], |r| Ok(Preference { kind: r.get(0)?, in_app: r.get(1)?, email: r.get(2)? }))?.collect()
-                })
-                .map_err(error)?;
-            Ok(complete_preferences(&stored))
-        })
-        .await
-    }
-
-    async fn set_preferences(&self, user: UserId, preferences: &[Preference]) -> StoreResult<()> {
-        let preferences = preferences.to_vec();
-        blocking(&self.exec, &self.pool, move |conn| {
-            let tx = conn.transaction().map_err(error)?;
-            for p in &preferences {
-                tx.prepare_cached(
-                    "INSERT INTO notification_preferences (user_id, kind, in_app, email) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (user_id, kind) DO UPDATE SET in_app = excluded.in_app, email = excluded.email",
-                )
-                .and_then(|mut stmt| stmt.execute(params![user, p.kind, p.in_app, p.email]))
-                .map_err(|e| match error(e) {
-                    StoreError::Internal(msg) if msg.contains("FOREIGN KEY") => StoreError::NotFound,
-                    other => other,
-                })?;
-            }
-            tx.commit().map_err(error)
-        })
-        .await
-    }
-
-    async fn muted_in_app(&self, users: &[UserId]) -> StoreResult<Vec<(UserId, NotificationKind)>> {
-        let users = users.to_vec();
-        blocking(&self.exec, &self.pool, move |conn| {
-            let mut stmt = conn
-                .prepare_cached("SELECT user_id, kind FROM notification_preferences WHERE user_id = ?1 AND in_app = 0")
-                .map_err(error)?;
-            let mut out = Vec::new();
-            for user in users {
-                let rows = stmt.query_map(params![user], |r| Ok((r.get(0)?, r.get(1)?))).map_err(error)?;
-                for row in rows {
-                    out.push(row.map_err(error)?);
-                }
-            }
-            Ok(out)
         })
         .await
     }

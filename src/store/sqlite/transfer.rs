@@ -12,7 +12,7 @@ use super::error;
 use super::log::{EVENT_COLS, event_from_row};
 use super::tenant::{COMMENT_COLS, LINK_COLS, TICKET_COLS, comment_from_row, link_from_row, ticket_from_row};
 use super::types::{member_from_row, workspace_from_row};
-use crate::store::notifications::{Notification, TicketView};
+use crate::store::notifications::{Follower, Notification, TicketView};
 use crate::store::*;
 
 fn send(out: &mpsc::Sender<TenantRow>, row: TenantRow) -> StoreResult<()> {
@@ -111,9 +111,9 @@ fn export_consumers(tx: &Connection, out: &mpsc::Sender<TenantRow>) -> StoreResu
         count += 1;
     }
     let mut stmt =
-        tx.prepare("SELECT ticket_id, user_id, reason, since FROM ticket_followers ORDER BY ticket_id, user_id").map_err(error)?;
+        tx.prepare("SELECT ticket_id, user_id, reason, since_sync_id FROM ticket_followers ORDER BY ticket_id, user_id").map_err(error)?;
     let rows = stmt
-        .query_map([], |r| Ok(FollowerRecord { ticket_id: r.get(0)?, user_id: r.get(1)?, reason: r.get(2)?, since: r.get(3)? }))
+        .query_map([], |r| Ok(Follower { ticket_id: r.get(0)?, user_id: r.get(1)?, reason: r.get(2)?, since_sync_id: r.get(3)? }))
         .map_err(error)?;
     for row in rows {
         send(out, TenantRow::Follower(row.map_err(error)?))?;
@@ -231,8 +231,8 @@ pub fn import(conn: &mut Connection, workspace: &Workspace, rows: &mut mpsc::Rec
             }
             TenantRow::Follower(f) => {
                 tx.execute(
-                    "INSERT INTO ticket_followers (ticket_id, user_id, reason, since) VALUES (?1, ?2, ?3, ?4)",
-                    params![f.ticket_id, f.user_id, f.reason, f.since],
+                    "INSERT INTO ticket_followers (ticket_id, user_id, reason, since_sync_id) VALUES (?1, ?2, ?3, ?4)",
+                    params![f.ticket_id, f.user_id, f.reason, f.since_sync_id],
                 )
                 .map_err(error)?;
             }
