@@ -67,10 +67,9 @@ impl State<'_> {
 
     /// Follows automatically from `event` on, unless already following for any reason.
     fn auto_follow(&mut self, event: &FeedEvent, ticket_id: TicketId, user_id: UserId, reason: FollowReason) {
-        let followers = self.followers.entry(ticket_id).or_default();
-        if !followers.contains_key(&user_id) {
+        if let std::collections::btree_map::Entry::Vacant(slot) = self.followers.entry(ticket_id).or_default().entry(user_id) {
             let follower = Follower { ticket_id, user_id, reason, since_sync_id: event.event.sync_id };
-            followers.insert(user_id, follower);
+            slot.insert(follower);
             self.out.followers.push(FollowerChange::Set(follower));
         }
     }
