@@ -23,7 +23,7 @@ use crate::live::{Bus, BusConfig, LiveState};
 use crate::notifications::{NotificationsConsumer, NotificationsState};
 use crate::store::sqlite::SqliteOptions;
 use crate::store::{Role, Store, StoreError, UserId, WorkspaceId};
-use crate::sync::runner::{Consumer, Runner};
+use crate::sync::runner::{Consumer, Pacing, Runner};
 use crate::tenants::TenantsState;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -77,9 +77,16 @@ impl App {
         let memberships = Arc::new(TtlCache::new(config.auth_cache_ttl, CACHE_CAPACITY));
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let durable: Vec<Arc<dyn Consumer>> = vec![Arc::new(NotificationsConsumer::new(store.notification_preferences.clone()))];
-        let retry = crate::backoff::Backoff { cap: config.consumer_retry_cap, ..crate::sync::runner::RETRY };
-        let runner = Runner::start(store.tenants.clone(), store.consumers.clone(), durable, retry, shutdown.child_token(), tasks.clone());
+        let durable: Vec<Arc<dyn Consumer>> = if config.run_consumers {
+            vec![Arc::new(NotificationsConsumer::new(store.notification_preferences.clone()))]
+        } else {
+            Vec::new()
+        };
+        let pacing = Pacing {
+            retry: crate::backoff::Backoff { cap: config.consumer_retry_cap, ..crate::sync::runner::RETRY },
+            idle: config.consumer_idle,
+        };
+        let runner = Runner::start(store.tenants.clone(), store.consumers.clone(), durable, pacing, shutdown.child_token(), tasks.clone());
         let bus = Bus::start(
             store.tenants.clone(),
             BusConfig { ring: config.sse_ring, lag: config.sse_lag, heartbeat: config.sse_heartbeat },

@@ -76,10 +76,17 @@ pub struct Config {
     /// once; this bounds how long a revocation made elsewhere (another instance, the CLI)
     /// can lag. Zero disables the caches.
     pub auth_cache_ttl: Duration,
+    /// Whether this instance runs the durable log consumers (notifications, and later mail,
+    /// search, webhooks). Off, it serves requests and live streams only, and leaves that
+    /// work to the instances that have it on (several may: they never double an effect).
+    pub run_consumers: bool,
     /// Log consumers: the longest pause between retries of a failing page (the pauses grow
     /// from 50 ms, with full jitter). An event that failed 8 times stops its consumer in
     /// that workspace.
     pub consumer_retry_cap: Duration,
+    /// Log consumers: how long a caught-up (consumer, workspace) stays ready before it
+    /// retires; a workspace quiet for this long is forgotten until it moves.
+    pub consumer_idle: Duration,
     /// Runtime workers (default: one per core the process may use).
     pub worker_threads: usize,
     /// Whether each runtime worker is bound to one core (see `runtime`).
@@ -184,6 +191,8 @@ impl Config {
             write_timeout: Duration::from_secs(src.parse::<u64>("EDGEDESK_WRITE_TIMEOUT_SECS", 30)?.max(1)),
             sse_max_connections: src.parse("EDGEDESK_SSE_MAX_CONNECTIONS", 20_000)?,
             dev_allow_privileged_role: src.parse("EDGEDESK_DEV_ALLOW_PRIVILEGED_ROLE", false)?,
+            run_consumers: src.parse("EDGEDESK_RUN_CONSUMERS", true)?,
+            consumer_idle: Duration::from_millis(src.parse::<u64>("EDGEDESK_CONSUMER_IDLE_MS", 10_000)?.max(1)),
             consumer_retry_cap: Duration::from_millis(src.parse::<u64>("EDGEDESK_CONSUMER_RETRY_CAP_MS", 30_000)?.max(1)),
             worker_threads: src.parse("EDGEDESK_WORKER_THREADS", crate::runtime::default_workers())?.max(1),
             pin_workers: src.parse("EDGEDESK_PIN_WORKERS", crate::runtime::Pinning::Auto)?,

@@ -44,13 +44,32 @@ use crate::store::{Advance, ConsumerIndex, FeedEvent, Millis, StoreError, Tenant
 pub const PAGE: usize = 256;
 /// Tries of one event before its consumer stops in that workspace.
 pub const MAX_ATTEMPTS: u32 = 8;
-/// How often the runner looks for workspaces that may be behind, sweeps a slice of all
-/// workspaces, and drops hints of workspaces found caught up.
-pub const SWEEP_EVERY: Duration = Duration::from_secs(30);
-/// Workspaces checked per sweep tick beyond the hinted ones.
-pub const SWEEP_SLICE: usize = 200;
-/// A caught-up durable lane retires after this long without work.
+/// How often the runner looks for workspaces that may be behind and sweeps a slice of all
+/// workspaces.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// Workspaces checked per sweep tick beyond the ones that may be behind: the safety net for
+/// changes made behind the server's back while it was down (a restored folder), which the
+/// file watcher cannot have seen. Never on the start-up path; 10,000 workspaces take about
+/// three hours to go round.
+pub const SWEEP_SLICE: usize = 50;
+/// A caught-up durable lane retires after this long without work (and the store may then
+/// forget the workspace until it moves: see `ConsumerIndex::caught_up`).
 pub const IDLE: Duration = Duration::from_secs(10);
+
+/// How the runner paces itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Pacing {
+    /// Pauses between retries of a failing page.
+    pub retry: Backoff,
+    /// How long a caught-up durable lane waits for work before it retires.
+    pub idle: Duration,
+}
+
+impl Default for Pacing {
+    fn default() -> Self {
+        Self { retry: RETRY, idle: IDLE }
+    }
+}
 /// Durable lanes draining at once: a restart with many workspaces behind opens them a few
 /// at a time instead of all at once.
 pub const CONCURRENT_DRAINS: usize = 8;
@@ -160,7 +179,7 @@ pub struct Runner {
     metrics: HashMap<&'static str, Arc<ConsumerMetrics>>,
     stopped: Mutex<HashMap<LaneKey, Stopped>>,
     drains: Arc<Semaphore>,
-    retry: Backoff,
+    pacing: Pacing,
     /// Told when this instance adds a schedule, so the sleep until the next one is redone.
     schedules: Notify,
     shutdown: CancellationToken,
@@ -175,7 +194,7 @@ impl Runner {
         tenants: Arc<dyn TenantStores>,
         index: Arc<dyn ConsumerIndex>,
         durable: Vec<Arc<dyn Consumer>>,
-        retry: Backoff,
+        pacing: Pacing,
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) -> Arc<Self> {
@@ -188,7 +207,7 @@ impl Runner {
             metrics,
             stopped: Mutex::default(),
             drains: Arc::new(Semaphore::new(CONCURRENT_DRAINS)),
-            retry,
+            pacing,
             schedules: Notify::new(),
             shutdown,
             tasks,
@@ -278,7 +297,7 @@ impl Runner {
         self.lanes().insert((lane.consumer.name(), lane.workspace), lane.clone());
         // Catch up at once on anything committed since `from`.
         lane.wake.notify_one();
-        self.tasks.spawn(drain(lane.clone(), tenant, self.me.clone(), self.retry));
+        self.tasks.spawn(drain(lane.clone(), tenant, self.me.clone(), self.pacing));
         Following { lane, runner: self.me.clone() }
     }
 
@@ -322,10 +341,10 @@ impl Runner {
         lane.wake.notify_one();
         lanes.insert(key, lane.clone());
         drop(lanes);
-        let (tenants, me, retry) = (self.tenants.clone(), self.me.clone(), self.retry);
+        let (tenants, me, pacing) = (self.tenants.clone(), self.me.clone(), self.pacing);
         self.tasks.spawn(async move {
             match tenants.open(workspace).await {
-                Ok(tenant) => drain(lane, tenant, me, retry).await,
+                Ok(tenant) => drain(lane, tenant, me, pacing).await,
                 Err(err) => {
                     tracing::warn!(consumer = lane.consumer.name(), %workspace, error = %err, "cannot open the workspace for a log consumer; the next sweep retries");
                     lane.running.store(false, Ordering::Release);
@@ -384,12 +403,16 @@ impl Runner {
         }
     }
 
-    /// At start and every [`SWEEP_EVERY`]: the workspaces that may be behind, plus a slice
-    /// of all workspaces in turn.
+    /// At start and every [`SWEEP_EVERY`]: the workspaces that may be behind; after each
+    /// wait, a slice of all workspaces in turn.
     async fn sweep(self: Arc<Self>) {
         let mut cursor: Option<WorkspaceId> = None;
         loop {
             self.catch_up().await;
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(SWEEP_EVERY) => {}
+            }
             if !self.durable.is_empty() {
                 match self.index.workspaces(cursor, SWEEP_SLICE).await {
                     Ok(slice) => {
@@ -400,10 +423,6 @@ impl Runner {
                     }
                     Err(err) => tracing::warn!(error = %err, "the consumer sweep cannot list workspaces"),
                 }
-            }
-            tokio::select! {
-                _ = self.shutdown.cancelled() => return,
-                _ = tokio::time::sleep(SWEEP_EVERY) => {}
             }
         }
     }
@@ -464,7 +483,7 @@ impl Runner {
                 Err(err) => {
                     failures += 1;
                     tracing::warn!(error = %err, "cannot read the consumers' schedules");
-                    self.retry.delay_now(failures)
+                    self.pacing.retry.delay_now(failures)
                 }
             };
             tokio::select! {
@@ -503,7 +522,7 @@ impl Runner {
             Ok(handled) => handled.wake_at,
             Err(err) => {
                 tracing::warn!(consumer = consumer.name(), workspace = %wake.workspace, error = %err, "a scheduled wake failed; retrying later");
-                Some(Millis::now().plus(self.retry.delay_now(4)))
+                Some(Millis::now().plus(self.pacing.retry.delay_now(4)))
             }
         };
         if let Some(at) = again
@@ -539,7 +558,8 @@ enum Position {
 
 /// One lane's drain loop: read past the watermark a page at a time, hand each page to the
 /// consumer, back off on failure, stop on an event that keeps failing.
-async fn drain(lane: Arc<LaneShared>, tenant: Arc<dyn TenantStore>, runner: Weak<Runner>, retry: Backoff) {
+async fn drain(lane: Arc<LaneShared>, tenant: Arc<dyn TenantStore>, runner: Weak<Runner>, pacing: Pacing) {
+    let retry = pacing.retry;
     let name = lane.consumer.name();
     let kind = if lane.memory.is_some() { Position::Memory } else { Position::Durable };
     let metrics = runner.upgrade().and_then(|r| r.metrics(name));
@@ -556,7 +576,7 @@ async fn drain(lane: Arc<LaneShared>, tenant: Arc<dyn TenantStore>, runner: Weak
             let woken = tokio::select! {
                 _ = lane.stop.cancelled() => break,
                 _ = lane.wake.notified() => true,
-                _ = tokio::time::sleep(IDLE), if matches!(kind, Position::Durable) => false,
+                _ = tokio::time::sleep(pacing.idle), if matches!(kind, Position::Durable) => false,
             };
             if !woken {
                 // Caught up and idle: retire. A wakeup from now on starts a new lane.

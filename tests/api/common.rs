@@ -221,7 +221,8 @@ impl TestServer {
         self.restart_with(|c| c.listen = addr).await
     }
 
-    async fn restart_with(mut self, tweak: impl FnOnce(&mut Config)) -> Self {
+    /// Stops the server and starts a new one on the same storage with changed settings.
+    pub async fn restart_with(mut self, tweak: impl FnOnce(&mut Config)) -> Self {
         if let Some(server) = self.server.take() {
             server.stop().await.expect("server stops");
         }

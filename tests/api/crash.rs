@@ -13,8 +13,14 @@ use crate::common::{Backend, PgDatabase, both_backends};
 
 /// Starts the real binary on a free port over `data_dir` (and `pg`, in Postgres mode);
 /// returns it and its base URL.
-async fn spawn_server(data_dir: &std::path::Path, pg: Option<&PgDatabase>) -> (Child, String) {
+pub(crate) async fn spawn_server(data_dir: &std::path::Path, pg: Option<&PgDatabase>) -> (Child, String) {
+    spawn_server_with(data_dir, pg, &[]).await
+}
+
+/// [`spawn_server`] with extra settings.
+pub(crate) async fn spawn_server_with(data_dir: &std::path::Path, pg: Option<&PgDatabase>, envs: &[(&str, &str)]) -> (Child, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_edgedesk"));
+    command.envs(envs.iter().copied());
     if let Some(pg) = pg {
         command.env("EDGEDESK_DATABASE_URL", &pg.app_url).env("EDGEDESK_ADMIN_DATABASE_URL", &pg.admin_url);
     }
@@ -46,7 +52,7 @@ async fn spawn_server(data_dir: &std::path::Path, pg: Option<&PgDatabase>) -> (C
     (child, base)
 }
 
-async fn json_call(
+pub(crate) async fn json_call(
     http: &reqwest::Client,
     method: reqwest::Method,
     url: String,

@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod crash;
 mod eventsource;
+mod exactly_once;
 mod feed;
 mod isolation;
 mod live;

@@ -385,3 +385,49 @@ async fn an_event_that_keeps_failing_stops_its_consumer_in_that_workspace_only(b
     s.stop().await;
 }
 }
+
+/// A counter of the runner's, read from `/metrics` (0 when absent).
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok())).unwrap_or(0)
+}
+
+both_backends! {
+async fn a_restart_catches_up_the_workspaces_left_behind_without_opening_the_others(b: Backend) {
+    // Three workspaces, all caught up and quiet (their lanes retired).
+    let idle = |c: &mut edgedesk::config::Config| c.consumer_idle = Duration::from_millis(50);
+    let s = TestServer::start_with(b, crate::common::relaxed_limits(), idle).await;
+    let Desk { admin, alice, ws, .. } = desk(&s).await;
+    let quiet: Vec<String> = [s.workspace(&admin, "Quiet 1").await, s.workspace(&admin, "Quiet 2").await].into();
+    let ticket = s.ticket(&admin, &ws, json!({ "title": "Left behind" })).await["id"].as_str().unwrap().to_string();
+    for w in quiet.iter().chain([&ws]) {
+        s.consumers_caught_up(w).await;
+    }
+    while metric(&metrics(&s).await, "edgedesk_consumer_lanes") > 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Then one of them moves while no consumer runs.
+    let s = s.restart_with(|c| c.run_consumers = false).await;
+    assign(&s, &admin, &ws, &ticket, &alice).await;
+    let s = s.restart_with(|c| c.run_consumers = true).await;
+    // Nobody touches the workspace: the runner finds it on its own.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = metrics(&s).await;
+        if metric(&text, "edgedesk_consumer_events_total{consumer=\"notifications\"}") > 0 {
+            if b == Backend::Sqlite {
+                // Only the workspace that was behind was opened (its hint said so).
+                assert_eq!(metric(&text, "edgedesk_open_tenants"), 1, "{text}");
+            }
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the runner never caught up on its own");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.consumers_caught_up(&ws).await;
+    assert_eq!(kinds(&notifications(&s, &alice, &ws).await), ["assigned"]);
+    for q in &quiet {
+        assert!(notifications(&s, &admin, q).await.is_empty());
+    }
+    s.stop().await;
+}
+}
