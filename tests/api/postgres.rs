@@ -11,7 +11,18 @@ use serde_json::json;
 
 use crate::common::{Backend, PgDatabase, TestServer};
 
-const TENANT_TABLES: &[&str] = &["workspace_heads", "workspace_info", "members", "tickets", "comments", "ticket_links", "sync_actions"];
+const TENANT_TABLES: &[&str] = &[
+    "workspace_heads",
+    "workspace_info",
+    "members",
+    "tickets",
+    "comments",
+    "ticket_links",
+    "sync_actions",
+    "notification_tickets",
+    "ticket_followers",
+    "notifications",
+];
 
 async fn connect(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("connect");
@@ -28,6 +39,11 @@ async fn two_filled_workspaces(s: &TestServer) -> (String, String) {
         let t1 = s.ticket(&admin, &ws, json!({ "title": format!("{name} one") })).await["id"].as_str().unwrap().to_string();
         let t2 = s.ticket(&admin, &ws, json!({ "title": format!("{name} two") })).await["id"].as_str().unwrap().to_string();
         s.post(&format!("/api/workspaces/{ws}/tickets/{t1}/comments"), &admin.token, json!({ "body": "hi" })).await.ok(201);
+        // A notification for the admin: a reply on the ticket they requested, by someone else.
+        let agent = s.user(&admin, &format!("agent-{name}")).await;
+        s.add_member(&admin, &ws, &agent, "agent").await;
+        s.post(&format!("/api/workspaces/{ws}/tickets/{t1}/comments"), &agent.token, json!({ "body": "hello" })).await.ok(201);
+        s.consumers_caught_up(&ws).await;
         s.post(&format!("/api/workspaces/{ws}/tickets/{t1}/links"), &admin.token, json!({ "target_id": t2, "kind": "blocks" }))
             .await
             .ok(201);
@@ -68,6 +84,14 @@ async fn row_level_security_binds_the_app_role() {
         let mine: i64 = tx.query_one(&format!("SELECT count(*) FROM {table}"), &[]).await.unwrap().get(0);
         assert_eq!(other, 0, "{table}: only A's rows are visible with A set");
         assert!(mine > 0, "{table}: A's rows are visible");
+    }
+    // The consumers' platform-level tables hold ids and positions only: every workspace's
+    // rows are readable, but a transaction scoped to A cannot write B's.
+    for table in ["log_heads", "consumer_watermarks"] {
+        let all: i64 = tx.query_one(&format!("SELECT count(*) FROM {table}"), &[]).await.unwrap().get(0);
+        assert!(all >= 2, "{table}: readable across workspaces");
+        let moved = tx.execute(&format!("UPDATE {table} SET workspace_id = workspace_id WHERE workspace_id = $1"), &[&b_id]).await.unwrap();
+        assert_eq!(moved, 0, "{table}: B's rows are not writable with A set");
     }
     // Updating B's rows touches nothing; moving a row into B is refused.
     let updated = tx.execute("UPDATE tickets SET title = 'pwned' WHERE workspace_id = $1", &[&b_id]).await.unwrap();

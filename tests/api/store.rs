@@ -103,3 +103,68 @@ async fn instances_starting_together_migrate_once() {
     let applied: i64 = client.query_one("SELECT count(*) FROM schema_migrations", &[]).await.unwrap().get(0);
     assert_eq!(applied as usize, edgedesk::store::postgres::migrate::MIGRATIONS.len());
 }
+
+both_backends! {
+async fn each_backends_delta_admits_exactly_what_the_one_visibility_rule_admits(b: Backend) {
+    use edgedesk::store::notifications::{Notification, NotificationBatch, NotificationId, NotificationKind};
+    use edgedesk::store::{Advance, Member, Role};
+    let (store, _dir, _pg) = fresh_store(b).await;
+    let (staff, other_staff, alice, bob, nobody) = (UserId::new(), UserId::new(), UserId::new(), UserId::new(), UserId::new());
+    let ws = Workspace { id: WorkspaceId::new(), name: "Rules".into(), created_at: Millis::now() };
+    let tenant = store.tenants.create(&ws, staff).await.unwrap();
+    let member = Member { user_id: alice, email: "a@x".into(), name: "A".into(), role: Role::Requester, joined_at: Millis::now() };
+    tenant.record_member(staff, &member, true).await.unwrap();
+    let mine = tenant.create_ticket(staff, new_ticket("alice's", alice)).await.unwrap();
+    let theirs = tenant.create_ticket(staff, new_ticket("bob's", bob)).await.unwrap();
+    for (ticket, internal) in [(mine.id, false), (mine.id, true), (theirs.id, false), (theirs.id, true)] {
+        tenant.add_comment(staff, Audience::Staff(staff), ticket, "c".into(), internal).await.unwrap();
+    }
+    tenant.add_link(staff, mine.id, theirs.id, LinkKind::RelatesTo).await.unwrap();
+    // Notifications for several recipients, about public and internal comments.
+    let head = tenant.head().await.unwrap();
+    let note = |recipient, ticket: &edgedesk::store::Ticket, internal, seq| Notification {
+        id: NotificationId::new(),
+        kind: if internal { NotificationKind::InternalNote } else { NotificationKind::Reply },
+        recipient_id: recipient,
+        ticket_id: ticket.id,
+        ticket_number: ticket.number,
+        ticket_title: ticket.title.clone(),
+        actor_id: Some(staff),
+        comment_id: None,
+        excerpt: None,
+        internal,
+        seq,
+        created_at: Millis::now(),
+        read_at: None,
+    };
+    let notifications = vec![note(alice, &mine, false, 1), note(staff, &mine, true, 2), note(other_staff, &theirs, false, 3), note(bob, &theirs, false, 4), note(alice, &theirs, false, 5)];
+    let batch = NotificationBatch { notifications, ..Default::default() };
+    tenant.notifications().apply(Advance { consumer: "notifications", from: 0, to: head }, batch).await.unwrap();
+
+    let feed = tenant.feed(0, 10_000).await.unwrap().items;
+    assert_eq!(feed.len(), 14, "every shape of event was written");
+    for audience in [Audience::Staff(staff), Audience::Staff(other_staff), Audience::Requester(alice), Audience::Requester(bob), Audience::Requester(nobody)] {
+        let want: Vec<i64> = feed.iter().filter(|e| e.visibility.admits(audience)).map(|e| e.event.sync_id).collect();
+        let got: Vec<i64> = tenant.delta(audience, 0, 10_000).await.unwrap().events.iter().map(|e| e.sync_id).collect();
+        assert_eq!(got, want, "{audience:?}");
+        // The notifications list applies the same rule to the notifications table.
+        let query = edgedesk::store::notifications::NotificationQuery { limit: 100, ..Default::default() };
+        let mut listed: Vec<String> =
+            tenant.notifications().list(audience, &query).await.unwrap().items.iter().map(|n| n.id.to_string()).collect();
+        let mut want_listed: Vec<String> = feed
+            .iter()
+            .filter(|e| e.event.kind == "notification.created" && e.visibility.admits(audience))
+            .map(|e| e.event.entity_id.clone())
+            .collect();
+        listed.sort();
+        want_listed.sort();
+        assert_eq!(listed, want_listed, "{audience:?}");
+    }
+    // The shapes that matter, spelled out: a requester's notification about someone else's
+    // ticket stays hidden, staff see only their own notifications.
+    let alice_sees = tenant.delta(Audience::Requester(alice), 0, 10_000).await.unwrap().events;
+    assert_eq!(alice_sees.iter().filter(|e| e.kind == "notification.created").count(), 1);
+    let staff_sees = tenant.delta(Audience::Staff(staff), 0, 10_000).await.unwrap().events;
+    assert_eq!(staff_sees.iter().filter(|e| e.kind == "notification.created").count(), 1);
+}
+}
