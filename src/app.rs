@@ -88,7 +88,7 @@ impl App {
         };
         let runner = Runner::start(store.tenants.clone(), store.consumers.clone(), durable, pacing, shutdown.child_token(), tasks.clone());
         let bus = Bus::start(
-            store.tenants.clone(),
+            runner.clone(),
             BusConfig { ring: config.sse_ring, lag: config.sse_lag, heartbeat: config.sse_heartbeat },
             shutdown.child_token(),
         );

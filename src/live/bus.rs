@@ -1,10 +1,11 @@
 //! The live bus: per-workspace topics fed from the log, fanned out to SSE subscribers.
 //!
-//! A topic exists while someone follows its workspace. It keeps a watermark into the log;
-//! the change feed's wakeups (which carry nothing) make its drain task read every event
-//! past the watermark and push each, pre-rendered once as an SSE frame, into a ring buffer,
-//! then wake the followers waiting on it. One reader of the log per workspace per instance,
-//! however many clients follow it.
+//! A topic exists while someone follows its workspace. It is an in-memory consumer on the
+//! log-consumer runner (`sync::runner`), the one drain loop of the server: the runner reads
+//! every event past the topic's watermark when a wakeup (which carries nothing) names the
+//! workspace, and hands each page to the topic, which pushes each event, pre-rendered once
+//! as an SSE frame, into a ring buffer and wakes the followers waiting on it. One reader of
+//! the log per workspace per instance, however many clients follow it.
 //!
 //! The ring holds exactly the events with ids in `(base, watermark]`. It serves replay (a
 //! client whose Last-Event-ID is at least `base` replays from memory, an older one from the
@@ -19,13 +20,10 @@ use std::sync::{Arc, Mutex};
 use bytes::{Bytes, BytesMut};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
-use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{Audience, FeedEvent, StoreResult, TenantStore, TenantStores, TicketId, Wakeup, WorkspaceId};
-
-/// Events read from the log per query while draining.
-const DRAIN_PAGE: usize = 500;
+use crate::store::{Advance, Audience, FeedEvent, StoreResult, TenantStore, TicketId, WorkspaceId};
+use crate::sync::runner::{Consumer, ConsumerError, Following, Handled, Runner};
 
 /// One event as every subscriber receives it: the frame is rendered once, shared by all.
 #[derive(Debug)]
@@ -96,7 +94,8 @@ pub struct Topic {
     pub workspace: WorkspaceId,
     store: Arc<dyn TenantStore>,
     tail: Mutex<Tail>,
-    wake: Notify,
+    /// The topic's lane on the runner; dropped (which stops it) when the topic retires.
+    lane: Mutex<Option<Following>>,
     subscribers: AtomicUsize,
     config: BusConfig,
     stop: CancellationToken,
@@ -117,36 +116,28 @@ impl Topic {
         &self.store
     }
 
-    /// Reads everything past the watermark into the ring, then wakes the followers.
-    async fn drain(&self) -> StoreResult<()> {
-        loop {
-            let watermark = self.tail().watermark;
-            let page = self.store.feed(watermark, DRAIN_PAGE).await?;
-            // Rendered before the lock is taken.
-            let fresh: Vec<Arc<LiveEvent>> = page.items.into_iter().map(|e| Arc::new(LiveEvent::new(e))).collect();
-            let waiting = {
-                let mut tail = self.tail();
-                let before = tail.watermark;
-                for live in fresh {
-                    if live.sync_id <= tail.watermark {
-                        continue;
-                    }
-                    tail.watermark = live.sync_id;
-                    tail.events.push_back(live);
-                    while tail.events.len() > self.config.ring {
-                        if let Some(old) = tail.events.pop_front() {
-                            tail.base = old.sync_id;
-                        }
+    /// Pushes a page the runner read into the ring, then wakes the followers.
+    fn push(&self, page: &[FeedEvent]) {
+        // Rendered before the lock is taken.
+        let fresh: Vec<Arc<LiveEvent>> = page.iter().map(|e| Arc::new(LiveEvent::new(e.clone()))).collect();
+        let waiting = {
+            let mut tail = self.tail();
+            let before = tail.watermark;
+            for live in fresh {
+                if live.sync_id <= tail.watermark {
+                    continue;
+                }
+                tail.watermark = live.sync_id;
+                tail.events.push_back(live);
+                while tail.events.len() > self.config.ring {
+                    if let Some(old) = tail.events.pop_front() {
+                        tail.base = old.sync_id;
                     }
                 }
-                // A wakeup with nothing new (the feed wakes generously) wakes nobody.
-                if tail.watermark > before { tail.take_waiting() } else { Vec::new() }
-            };
-            waiting.into_iter().for_each(Waker::wake);
-            if !page.has_more {
-                return Ok(());
             }
-        }
+            if tail.watermark > before { tail.take_waiting() } else { Vec::new() }
+        };
+        waiting.into_iter().for_each(Waker::wake);
     }
 
     /// Marks a heartbeat (or the end) and wakes every follower. Only followers that were
@@ -162,25 +153,37 @@ impl Topic {
         waiting.into_iter().for_each(Waker::wake);
     }
 
-    async fn run(self: Arc<Self>) {
+    /// The topic's heartbeats, until it retires or the server stops.
+    async fn heartbeats(self: Arc<Self>) {
         let period = self.config.heartbeat;
         let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            if let Err(err) = self.drain().await {
-                tracing::warn!(workspace = %self.workspace, error = %err, "live topic could not read the log; retrying on the next wakeup");
-            }
-            loop {
-                tokio::select! {
-                    _ = self.stop.cancelled() => {
-                        self.announce(true);
-                        return;
-                    }
-                    _ = self.wake.notified() => break,
-                    _ = heartbeat.tick() => self.announce(false),
+            tokio::select! {
+                _ = self.stop.cancelled() => {
+                    self.announce(true);
+                    return;
                 }
+                _ = heartbeat.tick() => self.announce(false),
             }
         }
+    }
+}
+
+/// A topic as a consumer of the log: what the runner reads, it pushes into the ring.
+struct Feeder(std::sync::Weak<Topic>);
+
+#[async_trait::async_trait]
+impl Consumer for Feeder {
+    fn name(&self) -> &'static str {
+        "live"
+    }
+
+    async fn handle(&self, _tenant: &Arc<dyn TenantStore>, page: &[FeedEvent], _advance: Advance) -> Result<Handled, ConsumerError> {
+        if let Some(topic) = self.0.upgrade() {
+            topic.push(page);
+        }
+        Ok(Handled::default())
     }
 }
 
@@ -276,7 +279,7 @@ pub struct BusConfig {
 }
 
 pub struct Bus {
-    tenants: Arc<dyn TenantStores>,
+    runner: Arc<Runner>,
     topics: Mutex<HashMap<WorkspaceId, Arc<Topic>>>,
     config: BusConfig,
     shutdown: CancellationToken,
@@ -296,40 +299,16 @@ impl Drop for TopicGuard {
             if self.topic.subscribers.load(Ordering::Acquire) == 0 {
                 topics.remove(&self.topic.workspace);
                 self.topic.stop.cancel();
+                drop(self.topic.lane.lock().unwrap_or_else(|p| p.into_inner()).take());
             }
         }
     }
 }
 
 impl Bus {
-    /// Starts the bus; it follows the store's wakeups until `shutdown`.
-    pub fn start(tenants: Arc<dyn TenantStores>, config: BusConfig, shutdown: CancellationToken) -> Arc<Self> {
-        let bus = Arc::new(Self { tenants, topics: Mutex::default(), config, shutdown });
-        let mut wakeups = bus.tenants.wakeups();
-        let weak = Arc::downgrade(&bus);
-        let stop = bus.shutdown.clone();
-        tokio::spawn(async move {
-            loop {
-                let wakeup = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    w = wakeups.recv() => w,
-                };
-                let Some(bus) = weak.upgrade() else { return };
-                let topics: Vec<Arc<Topic>> = {
-                    let map = bus.topics.lock().unwrap_or_else(|p| p.into_inner());
-                    match wakeup {
-                        Ok(Wakeup::Workspace(ws)) => map.get(&ws).cloned().into_iter().collect(),
-                        // A lagging receiver may have missed anything: wake everyone.
-                        Ok(Wakeup::Any) | Err(broadcast::error::RecvError::Lagged(_)) => map.values().cloned().collect(),
-                        Err(broadcast::error::RecvError::Closed) => return,
-                    }
-                };
-                for topic in topics {
-                    topic.wake.notify_one();
-                }
-            }
-        });
-        bus
+    /// Starts the bus; its topics follow their workspaces on `runner` until `shutdown`.
+    pub fn start(runner: Arc<Runner>, config: BusConfig, shutdown: CancellationToken) -> Arc<Self> {
+        Arc::new(Self { runner, topics: Mutex::default(), config, shutdown })
     }
 
     /// Follows `store`'s workspace. The topic's ring keeps everything committed from now
@@ -352,7 +331,7 @@ impl Bus {
                 pings: 0,
                 closed: false,
             }),
-            wake: Notify::new(),
+            lane: Mutex::new(None),
             subscribers: AtomicUsize::new(0),
             config: self.config,
             stop: self.shutdown.child_token(),
@@ -361,7 +340,9 @@ impl Bus {
             let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
             if let std::collections::hash_map::Entry::Vacant(slot) = topics.entry(workspace) {
                 slot.insert(topic.clone());
-                tokio::spawn(topic.clone().run());
+                let lane = self.runner.follow(Arc::new(Feeder(Arc::downgrade(&topic))), topic.store.clone(), head);
+                *topic.lane.lock().unwrap_or_else(|p| p.into_inner()) = Some(lane);
+                tokio::spawn(topic.clone().heartbeats());
             }
         }
         self.join(workspace).ok_or_else(|| crate::store::StoreError::internal("live topic vanished"))
@@ -372,7 +353,9 @@ impl Bus {
         let topic = topics.get(&workspace)?.clone();
         topic.subscribers.fetch_add(1, Ordering::AcqRel);
         // Catch up on anything committed before this topic's first drain.
-        topic.wake.notify_one();
+        if let Some(lane) = topic.lane.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            lane.poke();
+        }
         Some(TopicGuard { topic, bus: self.clone() })
     }
 

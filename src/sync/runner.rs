@@ -144,6 +144,42 @@ struct LaneShared {
 
 type LaneKey = (&'static str, WorkspaceId);
 
+/// The running lanes, by workspace first: a wakeup names a workspace, and finding its few
+/// lanes must not cost in proportion to how many workspaces are followed.
+#[derive(Default)]
+struct Lanes(HashMap<WorkspaceId, Vec<Arc<LaneShared>>>);
+
+impl Lanes {
+    fn get(&self, (name, workspace): LaneKey) -> Option<&Arc<LaneShared>> {
+        self.0.get(&workspace)?.iter().find(|l| l.consumer.name() == name)
+    }
+
+    /// Adds `lane`, replacing a retired one of the same key.
+    fn insert(&mut self, lane: Arc<LaneShared>) {
+        let lanes = self.0.entry(lane.workspace).or_default();
+        lanes.retain(|l| l.consumer.name() != lane.consumer.name());
+        lanes.push(lane);
+    }
+
+    /// Removes `lane` itself (not a newer lane of the same key).
+    fn remove(&mut self, lane: &Arc<LaneShared>) {
+        if let Some(lanes) = self.0.get_mut(&lane.workspace) {
+            lanes.retain(|l| !Arc::ptr_eq(l, lane));
+            if lanes.is_empty() {
+                self.0.remove(&lane.workspace);
+            }
+        }
+    }
+
+    fn of(&self, workspace: WorkspaceId) -> impl Iterator<Item = &Arc<LaneShared>> {
+        self.0.get(&workspace).into_iter().flatten()
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Arc<LaneShared>> {
+        self.0.values().flatten()
+    }
+}
+
 /// A lane of an in-memory consumer; dropping it stops the lane.
 pub struct Following {
     lane: Arc<LaneShared>,
@@ -175,7 +211,7 @@ pub struct Runner {
     tenants: Arc<dyn TenantStores>,
     index: Arc<dyn ConsumerIndex>,
     durable: Vec<Arc<dyn Consumer>>,
-    lanes: Mutex<HashMap<LaneKey, Arc<LaneShared>>>,
+    lanes: Mutex<Lanes>,
     metrics: HashMap<&'static str, Arc<ConsumerMetrics>>,
     stopped: Mutex<HashMap<LaneKey, Stopped>>,
     drains: Arc<Semaphore>,
@@ -220,7 +256,7 @@ impl Runner {
         runner
     }
 
-    fn lanes(&self) -> std::sync::MutexGuard<'_, HashMap<LaneKey, Arc<LaneShared>>> {
+    fn lanes(&self) -> std::sync::MutexGuard<'_, Lanes> {
         self.lanes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -241,7 +277,7 @@ impl Runner {
 
     /// Lanes running now.
     pub fn lane_count(&self) -> usize {
-        self.lanes().len()
+        self.lanes().all().count()
     }
 
     /// The runner's Prometheus lines: per consumer, what went through and what failed, and
@@ -294,7 +330,7 @@ impl Runner {
             running: AtomicBool::new(true),
         });
         // In-memory lanes are keyed apart from durable ones by their consumer's name.
-        self.lanes().insert((lane.consumer.name(), lane.workspace), lane.clone());
+        self.lanes().insert(lane.clone());
         // Catch up at once on anything committed since `from`.
         lane.wake.notify_one();
         self.tasks.spawn(drain(lane.clone(), tenant, self.me.clone(), self.pacing));
@@ -302,11 +338,7 @@ impl Runner {
     }
 
     fn forget(&self, lane: &Arc<LaneShared>) {
-        let mut lanes = self.lanes();
-        let key = (lane.consumer.name(), lane.workspace);
-        if lanes.get(&key).is_some_and(|l| Arc::ptr_eq(l, lane)) {
-            lanes.remove(&key);
-        }
+        self.lanes().remove(lane);
     }
 
     /// Wakes (starting if needed) every durable lane of `workspace`, and its in-memory ones.
@@ -315,7 +347,7 @@ impl Runner {
             self.wake_durable(consumer, workspace);
         }
         let lanes = self.lanes();
-        for lane in lanes.values().filter(|l| l.workspace == workspace && l.memory.is_some()) {
+        for lane in lanes.of(workspace).filter(|l| l.memory.is_some()) {
             lane.wake.notify_one();
         }
     }
@@ -326,7 +358,7 @@ impl Runner {
             return;
         }
         let mut lanes = self.lanes();
-        if let Some(lane) = lanes.get(&key).filter(|l| l.running.load(Ordering::Acquire)) {
+        if let Some(lane) = lanes.get(key).filter(|l| l.running.load(Ordering::Acquire)) {
             lane.wake.notify_one();
             return;
         }
@@ -339,7 +371,7 @@ impl Runner {
             running: AtomicBool::new(true),
         });
         lane.wake.notify_one();
-        lanes.insert(key, lane.clone());
+        lanes.insert(lane.clone());
         drop(lanes);
         let (tenants, me, pacing) = (self.tenants.clone(), self.me.clone(), self.pacing);
         self.tasks.spawn(async move {
@@ -393,7 +425,7 @@ impl Runner {
                 // Anything may have been missed: every in-memory lane drains, and the durable
                 // ones of every workspace that may be behind start.
                 Ok(Wakeup::Any) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                    let all: Vec<Arc<LaneShared>> = self.lanes().values().filter(|l| l.memory.is_some()).cloned().collect();
+                    let all: Vec<Arc<LaneShared>> = self.lanes().all().filter(|l| l.memory.is_some()).cloned().collect();
                     all.iter().for_each(|l| l.wake.notify_one());
                     let me = self.clone();
                     self.tasks.spawn(async move { me.catch_up().await });
@@ -584,7 +616,7 @@ async fn drain(lane: Arc<LaneShared>, tenant: Arc<dyn TenantStore>, runner: Weak
                 {
                     let mut lanes = r.lanes();
                     lane.running.store(false, Ordering::Release);
-                    lanes.remove(&(name, lane.workspace));
+                    lanes.remove(&lane);
                 }
                 if let Some(at) = position {
                     r.report_caught_up(&tenant, at).await;
