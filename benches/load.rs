@@ -1,7 +1,7 @@
 //! Load and speed harness for the foundation. Prints its figures; see docs/benchmarks.md.
 //!
 //! ```text
-//! cargo bench --bench load -- [creates|get|bootstrap|tenants|sse|pg-creates|all] [--secs S] [--clients C] [--threads T] [--eager-read] [--rows N] [--tenants N]
+//! cargo bench --bench load -- [creates|get|bootstrap|tenants|sse|pg-creates|consumers|sqlite-fanin|pg-fanin|all] [--secs S] [--clients C] [--threads T] [--eager-read] [--rows N] [--tenants N]
 //! ```
 //!
 //! The server runs as its own process (the real `edgedesk serve` binary, release build)
@@ -15,7 +15,11 @@
 //! - tenants: N workspaces created, the server restarted, then one request each: the p99
 //!   latency of those first (cold) requests and the server's RSS afterwards;
 //! - pg-creates: POST tickets over HTTP in Postgres mode beside raw tokio-postgres running
-//!   the same statements per transaction (needs EDGEDESK_TEST_DATABASE_URL).
+//!   the same statements per transaction (needs EDGEDESK_TEST_DATABASE_URL);
+//! - consumers: events per second through the notifications consumer beside a raw loop
+//!   doing its reads and writes, and COMMIT → notification visible through the API;
+//! - sqlite-fanin / pg-fanin: what one commit costs the store with 10 to thousands of
+//!   workspaces followed, and (SQLite) a restart with 10,000 workspaces, ten behind.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -30,6 +34,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+#[path = "load/consumers.rs"]
+mod consumers;
 #[path = "load/fleet.rs"]
 mod fleet;
 #[path = "../tests/api/pgdb.rs"]
@@ -754,5 +760,19 @@ async fn main() {
     if all || args.which == "pg-creates" {
         let (_keep, dir) = scratch("pg-creates");
         bench_pg_creates(&args, &dir).await;
+    }
+    if all || args.which == "consumers" {
+        let (_keep, dir) = scratch("consumers");
+        consumers::bench_consumers(&dir).await;
+    }
+    if all || args.which == "sqlite-fanin" {
+        let (_keep, dir) = scratch("sqlite-fanin");
+        let _ = rlimit::increase_nofile_limit(u64::MAX);
+        consumers::bench_sqlite_fanin(&dir, &[10, 100, 1000, 2000]).await;
+    }
+    if all || args.which == "pg-fanin" {
+        let (_keep, dir) = scratch("pg-fanin");
+        let _ = rlimit::increase_nofile_limit(u64::MAX);
+        consumers::bench_pg_fanin(&dir).await;
     }
 }

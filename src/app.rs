@@ -7,7 +7,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::FromRef;
 use tokio::net::TcpListener;
@@ -116,21 +115,6 @@ impl App {
     pub fn shutdown_token(&self) -> CancellationToken {
         self.0.shutdown.clone()
     }
-
-    fn spawn_background(&self) {
-        let tenants = self.0.store.tenants.clone();
-        let cancel = self.0.shutdown.clone();
-        let every = (self.0.config.tenant_idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
-        self.0.tasks.spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    _ = tick.tick() => tenants.close_idle(),
-                }
-            }
-        });
-    }
 }
 
 impl FromRef<App> for AuthState {
@@ -207,7 +191,6 @@ impl Server {
 pub async fn start(app: App) -> Result<Server, BoxError> {
     let listener = TcpListener::bind(app.config().listen).await.map_err(|e| format!("cannot listen on {}: {e}", app.config().listen))?;
     let addr = listener.local_addr()?;
-    app.spawn_background();
     let router = crate::router::build(app.clone());
     let cancel = app.shutdown_token();
     let write_timeout = app.config().write_timeout;

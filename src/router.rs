@@ -122,10 +122,7 @@ async fn ready(State(app): State<App>) -> Result<axum::Json<serde_json::Value>, 
 #[utoipa::path(get, path = "/metrics", tag = "ops", security(()), responses((status = 200, content_type = "text/plain", body = String)))]
 async fn metrics(State(app): State<App>) -> Response {
     let mut body = format!(
-        "# HELP edgedesk_open_tenants Workspaces whose storage is open in this instance.\n\
-         # TYPE edgedesk_open_tenants gauge\n\
-         edgedesk_open_tenants {}\n\
-         # HELP edgedesk_sse_connections Live event streams open on this instance.\n\
+        "# HELP edgedesk_sse_connections Live event streams open on this instance.\n\
          # TYPE edgedesk_sse_connections gauge\n\
          edgedesk_sse_connections {}\n\
          # HELP edgedesk_live_topics Workspaces this instance is following for live subscribers.\n\
@@ -134,11 +131,11 @@ async fn metrics(State(app): State<App>) -> Response {
          # HELP edgedesk_build_info Build information.\n\
          # TYPE edgedesk_build_info gauge\n\
          edgedesk_build_info{{version=\"{}\"}} 1\n",
-        app.store().tenants.open_count(),
         app.live().limits.open(),
         app.live().bus.topic_count(),
         env!("CARGO_PKG_VERSION"),
     );
+    body.push_str(&app.store().metrics.render());
     body.push_str(&app.runner().render_metrics());
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

@@ -20,6 +20,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use serde::Deserialize;
+
 use crate::store::notifications::*;
 use crate::store::{Comment, FeedEvent, Ticket, TicketId, UserId};
 
@@ -188,11 +190,12 @@ pub fn plan(
     for event in page {
         let unreadable =
             |e: serde_json::Error| Unreadable { sync_id: event.event.sync_id, kind: event.event.kind.clone(), message: e.to_string() };
-        let data = || event.event.data.clone();
+        // Read in place: the event's JSON is not copied.
+        let data = &event.event.data;
         match event.event.kind.as_str() {
-            "ticket.created" => state.ticket(event, serde_json::from_value(data()).map_err(unreadable)?, true),
-            "ticket.updated" => state.ticket(event, serde_json::from_value(data()).map_err(unreadable)?, false),
-            "comment.created" => state.comment(event, serde_json::from_value(data()).map_err(unreadable)?),
+            "ticket.created" => state.ticket(event, Ticket::deserialize(data).map_err(unreadable)?, true),
+            "ticket.updated" => state.ticket(event, Ticket::deserialize(data).map_err(unreadable)?, false),
+            "comment.created" => state.comment(event, Comment::deserialize(data).map_err(unreadable)?),
             _ => {}
         }
     }

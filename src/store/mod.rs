@@ -192,6 +192,7 @@ pub struct Store {
     /// The log consumers' cross-workspace bookkeeping (the runner's only).
     pub consumers: Arc<dyn ConsumerIndex>,
     pub notification_preferences: Arc<dyn NotificationPreferences>,
+    pub metrics: Arc<dyn StoreMetrics>,
 }
 
 /// Data that spans workspaces. Reached by handlers only through `PlatformConn`.
@@ -271,10 +272,12 @@ pub trait TenantStores: Send + Sync + 'static {
     /// Creates a workspace's storage from an export, rows and log verbatim (original ids,
     /// sync ids and ticket numbers), in one transaction. `Conflict` if it exists already.
     async fn import(&self, workspace: &Workspace, rows: mpsc::Receiver<TenantRow>) -> StoreResult<u64>;
-    /// Releases handles idle for longer than the configured time.
-    fn close_idle(&self);
-    /// How many workspaces have resources held open right now.
-    fn open_count(&self) -> usize;
+}
+
+/// A backend's own gauges and counters for `/metrics` (open tenant files for SQLite, the
+/// connection pool for Postgres), in Prometheus' text format.
+pub trait StoreMetrics: Send + Sync + 'static {
+    fn render(&self) -> String;
 }
 
 /// Summary of a finished bootstrap stream.

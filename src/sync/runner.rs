@@ -215,6 +215,9 @@ pub struct Runner {
     metrics: HashMap<&'static str, Arc<ConsumerMetrics>>,
     stopped: Mutex<HashMap<LaneKey, Stopped>>,
     drains: Arc<Semaphore>,
+    /// Reads of a workspace's log by any lane (the live bus's included): what a commit costs
+    /// this instance, in the unit the store pays.
+    reads: AtomicU64,
     pacing: Pacing,
     /// Told when this instance adds a schedule, so the sleep until the next one is redone.
     schedules: Notify,
@@ -243,6 +246,7 @@ impl Runner {
             metrics,
             stopped: Mutex::default(),
             drains: Arc::new(Semaphore::new(CONCURRENT_DRAINS)),
+            reads: AtomicU64::new(0),
             pacing,
             schedules: Notify::new(),
             shutdown,
@@ -303,6 +307,12 @@ impl Runner {
                 }
             }
         }
+        let _ = writeln!(
+            out,
+            "# HELP edgedesk_consumer_log_reads_total Reads of a workspace's log by any consumer lane, live topics included."
+        );
+        let _ = writeln!(out, "# TYPE edgedesk_consumer_log_reads_total counter");
+        let _ = writeln!(out, "edgedesk_consumer_log_reads_total {}", self.reads.load(Ordering::Relaxed));
         let _ = writeln!(out, "# HELP edgedesk_consumer_lanes Log-consumer lanes (consumer, workspace) running on this instance.");
         let _ = writeln!(out, "# TYPE edgedesk_consumer_lanes gauge");
         let _ = writeln!(out, "edgedesk_consumer_lanes {}", self.lane_count());
@@ -654,6 +664,9 @@ async fn drain(lane: Arc<LaneShared>, tenant: Arc<dyn TenantStore>, runner: Weak
                 }
             },
         };
+        if let Some(r) = runner.upgrade() {
+            r.reads.fetch_add(1, Ordering::Relaxed);
+        }
         let page = match tenant.feed(from, limit).await {
             Ok(page) => page,
             Err(err) => {

@@ -15,6 +15,7 @@ mod notifications;
 mod ops;
 mod pgdb;
 mod postgres;
+mod runner;
 mod store;
 mod sync;
 mod sync_lint;

@@ -95,7 +95,12 @@ async fn health_ready_and_metrics_answer(b: Backend) {
     assert_eq!(s.call(Method::GET, "/health", None, None).await.ok(200)["status"], "ok");
     assert_eq!(s.call(Method::GET, "/ready", None, None).await.ok(200)["status"], "ready");
     let metrics = s.http.get(format!("{}/metrics", s.base)).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("edgedesk_open_tenants 0"), "{metrics}");
+    // Each backend's own gauges, and the consumer runner's.
+    match b {
+        Backend::Sqlite => assert!(metrics.contains("edgedesk_open_tenants 0"), "{metrics}"),
+        Backend::Postgres => assert!(metrics.contains("edgedesk_pg_pool_connections "), "{metrics}"),
+    }
+    assert!(metrics.contains("edgedesk_consumer_events_total{consumer=\"notifications\"}"), "{metrics}");
     let res = s.http.get(format!("{}/health", s.base)).send().await.unwrap();
     assert!(res.headers().contains_key("x-request-id"));
     s.stop().await;

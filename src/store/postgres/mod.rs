@@ -53,7 +53,13 @@ pub async fn open(options: &PgOptions) -> StoreResult<Store> {
     let listener = tokio::spawn(feed::listen(options.database_url.clone(), wakeups.clone()));
     let platform = Arc::new(platform::PgPlatform::new(pool.clone()));
     let tenants = Arc::new(tenant::PgTenants::new(pool, wakeups, listener));
-    Ok(Store { platform: platform.clone(), tenants: tenants.clone(), consumers: tenants, notification_preferences: platform })
+    Ok(Store {
+        platform: platform.clone(),
+        tenants: tenants.clone(),
+        consumers: tenants.clone(),
+        notification_preferences: platform,
+        metrics: tenants,
+    })
 }
 
 pub fn pool(url: &str, size: usize) -> StoreResult<Pool> {

@@ -116,11 +116,20 @@ impl TenantStores for PgTenants {
         tx.commit().await.map_err(error)?;
         Ok(count)
     }
+}
 
-    fn close_idle(&self) {}
-
-    fn open_count(&self) -> usize {
-        0
+impl StoreMetrics for PgTenants {
+    fn render(&self) -> String {
+        let status = self.pool.status();
+        format!(
+            "# HELP edgedesk_pg_pool_connections Postgres connections this instance holds.\n\
+             # TYPE edgedesk_pg_pool_connections gauge\n\
+             edgedesk_pg_pool_connections {}\n\
+             # HELP edgedesk_pg_pool_available Pooled Postgres connections idle right now.\n\
+             # TYPE edgedesk_pg_pool_available gauge\n\
+             edgedesk_pg_pool_available {}\n",
+            status.size, status.available
+        )
     }
 }
 

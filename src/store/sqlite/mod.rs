@@ -54,7 +54,14 @@ pub fn open(data_dir: &Path, options: SqliteOptions) -> StoreResult<Store> {
     let exec = Arc::new(executor::Executor::new(executor::Executor::default_threads()));
     let platform = Arc::new(platform::SqlitePlatform::new(platform_pool.clone(), exec.clone()));
     let tenants = Arc::new(tenants::SqliteTenants::new(data_dir.to_owned(), threads, exec, options, platform_pool));
-    Ok(Store { platform: platform.clone(), tenants: tenants.clone(), consumers: tenants, notification_preferences: platform })
+    tenants.start_idle_sweeper();
+    Ok(Store {
+        platform: platform.clone(),
+        tenants: tenants.clone(),
+        consumers: tenants.clone(),
+        notification_preferences: platform,
+        metrics: tenants,
+    })
 }
 
 /// Applies pending migrations to the platform database and every tenant database found

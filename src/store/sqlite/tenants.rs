@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use scheduled_thread_pool::ScheduledThreadPool;
@@ -21,7 +22,7 @@ use super::pool::SqlitePool;
 use super::pool::{self, PoolShape};
 use super::tenant::SqliteTenant;
 use super::{SqliteOptions, migrate};
-use crate::store::{Millis, StoreError, StoreResult, TenantStore, TenantStores, UserId, Wakeup, Workspace, WorkspaceId};
+use crate::store::{Millis, StoreError, StoreMetrics, StoreResult, TenantStore, TenantStores, UserId, Wakeup, Workspace, WorkspaceId};
 
 /// Connections per tenant pool beyond one per SQLite worker thread: room for bootstrap
 /// streams, which run outside the workers. Connections close after a minute idle, so a
@@ -41,6 +42,9 @@ pub struct SqliteTenants {
     /// platform.db, for the consumers' hints and schedules (see `consumers.rs`).
     pub(super) platform: SqlitePool,
     hints: Arc<LogHints>,
+    /// Workspace files opened so far.
+    opens: std::sync::atomic::AtomicU64,
+    sweeper: std::sync::OnceLock<scheduled_thread_pool::JobHandle>,
     /// Kept alive for its callbacks; `None` if the platform refused a watch.
     _watcher: Option<notify::RecommendedWatcher>,
 }
@@ -56,7 +60,19 @@ impl SqliteTenants {
         let (wakeups, _) = broadcast::channel(feed::CAPACITY);
         let watcher = feed::watch(&data_dir.join("tenants"), wakeups.clone());
         let hints = Arc::new(LogHints::new(platform.clone()));
-        Self { data_dir, threads, exec, options, open: Mutex::new(HashMap::new()), wakeups, platform, hints, _watcher: watcher }
+        Self {
+            data_dir,
+            threads,
+            exec,
+            options,
+            open: Mutex::new(HashMap::new()),
+            wakeups,
+            platform,
+            hints,
+            opens: Default::default(),
+            sweeper: Default::default(),
+            _watcher: watcher,
+        }
     }
 
     pub(super) fn exec(&self) -> &Arc<Executor> {
@@ -107,6 +123,7 @@ impl SqliteTenants {
     }
 
     async fn open_pool(&self, workspace: WorkspaceId, create: bool) -> StoreResult<Arc<SqliteTenant>> {
+        self.opens.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = self.db_path(workspace);
         let threads = self.threads.clone();
         let pool_size = self.exec.threads() as u32 + BOOTSTRAP_CONNECTIONS;
@@ -163,14 +180,49 @@ impl TenantStores for SqliteTenants {
         }
         imported
     }
+}
 
+impl SqliteTenants {
+    /// Releases handles idle for longer than the configured time.
     fn close_idle(&self) {
         let cutoff = Millis::now().0 - self.options.tenant_idle.as_millis() as i64;
         // Only handles nobody else holds: an in-flight request keeps its tenant open.
         self.map().retain(|_, tenant| Arc::strong_count(tenant) > 1 || tenant.last_used() >= cutoff);
     }
 
-    fn open_count(&self) -> usize {
-        self.map().len()
+    /// Closes idle workspaces a few times per idle period, on the pools' helper threads,
+    /// for as long as this store lives.
+    pub fn start_idle_sweeper(self: &Arc<Self>) {
+        let every = (self.options.tenant_idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        let weak = Arc::downgrade(self);
+        let job = self.threads.execute_at_fixed_rate(every, every, move || {
+            if let Some(tenants) = weak.upgrade() {
+                tenants.close_idle();
+            }
+        });
+        let _ = self.sweeper.set(job);
+    }
+}
+
+impl Drop for SqliteTenants {
+    fn drop(&mut self) {
+        if let Some(job) = self.sweeper.get() {
+            job.cancel();
+        }
+    }
+}
+
+impl StoreMetrics for SqliteTenants {
+    fn render(&self) -> String {
+        format!(
+            "# HELP edgedesk_open_tenants Workspaces whose storage is open in this instance.\n\
+             # TYPE edgedesk_open_tenants gauge\n\
+             edgedesk_open_tenants {}\n\
+             # HELP edgedesk_tenant_opens_total Workspace files opened (each open reads and migrates the file).\n\
+             # TYPE edgedesk_tenant_opens_total counter\n\
+             edgedesk_tenant_opens_total {}\n",
+            self.map().len(),
+            self.opens.load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 }
