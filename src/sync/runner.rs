@@ -343,7 +343,7 @@ impl Runner {
         self.lanes().insert(lane.clone());
         // Catch up at once on anything committed since `from`.
         lane.wake.notify_one();
-        self.tasks.spawn(drain(lane.clone(), tenant, self.me.clone(), self.pacing));
+        self.tasks.spawn(drain(lane.clone(), Some(tenant), self.me.clone(), self.pacing));
         Following { lane, runner: self.me.clone() }
     }
 
@@ -383,19 +383,8 @@ impl Runner {
         lane.wake.notify_one();
         lanes.insert(lane.clone());
         drop(lanes);
-        let (tenants, me, pacing) = (self.tenants.clone(), self.me.clone(), self.pacing);
-        self.tasks.spawn(async move {
-            match tenants.open(workspace).await {
-                Ok(tenant) => drain(lane, tenant, me, pacing).await,
-                Err(err) => {
-                    tracing::warn!(consumer = lane.consumer.name(), %workspace, error = %err, "cannot open the workspace for a log consumer; the next sweep retries");
-                    lane.running.store(false, Ordering::Release);
-                    if let Some(runner) = me.upgrade() {
-                        runner.forget(&lane);
-                    }
-                }
-            }
-        });
+        // The lane opens its workspace once it may drain (see CONCURRENT_DRAINS).
+        self.tasks.spawn(drain(lane, None, self.me.clone(), self.pacing));
     }
 
     /// Starts the lanes of every workspace that may be behind.
@@ -600,7 +589,12 @@ enum Position {
 
 /// One lane's drain loop: read past the watermark a page at a time, hand each page to the
 /// consumer, back off on failure, stop on an event that keeps failing.
-async fn drain(lane: Arc<LaneShared>, tenant: Arc<dyn TenantStore>, runner: Weak<Runner>, pacing: Pacing) {
+///
+/// A durable lane holds its workspace open only while it drains: one that waits holds just
+/// the workspace's id, so lanes of thousands of quiet workspaces keep no files open beyond
+/// the store's own cap. An in-memory lane is given its workspace (its topic holds it anyway).
+async fn drain(lane: Arc<LaneShared>, given: Option<Arc<dyn TenantStore>>, runner: Weak<Runner>, pacing: Pacing) {
+    let mut held = given;
     let retry = pacing.retry;
     let name = lane.consumer.name();
     let kind = if lane.memory.is_some() { Position::Memory } else { Position::Durable };
@@ -615,6 +609,9 @@ async fn drain(lane: Arc<LaneShared>, tenant: Arc<dyn TenantStore>, runner: Weak
     loop {
         if !busy {
             _permit = None;
+            if matches!(kind, Position::Durable) {
+                held = None;
+            }
             let woken = tokio::select! {
                 _ = lane.stop.cancelled() => break,
                 _ = lane.wake.notified() => true,
@@ -628,7 +625,9 @@ async fn drain(lane: Arc<LaneShared>, tenant: Arc<dyn TenantStore>, runner: Weak
                     lane.running.store(false, Ordering::Release);
                     lanes.remove(&lane);
                 }
-                if let Some(at) = position {
+                if let Some(at) = position
+                    && let Ok(tenant) = r.tenants.open(lane.workspace).await
+                {
                     r.report_caught_up(&tenant, at).await;
                 }
                 break;
@@ -639,6 +638,27 @@ async fn drain(lane: Arc<LaneShared>, tenant: Arc<dyn TenantStore>, runner: Weak
                 _permit = r.drains.clone().acquire_owned().await.ok();
             }
         }
+        let tenant = match &held {
+            Some(tenant) => tenant.clone(),
+            None => {
+                let Some(r) = runner.upgrade() else { break };
+                match r.tenants.open(lane.workspace).await {
+                    Ok(tenant) => {
+                        held = Some(tenant.clone());
+                        tenant
+                    }
+                    Err(err) => {
+                        attempts += 1;
+                        tracing::warn!(consumer = name, workspace = %lane.workspace, error = %err, "a log consumer cannot open its workspace; backing off");
+                        if attempts >= MAX_ATTEMPTS || !pause(&lane, &retry, attempts).await {
+                            // Gone or unreadable: the next wakeup or sweep starts a new lane.
+                            break;
+                        }
+                        continue;
+                    }
+                }
+            }
+        };
         // Durable lanes read their watermark from the store (again after a conflict).
         let from = match position {
             Some(at) => at,
