@@ -317,6 +317,20 @@ async fn workspaces(http: &reqwest::Client, base: &str, token: &str, n: usize) -
         .await
 }
 
+/// Waits until the consumers have worked off the backlog (nothing opened a workspace or read
+/// a log for a second): what follows is measured on a quiet server.
+async fn quiet(http: &reqwest::Client, base: &str) {
+    let mut last = (u64::MAX, u64::MAX);
+    loop {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let now = (metric(http, base, "edgedesk_tenant_opens_total").await, metric(http, base, "edgedesk_consumer_log_reads_total").await);
+        if now == last {
+            return;
+        }
+        last = now;
+    }
+}
+
 /// SQLite: 10,000 workspaces, some followed live; writes in one: what each commit costs.
 /// Then a restart with ten of them behind.
 pub async fn bench_sqlite_fanin(dir: &Path, followed: &[usize]) {
@@ -329,9 +343,10 @@ pub async fn bench_sqlite_fanin(dir: &Path, followed: &[usize]) {
     let mut all = vec![first];
     all.extend(workspaces(&http, &server.base, &token, 9_999).await);
     eprintln!("sqlite-fanin: 10,000 workspaces in {:.1} s", t.elapsed().as_secs_f64());
+    quiet(&http, &server.base).await;
     for &n in followed {
         let streams = follow(&server.base, &token, &all[..n]).await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        quiet(&http, &server.base).await;
         let (opens, reads) = (
             metric(&http, &server.base, "edgedesk_tenant_opens_total").await,
             metric(&http, &server.base, "edgedesk_consumer_log_reads_total").await,

@@ -34,13 +34,27 @@ pub fn workspace_of(path: &Path) -> Option<WorkspaceId> {
     path.parent()?.file_name()?.to_str()?.parse().ok()
 }
 
+/// Whether a file event can mean a commit: data written to a database file, or a
+/// database file appearing (a workspace copied in). Not the WAL file being created, its
+/// metadata changing, or anything a reader does: opening a workspace creates its WAL, and a
+/// wakeup for that would make a consumer open it again, round and round, once more
+/// workspaces are busy than the store keeps open.
+fn is_change(event: &notify::Event) -> bool {
+    use notify::event::ModifyKind;
+    match event.kind {
+        EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any) => true,
+        EventKind::Create(_) => event.paths.iter().any(|p| p.file_name().is_some_and(|n| n == "tenant.db")),
+        _ => false,
+    }
+}
+
 /// Watches `tenants_dir` (recursively, so workspaces created later are covered). `None`
 /// when the platform refuses (e.g. out of inotify watches): then only this process's own
 /// commits wake consumers, which is logged.
 pub fn watch(tenants_dir: &Path, wakeups: broadcast::Sender<Wakeup>) -> Option<RecommendedWatcher> {
     let changed = trailing(wakeups.clone());
     let handler = move |event: notify::Result<notify::Event>| match event {
-        Ok(event) if matches!(event.kind, EventKind::Modify(_) | EventKind::Create(_)) => {
+        Ok(event) if is_change(&event) => {
             for ws in event.paths.iter().filter_map(|p| workspace_of(p)) {
                 let _ = changed.send(ws);
             }
