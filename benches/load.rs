@@ -600,19 +600,7 @@ async fn bench_tenants(args: &Args, dir: &Path) {
     let http = client(16);
     let (token, _) = admin_and_workspace(&http, &server.base).await;
     let created = Instant::now();
-    let ids: Vec<String> = futures::stream::iter(0..args.tenants)
-        .map(|i| {
-            let (http, base, token) = (http.clone(), server.base.clone(), token.clone());
-            async move {
-                post(&http, format!("{base}/api/workspaces"), Some(&token), json!({ "name": format!("ws {i}") })).await["id"]
-                    .as_str()
-                    .expect("id")
-                    .to_string()
-            }
-        })
-        .buffer_unordered(8)
-        .collect()
-        .await;
+    let ids = consumers::workspaces(&http, &server.base, &token, args.tenants).await;
     let create_secs = created.elapsed().as_secs_f64();
     server.stop().await;
 

@@ -301,7 +301,7 @@ async fn follow(base: &str, token: &str, workspaces: &[String]) -> Vec<tokio::ta
 }
 
 /// `n` workspaces, eight created at a time.
-async fn workspaces(http: &reqwest::Client, base: &str, token: &str, n: usize) -> Vec<String> {
+pub async fn workspaces(http: &reqwest::Client, base: &str, token: &str, n: usize) -> Vec<String> {
     futures::stream::iter(0..n)
         .map(|i| {
             let (http, base, token) = (http.clone(), base.to_string(), token.to_string());

@@ -72,15 +72,21 @@ pub(crate) async fn json_call(
     Some((status, body))
 }
 
-both_backends! {
-async fn acknowledged_writes_survive_kill_9_and_the_log_has_no_gaps(b: Backend) {
+/// What a test of the server as a process needs: its database (Postgres), a data directory
+/// and an HTTP client that gives up on a dead server.
+pub(crate) async fn process_fixture(b: Backend) -> (Option<PgDatabase>, tempfile::TempDir, reqwest::Client) {
     let pg = match b {
         Backend::Postgres => Some(PgDatabase::create().await),
         Backend::Sqlite => None,
     };
-    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().expect("client");
+    (pg, tempfile::tempdir().expect("temp dir"), http)
+}
+
+both_backends! {
+async fn acknowledged_writes_survive_kill_9_and_the_log_has_no_gaps(b: Backend) {
+    let (pg, dir, http) = process_fixture(b).await;
     let data = dir.path().join("data");
-    let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().unwrap();
     let (mut child, base) = spawn_server(&data, pg.as_ref()).await;
     let password = "correct horse battery";
     json_call(

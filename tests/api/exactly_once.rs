@@ -12,8 +12,8 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::common::{Backend, PgDatabase, both_backends};
-use crate::crash::{json_call, spawn_server, spawn_server_with};
+use crate::common::both_backends;
+use crate::crash::{json_call, process_fixture, spawn_server, spawn_server_with};
 
 const PASSWORD: &str = "correct horse battery";
 const TICKETS: usize = 10;
@@ -174,13 +174,8 @@ impl Burst {
 
 both_backends! {
 async fn every_notification_exists_exactly_once_after_kill_9_mid_burst(b: Backend) {
-    let pg = match b {
-        Backend::Postgres => Some(PgDatabase::create().await),
-        Backend::Sqlite => None,
-    };
-    let dir = tempfile::tempdir().unwrap();
+    let (pg, dir, http) = process_fixture(b).await;
     let data = dir.path().join("data");
-    let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().unwrap();
     // First half of the burst on an instance that runs no consumers: a backlog builds up.
     let (mut child, base) = spawn_server_with(&data, pg.as_ref(), &[("EDGEDESK_RUN_CONSUMERS", "false")]).await;
     let c = Client { http: http.clone(), base };
