@@ -8,7 +8,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::rules;
-use crate::store::{Advance, FeedEvent, NotificationPreferences, TenantStore, UserId};
+use crate::store::notifications::{ContextNeeds, Planner};
+use crate::store::{Advance, FeedEvent, NotificationPreferences, StoreError, TenantStore};
 use crate::sync::runner::{Consumer, ConsumerError, Handled};
 
 pub const NAME: &str = "notifications";
@@ -36,25 +37,16 @@ impl Consumer for NotificationsConsumer {
             tenant.consumers().advance(advance).await?;
             return Ok(Handled::default());
         }
-        let context = tenant.notifications().context(tickets, members).await?;
-        let unreadable = |e: rules::Unreadable| ConsumerError::Failed(e.to_string());
-        let mut batch = rules::plan(page, context.clone(), &HashSet::new()).map_err(unreadable)?;
-        if !batch.notifications.is_empty() {
-            // Planned again knowing what the recipients switched off (a muted mention falls
-            // back to the reply it also is); the rules are pure, so the rest is the same.
-            let mut recipients: Vec<UserId> = batch.notifications.iter().map(|n| n.recipient_id).collect();
-            recipients.sort();
-            recipients.dedup();
-            let muted: HashSet<_> = self.preferences.muted_in_app(&recipients).await?.into_iter().collect();
-            if !muted.is_empty() {
-                batch = rules::plan(page, context, &muted).map_err(unreadable)?;
-            }
-        }
-        if batch.is_empty() {
-            tenant.consumers().advance(advance).await?;
-        } else {
-            tenant.notifications().apply(advance, batch).await?;
-        }
+        // Every kind the workspace's members switched off, read once for the page: a superset
+        // of what its recipients switched off, known before planning (so the plan can run
+        // inside the store's write).
+        let muted: HashSet<_> = self.preferences.muted_in_app(tenant.workspace_id()).await?.into_iter().collect();
+        // The plan outlives this borrow of the page: it takes the events the rules read.
+        let events: Vec<FeedEvent> = page.iter().filter(|e| rules::reads(&e.event.kind)).cloned().collect();
+        let plan: Planner = Box::new(move |context| {
+            rules::plan(&events, context, &muted).map_err(|e| StoreError::invalid("event", e.to_string()))
+        });
+        tenant.notifications().plan_and_apply(advance, ContextNeeds { tickets, members }, plan).await?;
         Ok(Handled::default())
     }
 }

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::consumers::Advance;
-use super::{Audience, CommentId, Event, Millis, Page, Role, StoreResult, TicketId, UserId};
+use super::{Audience, CommentId, Event, Millis, Page, Role, StoreResult, TicketId, UserId, WorkspaceId};
 
 crate::store::model::id_type!(/// A notification.
     NotificationId);
@@ -145,6 +145,18 @@ pub enum FollowerChange {
     },
 }
 
+/// What a page's plan needs to read: its tickets' views and followers, and (when a comment
+/// may mention someone) the workspace's members.
+#[derive(Debug, Clone, Default)]
+pub struct ContextNeeds {
+    pub tickets: Vec<TicketId>,
+    pub members: bool,
+}
+
+/// Plans a page from the [`NotificationContext`] its [`ContextNeeds`] read. Pure: it may run
+/// on the store's own threads, inside the write's transaction.
+pub type Planner = Box<dyn FnOnce(NotificationContext) -> StoreResult<NotificationBatch> + Send>;
+
 /// What the rules read before planning a page: the views and followers of the page's
 /// tickets, and (when a comment may mention someone) the workspace's members.
 #[derive(Debug, Clone, Default)]
@@ -188,10 +200,12 @@ pub enum ReadSelection {
 /// One workspace's notifications.
 #[async_trait]
 pub trait NotificationStore: Send + Sync {
-    /// The state the rules plan against (see [`NotificationContext`]).
-    async fn context(&self, tickets: Vec<TicketId>, members: bool) -> StoreResult<NotificationContext>;
-    /// Writes `batch` and moves the consumer's watermark, in one transaction.
-    async fn apply(&self, advance: Advance, batch: NotificationBatch) -> StoreResult<()>;
+    /// Reads what `needs` names, runs `plan` on it, writes the batch it returns and moves the
+    /// consumer's watermark: the write and the advance in one transaction (SQLite reads the
+    /// context in that transaction too; Postgres reads it just before, so that planning
+    /// does not hold the workspace's head lock; the advance's compare-and-set keeps both
+    /// exact). A plan that fails writes nothing.
+    async fn plan_and_apply(&self, advance: Advance, needs: ContextNeeds, plan: Planner) -> StoreResult<()>;
 
     /// `audience`'s own notifications, newest first. A requester's never include those about
     /// internal notes (the log's rule, applied here too).
@@ -223,8 +237,9 @@ pub trait NotificationPreferences: Send + Sync {
     /// Every kind, stored or default.
     async fn preferences(&self, user: UserId) -> StoreResult<Vec<Preference>>;
     async fn set_preferences(&self, user: UserId, preferences: &[Preference]) -> StoreResult<()>;
-    /// Of `users`, the (user, kind) pairs switched off in the app.
-    async fn muted_in_app(&self, users: &[UserId]) -> StoreResult<Vec<(UserId, NotificationKind)>>;
+    /// The (user, kind) pairs switched off in the app by members of `workspace`: one read
+    /// for a whole page, whoever it turns out to notify.
+    async fn muted_in_app(&self, workspace: WorkspaceId) -> StoreResult<Vec<(UserId, NotificationKind)>>;
 }
 
 /// Every kind with its stored setting or the default (on).

@@ -106,7 +106,7 @@ async fn instances_starting_together_migrate_once() {
 
 both_backends! {
 async fn each_backends_delta_admits_exactly_what_the_one_visibility_rule_admits(b: Backend) {
-    use edgedesk::store::notifications::{Notification, NotificationBatch, NotificationId, NotificationKind};
+    use edgedesk::store::notifications::{ContextNeeds, Notification, NotificationBatch, NotificationId, NotificationKind, Planner};
     use edgedesk::store::{Advance, Member, Role};
     let (store, _dir, _pg) = fresh_store(b).await;
     let (staff, other_staff, alice, bob, nobody) = (UserId::new(), UserId::new(), UserId::new(), UserId::new(), UserId::new());
@@ -139,7 +139,8 @@ async fn each_backends_delta_admits_exactly_what_the_one_visibility_rule_admits(
     };
     let notifications = vec![note(alice, &mine, false, 1), note(staff, &mine, true, 2), note(other_staff, &theirs, false, 3), note(bob, &theirs, false, 4), note(alice, &theirs, false, 5)];
     let batch = NotificationBatch { notifications, ..Default::default() };
-    tenant.notifications().apply(Advance { consumer: "notifications", from: 0, to: head }, batch).await.unwrap();
+    let plan: Planner = Box::new(move |_| Ok(batch));
+    tenant.notifications().plan_and_apply(Advance { consumer: "notifications", from: 0, to: head }, ContextNeeds::default(), plan).await.unwrap();
 
     let feed = tenant.feed(0, 10_000).await.unwrap().items;
     assert_eq!(feed.len(), 14, "every shape of event was written");

@@ -58,9 +58,10 @@ async fn write_followers(tx: &Transaction<'_>, ws: WorkspaceId, changes: &[Follo
     Ok(())
 }
 
-#[async_trait]
-impl NotificationStore for PgTenant {
-    async fn context(&self, tickets: Vec<TicketId>, members: bool) -> StoreResult<NotificationContext> {
+impl PgTenant {
+    /// The state the rules plan against, in one read transaction.
+    async fn context(&self, needs: ContextNeeds) -> StoreResult<NotificationContext> {
+        let ContextNeeds { tickets, members } = needs;
         let mut client = self.client().await?;
         let tx = log::read_tx(&mut client, self.workspace_id(), true).await?;
         let mut out = NotificationContext::default();
@@ -113,6 +114,8 @@ impl NotificationStore for PgTenant {
         Ok(out)
     }
 
+    /// Writes `batch` and moves the watermark, in one transaction: a bookkeeping one (no
+    /// head lock) when it notifies nobody.
     async fn apply(&self, advance: Advance, batch: NotificationBatch) -> StoreResult<()> {
         let ws = self.workspace_id();
         let mut client = self.client().await?;
@@ -139,6 +142,15 @@ impl NotificationStore for PgTenant {
             w.record(n.actor_id, Event::notification_created(n)).await?;
         }
         w.commit().await
+    }
+
+}
+
+#[async_trait]
+impl NotificationStore for PgTenant {
+    async fn plan_and_apply(&self, advance: Advance, needs: ContextNeeds, plan: Planner) -> StoreResult<()> {
+        let context = self.context(needs).await?;
+        self.apply(advance, plan(context)?).await
     }
 
     async fn list(&self, audience: Audience, query: &NotificationQuery) -> StoreResult<Page<Notification>> {

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use super::platform::PgPlatform;
 use super::{error, pool_error};
 use crate::store::notifications::{NotificationKind, NotificationPreferences, Preference, complete_preferences};
-use crate::store::{StoreError, StoreResult, UserId};
+use crate::store::{StoreError, StoreResult, UserId, WorkspaceId};
 
 #[async_trait]
 impl NotificationPreferences for PgPlatform {
@@ -44,11 +44,14 @@ impl NotificationPreferences for PgPlatform {
         tx.commit().await.map_err(error)
     }
 
-    async fn muted_in_app(&self, users: &[UserId]) -> StoreResult<Vec<(UserId, NotificationKind)>> {
+    async fn muted_in_app(&self, workspace: WorkspaceId) -> StoreResult<Vec<(UserId, NotificationKind)>> {
         let client = self.pool.get().await.map_err(pool_error)?;
-        let users = users.to_vec();
         let rows = client
-            .query("SELECT user_id, kind FROM notification_preferences WHERE user_id = ANY($1) AND NOT in_app", &[&users])
+            .query(
+                "SELECT p.user_id, p.kind FROM memberships m
+                 JOIN notification_preferences p ON p.user_id = m.user_id AND NOT p.in_app WHERE m.workspace_id = $1",
+                &[&workspace],
+            )
             .await
             .map_err(error)?;
         rows.iter().map(|r| Ok((r.try_get(0).map_err(error)?, r.try_get(1).map_err(error)?))).collect()

@@ -104,12 +104,10 @@ fn context(conn: &Connection, tickets: &[TicketId], members: bool) -> StoreResul
 
 #[async_trait]
 impl NotificationStore for SqliteTenant {
-    async fn context(&self, tickets: Vec<TicketId>, members: bool) -> StoreResult<NotificationContext> {
-        self.read(move |conn| context(conn, &tickets, members)).await
-    }
-
-    async fn apply(&self, advance: Advance, batch: NotificationBatch) -> StoreResult<()> {
+    async fn plan_and_apply(&self, advance: Advance, needs: ContextNeeds, plan: Planner) -> StoreResult<()> {
+        // One trip: the context is read under the write lock the batch is written under.
         self.write(move |tx| {
+            let batch = plan(context(tx, &needs.tickets, needs.members)?)?;
             if batch.notifications.is_empty() {
                 tx.exempt("bookkeeping: the notifications consumer's own state and watermark");
             }

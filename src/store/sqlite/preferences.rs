@@ -6,7 +6,7 @@ use rusqlite::params;
 use super::platform::SqlitePlatform;
 use super::{blocking, error};
 use crate::store::notifications::{NotificationKind, NotificationPreferences, Preference, complete_preferences};
-use crate::store::{StoreError, StoreResult, UserId};
+use crate::store::{StoreError, StoreResult, UserId, WorkspaceId};
 
 #[async_trait]
 impl NotificationPreferences for SqlitePlatform {
@@ -43,20 +43,14 @@ impl NotificationPreferences for SqlitePlatform {
         .await
     }
 
-    async fn muted_in_app(&self, users: &[UserId]) -> StoreResult<Vec<(UserId, NotificationKind)>> {
-        let users = users.to_vec();
+    async fn muted_in_app(&self, workspace: WorkspaceId) -> StoreResult<Vec<(UserId, NotificationKind)>> {
         blocking(&self.exec, &self.pool, move |conn| {
-            let mut stmt = conn
-                .prepare_cached("SELECT user_id, kind FROM notification_preferences WHERE user_id = ?1 AND in_app = 0")
-                .map_err(error)?;
-            let mut out = Vec::new();
-            for user in users {
-                let rows = stmt.query_map(params![user], |r| Ok((r.get(0)?, r.get(1)?))).map_err(error)?;
-                for row in rows {
-                    out.push(row.map_err(error)?);
-                }
-            }
-            Ok(out)
+            conn.prepare_cached(
+                "SELECT p.user_id, p.kind FROM memberships m
+                 JOIN notification_preferences p ON p.user_id = m.user_id AND p.in_app = 0 WHERE m.workspace_id = ?1",
+            )
+            .and_then(|mut stmt| stmt.query_map(params![workspace], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .map_err(error)
         })
         .await
     }
