@@ -31,9 +31,14 @@ pub fn token_hash(token: &str) -> String {
     hex::encode(digest::digest(&digest::SHA256, token.as_bytes()))
 }
 
+/// HKDF refused to derive a key: fatal for whatever needed it.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot derive the {0} key from the master key")]
+pub struct KeyDerivationFailed(pub String);
+
 /// A key for one purpose, derived from the master key with HKDF-SHA256, so that a key
 /// used for one thing (say, signing stream tokens) never serves another.
-pub fn derive_key(master: &[u8; 32], purpose: &str) -> Zeroizing<[u8; 32]> {
+pub fn derive_key(master: &[u8; 32], purpose: &str) -> Result<Zeroizing<[u8; 32]>, KeyDerivationFailed> {
     struct Len;
     impl ring::hkdf::KeyType for Len {
         fn len(&self) -> usize {
@@ -44,11 +49,10 @@ pub fn derive_key(master: &[u8; 32], purpose: &str) -> Zeroizing<[u8; 32]> {
     let prk = salt.extract(master);
     let info = [purpose.as_bytes()];
     let mut out = Zeroizing::new([0u8; 32]);
-    // Only fails for lengths beyond 255 hashes; 32 bytes is one.
-    if let Ok(okm) = prk.expand(&info, Len) {
-        let _ = okm.fill(out.as_mut_slice());
-    }
-    out
+    // ring fails only for lengths beyond 255 hashes (32 bytes is one); should it ever fail,
+    // the caller gets an error, never a key of zeros.
+    prk.expand(&info, Len).and_then(|okm| okm.fill(out.as_mut_slice())).map_err(|_| KeyDerivationFailed(purpose.to_string()))?;
+    Ok(out)
 }
 
 /// HMAC-SHA256 of `message` under `key`.
@@ -110,10 +114,11 @@ mod tests {
     #[test]
     fn derived_keys_differ_by_purpose_and_macs_verify_only_unchanged() {
         let master = [7u8; 32];
-        let a = derive_key(&master, "stream-token");
-        let b = derive_key(&master, "something else");
+        let a = derive_key(&master, "stream-token").unwrap();
+        let b = derive_key(&master, "something else").unwrap();
         assert_ne!(*a, *b);
-        assert_eq!(*a, *derive_key(&master, "stream-token"));
+        assert_ne!(*a, [0u8; 32]);
+        assert_eq!(*a, *derive_key(&master, "stream-token").unwrap());
         let tag = mac(&a, b"hello");
         assert!(mac_ok(&a, b"hello", &tag));
         assert!(!mac_ok(&a, b"hellO", &tag));

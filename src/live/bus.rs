@@ -22,7 +22,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{Advance, Audience, FeedEvent, StoreResult, TenantStore, TicketId, WorkspaceId};
+use crate::store::{Advance, Audience, FeedEvent, StoreResult, TenantStore, TicketId, UserId, WorkspaceId};
 use crate::sync::runner::{Consumer, ConsumerError, Following, Handled, Runner};
 
 /// One event as every subscriber receives it: the frame is rendered once, shared by all.
@@ -42,6 +42,12 @@ impl LiveEvent {
 
     pub fn visible_to(&self, audience: Audience, ticket: Option<crate::store::TicketId>) -> bool {
         wanted(&self.visibility, audience, ticket)
+    }
+
+    /// A `member.*` event about `user`.
+    pub fn changes_membership_of(&self, user: UserId) -> bool {
+        let event = &self.visibility.event;
+        event.entity == "member" && event.entity_id.parse::<UserId>().is_ok_and(|id| id == user)
     }
 }
 
@@ -196,6 +202,8 @@ pub enum Delivery {
     /// The stream is over: the server is stopping, or this follower fell too far behind
     /// (it reconnects with its Last-Event-ID and catches up from the log).
     End,
+    /// The subscriber's membership changed (see [`Follower::until_membership_of`]).
+    AccessChanged,
 }
 
 /// One subscriber's place in its topic's live tail. Followers share the topic's ring:
@@ -209,17 +217,32 @@ pub struct Follower {
     pings: u64,
     /// Frames were handed out since the last heartbeat: the next one needs no ping.
     active: bool,
+    /// The subscriber's own user: an event changing their membership here ends the stream
+    /// right after it, before anything later in the log.
+    member: Option<UserId>,
+    access_changed: bool,
 }
 
 impl Follower {
     /// Follows `guard`'s topic from just after `sent`.
     pub fn new(guard: TopicGuard, sent: i64) -> Self {
         let pings = guard.topic.tail().pings;
-        Self { guard, sent, registered: None, pings, active: false }
+        Self { guard, sent, registered: None, pings, active: false, member: None, access_changed: false }
+    }
+
+    /// Ends the stream (with [`Delivery::AccessChanged`]) right after an event that changes
+    /// `user`'s membership of this workspace: nothing later in the log reaches it under the
+    /// old role, on any instance.
+    pub fn until_membership_of(mut self, user: UserId) -> Self {
+        self.member = Some(user);
+        self
     }
 
     /// Up to `max` frames this subscriber may see, all that are ready, in one buffer.
     pub fn poll_next(&mut self, cx: &mut Context<'_>, audience: Audience, ticket: Option<TicketId>, max: usize) -> Poll<Delivery> {
+        if self.access_changed {
+            return Poll::Ready(Delivery::AccessChanged);
+        }
         let topic = &self.guard.topic;
         let mut tail = topic.tail();
         if tail.closed || self.sent < tail.base || tail.watermark - self.sent > topic.config.lag as i64 {
@@ -234,14 +257,21 @@ impl Follower {
                 break;
             }
             self.sent = event.sync_id;
-            if !event.visible_to(audience, ticket) {
-                continue;
+            let cut = self.member.is_some_and(|user| event.changes_membership_of(user));
+            if event.visible_to(audience, ticket) {
+                taken += 1;
+                match first {
+                    None => first = Some(&event.frame),
+                    Some(one) => joined.get_or_insert_with(|| BytesMut::from(&one[..])).extend_from_slice(&event.frame),
+                }
             }
-            taken += 1;
-            match first {
-                None => first = Some(&event.frame),
-                Some(one) => joined.get_or_insert_with(|| BytesMut::from(&one[..])).extend_from_slice(&event.frame),
+            if cut {
+                self.access_changed = true;
+                break;
             }
+        }
+        if self.access_changed && first.is_none() {
+            return Poll::Ready(Delivery::AccessChanged);
         }
         if let Some(joined) = joined {
             self.active = true;

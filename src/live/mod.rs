@@ -21,4 +21,6 @@ pub use sse::routes;
 pub struct LiveState {
     pub bus: Arc<Bus>,
     pub limits: Arc<limits::ConnectionLimits>,
+    /// Ends streams whose access changed (see `auth::watch`).
+    pub watch: Arc<crate::auth::watch::AccessWatch>,
 }

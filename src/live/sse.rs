@@ -11,6 +11,8 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::Stream;
 use serde::Deserialize;
+use std::future::Future;
+use tokio_util::sync::WaitForCancellationFutureOwned;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -18,9 +20,11 @@ use utoipa_axum::routes;
 use super::LiveState;
 use super::bus::{Delivery, Follower, Topic, render, wanted};
 use super::limits::Slot;
+use crate::auth::watch::Lease;
 use crate::auth::{AuthState, StreamToken};
 use crate::error::{AppError, AppResult, Problem};
 use crate::http::extract::ApiQuery;
+use crate::store::access::Grant;
 use crate::store::{Audience, TicketId};
 use crate::tenants::{TenantConn, TenantsState};
 
@@ -42,6 +46,8 @@ pub const REPLAY_MAX: usize = 10_000;
 /// Sent first: how long a client waits before reconnecting after the stream drops.
 const RETRY: &[u8] = b"retry: 3000\n\n";
 const PING: &[u8] = b": ping\n\n";
+/// Sent last when the caller's access changed: reconnect (and be authorised again).
+const REVOKED: &[u8] = b"event: access-changed\ndata: {}\n\n";
 /// Frames written together when several are ready at once.
 const COALESCE: usize = 32;
 
@@ -88,6 +94,9 @@ async fn events(
         })
         .transpose()?;
     let slot = live.limits.acquire(conn.user())?;
+    // Watched from before the first byte: a change of access from here on ends the stream.
+    let grant = Grant { credential: conn.caller.credential, user: conn.user(), workspace: conn.workspace };
+    let lease = live.watch.watch(grant, conn.role.is_staff());
     // Subscribed before anything is read: nothing committed from here on can fall between
     // the replay and the live tail.
     let guard = live.bus.subscribe(conn.store.clone()).await?;
@@ -97,8 +106,17 @@ async fn events(
     let audience = conn.audience();
     let mut pending = VecDeque::from([Bytes::from_static(RETRY)]);
     let sent = replay(&guard.topic, audience, ticket, last, head, &mut pending).await?;
-    let stream =
-        LiveStream { pending, ended: sent.is_none(), audience, ticket, follower: Follower::new(guard, sent.unwrap_or(head)), _slot: slot };
+    let revoked = Box::pin(lease.revoked().clone().cancelled_owned());
+    let stream = LiveStream {
+        pending,
+        ended: sent.is_none(),
+        audience,
+        ticket,
+        follower: Follower::new(guard, sent.unwrap_or(head)).until_membership_of(conn.user()),
+        revoked,
+        _lease: lease,
+        _slot: slot,
+    };
     let mut response = Body::from_stream(stream).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -168,6 +186,9 @@ struct LiveStream {
     audience: Audience,
     ticket: Option<TicketId>,
     follower: Follower,
+    /// Fires when the caller's access changed (see `auth::watch`).
+    revoked: Pin<Box<WaitForCancellationFutureOwned>>,
+    _lease: Lease,
     /// Counted against the connection limits until the stream is dropped.
     _slot: Slot,
 }
@@ -177,6 +198,13 @@ impl Stream for LiveStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
+        if !this.ended && this.revoked.as_mut().poll(cx).is_ready() {
+            // Nothing more goes out under the old access: what is queued is dropped, the
+            // client is told why, and its reconnect is authorised afresh.
+            this.ended = true;
+            this.pending.clear();
+            return Poll::Ready(Some(Ok(Bytes::from_static(REVOKED))));
+        }
         if let Some(frame) = this.pending.pop_front() {
             return Poll::Ready(Some(Ok(frame)));
         }
@@ -189,6 +217,10 @@ impl Stream for LiveStream {
             Poll::Ready(Delivery::End) => {
                 this.ended = true;
                 Poll::Ready(None)
+            }
+            Poll::Ready(Delivery::AccessChanged) => {
+                this.ended = true;
+                Poll::Ready(Some(Ok(Bytes::from_static(REVOKED))))
             }
             Poll::Pending => Poll::Pending,
         }

@@ -8,6 +8,7 @@
 //!
 //! This module never imports axum, rusqlite or tokio-postgres.
 
+pub mod access;
 pub mod bootstrap;
 pub mod consumers;
 pub mod model;
@@ -188,6 +189,8 @@ impl<'a> Event<'a, Removed<LinkId>> {
 #[derive(Clone)]
 pub struct Store {
     pub platform: Arc<dyn PlatformStore>,
+    /// Whether access granted earlier still holds (long-lived connections, stream tokens).
+    pub access: Arc<dyn access::AccessChecks>,
     pub tenants: Arc<dyn TenantStores>,
     /// The log consumers' cross-workspace bookkeeping (the runner's only).
     pub consumers: Arc<dyn ConsumerIndex>,

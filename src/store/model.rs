@@ -294,12 +294,10 @@ pub struct NewApiToken {
 }
 
 /// How a request authenticated: which credential, so logout and revocation know what to drop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Credential {
     Session(SessionId),
     ApiToken(TokenId),
-    /// A short-lived stream token (live routes only).
-    StreamToken,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]

@@ -8,6 +8,7 @@ use axum::extract::{FromRef, FromRequestParts, RawPathParams};
 use axum::http::request::Parts;
 
 use super::TenantsState;
+use crate::auth::watch::AccessWatch;
 use crate::auth::{AuthState, AuthUser};
 use crate::error::AppError;
 use crate::store::{Audience, PlatformStore, Role, TenantStore, UserId, WorkspaceId};
@@ -18,6 +19,7 @@ pub struct PlatformConn {
     pub platform: Arc<dyn PlatformStore>,
     pub tenants: Arc<dyn crate::store::TenantStores>,
     pub memberships: Arc<crate::cache::TtlCache<(WorkspaceId, UserId), Option<Role>>>,
+    pub watch: Arc<AccessWatch>,
 }
 
 impl<S> FromRequestParts<S> for PlatformConn
@@ -30,8 +32,8 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let caller = AuthUser::from_request_parts(parts, state).await?;
-        let TenantsState { store, memberships } = TenantsState::from_ref(state);
-        Ok(Self { caller, platform: store.platform, tenants: store.tenants, memberships })
+        let TenantsState { store, memberships, watch } = TenantsState::from_ref(state);
+        Ok(Self { caller, platform: store.platform, tenants: store.tenants, memberships, watch })
     }
 }
 
@@ -41,6 +43,7 @@ where
 pub struct TenantConn {
     pub caller: AuthUser,
     memberships: Arc<crate::cache::TtlCache<(WorkspaceId, UserId), Option<Role>>>,
+    watch: Arc<AccessWatch>,
     pub workspace: WorkspaceId,
     pub role: Role,
     pub store: Arc<dyn TenantStore>,
@@ -55,6 +58,7 @@ impl TenantConn {
     /// Drops the cached role of `user` here, after changing it.
     pub fn forget_membership(&self, user: UserId) {
         self.memberships.remove(&(self.workspace, user));
+        self.watch.changed();
     }
 
     /// What this caller may see: everything for staff, their own tickets for requesters.
@@ -84,7 +88,7 @@ where
             .find_map(|(name, value)| (name == "ws").then_some(value))
             .ok_or_else(|| AppError::internal("TenantConn used on a route without {ws}"))?;
         let workspace: WorkspaceId = ws_text.parse().map_err(|_| AppError::BadRequest("malformed workspace id".into()))?;
-        let TenantsState { store, memberships } = TenantsState::from_ref(state);
+        let TenantsState { store, memberships, watch } = TenantsState::from_ref(state);
         let key = (workspace, caller.user.id);
         let role = match memberships.get(&key) {
             Some(role) => role,
@@ -96,7 +100,7 @@ where
         };
         let role = role.ok_or(AppError::NotFound)?;
         let tenant = store.tenants.open(workspace).await?;
-        let conn = TenantConn { caller, memberships, workspace, role, store: tenant, platform: store.platform };
+        let conn = TenantConn { caller, memberships, watch, workspace, role, store: tenant, platform: store.platform };
         parts.extensions.insert(conn.clone());
         Ok(conn)
     }

@@ -23,6 +23,8 @@ pub struct TenantsState {
     pub store: Store,
     /// (workspace, user) → role, `None` for "not a member"; dropped here on every change.
     pub memberships: Arc<TtlCache<(WorkspaceId, UserId), Option<Role>>>,
+    /// Told of every membership change made here, so open streams follow it at once.
+    pub watch: Arc<crate::auth::watch::AccessWatch>,
 }
 
 use crate::error::AppResult;

@@ -96,7 +96,7 @@ async fn a_stock_eventsource_follows_the_stream_and_resumes_exactly_after_a_rest
     let ws = s.workspace(&admin, "Browser").await;
     let agent = s.user(&admin, "agent").await;
     s.add_member(&admin, &ws, &agent, "agent").await;
-    let issued = s.post("/api/auth/stream-token", &agent.token, json!({})).await;
+    let issued = s.post("/api/auth/stream-token", &agent.token, json!({ "workspace_id": ws })).await;
     let token = issued.ok(200)["token"].as_str().unwrap().to_string();
     let url = format!("{}/api/workspaces/{ws}/events?access_token={token}", s.base);
 

@@ -91,8 +91,24 @@ impl Sse {
         out
     }
 
+    /// The events before the stream ends with `access-changed`, if it does within `within`.
+    pub(crate) async fn until_access_changed(&mut self, within: Duration) -> Option<Vec<Frame>> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut seen = Vec::new();
+        loop {
+            match tokio::time::timeout_at(deadline, self.frames.recv()).await {
+                Ok(Some(frame)) if frame.event.as_deref() == Some("access-changed") => {
+                    return self.ends(QUIET).await.then_some(seen);
+                }
+                Ok(Some(frame)) if frame.event.is_some() => seen.push(frame),
+                Ok(Some(_)) => continue,
+                _ => return None,
+            }
+        }
+    }
+
     /// Whether the stream ends within `within`.
-    async fn ends(&mut self, within: Duration) -> bool {
+    pub(crate) async fn ends(&mut self, within: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             match tokio::time::timeout_at(deadline, self.frames.recv()).await {
@@ -107,7 +123,7 @@ impl Sse {
 const SOON: Duration = Duration::from_secs(5);
 const QUIET: Duration = Duration::from_millis(400);
 
-async fn desk(s: &TestServer) -> (User, User, User, String) {
+pub(crate) async fn desk(s: &TestServer) -> (User, User, User, String) {
     let admin = s.admin().await;
     let ws = s.workspace(&admin, "Live").await;
     let agent = s.user(&admin, "agent").await;
@@ -315,7 +331,7 @@ both_backends! {
 async fn stream_tokens_open_streams_and_nothing_else(b: Backend) {
     let s = TestServer::start(b).await;
     let (admin, agent, _, ws) = desk(&s).await;
-    let issued = s.post("/api/auth/stream-token", &agent.token, json!({})).await;
+    let issued = s.post("/api/auth/stream-token", &agent.token, json!({ "workspace_id": ws })).await;
     let token = issued.ok(200)["token"].as_str().unwrap().to_string();
     assert!(token.starts_with("edst_"));
     // No header at all, as a browser's EventSource connects.
@@ -334,10 +350,11 @@ async fn stream_tokens_open_streams_and_nothing_else(b: Backend) {
     let forged = format!("{}x", &token[..token.len() - 1]);
     let res = s.http.get(format!("{}/api/workspaces/{ws}/events?access_token={forged}", s.base)).send().await.unwrap();
     assert_eq!(res.status(), 401);
-    // Membership still decides: another workspace answers 404.
+    // Bound to its workspace: another one refuses it, even for a member of both.
     let other = s.workspace(&admin, "Other").await;
+    s.add_member(&admin, &other, &agent, "agent").await;
     let res = s.http.get(format!("{}/api/workspaces/{other}/events?access_token={token}", s.base)).send().await.unwrap();
-    assert_eq!(res.status(), 404);
+    assert_eq!(res.status(), 401);
     s.stop().await;
 }
 }

@@ -1,6 +1,7 @@
 //! HTTP integration tests: the real server on 127.0.0.1:0, a temporary data directory per
 //! test, a real HTTP client.
 
+mod access;
 mod auth;
 mod bad_input;
 mod cli;

@@ -8,6 +8,7 @@
 //! in commit order. Platform tables are reached only through `PlatformStore`. A dedicated
 //! connection LISTENs for the log's empty notifications (`feed.rs`).
 
+mod access;
 mod consumers;
 mod feed;
 mod log;
@@ -55,6 +56,7 @@ pub async fn open(options: &PgOptions) -> StoreResult<Store> {
     let tenants = Arc::new(tenant::PgTenants::new(pool, wakeups, listener));
     Ok(Store {
         platform: platform.clone(),
+        access: platform.clone(),
         tenants: tenants.clone(),
         consumers: tenants.clone(),
         notification_preferences: platform,

@@ -11,10 +11,10 @@ use crate::store::*;
 /// A session's `last_seen_at` is refreshed at most this often, so that reads stay reads.
 const TOUCH_EVERY_MS: i64 = 60_000;
 
-const USER_COLS: &str = "u.id, u.email, u.name, u.is_admin, u.disabled, u.created_at";
+pub(super) const USER_COLS: &str = "u.id, u.email, u.name, u.is_admin, u.disabled, u.created_at";
 const MEMBER_SELECT: &str = "SELECT m.user_id, u.email, u.name, m.role, m.created_at FROM memberships m JOIN users u ON u.id = m.user_id";
 
-fn user_from_row(row: &Row) -> StoreResult<User> {
+pub(super) fn user_from_row(row: &Row) -> StoreResult<User> {
     Ok(User {
         id: row.try_get(0).map_err(error)?,
         email: row.try_get(1).map_err(error)?,
@@ -66,7 +66,7 @@ impl PgPlatform {
         Self { pool }
     }
 
-    async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
+    pub(super) async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
         self.pool.get().await.map_err(pool_error)
     }
 

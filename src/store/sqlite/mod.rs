@@ -5,6 +5,7 @@
 //! file and the log's ids are handed out in commit order. Tenant pools are opened lazily
 //! and kept in a capped LRU (see `tenants.rs`).
 
+mod access;
 mod consumers;
 mod executor;
 mod feed;
@@ -57,6 +58,7 @@ pub fn open(data_dir: &Path, options: SqliteOptions) -> StoreResult<Store> {
     tenants.start_idle_sweeper();
     Ok(Store {
         platform: platform.clone(),
+        access: platform.clone(),
         tenants: tenants.clone(),
         consumers: tenants.clone(),
         notification_preferences: platform,

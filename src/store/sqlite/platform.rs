@@ -14,9 +14,9 @@ use crate::store::*;
 /// A session's `last_seen_at` is refreshed at most this often, so that reads stay reads.
 const TOUCH_EVERY_MS: i64 = 60_000;
 
-const USER_COLS: &str = "u.id, u.email, u.name, u.is_admin, u.disabled, u.created_at";
+pub(super) const USER_COLS: &str = "u.id, u.email, u.name, u.is_admin, u.disabled, u.created_at";
 
-fn user_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
+pub(super) fn user_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
     Ok(User {
         id: row.get(0)?,
         email: row.get(1)?,
