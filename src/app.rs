@@ -16,8 +16,10 @@ use tokio_util::task::TaskTracker;
 use crate::auth::AuthState;
 use crate::auth::password::Passwords;
 use crate::auth::throttle::{LoginThrottle, ThrottleLimits};
+use crate::auth::watch::AccessWatch;
 use crate::cache::TtlCache;
 use crate::config::Config;
+use crate::http::client::TrustedProxies;
 use crate::live::{Bus, BusConfig, LiveState};
 use crate::notifications::{NotificationsConsumer, NotificationsState};
 use crate::store::sqlite::SqliteOptions;
@@ -64,6 +66,7 @@ impl App {
             .map_err(|e| format!("master key {}: {e}", config.master_key_file.display()))?;
         let store = open_store(&config).await?;
         let passwords = Passwords::prewarm(config.bcrypt_cost).await.map_err(|e| e.to_string())?;
+        let watch = AccessWatch::new(store.access.clone(), config.stream_recheck);
         let auth = AuthState {
             platform: store.platform.clone(),
             passwords: Arc::new(passwords),
@@ -71,7 +74,9 @@ impl App {
             session_ttl: config.session_ttl,
             cookie_secure: config.cookie_secure,
             credentials: Arc::new(TtlCache::new(config.auth_cache_ttl, CACHE_CAPACITY)),
-            stream_key: Arc::new(crate::crypto::derive_key(&master, "stream-token")),
+            stream_key: Arc::new(crate::crypto::derive_key(&master, "stream-token")?),
+            access: store.access.clone(),
+            watch: watch.clone(),
         };
         let memberships = Arc::new(TtlCache::new(config.auth_cache_ttl, CACHE_CAPACITY));
         let shutdown = CancellationToken::new();
@@ -92,7 +97,8 @@ impl App {
             shutdown.child_token(),
         );
         let limits = crate::live::limits::ConnectionLimits::new(config.sse_max_per_user, config.sse_max_connections);
-        let live = LiveState { bus, limits };
+        tasks.spawn(watch.clone().run(shutdown.child_token()));
+        let live = LiveState { bus, limits, watch };
         Ok(Self(Arc::new(AppInner { config, store, auth, live, runner, memberships, shutdown, tasks })))
     }
 
@@ -123,6 +129,12 @@ impl FromRef<App> for AuthState {
     }
 }
 
+impl FromRef<App> for TrustedProxies {
+    fn from_ref(app: &App) -> Self {
+        app.0.config.trusted_proxies.clone()
+    }
+}
+
 impl FromRef<App> for LiveState {
     fn from_ref(app: &App) -> Self {
         app.0.live.clone()
@@ -137,7 +149,7 @@ impl FromRef<App> for NotificationsState {
 
 impl FromRef<App> for TenantsState {
     fn from_ref(app: &App) -> Self {
-        TenantsState { store: app.0.store.clone(), memberships: app.0.memberships.clone() }
+        TenantsState { store: app.0.store.clone(), memberships: app.0.memberships.clone(), watch: app.0.auth.watch.clone() }
     }
 }
 
@@ -225,9 +237,23 @@ fn raise_open_files_limit(max_open_tenants: usize) {
     }
 }
 
+/// Session cookies go out with `Secure` when `EDGEDESK_COOKIE_SECURE` is set or a trusted
+/// proxy says the client used HTTPS. Served on a non-loopback address with neither, they
+/// cross the network in clear: say so.
+fn warn_about_plain_cookies(config: &Config) {
+    if !config.cookie_secure && !config.listen.ip().is_loopback() && config.trusted_proxies.0.is_empty() {
+        tracing::warn!(
+            listen = %config.listen,
+            "session cookies are served over plain HTTP on a non-loopback address: put the server behind TLS \
+             (set EDGEDESK_TRUSTED_PROXIES for the proxy) or set EDGEDESK_COOKIE_SECURE=true"
+        );
+    }
+}
+
 /// `edgedesk serve`: start, say where, and run until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> Result<(), BoxError> {
     raise_open_files_limit(config.max_open_tenants);
+    warn_about_plain_cookies(&config);
     let app = App::build(config).await?;
     let server = start(app.clone()).await?;
     let base = format!("http://{}", server.addr);

@@ -48,6 +48,9 @@ pub struct Config {
     pub session_ttl: Duration,
     /// Whether the session cookie carries `Secure` (set it when served over HTTPS).
     pub cookie_secure: bool,
+    /// Proxies whose `X-Forwarded-For`/`Forwarded` and `X-Forwarded-Proto` are believed
+    /// (`EDGEDESK_TRUSTED_PROXIES`, comma-separated CIDRs; none by default).
+    pub trusted_proxies: crate::http::client::TrustedProxies,
     /// `text` (default) or `json` log lines.
     pub log_format: LogFormat,
     /// bcrypt work factor for new password hashes (4–31, default 12).
@@ -76,6 +79,9 @@ pub struct Config {
     /// once; this bounds how long a revocation made elsewhere (another instance, the CLI)
     /// can lag. Zero disables the caches.
     pub auth_cache_ttl: Duration,
+    /// How often open streams' access is checked again (`auth::watch`): the bound on how
+    /// long a change made on another instance takes to close them.
+    pub stream_recheck: Duration,
     /// Whether this instance runs the durable log consumers (notifications, and later mail,
     /// search, webhooks). Off, it serves requests and live streams only, and leaves that
     /// work to the instances that have it on (several may: they never double an effect).
@@ -180,9 +186,12 @@ impl Config {
             body_limit: src.parse("EDGEDESK_BODY_LIMIT", 1024 * 1024)?,
             session_ttl: Duration::from_secs(3600 * src.parse::<u64>("EDGEDESK_SESSION_TTL_HOURS", 24 * 30)?),
             cookie_secure: src.parse("EDGEDESK_COOKIE_SECURE", false)?,
+            trusted_proxies: crate::http::client::TrustedProxies::parse(src.get("EDGEDESK_TRUSTED_PROXIES").unwrap_or(""))
+                .map_err(|message| ConfigError::Invalid { key: "EDGEDESK_TRUSTED_PROXIES", message })?,
             log_format,
             bcrypt_cost,
             auth_cache_ttl: Duration::from_secs(src.parse("EDGEDESK_AUTH_CACHE_SECS", 5)?),
+            stream_recheck: Duration::from_millis(src.parse::<u64>("EDGEDESK_STREAM_RECHECK_MS", 2_000)?.max(10)),
             database_pool_size: src.parse("EDGEDESK_DATABASE_POOL_SIZE", 16)?,
             sse_heartbeat: Duration::from_secs(src.parse("EDGEDESK_SSE_HEARTBEAT_SECS", 15)?.max(1)),
             sse_ring: src.parse::<usize>("EDGEDESK_SSE_RING", 1024)?.max(1),

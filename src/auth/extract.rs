@@ -1,16 +1,13 @@
 //! The `AuthUser` extractor (a live session or API token of an enabled user) and
 //! `PlatformAdmin` on top of it.
 
-use std::net::{IpAddr, SocketAddr};
-
-use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::header;
 use axum::http::request::Parts;
 
 use super::{AuthState, SESSION_COOKIE};
 use crate::crypto::token_hash;
 use crate::error::AppError;
-use crate::http::conn::PeerAddr;
 use crate::store::{Credential, Millis, User};
 
 /// An authenticated caller. Resolved once per request and cached in its extensions, so a
@@ -77,17 +74,5 @@ where
             return Err(AppError::Forbidden("platform administrators only".into()));
         }
         Ok(Self(caller))
-    }
-}
-
-/// The client's address as seen on the socket (no proxy headers are trusted).
-pub struct ClientAddr(pub Option<IpAddr>);
-
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let peer = parts.extensions.get::<ConnectInfo<PeerAddr>>().map(|ConnectInfo(PeerAddr(addr))| addr.ip());
-        Ok(Self(peer.or_else(|| parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip()))))
     }
 }

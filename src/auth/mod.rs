@@ -11,18 +11,21 @@ pub mod password;
 mod routes;
 pub mod stream;
 pub mod throttle;
+pub mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use extract::{AuthUser, ClientAddr, PlatformAdmin};
+pub use extract::{AuthUser, PlatformAdmin};
 pub use routes::{routes, validate_name, validate_text};
 pub use stream::StreamToken;
 
 use crate::cache::TtlCache;
+use crate::store::access::AccessChecks;
 use crate::store::{Credential, PlatformStore, UserId};
 use password::Passwords;
 use throttle::LoginThrottle;
+use watch::AccessWatch;
 
 pub const SESSION_COOKIE: &str = "edgedesk_session";
 pub const SESSION_PREFIX: &str = "eds";
@@ -40,16 +43,22 @@ pub struct AuthState {
     pub credentials: Arc<TtlCache<String, AuthUser>>,
     /// Signs stream tokens (derived from the master key for that purpose only).
     pub stream_key: Arc<zeroize::Zeroizing<[u8; 32]>>,
+    /// Uncached: does a stream token's parent credential still live?
+    pub access: Arc<dyn AccessChecks>,
+    /// Open long-lived connections, told of every change of access made here.
+    pub watch: Arc<AccessWatch>,
 }
 
 impl AuthState {
     /// Drops cached answers for a credential that was just revoked here.
     pub fn forget_credential(&self, credential: Credential) {
         self.credentials.remove_where(|_, caller| caller.credential == credential);
+        self.watch.changed();
     }
 
     /// Drops cached answers for a user whose standing just changed here.
     pub fn forget_user(&self, user: UserId) {
         self.credentials.remove_where(|_, caller| caller.user.id == user);
+        self.watch.changed();
     }
 }

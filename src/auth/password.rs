@@ -4,6 +4,10 @@
 //! once at start (prewarmed), so response time does not tell which emails exist, and the
 //! first real login is no slower than the rest. bcrypt ignores bytes past 72: longer
 //! passwords are refused with 422 rather than silently truncated.
+//!
+//! Hashing is CPU-bound and slow on purpose, so only so many run at once (one fewer than
+//! the cores, at least one): a login flood queues here instead of taking every core and
+//! every blocking thread, and a check that cannot start within [`QUEUE_WAIT`] answers 503.
 
 use crate::error::{AppError, AppResult, FieldError};
 
@@ -11,9 +15,18 @@ pub const MIN_LEN: usize = 8;
 /// bcrypt's input limit in bytes.
 pub const MAX_BYTES: usize = 72;
 
+/// How long a password check may wait for its turn before the request answers 503.
+pub const QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub struct Passwords {
     cost: u32,
     dummy_hash: String,
+    running: tokio::sync::Semaphore,
+}
+
+/// Password checks at once: leave a core to everything else.
+fn concurrent() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1)).max(1)
 }
 
 impl Passwords {
@@ -26,7 +39,7 @@ impl Passwords {
         .await
         .map_err(AppError::internal)?
         .map_err(AppError::internal)?;
-        Ok(Self { cost, dummy_hash })
+        Ok(Self { cost, dummy_hash, running: tokio::sync::Semaphore::new(concurrent()) })
     }
 
     /// The password rules, checked before any hashing: 8 characters to 72 bytes.
@@ -41,14 +54,24 @@ impl Passwords {
     }
 
     pub async fn hash(&self, password: String) -> AppResult<String> {
+        let _turn = self.turn().await?;
         hash_with_cost(password, self.cost).await
+    }
+
+    async fn turn(&self) -> AppResult<tokio::sync::SemaphorePermit<'_>> {
+        match tokio::time::timeout(QUEUE_WAIT, self.running.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(AppError::Unavailable),
+        }
     }
 
     /// Verifies against `hash`, or against the dummy when there is no user: same cost either way.
     /// A malformed stored hash counts as a mismatch (and is logged), never as a panic.
-    pub async fn verify(&self, password: String, hash: Option<String>) -> bool {
+    /// 503 when the check could not get its turn within [`QUEUE_WAIT`].
+    pub async fn verify(&self, password: String, hash: Option<String>) -> AppResult<bool> {
         let hash = hash.unwrap_or_else(|| self.dummy_hash.clone());
-        match tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash)).await {
+        let _turn = self.turn().await?;
+        Ok(match tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash)).await {
             Ok(Ok(matches)) => matches,
             Ok(Err(err)) => {
                 tracing::error!(error = %err, "stored password hash is unreadable");
@@ -58,7 +81,7 @@ impl Passwords {
                 tracing::error!(error = %err, "password verification task failed");
                 false
             }
-        }
+        })
     }
 }
 
@@ -85,9 +108,9 @@ mod tests {
     async fn verify_accepts_the_right_password_only() {
         let passwords = Passwords::prewarm(4).await.unwrap();
         let hash = passwords.hash("correct horse".into()).await.unwrap();
-        assert!(passwords.verify("correct horse".into(), Some(hash.clone())).await);
-        assert!(!passwords.verify("wrong horse".into(), Some(hash)).await);
-        assert!(!passwords.verify("correct horse".into(), None).await);
-        assert!(!passwords.verify("x".into(), Some("not a bcrypt hash".into())).await);
+        assert!(passwords.verify("correct horse".into(), Some(hash.clone())).await.unwrap());
+        assert!(!passwords.verify("wrong horse".into(), Some(hash)).await.unwrap());
+        assert!(!passwords.verify("correct horse".into(), None).await.unwrap());
+        assert!(!passwords.verify("x".into(), Some("not a bcrypt hash".into())).await.unwrap());
     }
 }

@@ -12,9 +12,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::password::Passwords;
-use super::{API_TOKEN_PREFIX, AuthState, AuthUser, ClientAddr, PlatformAdmin, SESSION_COOKIE, SESSION_PREFIX};
+use super::{API_TOKEN_PREFIX, AuthState, AuthUser, PlatformAdmin, SESSION_COOKIE, SESSION_PREFIX};
 use crate::crypto::{new_token, token_hash};
 use crate::error::{AppError, AppResult, FieldError, Problem};
+use crate::http::client::Client;
 use crate::http::extract::{ApiJson, ApiPath};
 use crate::store::{
     ApiTokenInfo, Credential, Millis, NewApiToken, NewSession, NewUser, SessionId, SessionInfo, TokenId, User, UserId, UserPatch,
@@ -23,6 +24,7 @@ use crate::store::{
 pub fn routes<S>() -> OpenApiRouter<S>
 where
     AuthState: FromRef<S>,
+    crate::http::client::TrustedProxies: FromRef<S>,
     S: Clone + Send + Sync + 'static,
 {
     OpenApiRouter::new()
@@ -130,20 +132,22 @@ pub struct LoginResponse {
     responses((status = 200, body = LoginResponse), (status = 401, body = Problem), (status = 422, body = Problem), (status = 429, body = Problem)))]
 async fn login(
     State(auth): State<AuthState>,
-    ClientAddr(ip): ClientAddr,
+    client: Client,
     headers: HeaderMap,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> AppResult<Response> {
     if body.password.len() > super::password::MAX_BYTES {
         return Err(AppError::invalid("password", format!("must be at most {} bytes", super::password::MAX_BYTES)));
     }
-    auth.throttle
-        .check(&body.email, ip, Instant::now())
-        .map_err(|wait| AppError::TooManyRequests { retry_after_secs: wait.as_secs().max(1) })?;
+    let ip = client.ip;
+    let _attempt = auth
+        .throttle
+        .begin(&body.email, ip, Instant::now())
+        .map_err(|wait| AppError::TooManyRequests { retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64 })?;
     let found = auth.platform.user_by_email(&body.email).await?;
     // Verify on every path, against the dummy hash when there is no such user.
     let hash = found.as_ref().map(|(_, hash)| hash.clone());
-    let matches = auth.passwords.verify(body.password, hash).await;
+    let matches = auth.passwords.verify(body.password, hash).await?;
     let user = match found {
         Some((user, _)) if matches && !user.disabled => user,
         _ => {
@@ -151,7 +155,7 @@ async fn login(
             return Err(AppError::Unauthorized);
         }
     };
-    auth.throttle.record_success(&body.email);
+    auth.throttle.record_success(&body.email, ip);
     let token = new_token(SESSION_PREFIX);
     let expires_at = Millis::now().plus(auth.session_ttl);
     let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|ua| ua.chars().take(256).collect());
@@ -167,7 +171,7 @@ async fn login(
     let cookie = format!(
         "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
         auth.session_ttl.as_secs(),
-        if auth.cookie_secure { "; Secure" } else { "" }
+        if auth.cookie_secure || client.https { "; Secure" } else { "" }
     );
     let mut response = axum::Json(LoginResponse { token, user, expires_at }).into_response();
     response.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).map_err(AppError::internal)?);

@@ -1,6 +1,7 @@
 //! HTTP plumbing shared by every feature: extractors whose rejections are problem+json,
 //! and parsing of the query parameters every list shares.
 
+pub mod client;
 pub mod conn;
 pub mod extract;
 

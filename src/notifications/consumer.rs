@@ -43,9 +43,8 @@ impl Consumer for NotificationsConsumer {
         let muted: HashSet<_> = self.preferences.muted_in_app(tenant.workspace_id()).await?.into_iter().collect();
         // The plan outlives this borrow of the page: it takes the events the rules read.
         let events: Vec<FeedEvent> = page.iter().filter(|e| rules::reads(&e.event.kind)).cloned().collect();
-        let plan: Planner = Box::new(move |context| {
-            rules::plan(&events, context, &muted).map_err(|e| StoreError::invalid("event", e.to_string()))
-        });
+        let plan: Planner =
+            Box::new(move |context| rules::plan(&events, context, &muted).map_err(|e| StoreError::invalid("event", e.to_string())));
         tenant.notifications().plan_and_apply(advance, ContextNeeds { tickets, members }, plan).await?;
         Ok(Handled::default())
     }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use edgedesk::auth::throttle::ThrottleLimits;
+use edgedesk::http::client::TrustedProxies;
 use reqwest::Method;
 use serde_json::json;
 
@@ -175,32 +176,110 @@ async fn missing_or_garbage_credentials_are_401(b: Backend) {
 }
 
 both_backends! {
-async fn failed_logins_are_throttled_per_account_and_per_address(b: Backend) {
-    let limits = ThrottleLimits { per_account: 3, per_ip: 6, window: Duration::from_secs(60) };
-    let s = TestServer::start_with(b, limits, |_| {}).await;
+async fn failed_logins_slow_the_guessing_address_and_never_lock_the_owner_out(b: Backend) {
+    let limits = ThrottleLimits {
+        per_account: 3,
+        per_ip: 6,
+        base_delay: Duration::from_secs(30),
+        max_delay: Duration::from_secs(60),
+        forget_after: Duration::from_secs(600),
+    };
+    // The test client stands behind a trusted proxy (itself) that names the client.
+    let s = TestServer::start_with(b, limits, |c| c.trusted_proxies = TrustedProxies::parse("127.0.0.1/32").unwrap()).await;
     let admin = s.admin().await;
     let agent = s.user(&admin, "agent").await;
+    let login_from = |from: &'static str, email: String, password: &'static str| {
+        let s = &s;
+        async move {
+            s.http
+                .post(format!("{}/api/auth/login", s.base))
+                .header("x-forwarded-for", from)
+                .json(&json!({ "email": email, "password": password }))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let attacker = "203.0.113.7";
     for _ in 0..3 {
-        s.login(&agent.email, "wrong password!").await.problem(401);
+        assert_eq!(login_from(attacker, agent.email.clone(), "wrong password!").await.status(), 401);
     }
-    // The account is locked, even for the right password, with a Retry-After.
-    let locked = s
+    // From there, even the right password now waits, with a Retry-After.
+    let slowed = login_from(attacker, agent.email.clone(), PASSWORD).await;
+    assert_eq!(slowed.status(), 429);
+    let retry: u64 = slowed.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=30).contains(&retry), "{retry}");
+    // The owner, from their own address, logs in at once.
+    assert_eq!(login_from("198.51.100.20", agent.email.clone(), PASSWORD).await.status(), 200);
+    // Unknown accounts behave the same: no account enumeration.
+    for _ in 0..3 {
+        assert_eq!(login_from(attacker, "ghost@example.com".into(), "wrong password!").await.status(), 401);
+    }
+    assert_eq!(login_from(attacker, "ghost@example.com".into(), "wrong password!").await.status(), 429);
+    // Six failures from the attacker's address in all: every account is slowed from it.
+    assert_eq!(login_from(attacker, admin.email.clone(), PASSWORD).await.status(), 429);
+    assert_eq!(login_from("198.51.100.21", admin.email.clone(), PASSWORD).await.status(), 200);
+    // IPv6 clients count by their /64.
+    for _ in 0..3 {
+        assert_eq!(login_from("2001:db8:7:7::1", agent.email.clone(), "wrong password!").await.status(), 401);
+    }
+    assert_eq!(login_from("2001:db8:7:7::2", agent.email.clone(), PASSWORD).await.status(), 429);
+    assert_eq!(login_from("2001:db8:7:8::2", agent.email.clone(), PASSWORD).await.status(), 200);
+    s.stop().await;
+}
+}
+
+both_backends! {
+async fn proxy_headers_from_an_untrusted_peer_are_ignored(b: Backend) {
+    let limits = ThrottleLimits { per_account: 3, per_ip: 100, ..ThrottleLimits::default() };
+    let s = TestServer::start_with(b, limits, |_| {}).await;
+    let admin = s.admin().await;
+    // Nobody trusted says HTTPS: the cookie is not Secure (EDGEDESK_COOKIE_SECURE is off).
+    let res = s
         .http
         .post(format!("{}/api/auth/login", s.base))
-        .json(&json!({ "email": agent.email, "password": PASSWORD }))
+        .header("x-forwarded-proto", "https")
+        .json(&json!({ "email": admin.email, "password": PASSWORD }))
         .send()
         .await
         .unwrap();
-    assert_eq!(locked.status(), 429);
-    let retry: u64 = locked.headers()["retry-after"].to_str().unwrap().parse().unwrap();
-    assert!((1..=60).contains(&retry));
-    // Unknown accounts are throttled the same way: no account enumeration.
-    for _ in 0..3 {
-        s.login("ghost@example.com", "wrong password!").await.problem(401);
+    assert!(!res.headers()["set-cookie"].to_str().unwrap().contains("Secure"));
+    // Each attempt claims another address; without a trusted proxy they are all this peer.
+    for i in 0..3 {
+        let res = s
+            .http
+            .post(format!("{}/api/auth/login", s.base))
+            .header("x-forwarded-for", format!("203.0.113.{i}"))
+            .json(&json!({ "email": admin.email, "password": "wrong password!" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401);
     }
-    s.login("ghost@example.com", "wrong password!").await.problem(429);
-    // Six failures from this address in all: now every account is refused from it.
     s.login(&admin.email, PASSWORD).await.problem(429);
+    s.stop().await;
+}
+}
+
+both_backends! {
+async fn the_session_cookie_is_secure_when_a_trusted_proxy_says_https(b: Backend) {
+    let s = TestServer::start_with(b, crate::common::relaxed_limits(), |c| c.trusted_proxies = TrustedProxies::parse("127.0.0.1").unwrap()).await;
+    let admin = s.admin().await;
+    let cookie = |https: bool| {
+        let s = &s;
+        let email = admin.email.clone();
+        async move {
+            let mut req = s.http.post(format!("{}/api/auth/login", s.base)).json(&json!({ "email": email, "password": PASSWORD }));
+            if https {
+                req = req.header("x-forwarded-proto", "https");
+            }
+            let res = req.send().await.unwrap();
+            assert_eq!(res.status(), 200);
+            res.headers()["set-cookie"].to_str().unwrap().to_string()
+        }
+    };
+    assert!(cookie(true).await.contains("; Secure"));
+    assert!(!cookie(false).await.contains("Secure"));
     s.stop().await;
 }
 }

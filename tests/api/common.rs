@@ -114,7 +114,7 @@ pub const PASSWORD: &str = "correct horse battery";
 
 /// Generous limits so that ordinary tests never trip the login throttle.
 pub fn relaxed_limits() -> ThrottleLimits {
-    ThrottleLimits { per_account: 1000, per_ip: 10_000, window: Duration::from_secs(60) }
+    ThrottleLimits { per_account: 1000, per_ip: 10_000, ..ThrottleLimits::default() }
 }
 
 impl TestServer {

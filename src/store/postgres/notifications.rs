@@ -143,7 +143,6 @@ impl PgTenant {
         }
         w.commit().await
     }
-
 }
 
 #[async_trait]
