@@ -121,14 +121,19 @@ async fn tenant(config: &Config, cmd: TenantCommand) -> Result<(), BoxError> {
         }
         TenantCommand::Export { workspace, file } => {
             let id: crate::store::WorkspaceId = workspace.parse().map_err(|_| format!("{workspace:?} is not a workspace id"))?;
-            let mut out = std::io::BufWriter::new(std::fs::File::create(&file)?);
+            let mut out = tokio::io::BufWriter::new(tokio::fs::File::create(&file).await?);
             let lines = crate::tenants::transfer::export_workspace(&store, id, &mut out).await.map_err(|e| e.to_string())?;
+            out.into_inner().sync_all().await?;
             println!("wrote {lines} lines to {}", file.display());
         }
         TenantCommand::Import { file } => {
-            let mut input = std::io::BufReader::new(std::fs::File::open(&file)?);
-            let ws = crate::tenants::transfer::import_workspace(&store, &mut input).await.map_err(|e| e.to_string())?;
-            println!("{}\t{}", ws.id, ws.name);
+            let mut input = tokio::io::BufReader::new(tokio::fs::File::open(&file).await?);
+            let imported = crate::tenants::transfer::import_workspace(&store, &mut input).await.map_err(|e| e.to_string())?;
+            println!("{}\t{}", imported.workspace.id, imported.workspace.name);
+            eprintln!("{} user(s) created", imported.users_created);
+            for email in &imported.admin_rights_dropped {
+                eprintln!("{email}: a platform administrator where the export was made, an ordinary user here");
+            }
         }
     }
     Ok(())

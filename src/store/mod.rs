@@ -244,7 +244,8 @@ pub trait PlatformStore: Send + Sync + 'static {
 
     /// A user with their password hash, for moving a workspace's people with it.
     async fn user_secret(&self, id: UserId) -> StoreResult<Option<(User, String)>>;
-    /// Inserts a user moved from another installation, keeping their id and password hash.
+    /// Inserts a user moved from another installation, keeping their id and password hash,
+    /// never as a platform administrator (`is_admin` is ignored).
     /// `false` when that id is already here (nothing changes); `Conflict` when the email is
     /// taken by someone else.
     async fn import_user(&self, user: &User, password_hash: &str) -> StoreResult<bool>;

@@ -6,10 +6,14 @@
 //! as [`TenantRow`]s. Import refuses a workspace that already exists, creates the users it
 //! lacks (keeping their ids), writes the storage in one transaction, and registers the
 //! workspace last, as creation does: a failed import leaves nothing registered.
-
-use std::io::{BufRead, Write};
+//!
+//! Imported users never become platform administrators here, whatever the file says: a
+//! platform's administrators are its own decision (the import says whose rights it dropped).
+//! Files are read and written through tokio's I/O, so the file work runs on blocking
+//! threads, never on the async workers.
 
 use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::store::{Millis, Role, Store, StoreError, StoreResult, TenantRow, User, UserId, Workspace, WorkspaceId};
@@ -24,48 +28,58 @@ enum Meta {
     Membership { user_id: UserId, role: Role, joined_at: Millis },
 }
 
-fn write_line(out: &mut dyn Write, value: &impl Serialize) -> StoreResult<()> {
-    serde_json::to_writer(&mut *out, value).map_err(StoreError::internal)?;
-    out.write_all(b"\n").map_err(StoreError::internal)
+async fn write_line(out: &mut (dyn AsyncWrite + Unpin + Send), value: &impl Serialize) -> StoreResult<()> {
+    let mut line = serde_json::to_vec(value).map_err(StoreError::internal)?;
+    line.push(b'\n');
+    out.write_all(&line).await.map_err(StoreError::internal)
+}
+
+/// What an import brought in.
+#[derive(Debug)]
+pub struct Imported {
+    pub workspace: Workspace,
+    /// Users created here (the rest were here already).
+    pub users_created: usize,
+    /// Emails of imported users the file called platform administrators: here they are not.
+    pub admin_rights_dropped: Vec<String>,
 }
 
 /// Writes `workspace` to `out`. Returns the number of lines written.
-pub async fn export_workspace(store: &Store, workspace: WorkspaceId, out: &mut dyn Write) -> StoreResult<u64> {
+pub async fn export_workspace(store: &Store, workspace: WorkspaceId, out: &mut (dyn AsyncWrite + Unpin + Send)) -> StoreResult<u64> {
     let ws = store.platform.workspace(workspace).await?.ok_or(StoreError::NotFound)?;
-    write_line(out, &Meta::Export { format: FORMAT, workspace: ws })?;
+    write_line(out, &Meta::Export { format: FORMAT, workspace: ws }).await?;
     let mut lines = 1;
     let members = store.platform.list_members(workspace).await?;
     for member in &members {
         let (user, password_hash) = store.platform.user_secret(member.user_id).await?.ok_or(StoreError::NotFound)?;
-        write_line(out, &Meta::User { user, password_hash })?;
-        write_line(out, &Meta::Membership { user_id: member.user_id, role: member.role, joined_at: member.joined_at })?;
+        write_line(out, &Meta::User { user, password_hash }).await?;
+        write_line(out, &Meta::Membership { user_id: member.user_id, role: member.role, joined_at: member.joined_at }).await?;
         lines += 2;
     }
     let tenant = store.tenants.open(workspace).await?;
     let (tx, mut rx) = mpsc::channel(256);
     let producer = tokio::spawn(async move { tenant.export(tx).await });
     while let Some(row) = rx.recv().await {
-        write_line(out, &row)?;
+        write_line(out, &row).await?;
         lines += 1;
     }
     producer.await.map_err(StoreError::internal)??;
-    out.flush().map_err(StoreError::internal)?;
+    out.flush().await.map_err(StoreError::internal)?;
     Ok(lines)
 }
 
 /// Reads an export from `input` into this installation. Returns the workspace.
-pub async fn import_workspace(store: &Store, input: &mut dyn BufRead) -> StoreResult<Workspace> {
+pub async fn import_workspace(store: &Store, input: &mut (dyn AsyncBufRead + Unpin + Send)) -> StoreResult<Imported> {
     let mut lines = input.lines();
-    let mut next = || -> StoreResult<Option<serde_json::Value>> {
-        match lines.next() {
+    async fn next(lines: &mut tokio::io::Lines<&mut (dyn AsyncBufRead + Unpin + Send)>) -> StoreResult<Option<serde_json::Value>> {
+        match lines.next_line().await.map_err(StoreError::internal)? {
             None => Ok(None),
             Some(line) => {
-                let line = line.map_err(StoreError::internal)?;
                 serde_json::from_str(&line).map(Some).map_err(|e| StoreError::invalid("file", format!("not an edgedesk export line: {e}")))
             }
         }
-    };
-    let workspace = match next()?.map(serde_json::from_value::<Meta>) {
+    }
+    let workspace = match next(&mut lines).await?.map(serde_json::from_value::<Meta>) {
         Some(Ok(Meta::Export { format: FORMAT, workspace })) => workspace,
         Some(Ok(Meta::Export { format, .. })) => {
             return Err(StoreError::invalid("file", format!("export format {format} is not supported")));
@@ -81,11 +95,18 @@ pub async fn import_workspace(store: &Store, input: &mut dyn BufRead) -> StoreRe
     let target = workspace.clone();
     let writer = tokio::spawn(async move { tenants.import(&target, rx).await });
     let mut sent = Ok(());
-    while let Some(value) = next()? {
+    let (mut users_created, mut admin_rights_dropped) = (0, Vec::new());
+    while let Some(value) = next(&mut lines).await? {
         match value.get("type").and_then(|t| t.as_str()) {
             Some("user") | Some("membership") => match serde_json::from_value::<Meta>(value).map_err(StoreError::internal)? {
-                Meta::User { user, password_hash } => {
-                    store.platform.import_user(&user, &password_hash).await?;
+                Meta::User { mut user, password_hash } => {
+                    let was_admin = std::mem::replace(&mut user.is_admin, false);
+                    if store.platform.import_user(&user, &password_hash).await? {
+                        users_created += 1;
+                        if was_admin {
+                            admin_rights_dropped.push(user.email.clone());
+                        }
+                    }
                 }
                 Meta::Membership { user_id, role, .. } => memberships.push((user_id, role)),
                 Meta::Export { .. } => return Err(StoreError::invalid("file", "a second export header")),
@@ -115,5 +136,5 @@ pub async fn import_workspace(store: &Store, input: &mut dyn BufRead) -> StoreRe
     for (user, role) in memberships.into_iter().filter(|(user, _)| *user != owner) {
         store.platform.upsert_member(workspace.id, user, role).await?;
     }
-    Ok(workspace)
+    Ok(Imported { workspace, users_created, admin_rights_dropped })
 }

@@ -72,7 +72,9 @@ async fn a_workspace_moves_from_sqlite_to_postgres_and_back_unchanged() {
     let pg = PgDatabase::create().await;
     let pg_dir = tempfile::tempdir().unwrap();
     let postgres = store_for(pg_dir.path(), Some(&pg)).await;
-    import_workspace(&postgres, &mut &file[..]).await.expect("import into Postgres");
+    let imported = import_workspace(&postgres, &mut &file[..]).await.expect("import into Postgres");
+    assert_eq!(imported.admin_rights_dropped, vec![admin.email.clone()], "the exporting side's admin is not one here");
+    assert_eq!(imported.users_created, 3);
     let err = import_workspace(&postgres, &mut &file[..]).await.unwrap_err();
     assert!(err.to_string().contains("already exists"), "{err}");
     let on_pg = TestServer::start_on(pg_dir, Some(pg.clone())).await;
@@ -118,4 +120,37 @@ async fn admin_on(s: &TestServer) -> crate::common::User {
     let token = s.login("admin@example.com", PASSWORD).await.ok(200)["token"].as_str().unwrap().to_string();
     let id = s.get("/api/me", &token).await.body["id"].as_str().unwrap().to_string();
     crate::common::User { id, email: "admin@example.com".into(), token }
+}
+
+#[tokio::test]
+async fn a_crafted_export_cannot_make_platform_administrators() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let admin = s.admin().await;
+    let ws = s.workspace(&admin, "Crafted").await;
+    let mallory = s.user(&admin, "mallory").await;
+    s.add_member(&admin, &ws, &mallory, "owner").await;
+    let mut file = Vec::new();
+    let here = store_for(s.dir.path(), None).await;
+    export_workspace(&here, ws.parse().unwrap(), &mut file).await.expect("export");
+    // Mallory edits the file: every user in it is a platform administrator now.
+    let crafted: String = String::from_utf8(file)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+            if v["type"] == "user" {
+                v["user"]["is_admin"] = json!(true);
+            }
+            format!("{v}\n")
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let there = store_for(dir.path(), None).await;
+    let imported = import_workspace(&there, &mut crafted.as_bytes()).await.expect("import");
+    assert!(imported.admin_rights_dropped.contains(&mallory.email), "{:?}", imported.admin_rights_dropped);
+    drop(there);
+    let other = TestServer::start_on(dir, None).await;
+    let token = other.login(&mallory.email, PASSWORD).await.ok(200)["token"].as_str().unwrap().to_string();
+    assert_eq!(other.get("/api/me", &token).await.ok(200)["is_admin"], false);
+    other.get("/api/users", &token).await.problem(403);
 }

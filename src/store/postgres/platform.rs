@@ -379,9 +379,9 @@ impl PlatformStore for PgPlatform {
             .client()
             .await?
             .execute(
-                "INSERT INTO users (id, email, email_norm, name, password_hash, is_admin, disabled, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                "INSERT INTO users (id, email, email_norm, name, password_hash, is_admin, disabled, created_at) VALUES ($1, $2, $3, $4, $5, false, $6, $7)
                  ON CONFLICT (id) DO NOTHING",
-                &[&user.id, &user.email, &normalize_email(&user.email), &user.name, &password_hash, &user.is_admin, &user.disabled, &user.created_at],
+                &[&user.id, &user.email, &normalize_email(&user.email), &user.name, &password_hash, &user.disabled, &user.created_at],
             )
             .await
             .map_err(|e| match error(e) {

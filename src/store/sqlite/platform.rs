@@ -423,8 +423,8 @@ impl PlatformStore for SqlitePlatform {
                 return Ok(false);
             }
             conn.execute(
-                "INSERT INTO users (id, email, email_norm, name, password_hash, is_admin, disabled, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![user.id, user.email, normalize_email(&user.email), user.name, password_hash, user.is_admin, user.disabled, user.created_at],
+                "INSERT INTO users (id, email, email_norm, name, password_hash, is_admin, disabled, created_at) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7)",
+                params![user.id, user.email, normalize_email(&user.email), user.name, password_hash, user.disabled, user.created_at],
             )
             .map_err(|e| match error(e) {
                 StoreError::Conflict(_) => StoreError::Conflict(format!("another user already has the email {}", user.email)),
