@@ -30,7 +30,7 @@ use crate::tenants::TenantsState;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Entries per cache before it sweeps itself (see `cache.rs`).
-const CACHE_CAPACITY: usize = 100_000;
+const CACHE_CAPACITY: u64 = 100_000;
 
 #[derive(Clone)]
 pub struct App(Arc<AppInner>);

@@ -52,13 +52,13 @@ pub struct AuthState {
 impl AuthState {
     /// Drops cached answers for a credential that was just revoked here.
     pub fn forget_credential(&self, credential: Credential) {
-        self.credentials.remove_where(|_, caller| caller.credential == credential);
+        self.credentials.remove_where(move |_, caller| caller.credential == credential);
         self.watch.changed();
     }
 
     /// Drops cached answers for a user whose standing just changed here.
     pub fn forget_user(&self, user: UserId) {
-        self.credentials.remove_where(|_, caller| caller.user.id == user);
+        self.credentials.remove_where(move |_, caller| caller.user.id == user);
         self.watch.changed();
     }
 }

@@ -162,7 +162,7 @@ impl TenantStores for SqliteTenants {
     }
 
     async fn import(&self, workspace: &Workspace, mut rows: tokio::sync::mpsc::Receiver<crate::store::TenantRow>) -> StoreResult<u64> {
-        if self.db_path(workspace.id).exists() {
+        if tokio::fs::try_exists(self.db_path(workspace.id)).await.unwrap_or(true) {
             return Err(StoreError::Conflict(format!("workspace {} already has storage here", workspace.id)));
         }
         let tenant = self.open_pool(workspace.id, true).await?;
@@ -176,7 +176,7 @@ impl TenantStores for SqliteTenants {
         if imported.is_err() {
             // Nothing was committed; leave no empty file behind to block a retry.
             drop(tenant);
-            let _ = std::fs::remove_dir_all(self.data_dir.join("tenants").join(workspace.id.to_string()));
+            let _ = tokio::fs::remove_dir_all(self.data_dir.join("tenants").join(workspace.id.to_string())).await;
         }
         imported
     }
