@@ -26,8 +26,8 @@ where
     V: Clone + Send + Sync + 'static,
 {
     pub fn new(ttl: Duration, capacity: u64) -> Self {
-        let inner = (!ttl.is_zero())
-            .then(|| Cache::builder().max_capacity(capacity).time_to_live(ttl).support_invalidation_closures().build());
+        let inner =
+            (!ttl.is_zero()).then(|| Cache::builder().max_capacity(capacity).time_to_live(ttl).support_invalidation_closures().build());
         Self { inner }
     }
 

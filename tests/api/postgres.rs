@@ -217,3 +217,32 @@ async fn two_instances_act_as_one_under_concurrent_writers() {
         assert_eq!(ids.len(), 1 + 2 + 1 + 400, "workspace, two members, the first ticket, 200 creates and 200 updates");
     }
 }
+
+#[tokio::test]
+async fn a_column_whose_type_drifted_answers_500_instead_of_panicking() {
+    if !Backend::postgres_available() {
+        return;
+    }
+    let s = TestServer::start(Backend::Postgres).await;
+    let admin = s.admin().await;
+    let ws = s.workspace(&admin, "Drift").await;
+    let su = connect(&s.pg.as_ref().unwrap().superuser_url).await;
+    // What a hand-made migration gone wrong might leave: the log head as numeric, not bigint.
+    su.batch_execute("ALTER TABLE workspace_heads ALTER COLUMN sync_head TYPE numeric").await.expect("alter");
+    let res = s
+        .http
+        .get(format!("{}/api/workspaces/{ws}/events", s.base))
+        .bearer_auth(&admin.token)
+        .send()
+        .await
+        .expect("an answer, not a dropped connection");
+    assert_eq!(res.status(), 500);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    // At the store boundary it is an error, not a panic (the router would turn a panic into
+    // a 500 too, so this is where the difference shows).
+    let tenant = s.app().store().tenants.open(ws.parse().unwrap()).await.unwrap();
+    let err = tenant.head().await.expect_err("a type mismatch is an error");
+    assert!(matches!(err, edgedesk::store::StoreError::Internal(_)), "{err:?}");
+    // The server is still there.
+    s.get("/api/me", &admin.token).await.ok(200);
+}

@@ -118,7 +118,7 @@ async fn moved(
     // The look must be a range of the `changed` index, whatever the planner's statistics
     // say: a sequential scan would cost every look as much as there are workspaces.
     tx.batch_execute("SET LOCAL enable_seqscan = off").await?;
-    let horizon: i64 = tx.query_one("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint", &[]).await?.get(0);
+    let horizon: i64 = tx.query_one("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint", &[]).await?.try_get(0)?;
     let rows = match seen.horizon {
         Some(since) => tx.query("SELECT workspace_id, head FROM log_heads WHERE changed >= $1::text::xid8", &[&since.to_string()]).await?,
         None => Vec::new(),

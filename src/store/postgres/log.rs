@@ -109,7 +109,7 @@ impl<'a> PgWrite<'a> {
             )
             .await
             .map_err(error)?;
-        Ok(row.get(0))
+        row.try_get(0).map_err(error)
     }
 
     /// Appends an event; returns its sync_id.
@@ -242,7 +242,7 @@ impl<'a> Bookkeeping<'a> {
 
 pub async fn head(tx: &Transaction<'_>, workspace: WorkspaceId) -> StoreResult<i64> {
     let row = tx.query_opt("SELECT sync_head FROM workspace_heads WHERE workspace_id = $1", &[&workspace]).await.map_err(error)?;
-    Ok(row.map_or(0, |r| r.get(0)))
+    row.map_or(Ok(0), |r| r.try_get(0).map_err(error))
 }
 
 pub const EVENT_COLS: &str = "s.sync_id, s.at, s.actor, s.kind, s.entity, s.entity_id, s.data";

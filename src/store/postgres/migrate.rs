@@ -96,7 +96,7 @@ pub fn role_of(url: &str) -> StoreResult<String> {
 pub async fn run(admin_url: &str, app_url: &str) -> StoreResult<usize> {
     let app_role = role_of(app_url)?;
     let owner = connect(admin_url).await?;
-    let owner_role: String = owner.query_one("SELECT current_user::text", &[]).await.map_err(error)?.get(0);
+    let owner_role: String = owner.query_one("SELECT current_user::text", &[]).await.map_err(error)?.try_get(0).map_err(error)?;
     if owner_role == app_role {
         return Err(StoreError::Internal(format!(
             "EDGEDESK_DATABASE_URL and EDGEDESK_ADMIN_DATABASE_URL both connect as {app_role:?}: the server must run as a separate role \
@@ -118,7 +118,8 @@ async fn apply(owner: &Client, app_role: &str) -> StoreResult<usize> {
         )
         .await
         .map_err(error)?;
-    let current: i32 = owner.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[]).await.map_err(error)?.get(0);
+    let current: i32 =
+        owner.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[]).await.map_err(error)?.try_get(0).map_err(error)?;
     let latest = MIGRATIONS.last().map_or(0, |m| m.version);
     if current > latest {
         return Err(StoreError::Internal(format!(
@@ -139,7 +140,7 @@ async fn apply(owner: &Client, app_role: &str) -> StoreResult<usize> {
         }
         applied += 1;
     }
-    let role: String = owner.query_one("SELECT quote_ident($1)", &[&app_role]).await.map_err(error)?.get(0);
+    let role: String = owner.query_one("SELECT quote_ident($1)", &[&app_role]).await.map_err(error)?.try_get(0).map_err(error)?;
     let mut grants = format!("GRANT USAGE ON SCHEMA public TO {role};\n");
     for (table, privileges) in GRANTS {
         grants.push_str(&format!("REVOKE ALL ON {table} FROM {role}; GRANT {privileges} ON {table} TO {role};\n"));
@@ -153,7 +154,7 @@ pub async fn check_current(client: &Client) -> StoreResult<()> {
     let latest = MIGRATIONS.last().map_or(0, |m| m.version);
     let row = client.query_opt("SELECT MAX(version) FROM schema_migrations", &[]).await;
     let current: Option<i32> = match row {
-        Ok(Some(row)) => row.get(0),
+        Ok(Some(row)) => row.try_get(0).map_err(error)?,
         Ok(None) => None,
         Err(err) if err.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => None,
         Err(err) => return Err(error(err)),
@@ -182,7 +183,8 @@ pub async fn check_role(client: &Client, allow_privileged: bool) -> StoreResult<
         )
         .await
         .map_err(error)?;
-    let (name, superuser, bypass, owned): (String, bool, bool, i64) = (row.get(0), row.get(1), row.get(2), row.get(3));
+    let (name, superuser, bypass, owned): (String, bool, bool, i64) =
+        (row.try_get(0).map_err(error)?, row.try_get(1).map_err(error)?, row.try_get(2).map_err(error)?, row.try_get(3).map_err(error)?);
     let mut problems = Vec::new();
     if superuser {
         problems.push("is a superuser");

@@ -84,7 +84,7 @@ impl PgPlatform {
         if only_if_first {
             // Serialises racing setups: the second waits, then sees the first user.
             tx.execute("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE", &[]).await.map_err(error)?;
-            if tx.query_one("SELECT EXISTS (SELECT 1 FROM users)", &[]).await.map_err(error)?.get::<_, bool>(0) {
+            if tx.query_one("SELECT EXISTS (SELECT 1 FROM users)", &[]).await.map_err(error)?.try_get::<_, bool>(0).map_err(error)? {
                 return Ok(None);
             }
         }
@@ -106,7 +106,7 @@ impl PlatformStore for PgPlatform {
     }
 
     async fn user_count(&self) -> StoreResult<u64> {
-        let n: i64 = self.client().await?.query_one("SELECT COUNT(*) FROM users", &[]).await.map_err(error)?.get(0);
+        let n: i64 = self.client().await?.query_one("SELECT COUNT(*) FROM users", &[]).await.map_err(error)?.try_get(0).map_err(error)?;
         Ok(n as u64)
     }
 
@@ -354,7 +354,8 @@ impl PlatformStore for PgPlatform {
             )
             .await
             .map_err(error)?
-            .get(0);
+            .try_get(0)
+            .map_err(error)?;
         let row = tx
             .query_one(&format!("{MEMBER_SELECT} WHERE m.workspace_id = $1 AND m.user_id = $2"), &[&workspace, &user])
             .await
