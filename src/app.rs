@@ -65,6 +65,12 @@ impl App {
         let master = crate::crypto::load_or_create_master_key(&config.master_key_file)
             .map_err(|e| format!("master key {}: {e}", config.master_key_file.display()))?;
         let store = open_store(&config).await?;
+        // Membership mirrors a crash left unwritten (normally none: one indexed read).
+        match crate::tenants::finish_pending_mirrors(store.platform.as_ref(), store.tenants.as_ref()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(mirrors = n, "finished membership mirrors left pending by an earlier run"),
+            Err(err) => tracing::warn!(error = %err, "cannot read pending membership mirrors; they stay for the next start"),
+        }
         let passwords = Passwords::prewarm(config.bcrypt_cost).await.map_err(|e| e.to_string())?;
         let watch = AccessWatch::new(store.access.clone(), config.stream_recheck);
         let auth = AuthState {

@@ -124,8 +124,7 @@ pub struct MyUnread {
 async fn my_unread(conn: PlatformConn) -> AppResult<axum::Json<MyUnread>> {
     let user = conn.caller.user.id;
     let mut workspaces = Vec::new();
-    for (ws, role) in conn.platform.workspaces_of(user).await? {
-        let tenant = conn.tenants.open(ws.id).await?;
+    for (ws, role, tenant) in conn.my_workspaces().await? {
         let unread = tenant.notifications().unread_count(Audience::for_role(user, role)).await?;
         workspaces.push(WorkspaceUnread { workspace_id: ws.id, name: ws.name, unread });
     }

@@ -108,6 +108,61 @@ impl<'a> Event<'a, Member> {
     }
 }
 
+/// The last-owner rule, for both backends: a change from `before` to `after` is refused
+/// when it takes away the only owner (`owners` counted under the same lock as the change).
+pub fn check_owners(before: Option<Role>, after: Option<Role>, owners: i64) -> StoreResult<()> {
+    if before == Some(Role::Owner) && after != Some(Role::Owner) && owners <= 1 {
+        return Err(StoreError::Conflict("a workspace keeps at least one owner".into()));
+    }
+    if before.is_none() && after.is_none() {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
+
+/// The data of a `member.removed` event.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct RemovedMember {
+    pub user_id: UserId,
+}
+
+impl<'a> Event<'a, RemovedMember> {
+    pub fn member_removed(removed: &'a RemovedMember) -> Self {
+        Event {
+            kind: "member.removed",
+            entity: "member",
+            entity_id: removed.user_id.to_string(),
+            data: removed,
+            ticket: None,
+            staff_only: true,
+            recipient: None,
+        }
+    }
+}
+
+/// What bringing a workspace's copy of a membership from `current` to `wanted` writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MirrorWrite {
+    /// Insert or update the row and record `member.added` (`added`) or `member.updated`.
+    Upsert { member: Member, added: bool },
+    /// Delete the row and record `member.removed`.
+    Remove(UserId),
+}
+
+/// The one rule for mirroring a membership, for both backends: `None` when the copy is
+/// already right (so replaying a mirror records nothing twice).
+pub fn mirror_write(current: Option<&Member>, wanted: Option<&Member>) -> Option<MirrorWrite> {
+    match (current, wanted) {
+        (None, None) => None,
+        (Some(c), None) => Some(MirrorWrite::Remove(c.user_id)),
+        (None, Some(w)) => Some(MirrorWrite::Upsert { member: w.clone(), added: true }),
+        (Some(c), Some(w)) => {
+            let same = c.role == w.role && c.email == w.email && c.name == w.name;
+            (!same).then(|| MirrorWrite::Upsert { member: w.clone(), added: false })
+        }
+    }
+}
+
 impl<'a> Event<'a, Ticket> {
     pub fn ticket_created(ticket: &'a Ticket) -> Self {
         Event {
@@ -230,17 +285,33 @@ pub trait PlatformStore: Send + Sync + 'static {
     async fn list_api_tokens(&self, user: UserId) -> StoreResult<Vec<ApiTokenInfo>>;
     async fn revoke_api_token(&self, user: UserId, token: TokenId) -> StoreResult<bool>;
 
-    /// Registers the workspace and makes `owner` its owner, in one transaction.
-    async fn create_workspace(&self, workspace: &Workspace, owner: UserId) -> StoreResult<Member>;
+    /// Registers the workspace and makes `owner` its owner, in one transaction, leaving the
+    /// owner's membership as a pending mirror.
+    async fn create_workspace(&self, workspace: &Workspace, owner: UserId) -> StoreResult<MemberChange>;
     async fn workspace(&self, id: WorkspaceId) -> StoreResult<Option<Workspace>>;
     async fn list_workspaces(&self) -> StoreResult<Vec<Workspace>>;
     /// The workspaces `user` belongs to, with their role in each.
     async fn workspaces_of(&self, user: UserId) -> StoreResult<Vec<(Workspace, Role)>>;
     /// The caller's role in the workspace; `None` when not a member or no such workspace.
     async fn member_role(&self, workspace: WorkspaceId, user: UserId) -> StoreResult<Option<Role>>;
-    /// Adds a member or changes a member's role; the flag says whether they were new.
-    async fn upsert_member(&self, workspace: WorkspaceId, user: UserId, role: Role) -> StoreResult<(Member, bool)>;
+    /// Adds a member, changes a member's role, or (`None`) removes them, by `actor`, in one
+    /// transaction that also leaves the change as a pending mirror. Atomically refuses
+    /// (`Conflict`) a change that would leave the workspace without an owner, however many
+    /// changes race; `NotFound` when removing someone who is not a member.
+    async fn set_member(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        role: Option<Role>,
+        actor: Option<UserId>,
+    ) -> StoreResult<MemberChange>;
     async fn list_members(&self, workspace: WorkspaceId) -> StoreResult<Vec<Member>>;
+    async fn member(&self, workspace: WorkspaceId, user: UserId) -> StoreResult<Option<Member>>;
+    /// Membership changes whose mirror may not be written (oldest first, at most `limit`).
+    async fn pending_mirrors(&self, limit: usize) -> StoreResult<Vec<PendingMirror>>;
+    /// The mirror of `pending` is written: forget it, unless a newer change of the same
+    /// membership came since.
+    async fn mirror_done(&self, pending: PendingMirror) -> StoreResult<()>;
 
     /// A user with their password hash, for moving a workspace's people with it.
     async fn user_secret(&self, id: UserId) -> StoreResult<Option<(User, String)>>;
@@ -303,9 +374,10 @@ pub trait TenantStore: Send + Sync + 'static {
     /// The workspace's notifications and followers (their own trait: see `notifications.rs`).
     fn notifications(&self) -> &dyn NotificationStore;
 
-    /// Mirrors a membership into the workspace (for bootstrap and the log):
-    /// `member.added` or `member.updated`.
-    async fn record_member(&self, actor: UserId, member: &Member, added: bool) -> StoreResult<()>;
+    /// Makes the workspace's copy of `user`'s membership (for bootstrap and the log) equal to
+    /// `member` (`None`: not a member), recording `member.added`, `member.updated` or
+    /// `member.removed` as [`mirror_write`] decides; nothing when it already is.
+    async fn mirror_member(&self, actor: Option<UserId>, user: UserId, member: Option<&Member>) -> StoreResult<()>;
 
     async fn create_ticket(&self, actor: UserId, ticket: NewTicket) -> StoreResult<Ticket>;
     async fn list_tickets(&self, audience: Audience, query: &TicketQuery) -> StoreResult<Page<Ticket>>;

@@ -317,6 +317,25 @@ pub struct Member {
     pub joined_at: Millis,
 }
 
+/// What a membership change did: the role before, and the membership after (`None`:
+/// removed). `mirror` identifies the pending mirror the change left (see
+/// [`crate::store::PlatformStore::pending_mirrors`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberChange {
+    pub before: Option<Role>,
+    pub after: Option<Member>,
+    pub mirror: PendingMirror,
+}
+
+/// A membership change whose mirror in the workspace may not be written yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingMirror {
+    pub workspace: WorkspaceId,
+    pub user: UserId,
+    pub actor: Option<UserId>,
+    pub seq: i64,
+}
+
 // ---------------------------------------------------------------------------------------
 // Tenant rows
 

@@ -1,6 +1,12 @@
-//! Typed access to data: `PlatformConn` (cross-tenant, visible in a handler's signature)
+//! Typed access to data: `PlatformConn` (platform data, visible in a handler's signature)
 //! and `TenantConn` (one workspace, the caller's role known), with `TenantStaff` and
 //! `TenantAdmin` narrowing by role.
+//!
+//! What a handler can reach is what its extractors give it: `TenantConn` opens one
+//! workspace's storage and reads or changes only that workspace's memberships (no handle
+//! on the platform store); `PlatformConn` holds the platform store and reaches workspace
+//! storage only through the operations below (a new workspace, the caller's own
+//! workspaces). A handler that needs both takes both.
 
 use std::sync::Arc;
 
@@ -10,16 +16,32 @@ use axum::http::request::Parts;
 use super::TenantsState;
 use crate::auth::watch::AccessWatch;
 use crate::auth::{AuthState, AuthUser};
-use crate::error::AppError;
-use crate::store::{Audience, PlatformStore, Role, TenantStore, UserId, WorkspaceId};
+use crate::error::{AppError, AppResult};
+use crate::store::{Audience, Member, MemberChange, PlatformStore, Role, TenantStore, UserId, Workspace, WorkspaceId};
 
-/// Platform (cross-tenant) data for an authenticated caller.
+/// Platform data for an authenticated caller.
 pub struct PlatformConn {
     pub caller: AuthUser,
     pub platform: Arc<dyn PlatformStore>,
-    pub tenants: Arc<dyn crate::store::TenantStores>,
-    pub memberships: Arc<crate::cache::TtlCache<(WorkspaceId, UserId), Option<Role>>>,
-    pub watch: Arc<AccessWatch>,
+    tenants: Arc<dyn crate::store::TenantStores>,
+    memberships: Arc<crate::cache::TtlCache<(WorkspaceId, UserId), Option<Role>>>,
+}
+
+impl PlatformConn {
+    /// Creates a workspace owned by the caller (see `tenants::create_workspace`).
+    pub async fn create_workspace(&self, name: &str) -> AppResult<Workspace> {
+        super::create_workspace(self.platform.as_ref(), self.tenants.as_ref(), &self.memberships, self.caller.user.id, name).await
+    }
+
+    /// The caller's workspaces, each with the caller's role and its storage.
+    pub async fn my_workspaces(&self) -> AppResult<Vec<(Workspace, Role, Arc<dyn TenantStore>)>> {
+        let mut out = Vec::new();
+        for (ws, role) in self.platform.workspaces_of(self.caller.user.id).await? {
+            let tenant = self.tenants.open(ws.id).await?;
+            out.push((ws, role, tenant));
+        }
+        Ok(out)
+    }
 }
 
 impl<S> FromRequestParts<S> for PlatformConn
@@ -32,8 +54,8 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let caller = AuthUser::from_request_parts(parts, state).await?;
-        let TenantsState { store, memberships, watch } = TenantsState::from_ref(state);
-        Ok(Self { caller, platform: store.platform, tenants: store.tenants, memberships, watch })
+        let TenantsState { store, memberships, .. } = TenantsState::from_ref(state);
+        Ok(Self { caller, platform: store.platform, tenants: store.tenants, memberships })
     }
 }
 
@@ -47,7 +69,8 @@ pub struct TenantConn {
     pub workspace: WorkspaceId,
     pub role: Role,
     pub store: Arc<dyn TenantStore>,
-    pub platform: Arc<dyn PlatformStore>,
+    /// Reached only through the methods below, each scoped to this workspace.
+    platform: Arc<dyn PlatformStore>,
 }
 
 impl TenantConn {
@@ -55,10 +78,28 @@ impl TenantConn {
         self.caller.user.id
     }
 
-    /// Drops the cached role of `user` here, after changing it.
-    pub fn forget_membership(&self, user: UserId) {
+    /// This workspace's registry entry.
+    pub async fn workspace_info(&self) -> AppResult<Workspace> {
+        self.platform.workspace(self.workspace).await?.ok_or(AppError::NotFound)
+    }
+
+    /// This workspace's members.
+    pub async fn members(&self) -> AppResult<Vec<Member>> {
+        Ok(self.platform.list_members(self.workspace).await?)
+    }
+
+    /// `user`'s role in this workspace, if a member.
+    pub async fn role_of(&self, user: UserId) -> AppResult<Option<Role>> {
+        Ok(self.platform.member_role(self.workspace, user).await?)
+    }
+
+    /// Adds, changes or (`None`) removes `user`'s membership here, by the caller, with its
+    /// mirror in the log; caches and open streams follow at once.
+    pub async fn set_member(&self, user: UserId, role: Option<Role>) -> AppResult<MemberChange> {
+        let change = super::change_member(self.platform.as_ref(), self.store.as_ref(), user, role, Some(self.user())).await;
         self.memberships.remove(&(self.workspace, user));
         self.watch.changed();
+        change
     }
 
     /// What this caller may see: everything for staff, their own tickets for requesters.

@@ -10,7 +10,7 @@ use utoipa_axum::routes;
 use super::{Guarded, PlatformConn, TenantAdmin, TenantConn, TenantStaff, TenantsState};
 use crate::auth::AuthState;
 use crate::error::{AppError, AppResult, Problem};
-use crate::http::extract::ApiJson;
+use crate::http::extract::{ApiJson, ApiPath};
 use crate::store::{Member, Millis, Role, UserId, Workspace, WorkspaceId};
 
 pub fn routes<S>() -> OpenApiRouter<S>
@@ -23,6 +23,7 @@ where
         .routes(routes!(list_workspaces, create_workspace))
         .routes(routes!(get_workspace))
         .routes(routes!(list_members, add_member))
+        .routes(routes!(remove_member))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -53,8 +54,7 @@ async fn create_workspace(conn: PlatformConn, ApiJson(body): ApiJson<NewWorkspac
     if !conn.caller.user.is_admin {
         return Err(AppError::Forbidden("only platform administrators create workspaces".into()));
     }
-    let workspace =
-        super::create_workspace(conn.platform.as_ref(), conn.tenants.as_ref(), &conn.memberships, conn.caller.user.id, &body.name).await?;
+    let workspace = conn.create_workspace(&body.name).await?;
     Ok((StatusCode::CREATED, axum::Json(WorkspaceView::new(workspace, Role::Owner))))
 }
 
@@ -69,15 +69,14 @@ async fn list_workspaces(conn: PlatformConn) -> AppResult<axum::Json<Vec<Workspa
 #[utoipa::path(get, path = "/api/workspaces/{ws}", tag = "workspaces", params(("ws" = uuid::Uuid, Path, description = "Workspace id")),
     responses((status = 200, body = WorkspaceView), (status = 400, body = Problem), (status = 404, body = Problem)))]
 async fn get_workspace(conn: TenantConn) -> AppResult<axum::Json<WorkspaceView>> {
-    let ws = conn.platform.workspace(conn.workspace).await?.ok_or(AppError::NotFound)?;
-    Ok(axum::Json(WorkspaceView::new(ws, conn.role)))
+    Ok(axum::Json(WorkspaceView::new(conn.workspace_info().await?, conn.role)))
 }
 
 /// The workspace's members (staff only).
 #[utoipa::path(get, path = "/api/workspaces/{ws}/members", tag = "workspaces", params(("ws" = uuid::Uuid, Path, description = "Workspace id")),
     responses((status = 200, body = Vec<Member>), (status = 403, body = Problem), (status = 404, body = Problem)))]
 async fn list_members(Guarded(conn, _): TenantStaff) -> AppResult<axum::Json<Vec<Member>>> {
-    Ok(axum::Json(conn.platform.list_members(conn.workspace).await?))
+    Ok(axum::Json(conn.members().await?))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -95,31 +94,45 @@ pub struct AddMember {
 #[utoipa::path(post, path = "/api/workspaces/{ws}/members", tag = "workspaces", params(("ws" = uuid::Uuid, Path, description = "Workspace id")), request_body = AddMember,
     responses((status = 201, body = Member, description = "added"), (status = 200, body = Member, description = "role changed"),
         (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
-async fn add_member(Guarded(conn, _): TenantAdmin, ApiJson(body): ApiJson<AddMember>) -> AppResult<(StatusCode, axum::Json<Member>)> {
+async fn add_member(
+    Guarded(conn, _): TenantAdmin,
+    users: PlatformConn,
+    ApiJson(body): ApiJson<AddMember>,
+) -> AppResult<(StatusCode, axum::Json<Member>)> {
+    // Finding the user is a platform read (any user, by email or id): hence `PlatformConn`.
     let user = match (&body.email, body.user_id) {
-        (Some(email), None) => conn.platform.user_by_email(email).await?.map(|(user, _)| user),
-        (None, Some(id)) => conn.platform.user(id).await?,
+        (Some(email), None) => users.platform.user_by_email(email).await?.map(|(user, _)| user),
+        (None, Some(id)) => users.platform.user(id).await?,
         _ => return Err(AppError::invalid("email", "give exactly one of email or user_id")),
     };
     let field = if body.email.is_some() { "email" } else { "user_id" };
     let user = user.ok_or_else(|| AppError::invalid(field, "no such user"))?;
-    let current = conn.platform.member_role(conn.workspace, user.id).await?;
-    let touches_owner = body.role == Role::Owner || current == Some(Role::Owner);
-    if touches_owner && conn.role != Role::Owner {
+    let current = conn.role_of(user.id).await?;
+    if (body.role == Role::Owner || current == Some(Role::Owner)) && conn.role != Role::Owner {
         return Err(AppError::Forbidden("only owners grant or change ownership".into()));
     }
-    if current == Some(Role::Owner) && body.role != Role::Owner {
-        let owners = conn.platform.list_members(conn.workspace).await?.iter().filter(|m| m.role == Role::Owner).count();
-        if owners <= 1 {
-            return Err(AppError::Conflict("a workspace keeps at least one owner".into()));
-        }
-    }
     if current == Some(body.role) {
-        let member = conn.platform.list_members(conn.workspace).await?.into_iter().find(|m| m.user_id == user.id);
+        let member = conn.members().await?.into_iter().find(|m| m.user_id == user.id);
         return member.map(|m| (StatusCode::OK, axum::Json(m))).ok_or(AppError::NotFound);
     }
-    let (member, added) = conn.platform.upsert_member(conn.workspace, user.id, body.role).await?;
-    conn.forget_membership(user.id);
-    conn.store.record_member(conn.user(), &member, added).await?;
-    Ok((if added { StatusCode::CREATED } else { StatusCode::OK }, axum::Json(member)))
+    // The last-owner rule is the store's, checked under the same lock as the change.
+    let change = conn.set_member(user.id, Some(body.role)).await?;
+    let member = change.after.ok_or(AppError::NotFound)?;
+    Ok((if change.before.is_none() { StatusCode::CREATED } else { StatusCode::OK }, axum::Json(member)))
+}
+
+/// Removes a member (workspace owners and admins; only owners remove owners, and the last
+/// owner stays). Their open streams end; the log records `member.removed`.
+#[utoipa::path(delete, path = "/api/workspaces/{ws}/members/{user}", tag = "workspaces",
+    params(("ws" = uuid::Uuid, Path, description = "Workspace id"), ("user" = uuid::Uuid, Path, description = "The member's user id")),
+    responses((status = 204, description = "removed"), (status = 400, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem)))]
+async fn remove_member(Guarded(conn, _): TenantAdmin, ApiPath(path): ApiPath<(WorkspaceId, UserId)>) -> AppResult<StatusCode> {
+    let user = path.1;
+    let current = conn.role_of(user).await?.ok_or(AppError::NotFound)?;
+    if current == Role::Owner && conn.role != Role::Owner {
+        return Err(AppError::Forbidden("only owners remove owners".into()));
+    }
+    conn.set_member(user, None).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

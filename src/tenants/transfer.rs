@@ -132,9 +132,16 @@ pub async fn import_workspace(store: &Store, input: &mut (dyn AsyncBufRead + Unp
         .find(|(_, role)| *role == Role::Owner)
         .map(|(user, _)| *user)
         .ok_or_else(|| StoreError::invalid("file", "the export names no owner"))?;
-    store.platform.create_workspace(&workspace, owner).await?;
+    // The workspace's copy of its memberships came with the file: finishing each mirror
+    // records nothing unless the platform here knows a member by another name or email.
+    let change = store.platform.create_workspace(&workspace, owner).await?;
+    let tenant = store.tenants.open(workspace.id).await?;
+    tenant.mirror_member(change.mirror.actor, owner, change.after.as_ref()).await?;
+    store.platform.mirror_done(change.mirror).await?;
     for (user, role) in memberships.into_iter().filter(|(user, _)| *user != owner) {
-        store.platform.upsert_member(workspace.id, user, role).await?;
+        super::change_member(store.platform.as_ref(), tenant.as_ref(), user, Some(role), Some(owner))
+            .await
+            .map_err(StoreError::internal)?;
     }
     Ok(Imported { workspace, users_created, admin_rights_dropped })
 }

@@ -168,10 +168,10 @@ async fn create_ticket(conn: TenantConn, ApiJson(body): ApiJson<NewTicketRequest
     }
     let requester_id = body.requester_id.unwrap_or(conn.user());
     if requester_id != conn.user() {
-        validate::member(conn.platform.as_ref(), conn.workspace, "requester_id", requester_id, false).await?;
+        validate::member(&conn, "requester_id", requester_id, false).await?;
     }
     if let Some(assignee) = body.assignee_id {
-        validate::member(conn.platform.as_ref(), conn.workspace, "assignee_id", assignee, true).await?;
+        validate::member(&conn, "assignee_id", assignee, true).await?;
     }
     let new = NewTicket {
         title: title.unwrap_or_default(),
@@ -235,7 +235,7 @@ async fn patch_ticket(
         return Err(AppError::Validation(errors));
     }
     if let Some(Some(assignee)) = body.assignee_id {
-        validate::member(conn.platform.as_ref(), conn.workspace, "assignee_id", assignee, true).await?;
+        validate::member(&conn, "assignee_id", assignee, true).await?;
     }
     let patch = TicketPatch { title, status: body.status, priority: body.priority, assignee_id: body.assignee_id, tags };
     if patch.is_empty() {

@@ -1,7 +1,8 @@
 //! Validation of ticket input: titles, tags, and references to members.
 
 use crate::error::{AppError, AppResult, FieldError};
-use crate::store::{PlatformStore, UserId, WorkspaceId};
+use crate::store::UserId;
+use crate::tenants::TenantConn;
 
 pub const TITLE_MAX: usize = 300;
 pub const BODY_MAX: usize = 65_536;
@@ -50,8 +51,8 @@ pub fn tag_filter(value: &str) -> Result<String, FieldError> {
 }
 
 /// `user` must be a member of the workspace; with `staff`, an owner, admin or agent.
-pub async fn member(platform: &dyn PlatformStore, ws: WorkspaceId, field: &str, user: UserId, staff: bool) -> AppResult<()> {
-    match platform.member_role(ws, user).await? {
+pub async fn member(conn: &TenantConn, field: &str, user: UserId, staff: bool) -> AppResult<()> {
+    match conn.role_of(user).await? {
         Some(role) if !staff || role.is_staff() => Ok(()),
         Some(_) => Err(AppError::invalid(field, "must be an agent, admin or owner of this workspace")),
         None => Err(AppError::invalid(field, "not a member of this workspace")),

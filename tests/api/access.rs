@@ -64,6 +64,13 @@ async fn disabling_logging_out_and_revoking_end_open_streams(b: Backend) {
         }
     };
 
+    // Removed from the workspace.
+    let user = join("removed").await;
+    let mut sse = open(&s, &user, &ws, None, "").await;
+    s.delete(&format!("/api/workspaces/{ws}/members/{}", user.id), &admin.token).await.ok(204);
+    assert!(sse.until_access_changed(HERE).await.is_some(), "removal ends the stream");
+    assert_eq!(events_status(&s, &user.token, &ws).await, 404);
+
     // Disabled by a platform admin.
     let user = join("disabled").await;
     let mut sse = open(&s, &user, &ws, None, "").await;

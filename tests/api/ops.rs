@@ -32,6 +32,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/workspaces/{ws}/tickets"),
     ("get", "/api/workspaces/{ws}/tickets/{id}"),
     ("patch", "/api/workspaces/{ws}/tickets/{id}"),
+    ("delete", "/api/workspaces/{ws}/members/{user}"),
     ("delete", "/api/workspaces/{ws}/tickets/{id}"),
     ("get", "/api/workspaces/{ws}/tickets/{id}/comments"),
     ("post", "/api/workspaces/{ws}/tickets/{id}/comments"),

@@ -113,7 +113,7 @@ async fn each_backends_delta_admits_exactly_what_the_one_visibility_rule_admits(
     let ws = Workspace { id: WorkspaceId::new(), name: "Rules".into(), created_at: Millis::now() };
     let tenant = store.tenants.create(&ws, staff).await.unwrap();
     let member = Member { user_id: alice, email: "a@x".into(), name: "A".into(), role: Role::Requester, joined_at: Millis::now() };
-    tenant.record_member(staff, &member, true).await.unwrap();
+    tenant.mirror_member(Some(staff), alice, Some(&member)).await.unwrap();
     let mine = tenant.create_ticket(staff, new_ticket("alice's", alice)).await.unwrap();
     let theirs = tenant.create_ticket(staff, new_ticket("bob's", bob)).await.unwrap();
     for (ticket, internal) in [(mine.id, false), (mine.id, true), (theirs.id, false), (theirs.id, true)] {

@@ -72,3 +72,70 @@ async fn members_are_added_by_email_or_id_and_roles_are_guarded(b: Backend) {
     s.stop().await;
 }
 }
+
+both_backends! {
+async fn members_are_removed_and_the_last_owner_stays_however_demotions_race(b: Backend) {
+    let s = TestServer::start(b).await;
+    let admin = s.admin().await;
+    let ws = s.workspace(&admin, "Owners").await;
+    let other = s.user(&admin, "co-owner").await;
+    let agent = s.user(&admin, "agent").await;
+    let members = format!("/api/workspaces/{ws}/members");
+    s.add_member(&admin, &ws, &agent, "agent").await;
+
+    // Removal: 204, gone from the list and the workspace, recorded in the log.
+    s.delete(&format!("{members}/{}", agent.id), &admin.token).await.ok(204);
+    assert_eq!(s.get(&members, &admin.token).await.ok(200).as_array().unwrap().len(), 1);
+    s.get(&format!("/api/workspaces/{ws}"), &agent.token).await.problem(404);
+    let delta = s.get(&format!("/api/workspaces/{ws}/sync/delta?after=0"), &admin.token).await;
+    let kinds: Vec<String> = delta.ok(200)["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap().to_string()).collect();
+    assert_eq!(kinds.last().map(String::as_str), Some("member.removed"), "{kinds:?}");
+    s.delete(&format!("{members}/{}", agent.id), &admin.token).await.problem(404);
+    s.delete(&format!("{members}/{}", admin.id), &admin.token).await.problem(409);
+
+    // Two owners demoting each other at the same moment: never both.
+    for round in 0..10 {
+        s.post(&members, &admin.token, json!({ "user_id": other.id, "role": "owner" })).await;
+        s.post(&members, &other.token, json!({ "user_id": admin.id, "role": "owner" })).await;
+        let (a, b) = tokio::join!(
+            s.post(&members, &admin.token, json!({ "user_id": other.id, "role": "agent" })),
+            s.post(&members, &other.token, json!({ "user_id": admin.id, "role": "agent" })),
+        );
+        let ok = [a.status, b.status].iter().filter(|st| **st == 200).count();
+        assert!(ok <= 1, "round {round}: both demotions went through ({} and {})", a.status, b.status);
+        let owners = s.get(&members, &admin.token).await;
+        let owners = owners.ok(200).as_array().unwrap().iter().filter(|m| m["role"] == "owner").count();
+        assert_eq!(owners, 1, "round {round}: the workspace keeps exactly one owner");
+        // Whoever is still owner promotes the other back for the next round.
+        let (owner, demoted) = if a.status == 200 { (&admin, &other) } else { (&other, &admin) };
+        s.post(&members, &owner.token, json!({ "user_id": demoted.id, "role": "owner" })).await.ok(200);
+    }
+    s.stop().await;
+}
+}
+
+both_backends! {
+async fn a_membership_whose_mirror_was_never_written_is_mirrored_at_the_next_start(b: Backend) {
+    let s = TestServer::start(b).await;
+    let admin = s.admin().await;
+    let ws = s.workspace(&admin, "Crash").await;
+    let agent = s.user(&admin, "agent").await;
+    // The platform commits the membership, then the process dies before the workspace's
+    // copy is written: exactly what `set_member` without its mirror leaves.
+    let (wid, uid) = (ws.parse().unwrap(), agent.id.parse().unwrap());
+    s.app().store().platform.set_member(wid, uid, Some(edgedesk::store::Role::Agent), None).await.unwrap();
+    async fn kinds(s: &TestServer, ws: &str, token: &str) -> Vec<(String, serde_json::Value)> {
+        let delta = s.get(&format!("/api/workspaces/{ws}/sync/delta?after=0"), token).await;
+        delta.ok(200)["events"].as_array().unwrap().iter().map(|e| (e["kind"].as_str().unwrap().to_string(), e["entity_id"].clone())).collect()
+    }
+    let added = |events: &[(String, serde_json::Value)]| events.iter().filter(|(k, id)| k == "member.added" && *id == agent.id.as_str()).count();
+    assert_eq!(added(&kinds(&s, &ws, &admin.token).await), 0, "no member.added yet: the mirror is pending");
+    let s = s.restart().await;
+    assert_eq!(added(&kinds(&s, &ws, &admin.token).await), 1, "written at start, once");
+    let s = s.restart().await;
+    assert_eq!(added(&kinds(&s, &ws, &admin.token).await), 1, "and not again");
+    let (_, rows, _) = s.bootstrap(&admin.token, &ws).await;
+    assert!(rows.iter().any(|r| r["type"] == "member" && r["user_id"] == agent.id.as_str()), "the snapshot has the member");
+    s.stop().await;
+}
+}

@@ -27,8 +27,12 @@ macro_rules! migration {
     };
 }
 
-pub const MIGRATIONS: &[Migration] =
-    &[migration!(1, "0001_init"), migration!(2, "0002_notify"), migration!(3, "0003_consumers_notifications")];
+pub const MIGRATIONS: &[Migration] = &[
+    migration!(1, "0001_init"),
+    migration!(2, "0002_notify"),
+    migration!(3, "0003_consumers_notifications"),
+    migration!(4, "0004_member_mirrors"),
+];
 
 /// "edgedesk" in ASCII: the advisory lock migrations hold.
 const LOCK_KEY: i64 = 0x6564_6765_6465_736b;
@@ -55,11 +59,12 @@ const GRANTS: &[(&str, &str)] = &[
     ("users", "SELECT, INSERT, UPDATE"),
     ("sessions", "SELECT, INSERT, UPDATE, DELETE"),
     ("api_tokens", "SELECT, INSERT, UPDATE, DELETE"),
-    ("workspaces", "SELECT, INSERT"),
-    ("memberships", "SELECT, INSERT, UPDATE"),
+    ("workspaces", "SELECT, INSERT, UPDATE"),
+    ("memberships", "SELECT, INSERT, UPDATE, DELETE"),
+    ("member_mirrors", "SELECT, INSERT, UPDATE, DELETE"),
     ("workspace_heads", "SELECT, INSERT, UPDATE"),
     ("workspace_info", "SELECT, INSERT, UPDATE"),
-    ("members", "SELECT, INSERT, UPDATE"),
+    ("members", "SELECT, INSERT, UPDATE, DELETE"),
     ("tickets", "SELECT, INSERT, UPDATE"),
     ("comments", "SELECT, INSERT"),
     ("ticket_links", "SELECT, INSERT, DELETE"),

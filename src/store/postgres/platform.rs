@@ -1,7 +1,7 @@
 //! Platform data in Postgres: users, sessions, API tokens, workspaces, memberships.
 
 use async_trait::async_trait;
-use deadpool_postgres::Pool;
+use deadpool_postgres::{GenericClient, Pool};
 use tokio_postgres::Row;
 
 use super::types::{member_from_row, workspace_from_row};
@@ -55,6 +55,30 @@ fn email_conflict(err: tokio_postgres::Error) -> StoreError {
         StoreError::Conflict(_) => StoreError::Conflict("a user with this email exists".into()),
         other => other,
     }
+}
+
+async fn member_in(client: &impl GenericClient, workspace: WorkspaceId, user: UserId) -> StoreResult<Option<Member>> {
+    let row = client
+        .query_opt(&format!("{MEMBER_SELECT} WHERE m.workspace_id = $1 AND m.user_id = $2"), &[&workspace, &user])
+        .await
+        .map_err(error)?;
+    row.as_ref().map(member_from_row).transpose()
+}
+
+/// Records that the workspace's copy of this membership is to be brought up to date.
+async fn leave_pending(tx: &impl GenericClient, workspace: WorkspaceId, user: UserId, actor: Option<UserId>) -> StoreResult<PendingMirror> {
+    let seq: i64 = tx
+        .query_one(
+            "INSERT INTO member_mirrors (workspace_id, user_id, actor_id, seq, created_at) VALUES ($1, $2, $3, 1, $4)
+             ON CONFLICT (workspace_id, user_id) DO UPDATE SET actor_id = excluded.actor_id, seq = member_mirrors.seq + 1
+             RETURNING seq",
+            &[&workspace, &user, &actor, &Millis::now()],
+        )
+        .await
+        .map_err(error)?
+        .try_get(0)
+        .map_err(error)?;
+    Ok(PendingMirror { workspace, user, actor, seq })
 }
 
 pub struct PgPlatform {
@@ -285,7 +309,7 @@ impl PlatformStore for PgPlatform {
         Ok(n == 1)
     }
 
-    async fn create_workspace(&self, workspace: &Workspace, owner: UserId) -> StoreResult<Member> {
+    async fn create_workspace(&self, workspace: &Workspace, owner: UserId) -> StoreResult<MemberChange> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(error)?;
         tx.execute(
@@ -300,13 +324,10 @@ impl PlatformStore for PgPlatform {
         )
         .await
         .map_err(error)?;
-        let row = tx
-            .query_one(&format!("{MEMBER_SELECT} WHERE m.workspace_id = $1 AND m.user_id = $2"), &[&workspace.id, &owner])
-            .await
-            .map_err(error)?;
-        let member = member_from_row(&row)?;
+        let member = member_in(&tx, workspace.id, owner).await?;
+        let mirror = leave_pending(&tx, workspace.id, owner, Some(owner)).await?;
         tx.commit().await.map_err(error)?;
-        Ok(member)
+        Ok(MemberChange { before: None, after: member, mirror })
     }
 
     async fn workspace(&self, id: WorkspaceId) -> StoreResult<Option<Workspace>> {
@@ -342,27 +363,90 @@ impl PlatformStore for PgPlatform {
         row.map(|r| r.try_get(0).map_err(error)).transpose()
     }
 
-    async fn upsert_member(&self, workspace: WorkspaceId, user: UserId, role: Role) -> StoreResult<(Member, bool)> {
+    async fn set_member(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        role: Option<Role>,
+        actor: Option<UserId>,
+    ) -> StoreResult<MemberChange> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(error)?;
-        // xmax = 0 on the returned row means it was inserted, not updated.
-        let inserted: bool = tx
-            .query_one(
-                "INSERT INTO memberships (workspace_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (workspace_id, user_id) DO UPDATE SET role = excluded.role RETURNING (xmax = 0)",
-                &[&workspace, &user, &role, &Millis::now()],
-            )
+        // Membership changes of one workspace take its registry row's lock first, so the
+        // owner count below cannot change before this commits.
+        tx.query_opt("SELECT 1 FROM workspaces WHERE id = $1 FOR UPDATE", &[&workspace])
+            .await
+            .map_err(error)?
+            .ok_or(StoreError::NotFound)?;
+        let before: Option<Role> = tx
+            .query_opt("SELECT role FROM memberships WHERE workspace_id = $1 AND user_id = $2", &[&workspace, &user])
+            .await
+            .map_err(error)?
+            .map(|r| r.try_get(0).map_err(error))
+            .transpose()?;
+        let owners: i64 = tx
+            .query_one("SELECT count(*) FROM memberships WHERE workspace_id = $1 AND role = 'owner'", &[&workspace])
             .await
             .map_err(error)?
             .try_get(0)
             .map_err(error)?;
-        let row = tx
-            .query_one(&format!("{MEMBER_SELECT} WHERE m.workspace_id = $1 AND m.user_id = $2"), &[&workspace, &user])
+        check_owners(before, role, owners)?;
+        match role {
+            Some(role) => tx
+                .execute(
+                    "INSERT INTO memberships (workspace_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (workspace_id, user_id) DO UPDATE SET role = excluded.role",
+                    &[&workspace, &user, &role, &Millis::now()],
+                )
+                .await
+                .map_err(|e| match e.code() {
+                    Some(code) if *code == tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION => StoreError::NotFound,
+                    _ => error(e),
+                })?,
+            None => {
+                tx.execute("DELETE FROM memberships WHERE workspace_id = $1 AND user_id = $2", &[&workspace, &user]).await.map_err(error)?
+            }
+        };
+        let after = member_in(&tx, workspace, user).await?;
+        let mirror = leave_pending(&tx, workspace, user, actor).await?;
+        tx.commit().await.map_err(error)?;
+        Ok(MemberChange { before, after, mirror })
+    }
+
+    async fn member(&self, workspace: WorkspaceId, user: UserId) -> StoreResult<Option<Member>> {
+        let client = self.client().await?;
+        member_in(&client, workspace, user).await
+    }
+
+    async fn pending_mirrors(&self, limit: usize) -> StoreResult<Vec<PendingMirror>> {
+        let rows = self
+            .client()
+            .await?
+            .query("SELECT workspace_id, user_id, actor_id, seq FROM member_mirrors ORDER BY created_at LIMIT $1", &[&(limit as i64)])
             .await
             .map_err(error)?;
-        let member = member_from_row(&row)?;
-        tx.commit().await.map_err(error)?;
-        Ok((member, inserted))
+        rows.iter()
+            .map(|r| {
+                Ok(PendingMirror {
+                    workspace: r.try_get(0).map_err(error)?,
+                    user: r.try_get(1).map_err(error)?,
+                    actor: r.try_get(2).map_err(error)?,
+                    seq: r.try_get(3).map_err(error)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn mirror_done(&self, pending: PendingMirror) -> StoreResult<()> {
+        self.client()
+            .await?
+            .execute(
+                "DELETE FROM member_mirrors WHERE workspace_id = $1 AND user_id = $2 AND seq = $3",
+                &[&pending.workspace, &pending.user, &pending.seq],
+            )
+            .await
+            .map_err(error)?;
+        Ok(())
     }
 
     async fn user_secret(&self, id: UserId) -> StoreResult<Option<(User, String)>> {

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tokio_postgres::Row;
 
 use super::log::{self, Params, PgWrite};
+use super::types::member_from_row;
 use super::{error, pool_error};
 use crate::store::*;
 
@@ -177,18 +178,40 @@ impl TenantStore for PgTenant {
         self
     }
 
-    async fn record_member(&self, actor: UserId, member: &Member, added: bool) -> StoreResult<()> {
+    async fn mirror_member(&self, actor: Option<UserId>, user: UserId, member: Option<&Member>) -> StoreResult<()> {
         let mut client = self.client().await?;
         let mut w = self.write_tx(&mut client).await?;
-        w.tx()
-            .execute(
-                "INSERT INTO members (workspace_id, user_id, email, name, role, joined_at) VALUES ($1, $2, $3, $4, $5, $6)
-                 ON CONFLICT (workspace_id, user_id) DO UPDATE SET email = excluded.email, name = excluded.name, role = excluded.role",
-                &[&self.workspace, &member.user_id, &member.email, &member.name, &member.role, &member.joined_at],
+        let current = w
+            .tx()
+            .query_opt(
+                "SELECT user_id, email, name, role, joined_at FROM members WHERE workspace_id = $1 AND user_id = $2",
+                &[&self.workspace, &user],
             )
             .await
-            .map_err(error)?;
-        w.record(Some(actor), Event::member(member, added)).await?;
+            .map_err(error)?
+            .map(|r| member_from_row(&r))
+            .transpose()?;
+        match mirror_write(current.as_ref(), member) {
+            None => w.exempt("the workspace's copy of this membership is already right"),
+            Some(MirrorWrite::Upsert { member, added }) => {
+                w.tx()
+                    .execute(
+                        "INSERT INTO members (workspace_id, user_id, email, name, role, joined_at) VALUES ($1, $2, $3, $4, $5, $6)
+                         ON CONFLICT (workspace_id, user_id) DO UPDATE SET email = excluded.email, name = excluded.name, role = excluded.role",
+                        &[&self.workspace, &member.user_id, &member.email, &member.name, &member.role, &member.joined_at],
+                    )
+                    .await
+                    .map_err(error)?;
+                w.record(actor, Event::member(&member, added)).await?;
+            }
+            Some(MirrorWrite::Remove(user_id)) => {
+                w.tx()
+                    .execute("DELETE FROM members WHERE workspace_id = $1 AND user_id = $2", &[&self.workspace, &user_id])
+                    .await
+                    .map_err(error)?;
+                w.record(actor, Event::member_removed(&RemovedMember { user_id })).await?;
+            }
+        }
         w.commit().await
     }
 

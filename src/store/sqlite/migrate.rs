@@ -26,7 +26,11 @@ macro_rules! migration {
     };
 }
 
-pub const PLATFORM: &[Migration] = &[migration!(1, "platform", "0001_init"), migration!(2, "platform", "0002_consumers")];
+pub const PLATFORM: &[Migration] = &[
+    migration!(1, "platform", "0001_init"),
+    migration!(2, "platform", "0002_consumers"),
+    migration!(3, "platform", "0003_member_mirrors"),
+];
 pub const TENANT: &[Migration] = &[migration!(1, "tenant", "0001_init"), migration!(2, "tenant", "0002_consumers_notifications")];
 
 /// Applies every migration newer than the file's `user_version`. Returns how many ran.

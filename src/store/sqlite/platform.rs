@@ -59,6 +59,26 @@ fn insert_user(conn: &Connection, user: &NewUser, only_if_first: bool) -> StoreR
 const MEMBER_SELECT: &str = "SELECT m.user_id, u.email, u.name, m.role, m.created_at
      FROM memberships m JOIN users u ON u.id = m.user_id";
 
+fn member_in(conn: &rusqlite::Connection, workspace: WorkspaceId, user: UserId) -> StoreResult<Option<Member>> {
+    conn.prepare_cached(&format!("{MEMBER_SELECT} WHERE m.workspace_id = ?1 AND m.user_id = ?2"))
+        .and_then(|mut stmt| stmt.query_row(params![workspace, user], member_from_row).optional())
+        .map_err(error)
+}
+
+/// Records that the workspace's copy of this membership is to be brought up to date.
+fn leave_pending(conn: &rusqlite::Connection, workspace: WorkspaceId, user: UserId, actor: Option<UserId>) -> StoreResult<PendingMirror> {
+    let seq: i64 = conn
+        .query_row(
+            "INSERT INTO member_mirrors (workspace_id, user_id, actor_id, seq, created_at) VALUES (?1, ?2, ?3, 1, ?4)
+             ON CONFLICT (workspace_id, user_id) DO UPDATE SET actor_id = excluded.actor_id, seq = member_mirrors.seq + 1
+             RETURNING seq",
+            params![workspace, user, actor, Millis::now()],
+            |r| r.get(0),
+        )
+        .map_err(error)?;
+    Ok(PendingMirror { workspace, user, actor, seq })
+}
+
 pub struct SqlitePlatform {
     pub(super) pool: SqlitePool,
     pub(super) exec: Arc<Executor>,
@@ -304,7 +324,7 @@ impl PlatformStore for SqlitePlatform {
         .await
     }
 
-    async fn create_workspace(&self, workspace: &Workspace, owner: UserId) -> StoreResult<Member> {
+    async fn create_workspace(&self, workspace: &Workspace, owner: UserId) -> StoreResult<MemberChange> {
         let workspace = workspace.clone();
         blocking(&self.exec, &self.pool, move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(error)?;
@@ -318,15 +338,10 @@ impl PlatformStore for SqlitePlatform {
                 params![workspace.id, owner, workspace.created_at],
             )
             .map_err(error)?;
-            let member = tx
-                .query_row(
-                    &format!("{MEMBER_SELECT} WHERE m.workspace_id = ?1 AND m.user_id = ?2"),
-                    params![workspace.id, owner],
-                    member_from_row,
-                )
-                .map_err(error)?;
+            let member = member_in(&tx, workspace.id, owner)?;
+            let mirror = leave_pending(&tx, workspace.id, owner, Some(owner))?;
             tx.commit().map_err(error)?;
-            Ok(member)
+            Ok(MemberChange { before: None, after: member, mirror })
         })
         .await
     }
@@ -374,31 +389,71 @@ impl PlatformStore for SqlitePlatform {
         .await
     }
 
-    async fn upsert_member(&self, workspace: WorkspaceId, user: UserId, role: Role) -> StoreResult<(Member, bool)> {
+    async fn set_member(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        role: Option<Role>,
+        actor: Option<UserId>,
+    ) -> StoreResult<MemberChange> {
         blocking(&self.exec, &self.pool, move |conn| {
+            // IMMEDIATE: the file's write lock from the first read, so the owner count below
+            // cannot change before this commits (SQLite admits one writer).
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(error)?;
-            let existed: bool = tx
-                .query_row(
-                    "SELECT EXISTS (SELECT 1 FROM memberships WHERE workspace_id = ?1 AND user_id = ?2)",
-                    params![workspace, user],
-                    |row| row.get(0),
-                )
+            let before: Option<Role> = tx
+                .query_row("SELECT role FROM memberships WHERE workspace_id = ?1 AND user_id = ?2", params![workspace, user], |r| r.get(0))
+                .optional()
                 .map_err(error)?;
-            tx.execute(
-                "INSERT INTO memberships (workspace_id, user_id, role, created_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (workspace_id, user_id) DO UPDATE SET role = excluded.role",
-                params![workspace, user, role, Millis::now()],
-            )
-            .map_err(error)?;
-            let member = tx
-                .query_row(
-                    &format!("{MEMBER_SELECT} WHERE m.workspace_id = ?1 AND m.user_id = ?2"),
-                    params![workspace, user],
-                    member_from_row,
-                )
+            let owners: i64 = tx
+                .query_row("SELECT count(*) FROM memberships WHERE workspace_id = ?1 AND role = 'owner'", params![workspace], |r| r.get(0))
                 .map_err(error)?;
+            check_owners(before, role, owners)?;
+            match role {
+                Some(role) => tx.execute(
+                    "INSERT INTO memberships (workspace_id, user_id, role, created_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (workspace_id, user_id) DO UPDATE SET role = excluded.role",
+                    params![workspace, user, role, Millis::now()],
+                ),
+                None => tx.execute("DELETE FROM memberships WHERE workspace_id = ?1 AND user_id = ?2", params![workspace, user]),
+            }
+            .map_err(|e| match error(e) {
+                StoreError::Internal(msg) if msg.contains("FOREIGN KEY") => StoreError::NotFound,
+                other => other,
+            })?;
+            let after = member_in(&tx, workspace, user)?;
+            let mirror = leave_pending(&tx, workspace, user, actor)?;
             tx.commit().map_err(error)?;
-            Ok((member, !existed))
+            Ok(MemberChange { before, after, mirror })
+        })
+        .await
+    }
+
+    async fn member(&self, workspace: WorkspaceId, user: UserId) -> StoreResult<Option<Member>> {
+        blocking(&self.exec, &self.pool, move |conn| member_in(conn, workspace, user)).await
+    }
+
+    async fn pending_mirrors(&self, limit: usize) -> StoreResult<Vec<PendingMirror>> {
+        blocking(&self.exec, &self.pool, move |conn| {
+            conn.prepare_cached("SELECT workspace_id, user_id, actor_id, seq FROM member_mirrors ORDER BY created_at LIMIT ?1")
+                .and_then(|mut stmt| {
+                    stmt.query_map(params![limit as i64], |r| {
+                        Ok(PendingMirror { workspace: r.get(0)?, user: r.get(1)?, actor: r.get(2)?, seq: r.get(3)? })
+                    })?
+                    .collect()
+                })
+                .map_err(error)
+        })
+        .await
+    }
+
+    async fn mirror_done(&self, pending: PendingMirror) -> StoreResult<()> {
+        blocking(&self.exec, &self.pool, move |conn| {
+            conn.execute(
+                "DELETE FROM member_mirrors WHERE workspace_id = ?1 AND user_id = ?2 AND seq = ?3",
+                params![pending.workspace, pending.user, pending.seq],
+            )
+            .map(|_| ())
+            .map_err(error)
         })
         .await
     }

@@ -187,16 +187,34 @@ impl TenantStore for SqliteTenant {
         self
     }
 
-    async fn record_member(&self, actor: UserId, member: &Member, added: bool) -> StoreResult<()> {
-        let member = member.clone();
+    async fn mirror_member(&self, actor: Option<UserId>, user: UserId, member: Option<&Member>) -> StoreResult<()> {
+        let wanted = member.cloned();
         self.write(move |tx| {
-            tx.execute(
-                "INSERT INTO members (user_id, email, name, role, joined_at) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (user_id) DO UPDATE SET email = excluded.email, name = excluded.name, role = excluded.role",
-                params![member.user_id, member.email, member.name, member.role, member.joined_at],
-            )
-            .map_err(error)?;
-            tx.record(Some(actor), Event::member(&member, added))?;
+            let current = tx
+                .prepare_cached("SELECT user_id, email, name, role, joined_at FROM members WHERE user_id = ?1")
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![user], |r| {
+                        Ok(Member { user_id: r.get(0)?, email: r.get(1)?, name: r.get(2)?, role: r.get(3)?, joined_at: r.get(4)? })
+                    })
+                    .optional()
+                })
+                .map_err(error)?;
+            match mirror_write(current.as_ref(), wanted.as_ref()) {
+                None => tx.exempt("the workspace's copy of this membership is already right"),
+                Some(MirrorWrite::Upsert { member, added }) => {
+                    tx.execute(
+                        "INSERT INTO members (user_id, email, name, role, joined_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                         ON CONFLICT (user_id) DO UPDATE SET email = excluded.email, name = excluded.name, role = excluded.role",
+                        params![member.user_id, member.email, member.name, member.role, member.joined_at],
+                    )
+                    .map_err(error)?;
+                    tx.record(actor, Event::member(&member, added))?;
+                }
+                Some(MirrorWrite::Remove(user_id)) => {
+                    tx.execute("DELETE FROM members WHERE user_id = ?1", params![user_id]).map_err(error)?;
+                    tx.record(actor, Event::member_removed(&RemovedMember { user_id }))?;
+                }
+            }
             Ok(())
         })
         .await
