@@ -246,3 +246,38 @@ async fn a_column_whose_type_drifted_answers_500_instead_of_panicking() {
     // The server is still there.
     s.get("/api/me", &admin.token).await.ok(200);
 }
+
+#[tokio::test]
+async fn reads_name_their_workspace_even_when_row_level_security_is_bypassed() {
+    if !Backend::postgres_available() {
+        return;
+    }
+    let s = TestServer::start(Backend::Postgres).await;
+    let (a, b) = two_filled_workspaces(&s).await;
+    let token = s.login("admin@example.com", crate::common::PASSWORD).await.ok(200)["token"].as_str().unwrap().to_string();
+    let admin = crate::common::User { id: String::new(), email: "admin@example.com".into(), token };
+    // As the cluster's superuser, which row-level security does not bind (the development
+    // override): only the queries' own workspace predicates keep workspaces apart now.
+    let su = s.pg.as_ref().unwrap().superuser_url.clone();
+    let s = s
+        .restart_with(move |c| {
+            c.database_url = Some(Secret::new(su));
+            c.dev_allow_privileged_role = true;
+        })
+        .await;
+    let tickets = s.get(&format!("/api/workspaces/{a}/tickets"), &admin.token).await;
+    let titles: Vec<&str> = tickets.ok(200)["items"].as_array().unwrap().iter().map(|t| t["title"].as_str().unwrap()).collect();
+    assert!(titles.iter().all(|t| t.starts_with("A ")), "{titles:?}");
+    let delta = s.get(&format!("/api/workspaces/{a}/sync/delta?after=0"), &admin.token).await;
+    let b_events = delta.ok(200)["events"].as_array().unwrap().iter().filter(|e| e.to_string().contains(&b)).count();
+    assert_eq!(b_events, 0, "no event of workspace B in A's delta");
+    let audit = s.get(&format!("/api/workspaces/{a}/audit"), &admin.token).await;
+    assert!(!audit.ok(200).to_string().contains("B one"), "no B in A's audit");
+    let (_, rows, _) = s.bootstrap(&admin.token, &a).await;
+    assert!(rows.iter().all(|r| !r.to_string().contains("B one") && !r.to_string().contains(&b)), "no B in A's snapshot");
+    let first = s.get(&format!("/api/workspaces/{a}/tickets"), &admin.token).await.ok(200)["items"][0]["id"].as_str().unwrap().to_string();
+    let comments = s.get(&format!("/api/workspaces/{a}/tickets/{first}/comments"), &admin.token).await;
+    assert!(comments.ok(200)["items"].as_array().unwrap().len() <= 2);
+    let notes = s.get(&format!("/api/workspaces/{a}/notifications"), &admin.token).await;
+    assert!(!notes.ok(200).to_string().contains("B one"), "no B in A's notifications");
+}

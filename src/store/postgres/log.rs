@@ -266,10 +266,10 @@ pub async fn delta(tx: &Transaction<'_>, workspace: WorkspaceId, audience: Audie
     let rows = tx
         .query(
             &format!(
-                "SELECT {EVENT_COLS} FROM sync_actions s WHERE {visible}
+                "SELECT {EVENT_COLS} FROM sync_actions s WHERE s.workspace_id = $5 AND {visible}
                  AND s.sync_id > $2 AND s.sync_id <= $3 ORDER BY s.sync_id LIMIT $4"
             ),
-            &[&audience.user(), &after, &head, &fetch],
+            &[&audience.user(), &after, &head, &fetch, &workspace],
         )
         .await
         .map_err(error)?;
@@ -293,15 +293,15 @@ pub fn visibility_from_row(row: &tokio_postgres::Row, at: usize) -> StoreResult<
     })
 }
 
-pub async fn feed(tx: &Transaction<'_>, after: i64, limit: usize) -> StoreResult<Page<crate::store::FeedEvent>> {
+pub async fn feed(tx: &Transaction<'_>, workspace: WorkspaceId, after: i64, limit: usize) -> StoreResult<Page<crate::store::FeedEvent>> {
     let fetch = (limit + 1) as i64;
     let rows = tx
         .query(
             &format!(
                 "SELECT {EVENT_COLS}, {VISIBILITY_COLS} FROM sync_actions s
-                 WHERE s.sync_id > $1 ORDER BY s.sync_id LIMIT $2"
+                 WHERE s.workspace_id = $3 AND s.sync_id > $1 ORDER BY s.sync_id LIMIT $2"
             ),
-            &[&after, &fetch],
+            &[&after, &fetch, &workspace],
         )
         .await
         .map_err(error)?;
@@ -330,9 +330,9 @@ impl Params {
     }
 }
 
-pub async fn audit(tx: &Transaction<'_>, query: &AuditQuery) -> StoreResult<Page<SyncEvent>> {
-    let mut sql = format!("SELECT {EVENT_COLS} FROM sync_actions s WHERE true");
+pub async fn audit(tx: &Transaction<'_>, workspace: WorkspaceId, query: &AuditQuery) -> StoreResult<Page<SyncEvent>> {
     let mut params = Params::default();
+    let mut sql = format!("SELECT {EVENT_COLS} FROM sync_actions s WHERE s.workspace_id = {}", params.push(workspace));
     if let Some(actor) = query.actor {
         sql.push_str(&format!(" AND s.actor = {}", params.push(actor)));
     }
@@ -377,20 +377,31 @@ pub async fn bootstrap(
         }
     }
     let requester = audience.requester();
-    if let Some(row) = tx.query_opt("SELECT workspace_id, name, created_at FROM workspace_info", &[]).await.map_err(error)? {
+    if let Some(row) = tx
+        .query_opt("SELECT workspace_id, name, created_at FROM workspace_info WHERE workspace_id = $1", &[&workspace])
+        .await
+        .map_err(error)?
+    {
         let ws = workspace_from_row(&row)?;
         send(out, enc.row("workspace", &ws)?).await?;
     }
     if requester.is_none() {
-        for row in tx.query("SELECT user_id, email, name, role, joined_at FROM members ORDER BY user_id", &[]).await.map_err(error)? {
+        for row in tx
+            .query("SELECT user_id, email, name, role, joined_at FROM members WHERE workspace_id = $1 ORDER BY user_id", &[&workspace])
+            .await
+            .map_err(error)?
+        {
             let member = member_from_row(&row)?;
             send(out, enc.row("member", &member)?).await?;
         }
     }
-    let params: [Param<'_>; 1] = [&requester];
+    let params: [Param<'_>; 2] = [&requester, &workspace];
     let tickets = tx
         .query_raw(
-            &format!("SELECT {TICKET_COLS} FROM tickets t WHERE t.deleted_at IS NULL AND ($1::uuid IS NULL OR t.requester_id = $1) ORDER BY t.number"),
+            &format!(
+                "SELECT {TICKET_COLS} FROM tickets t WHERE t.workspace_id = $2 AND t.deleted_at IS NULL
+                 AND ($1::uuid IS NULL OR t.requester_id = $1) ORDER BY t.number"
+            ),
             params.iter().copied(),
         )
         .await
@@ -404,7 +415,8 @@ pub async fn bootstrap(
         .query_raw(
             &format!(
                 "SELECT {COMMENT_COLS} FROM comments c JOIN tickets t ON t.id = c.ticket_id AND t.workspace_id = c.workspace_id
-                 WHERE t.deleted_at IS NULL AND ($1::uuid IS NULL OR (t.requester_id = $1 AND NOT c.internal)) ORDER BY c.id"
+                 WHERE c.workspace_id = $2 AND t.deleted_at IS NULL AND ($1::uuid IS NULL OR (t.requester_id = $1 AND NOT c.internal))
+                 ORDER BY c.id"
             ),
             params.iter().copied(),
         )
@@ -422,9 +434,9 @@ pub async fn bootstrap(
                     "SELECT {LINK_COLS} FROM ticket_links l
                      JOIN tickets s ON s.id = l.source_id AND s.workspace_id = l.workspace_id
                      JOIN tickets d ON d.id = l.target_id AND d.workspace_id = l.workspace_id
-                     WHERE s.deleted_at IS NULL AND d.deleted_at IS NULL ORDER BY l.id"
+                     WHERE l.workspace_id = $1 AND s.deleted_at IS NULL AND d.deleted_at IS NULL ORDER BY l.id"
                 ),
-                &[],
+                &[&workspace],
             )
             .await
             .map_err(error)?;
@@ -435,10 +447,13 @@ pub async fn bootstrap(
     // The caller's own notifications, by the log's rule.
     let visible = visibility::sql(visibility::POSTGRES, requester.is_none(), "$1");
     let user = audience.user();
-    let mine: [Param<'_>; 1] = [&user];
+    let mine: [Param<'_>; 2] = [&user, &workspace];
     let notifications = tx
         .query_raw(
-            &format!("SELECT s.data, s.read_at FROM notifications s WHERE s.recipient_id = $1 AND {visible} ORDER BY s.source_sync_id"),
+            &format!(
+                "SELECT s.data, s.read_at FROM notifications s WHERE s.workspace_id = $2 AND s.recipient_id = $1 AND {visible}
+                 ORDER BY s.source_sync_id"
+            ),
             mine.iter().copied(),
         )
         .await

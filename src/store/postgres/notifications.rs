@@ -238,7 +238,7 @@ impl NotificationStore for PgTenant {
         let mut client = self.client().await?;
         let mut b = Bookkeeping::begin(&mut client, self.workspace_id()).await?;
         b.exempt("a follow is the user's subscription, not a synced row: nothing a client syncs changes");
-        visible_ticket(b.tx(), audience.requester(), ticket).await?.ok_or(StoreError::NotFound)?;
+        visible_ticket(b.tx(), self.workspace_id(), audience.requester(), ticket).await?.ok_or(StoreError::NotFound)?;
         let change = if follow {
             let since_sync_id = log::head(b.tx(), self.workspace_id()).await?;
             FollowerChange::Set(Follower { ticket_id: ticket, user_id: user, reason: FollowReason::Manual, since_sync_id })

@@ -59,14 +59,20 @@ pub fn link_from_row(row: &Row) -> StoreResult<TicketLink> {
 }
 
 /// A live ticket (not deleted), if `requester` is given only one they requested.
-pub(super) async fn visible_ticket(tx: &Transaction<'_>, requester: Option<UserId>, id: TicketId) -> StoreResult<Option<Ticket>> {
+pub(super) async fn visible_ticket(
+    tx: &Transaction<'_>,
+    workspace: WorkspaceId,
+    requester: Option<UserId>,
+    id: TicketId,
+) -> StoreResult<Option<Ticket>> {
     let stmt = tx
         .prepare_cached(&format!(
-            "SELECT {TICKET_COLS} FROM tickets t WHERE t.id = $1 AND t.deleted_at IS NULL AND ($2::uuid IS NULL OR t.requester_id = $2)"
+            "SELECT {TICKET_COLS} FROM tickets t
+             WHERE t.workspace_id = $3 AND t.id = $1 AND t.deleted_at IS NULL AND ($2::uuid IS NULL OR t.requester_id = $2)"
         ))
         .await
         .map_err(error)?;
-    let row = tx.query_opt(&stmt, &[&id, &requester]).await.map_err(error)?;
+    let row = tx.query_opt(&stmt, &[&id, &requester, &workspace]).await.map_err(error)?;
     row.as_ref().map(ticket_from_row).transpose()
 }
 
@@ -259,8 +265,9 @@ impl TenantStore for PgTenant {
             TicketSort::UpdatedAt => "t.updated_at",
             TicketSort::CreatedAt => "t.created_at",
         };
-        let mut sql = format!("SELECT {TICKET_COLS} FROM tickets t WHERE t.deleted_at IS NULL");
         let mut params = Params::default();
+        let mut sql =
+            format!("SELECT {TICKET_COLS} FROM tickets t WHERE t.workspace_id = {} AND t.deleted_at IS NULL", params.push(self.workspace));
         if let Audience::Requester(user) = audience {
             sql.push_str(&format!(" AND t.requester_id = {}", params.push(user)));
         }
@@ -298,13 +305,13 @@ impl TenantStore for PgTenant {
     async fn ticket(&self, audience: Audience, id: TicketId) -> StoreResult<Option<Ticket>> {
         let mut client = self.client().await?;
         let tx = log::read_tx(&mut client, self.workspace, false).await?;
-        visible_ticket(&tx, audience.requester(), id).await
+        visible_ticket(&tx, self.workspace, audience.requester(), id).await
     }
 
     async fn update_ticket(&self, actor: UserId, audience: Audience, id: TicketId, patch: TicketPatch) -> StoreResult<Ticket> {
         let mut client = self.client().await?;
         let mut w = self.write_tx(&mut client).await?;
-        let before = visible_ticket(w.tx(), audience.requester(), id).await?.ok_or(StoreError::NotFound)?;
+        let before = visible_ticket(w.tx(), self.workspace, audience.requester(), id).await?.ok_or(StoreError::NotFound)?;
         let mut ticket = patch.applied_to(&before);
         if ticket == before {
             w.exempt("the patch changes nothing: no new state, no event");
@@ -361,7 +368,7 @@ impl TenantStore for PgTenant {
         }
         let mut client = self.client().await?;
         let mut w = self.write_tx(&mut client).await?;
-        visible_ticket(w.tx(), audience.requester(), ticket).await?.ok_or(StoreError::NotFound)?;
+        visible_ticket(w.tx(), self.workspace, audience.requester(), ticket).await?.ok_or(StoreError::NotFound)?;
         let comment = Comment { id: CommentId::new(), ticket_id: ticket, author_id: actor, body, internal, created_at: w.now() };
         w.tx()
             .execute(
@@ -378,16 +385,16 @@ impl TenantStore for PgTenant {
     async fn list_comments(&self, audience: Audience, ticket: TicketId, query: &CommentQuery) -> StoreResult<Page<Comment>> {
         let mut client = self.client().await?;
         let tx = log::read_tx(&mut client, self.workspace, true).await?;
-        visible_ticket(&tx, audience.requester(), ticket).await?.ok_or(StoreError::NotFound)?;
+        visible_ticket(&tx, self.workspace, audience.requester(), ticket).await?.ok_or(StoreError::NotFound)?;
         let staff = audience.is_staff();
         let limit = (query.limit + 1) as i64;
         let rows = tx
             .query(
                 &format!(
-                    "SELECT {COMMENT_COLS} FROM comments c WHERE c.ticket_id = $1 AND ($2 OR NOT c.internal)
+                    "SELECT {COMMENT_COLS} FROM comments c WHERE c.workspace_id = $5 AND c.ticket_id = $1 AND ($2 OR NOT c.internal)
                      AND ($3::uuid IS NULL OR c.id > $3) ORDER BY c.id LIMIT $4"
                 ),
-                &[&ticket, &staff, &query.after, &limit],
+                &[&ticket, &staff, &query.after, &limit, &self.workspace],
             )
             .await
             .map_err(error)?;
@@ -398,11 +405,11 @@ impl TenantStore for PgTenant {
     async fn add_link(&self, actor: UserId, source: TicketId, target: TicketId, kind: LinkKind) -> StoreResult<TicketLink> {
         let mut client = self.client().await?;
         let mut w = self.write_tx(&mut client).await?;
-        visible_ticket(w.tx(), None, source).await?.ok_or(StoreError::NotFound)?;
+        visible_ticket(w.tx(), self.workspace, None, source).await?.ok_or(StoreError::NotFound)?;
         if source == target {
             return Err(StoreError::invalid("target_id", "a ticket cannot be linked to itself"));
         }
-        if visible_ticket(w.tx(), None, target).await?.is_none() {
+        if visible_ticket(w.tx(), self.workspace, None, target).await?.is_none() {
             return Err(StoreError::invalid("target_id", "no such ticket in this workspace"));
         }
         let link = TicketLink { id: LinkId::new(), source_id: source, target_id: target, kind, created_by: actor, created_at: w.now() };
@@ -427,16 +434,17 @@ impl TenantStore for PgTenant {
     async fn list_links(&self, ticket: TicketId) -> StoreResult<Vec<TicketLink>> {
         let mut client = self.client().await?;
         let tx = log::read_tx(&mut client, self.workspace, true).await?;
-        visible_ticket(&tx, None, ticket).await?.ok_or(StoreError::NotFound)?;
+        visible_ticket(&tx, self.workspace, None, ticket).await?.ok_or(StoreError::NotFound)?;
         let rows = tx
             .query(
                 &format!(
                     "SELECT {LINK_COLS} FROM ticket_links l
                      JOIN tickets s ON s.id = l.source_id AND s.workspace_id = l.workspace_id
                      JOIN tickets d ON d.id = l.target_id AND d.workspace_id = l.workspace_id
-                     WHERE (l.source_id = $1 OR l.target_id = $1) AND s.deleted_at IS NULL AND d.deleted_at IS NULL ORDER BY l.id"
+                     WHERE l.workspace_id = $2 AND (l.source_id = $1 OR l.target_id = $1) AND s.deleted_at IS NULL AND d.deleted_at IS NULL
+                     ORDER BY l.id"
                 ),
-                &[&ticket],
+                &[&ticket, &self.workspace],
             )
             .await
             .map_err(error)?;
@@ -476,7 +484,7 @@ impl TenantStore for PgTenant {
     async fn audit(&self, query: &AuditQuery) -> StoreResult<Page<SyncEvent>> {
         let mut client = self.client().await?;
         let tx = log::read_tx(&mut client, self.workspace, false).await?;
-        log::audit(&tx, query).await
+        log::audit(&tx, self.workspace, query).await
     }
 
     async fn head(&self) -> StoreResult<i64> {
@@ -488,12 +496,12 @@ impl TenantStore for PgTenant {
     async fn feed(&self, after: i64, limit: usize) -> StoreResult<Page<FeedEvent>> {
         let mut client = self.client().await?;
         let tx = log::read_tx(&mut client, self.workspace, false).await?;
-        log::feed(&tx, after, limit).await
+        log::feed(&tx, self.workspace, after, limit).await
     }
 
     async fn export(&self, out: mpsc::Sender<TenantRow>) -> StoreResult<u64> {
         let mut client = self.client().await?;
         let tx = log::read_tx(&mut client, self.workspace, true).await?;
-        super::transfer::export(&tx, &out).await
+        super::transfer::export(&tx, self.workspace, &out).await
     }
 }

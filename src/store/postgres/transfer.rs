@@ -20,21 +20,30 @@ async fn send(out: &mpsc::Sender<TenantRow>, row: TenantRow) -> StoreResult<()> 
     out.send(row).await.map_err(|_| StoreError::Internal("export reader went away".into()))
 }
 
-pub async fn export(tx: &Transaction<'_>, out: &mpsc::Sender<TenantRow>) -> StoreResult<u64> {
+pub async fn export(tx: &Transaction<'_>, workspace: WorkspaceId, out: &mpsc::Sender<TenantRow>) -> StoreResult<u64> {
     let mut count = 0u64;
-    for row in tx.query("SELECT workspace_id, name, created_at FROM workspace_info", &[]).await.map_err(error)? {
+    for row in
+        tx.query("SELECT workspace_id, name, created_at FROM workspace_info WHERE workspace_id = $1", &[&workspace]).await.map_err(error)?
+    {
         let ws = workspace_from_row(&row)?;
         send(out, TenantRow::Workspace(ws)).await?;
         count += 1;
     }
-    for row in tx.query("SELECT user_id, email, name, role, joined_at FROM members ORDER BY user_id", &[]).await.map_err(error)? {
+    for row in tx
+        .query("SELECT user_id, email, name, role, joined_at FROM members WHERE workspace_id = $1 ORDER BY user_id", &[&workspace])
+        .await
+        .map_err(error)?
+    {
         let member = member_from_row(&row)?;
         send(out, TenantRow::Member(member)).await?;
         count += 1;
     }
-    let none: [Param<'_>; 0] = [];
+    let ws: [Param<'_>; 1] = [&workspace];
     let tickets = tx
-        .query_raw(&format!("SELECT {TICKET_COLS}, t.deleted_at FROM tickets t ORDER BY t.number"), none.iter().copied())
+        .query_raw(
+            &format!("SELECT {TICKET_COLS}, t.deleted_at FROM tickets t WHERE t.workspace_id = $1 ORDER BY t.number"),
+            ws.iter().copied(),
+        )
         .await
         .map_err(error)?;
     pin_mut!(tickets);
@@ -43,21 +52,27 @@ pub async fn export(tx: &Transaction<'_>, out: &mpsc::Sender<TenantRow>) -> Stor
         send(out, TenantRow::Ticket(TicketRecord { ticket: ticket_from_row(&row)?, deleted_at: row.try_get(11).map_err(error)? })).await?;
         count += 1;
     }
-    let comments =
-        tx.query_raw(&format!("SELECT {COMMENT_COLS} FROM comments c ORDER BY c.id"), none.iter().copied()).await.map_err(error)?;
+    let comments = tx
+        .query_raw(&format!("SELECT {COMMENT_COLS} FROM comments c WHERE c.workspace_id = $1 ORDER BY c.id"), ws.iter().copied())
+        .await
+        .map_err(error)?;
     pin_mut!(comments);
     while let Some(row) = comments.next().await {
         send(out, TenantRow::Comment(comment_from_row(&row.map_err(error)?)?)).await?;
         count += 1;
     }
-    for row in tx.query(&format!("SELECT {LINK_COLS} FROM ticket_links l ORDER BY l.id"), &[]).await.map_err(error)? {
+    for row in tx
+        .query(&format!("SELECT {LINK_COLS} FROM ticket_links l WHERE l.workspace_id = $1 ORDER BY l.id"), &[&workspace])
+        .await
+        .map_err(error)?
+    {
         send(out, TenantRow::Link(link_from_row(&row)?)).await?;
         count += 1;
     }
     let events = tx
         .query_raw(
-            &format!("SELECT {EVENT_COLS}, s.ticket_id, s.staff_only, s.recipient_id FROM sync_actions s ORDER BY s.sync_id"),
-            none.iter().copied(),
+            &format!("SELECT {EVENT_COLS}, s.ticket_id, s.staff_only, s.recipient_id FROM sync_actions s WHERE s.workspace_id = $1 ORDER BY s.sync_id"),
+            ws.iter().copied(),
         )
         .await
         .map_err(error)?;
@@ -73,18 +88,18 @@ pub async fn export(tx: &Transaction<'_>, out: &mpsc::Sender<TenantRow>) -> Stor
         send(out, TenantRow::Event(record)).await?;
         count += 1;
     }
-    count += export_consumers(tx, out).await?;
+    count += export_consumers(tx, workspace, out).await?;
     Ok(count)
 }
 
 /// The log consumers' watermarks and the notifications consumer's state. The watermarks
 /// table is readable across workspaces: the scope is named explicitly.
-async fn export_consumers(tx: &Transaction<'_>, out: &mpsc::Sender<TenantRow>) -> StoreResult<u64> {
+async fn export_consumers(tx: &Transaction<'_>, workspace: WorkspaceId, out: &mpsc::Sender<TenantRow>) -> StoreResult<u64> {
     let mut count = 0;
     let rows = tx
         .query(
-            "SELECT consumer, position, stopped_at, last_error FROM consumer_watermarks WHERE workspace_id = edgedesk_workspace() ORDER BY consumer",
-            &[],
+            "SELECT consumer, position, stopped_at, last_error FROM consumer_watermarks WHERE workspace_id = $1 ORDER BY consumer",
+            &[&workspace],
         )
         .await
         .map_err(error)?;
@@ -99,7 +114,7 @@ async fn export_consumers(tx: &Transaction<'_>, out: &mpsc::Sender<TenantRow>) -
         count += 1;
     }
     let rows = tx
-        .query("SELECT ticket_id, number, title, requester_id, assignee_id FROM notification_tickets ORDER BY ticket_id", &[])
+        .query("SELECT ticket_id, number, title, requester_id, assignee_id FROM notification_tickets WHERE workspace_id = $1 ORDER BY ticket_id", &[&workspace])
         .await
         .map_err(error)?;
     for r in rows {
@@ -114,7 +129,10 @@ async fn export_consumers(tx: &Transaction<'_>, out: &mpsc::Sender<TenantRow>) -
         count += 1;
     }
     let rows = tx
-        .query("SELECT ticket_id, user_id, reason, since_sync_id FROM ticket_followers ORDER BY ticket_id, user_id", &[])
+        .query(
+            "SELECT ticket_id, user_id, reason, since_sync_id FROM ticket_followers WHERE workspace_id = $1 ORDER BY ticket_id, user_id",
+            &[&workspace],
+        )
         .await
         .map_err(error)?;
     for r in rows {
@@ -127,7 +145,10 @@ async fn export_consumers(tx: &Transaction<'_>, out: &mpsc::Sender<TenantRow>) -
         send(out, TenantRow::Follower(record)).await?;
         count += 1;
     }
-    let rows = tx.query("SELECT data, read_at FROM notifications ORDER BY source_sync_id, recipient_id", &[]).await.map_err(error)?;
+    let rows = tx
+        .query("SELECT data, read_at FROM notifications WHERE workspace_id = $1 ORDER BY source_sync_id, recipient_id", &[&workspace])
+        .await
+        .map_err(error)?;
     for r in rows {
         let data: serde_json::Value = r.try_get(0).map_err(error)?;
         let mut n: Notification = serde_json::from_value(data).map_err(StoreError::internal)?;
