@@ -166,6 +166,7 @@ pub async fn open_store(config: &Config) -> Result<Store, BoxError> {
             database_url: url.expose().to_string(),
             admin_database_url: config.admin_database_url.as_ref().map(|u| u.expose().to_string()),
             allow_privileged_role: config.dev_allow_privileged_role,
+            ca_file: config.database_ca_file.clone(),
             pool_size: config.database_pool_size,
         };
         return crate::store::postgres::open(&options).await.map_err(|e| format!("Postgres: {e}").into());

@@ -92,7 +92,7 @@ async fn migrate(config: &Config) -> Result<(), BoxError> {
         let admin = config.admin_database_url.as_ref().ok_or(
             "EDGEDESK_ADMIN_DATABASE_URL must name the owner role (migrations run as the owner, and grant the app role of EDGEDESK_DATABASE_URL)",
         )?;
-        let applied = crate::store::postgres::migrate::run(admin.expose(), app_url.expose()).await?;
+        let applied = crate::store::postgres::migrate::run(admin.expose(), app_url.expose(), config.database_ca_file.as_deref()).await?;
         println!("applied {applied} migration(s); the app role has its grants");
         return Ok(());
     }

@@ -37,6 +37,9 @@ pub struct Config {
     pub database_url: Option<Secret>,
     /// The Postgres owner role, used by `edgedesk migrate`.
     pub admin_database_url: Option<Secret>,
+    /// The CA certificate(s), PEM, that `sslmode=verify-ca|verify-full` checks the Postgres
+    /// server against when the URL gives no `sslrootcert`.
+    pub database_ca_file: Option<PathBuf>,
     /// 32 random bytes, created with mode 0600 on first start when missing.
     pub master_key_file: PathBuf,
     /// How many tenant databases may be open at once; the least recently used closes first.
@@ -180,6 +183,7 @@ impl Config {
             listen: src.parse("EDGEDESK_LISTEN", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
             database_url: src.get("EDGEDESK_DATABASE_URL").map(Secret::new),
             admin_database_url: src.get("EDGEDESK_ADMIN_DATABASE_URL").map(Secret::new),
+            database_ca_file: src.get("EDGEDESK_DATABASE_CA_FILE").map(PathBuf::from),
             master_key_file,
             max_open_tenants,
             tenant_idle: Duration::from_secs(src.parse("EDGEDESK_TENANT_IDLE_SECS", 300)?),

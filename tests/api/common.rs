@@ -187,8 +187,12 @@ impl TestServer {
 
     /// A server over existing storage: a data directory (SQLite) or a database (Postgres).
     pub async fn start_on(dir: tempfile::TempDir, pg: Option<PgDatabase>) -> Self {
+        Self::start_on_with(dir, pg, |_| {}).await
+    }
+
+    pub async fn start_on_with(dir: tempfile::TempDir, pg: Option<PgDatabase>, tweak: impl FnOnce(&mut Config)) -> Self {
         let backend = if pg.is_some() { Backend::Postgres } else { Backend::Sqlite };
-        Self::start_in(dir, backend, pg, relaxed_limits(), |_| {}).await
+        Self::start_in(dir, backend, pg, relaxed_limits(), tweak).await
     }
 
     /// Two servers on one Postgres database, or `None` when the Postgres half is skipped

@@ -100,6 +100,7 @@ async fn another_instance_wakes_this_one_even_after_the_listener_is_killed() {
         admin_database_url: Some(pg.admin_url.clone()),
         allow_privileged_role: false,
         pool_size: 4,
+        ca_file: None,
     };
     let one = edgedesk::store::postgres::open(&options).await.unwrap();
     let two = edgedesk::store::postgres::open(&options).await.unwrap();

@@ -16,6 +16,7 @@ mod notifications;
 mod ops;
 mod pgdb;
 mod postgres;
+mod postgres_tls;
 mod runner;
 mod store;
 mod sync;

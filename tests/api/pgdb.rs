@@ -15,6 +15,11 @@ pub struct PgDatabase {
 impl PgDatabase {
     pub async fn create() -> Self {
         let base = std::env::var("EDGEDESK_TEST_DATABASE_URL").expect("EDGEDESK_TEST_DATABASE_URL");
+        Self::create_on(&base).await
+    }
+
+    /// A fresh database (and the shared roles) on the cluster `base` names, as its superuser.
+    pub async fn create_on(base: &str) -> Self {
         let config: tokio_postgres::Config = base.parse().expect("a Postgres URL");
         let host = match &config.get_hosts()[0] {
             tokio_postgres::config::Host::Tcp(host) => host.clone(),
@@ -22,7 +27,7 @@ impl PgDatabase {
             _ => panic!("EDGEDESK_TEST_DATABASE_URL must use TCP"),
         };
         let port = config.get_ports().first().copied().unwrap_or(5432);
-        let (client, connection) = tokio_postgres::connect(&base, tokio_postgres::NoTls).await.expect("the test cluster answers");
+        let (client, connection) = tokio_postgres::connect(base, tokio_postgres::NoTls).await.expect("the test cluster answers");
         tokio::spawn(connection);
         // Roles are cluster-wide and tests run in parallel: create them once, tolerate races.
         client

@@ -34,6 +34,7 @@ pub async fn fresh_store(b: Backend) -> (Store, tempfile::TempDir, Option<PgData
                 admin_database_url: Some(pg.admin_url.clone()),
                 allow_privileged_role: false,
                 pool_size: 8,
+                ca_file: None,
             };
             (edgedesk::store::postgres::open(&options).await.unwrap(), dir, Some(pg))
         }
@@ -93,6 +94,7 @@ async fn instances_starting_together_migrate_once() {
         admin_database_url: Some(pg.admin_url.clone()),
         allow_privileged_role: false,
         pool_size: 2,
+        ca_file: None,
     };
     let starts = futures::future::join_all((0..4).map(|_| edgedesk::store::postgres::open(&options))).await;
     for started in starts {

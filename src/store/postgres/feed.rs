@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::broadcast;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 use crate::backoff::Backoff;
 use crate::store::{Wakeup, WorkspaceId};
@@ -46,11 +46,11 @@ struct Seen {
 }
 
 /// Runs until aborted: listen, forward wakeups, reconnect on failure.
-pub async fn listen(url: String, wakeups: broadcast::Sender<Wakeup>) {
+pub async fn listen(target: super::tls::PgTarget, wakeups: broadcast::Sender<Wakeup>) {
     let mut attempt = 0u32;
     let mut seen = Seen::default();
     loop {
-        match listen_once(&url, &wakeups, &mut seen).await {
+        match listen_once(&target, &wakeups, &mut seen).await {
             Ok(()) => tracing::warn!("the change-feed connection closed; reconnecting"),
             Err(err) => tracing::warn!(error = %err, attempt, "the change-feed connection failed; reconnecting"),
         }
@@ -64,13 +64,14 @@ pub async fn listen(url: String, wakeups: broadcast::Sender<Wakeup>) {
     }
 }
 
-async fn listen_once(url: &str, wakeups: &broadcast::Sender<Wakeup>, seen: &mut Seen) -> Result<(), tokio_postgres::Error> {
-    let mut config: tokio_postgres::Config = match url.parse() {
-        Ok(config) => config,
-        Err(err) => return Err(err),
-    };
+async fn listen_once(
+    target: &super::tls::PgTarget,
+    wakeups: &broadcast::Sender<Wakeup>,
+    seen: &mut Seen,
+) -> Result<(), tokio_postgres::Error> {
+    let mut config = target.config.clone();
     config.application_name(APPLICATION_NAME);
-    let (mut client, mut connection) = config.connect(NoTls).await?;
+    let (mut client, mut connection) = config.connect(target.tls.clone()).await?;
     let (notes, mut received) = tokio::sync::mpsc::unbounded_channel();
     // The connection must be polled for anything to happen, including the LISTEN below.
     let pump = tokio::spawn(async move {

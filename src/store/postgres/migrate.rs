@@ -6,7 +6,7 @@
 //! and grants the app role exactly what it needs: the log is append-only to it (no UPDATE
 //! or DELETE on `sync_actions`), tickets are soft-deleted (no DELETE), and so on.
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use super::error;
 use crate::store::{StoreError, StoreResult};
@@ -79,9 +79,13 @@ const GRANTS: &[(&str, &str)] = &[
     ("schema_migrations", "SELECT"),
 ];
 
-pub async fn connect(url: &str) -> StoreResult<Client> {
-    let (client, connection) =
-        tokio_postgres::connect(url, NoTls).await.map_err(|e| StoreError::Unavailable(format!("cannot connect to Postgres: {e}")))?;
+pub async fn connect(url: &str, ca_file: Option<&std::path::Path>) -> StoreResult<Client> {
+    let target = super::tls::target(url, ca_file)?;
+    let (client, connection) = target
+        .config
+        .connect(target.tls)
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("cannot connect to Postgres: {}", super::tls::describe(&e))))?;
     tokio::spawn(async move {
         if let Err(err) = connection.await {
             tracing::warn!(error = %err, "Postgres connection ended");
@@ -92,15 +96,15 @@ pub async fn connect(url: &str) -> StoreResult<Client> {
 
 /// The user name in a Postgres URL (the app role to grant to).
 pub fn role_of(url: &str) -> StoreResult<String> {
-    let config: tokio_postgres::Config = url.parse().map_err(|e| StoreError::Internal(format!("not a valid Postgres URL: {e}")))?;
+    let config = super::tls::config(url)?;
     config.get_user().map(str::to_string).ok_or_else(|| StoreError::Internal("EDGEDESK_DATABASE_URL names no user (the app role)".into()))
 }
 
 /// Applies pending migrations as the owner and grants the app role its privileges.
 /// Returns how many migrations ran.
-pub async fn run(admin_url: &str, app_url: &str) -> StoreResult<usize> {
+pub async fn run(admin_url: &str, app_url: &str, ca_file: Option<&std::path::Path>) -> StoreResult<usize> {
     let app_role = role_of(app_url)?;
-    let owner = connect(admin_url).await?;
+    let owner = connect(admin_url, ca_file).await?;
     let owner_role: String = owner.query_one("SELECT current_user::text", &[]).await.map_err(error)?.try_get(0).map_err(error)?;
     if owner_role == app_role {
         return Err(StoreError::Internal(format!(

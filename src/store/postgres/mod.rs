@@ -17,13 +17,13 @@ mod notifications;
 mod platform;
 mod preferences;
 mod tenant;
+pub mod tls;
 mod transfer;
 mod types;
 
 use std::sync::Arc;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
 use crate::store::{Store, StoreError, StoreResult};
@@ -37,21 +37,25 @@ pub struct PgOptions {
     /// Development only: start even if the app role could bypass row-level security.
     pub allow_privileged_role: bool,
     pub pool_size: usize,
+    /// The CA for `sslmode=verify-ca|verify-full` when the URL names none (see `tls`).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// Connects, migrates first when the owner's URL is given, and refuses to run on an
 /// unmigrated database or as a role that row-level security would not bind.
 pub async fn open(options: &PgOptions) -> StoreResult<Store> {
+    let ca = options.ca_file.as_deref();
     if let Some(admin) = &options.admin_database_url {
-        migrate::run(admin, &options.database_url).await?;
+        migrate::run(admin, &options.database_url, ca).await?;
     }
-    let pool = pool(&options.database_url, options.pool_size)?;
+    let target = tls::target(&options.database_url, ca)?;
+    let pool = pool(&target, options.pool_size)?;
     let client = pool.get().await.map_err(pool_error)?;
     migrate::check_current(&client).await?;
     migrate::check_role(&client, options.allow_privileged_role).await?;
     drop(client);
     let (wakeups, _) = tokio::sync::broadcast::channel(feed::CAPACITY);
-    let listener = tokio::spawn(feed::listen(options.database_url.clone(), wakeups.clone()));
+    let listener = tokio::spawn(feed::listen(target, wakeups.clone()));
     let platform = Arc::new(platform::PgPlatform::new(pool.clone()));
     let tenants = Arc::new(tenant::PgTenants::new(pool, wakeups, listener));
     Ok(Store {
@@ -64,10 +68,9 @@ pub async fn open(options: &PgOptions) -> StoreResult<Store> {
     })
 }
 
-pub fn pool(url: &str, size: usize) -> StoreResult<Pool> {
-    let config: tokio_postgres::Config =
-        url.parse().map_err(|e| StoreError::Internal(format!("EDGEDESK_DATABASE_URL is not a valid Postgres URL: {e}")))?;
-    let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+pub fn pool(target: &tls::PgTarget, size: usize) -> StoreResult<Pool> {
+    let manager =
+        Manager::from_config(target.config.clone(), target.tls.clone(), ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Pool::builder(manager).max_size(size).build().map_err(|e| StoreError::Internal(format!("cannot build the Postgres pool: {e}")))
 }
 
@@ -91,5 +94,5 @@ pub(crate) fn error(err: tokio_postgres::Error) -> StoreError {
 }
 
 pub(crate) fn pool_error(err: deadpool_postgres::PoolError) -> StoreError {
-    StoreError::Unavailable(format!("no Postgres connection: {err}"))
+    StoreError::Unavailable(format!("no Postgres connection: {}", tls::describe(&err)))
 }
