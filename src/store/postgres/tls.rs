@@ -232,6 +232,21 @@ impl ServerCertVerifier for AnyName {
     }
 }
 
+/// An error with its causes ("error performing TLS handshake: invalid peer certificate: …").
+pub fn describe(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,19 +264,4 @@ mod tests {
         let err = target("postgres://u@h/db?sslmode=verify-ca&sslrootcert=/nonexistent/ca.pem", None).err().unwrap().to_string();
         assert!(err.contains("/nonexistent/ca.pem"), "{err}");
     }
-}
-
-/// An error with its causes ("error performing TLS handshake: invalid peer certificate: …").
-pub fn describe(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let more = cause.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = cause.source();
-    }
-    text
 }
