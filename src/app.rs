@@ -172,7 +172,7 @@ pub async fn open_store(config: &Config) -> Result<Store, BoxError> {
         return crate::store::postgres::open(&options).await.map_err(|e| format!("Postgres: {e}").into());
     }
     let data_dir = config.data_dir.clone();
-    let options = SqliteOptions { max_open_tenants: config.max_open_tenants, tenant_idle: config.tenant_idle };
+    let options = SqliteOptions::new(config.max_open_tenants, config.tenant_idle);
     let store = tokio::task::spawn_blocking(move || crate::store::sqlite::open(&data_dir, options))
         .await
         .map_err(|e| e.to_string())?

@@ -58,7 +58,16 @@ async fn new_workspace(store: &Store, actor: UserId) -> WorkspaceId {
 
 both_backends! {
 async fn a_commit_wakes_this_process(b: Backend) {
-    let (store, _dir, pg) = fresh_store(b).await;
+    // SQLite: with the file watcher off, so that only the in-process signal can wake (with
+    // it on, the watcher alone would pass this test).
+    let (store, _dir, pg) = match b {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().unwrap();
+            let options = SqliteOptions { watch_files: false, ..SqliteOptions::new(8, Duration::from_secs(60)) };
+            (edgedesk::store::sqlite::open(dir.path(), options).unwrap(), dir, None)
+        }
+        Backend::Postgres => fresh_store(b).await,
+    };
     let mut rx = store.tenants.wakeups();
     if let Some(pg) = &pg {
         listening(pg, 1).await;
@@ -75,7 +84,7 @@ async fn a_commit_wakes_this_process(b: Backend) {
 #[tokio::test]
 async fn a_commit_by_another_process_on_the_data_dir_wakes_this_one() {
     let dir = tempfile::tempdir().unwrap();
-    let options = SqliteOptions { max_open_tenants: 8, tenant_idle: Duration::from_secs(60) };
+    let options = SqliteOptions::new(8, Duration::from_secs(60));
     let ours = edgedesk::store::sqlite::open(dir.path(), options).unwrap();
     let actor = UserId::new();
     let ws = new_workspace(&ours, actor).await;

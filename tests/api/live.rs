@@ -298,7 +298,7 @@ async fn a_write_by_another_process_on_the_data_dir_reaches_a_connected_client()
     let (_, agent, _, ws) = desk(&s).await;
     let mut sse = open(&s, &agent, &ws, None, "").await;
     // Another opener of the same files (as the CLI is): only the file watcher links it.
-    let options = edgedesk::store::sqlite::SqliteOptions { max_open_tenants: 4, tenant_idle: Duration::from_secs(60) };
+    let options = edgedesk::store::sqlite::SqliteOptions::new(4, Duration::from_secs(60));
     let other = edgedesk::store::sqlite::open(&s.data_dir(), options).unwrap();
     let actor: edgedesk::store::UserId = agent.id.parse().unwrap();
     let tenant = other.tenants.open(ws.parse().unwrap()).await.unwrap();

@@ -24,7 +24,7 @@ pub async fn fresh_store(b: Backend) -> (Store, tempfile::TempDir, Option<PgData
     let dir = tempfile::tempdir().unwrap();
     match b {
         Backend::Sqlite => {
-            let options = SqliteOptions { max_open_tenants: 8, tenant_idle: std::time::Duration::from_secs(60) };
+            let options = SqliteOptions::new(8, std::time::Duration::from_secs(60));
             (edgedesk::store::sqlite::open(dir.path(), options).unwrap(), dir, None)
         }
         Backend::Postgres => {

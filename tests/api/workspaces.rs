@@ -49,8 +49,23 @@ async fn members_are_added_by_email_or_id_and_roles_are_guarded(b: Backend) {
     assert_eq!(added.ok(201)["user_id"], agent.id.as_str());
     s.post(&members, &admin.token, json!({ "user_id": customer.id, "role": "requester" })).await.ok(201);
     s.post(&members, &admin.token, json!({ "user_id": lead.id, "role": "admin" })).await.ok(201);
-    // Changing a role answers 200.
-    assert_eq!(s.post(&members, &admin.token, json!({ "user_id": agent.id, "role": "agent" })).await.ok(200)["role"], "agent");
+    // Changing a role answers 200, and really changes it: the agent is an admin at once
+    // (the role cache follows) and the log says so.
+    s.post(&members, &agent.token, json!({ "user_id": customer.id, "role": "agent" })).await.problem(403);
+    assert_eq!(s.post(&members, &admin.token, json!({ "user_id": agent.id, "role": "admin" })).await.ok(200)["role"], "admin");
+    s.post(&members, &agent.token, json!({ "user_id": customer.id, "role": "requester" })).await.ok(200);
+    let delta = s.get(&format!("/api/workspaces/{ws}/sync/delta?after=0"), &admin.token).await;
+    let updated: Vec<_> = delta.ok(200)["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "member.updated" && e["entity_id"] == agent.id.as_str())
+        .map(|e| e["data"]["role"].clone())
+        .collect();
+    assert_eq!(updated, vec![json!("admin")], "one member.updated, with the new role");
+    // Setting the role it already has changes nothing and records nothing.
+    assert_eq!(s.post(&members, &admin.token, json!({ "user_id": agent.id, "role": "admin" })).await.ok(200)["role"], "admin");
+    s.post(&members, &admin.token, json!({ "user_id": agent.id, "role": "agent" })).await.ok(200);
 
     // Agents and requesters cannot manage members; requesters cannot even list them.
     s.post(&members, &agent.token, json!({ "user_id": customer.id, "role": "agent" })).await.problem(403);

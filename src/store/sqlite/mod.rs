@@ -37,6 +37,15 @@ use pool::{PoolShape, SqlitePool};
 pub struct SqliteOptions {
     pub max_open_tenants: usize,
     pub tenant_idle: Duration,
+    /// Watch `tenants/` for commits made by other processes (the CLI). Always on in the
+    /// server; tests turn it off to see the in-process signal alone.
+    pub watch_files: bool,
+}
+
+impl SqliteOptions {
+    pub fn new(max_open_tenants: usize, tenant_idle: Duration) -> Self {
+        Self { max_open_tenants, tenant_idle, watch_files: true }
+    }
 }
 
 /// Opens (creating when missing) the data directory's platform database and migrates it.

@@ -58,7 +58,7 @@ impl SqliteTenants {
         platform: SqlitePool,
     ) -> Self {
         let (wakeups, _) = broadcast::channel(feed::CAPACITY);
-        let watcher = feed::watch(&data_dir.join("tenants"), wakeups.clone());
+        let watcher = if options.watch_files { feed::watch(&data_dir.join("tenants"), wakeups.clone()) } else { None };
         let hints = Arc::new(LogHints::new(platform.clone()));
         Self {
             data_dir,
