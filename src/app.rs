@@ -24,6 +24,8 @@ use crate::live::{Bus, BusConfig, LiveState};
 use crate::notifications::{NotificationsConsumer, NotificationsState};
 use crate::store::sqlite::SqliteOptions;
 use crate::store::{Role, Store, StoreError, UserId, WorkspaceId};
+use crate::sync::SyncState;
+use crate::sync::gate::{BootstrapGate, GateLimits};
 use crate::sync::runner::{Consumer, Pacing, Runner};
 use crate::tenants::TenantsState;
 
@@ -40,6 +42,7 @@ struct AppInner {
     store: Store,
     auth: AuthState,
     live: LiveState,
+    sync: SyncState,
     /// Every log consumer's drain loop (see `sync::runner`).
     runner: Arc<Runner>,
     memberships: Arc<TtlCache<(WorkspaceId, UserId), Option<Role>>>,
@@ -105,7 +108,14 @@ impl App {
         let limits = crate::live::limits::ConnectionLimits::new(config.sse_max_per_user, config.sse_max_connections);
         tasks.spawn(watch.clone().run(shutdown.child_token()));
         let live = LiveState { bus, limits, watch };
-        Ok(Self(Arc::new(AppInner { config, store, auth, live, runner, memberships, shutdown, tasks })))
+        let sync = SyncState {
+            bootstraps: BootstrapGate::new(GateLimits {
+                per_workspace: config.bootstrap_max_per_workspace,
+                per_instance: config.bootstrap_max,
+                max_open: config.bootstrap_max_open,
+            }),
+        };
+        Ok(Self(Arc::new(AppInner { config, store, auth, live, sync, runner, memberships, shutdown, tasks })))
     }
 
     pub fn config(&self) -> &Config {
@@ -132,6 +142,12 @@ impl App {
 impl FromRef<App> for AuthState {
     fn from_ref(app: &App) -> Self {
         app.0.auth.clone()
+    }
+}
+
+impl FromRef<App> for SyncState {
+    fn from_ref(app: &App) -> Self {
+        app.0.sync.clone()
     }
 }
 

@@ -77,6 +77,11 @@ pub struct Config {
     /// Live streams open at once per user, and per instance (429 beyond).
     pub sse_max_per_user: usize,
     pub sse_max_connections: usize,
+    /// Snapshots (`sync/bootstrap`) open at once per workspace (429 beyond) and per
+    /// instance (503 beyond), and the longest one may stay open, read or not.
+    pub bootstrap_max_per_workspace: usize,
+    pub bootstrap_max: usize,
+    pub bootstrap_max_open: Duration,
     /// How long an instance may reuse "this token is this user" and "this user has this
     /// role here" without asking the store. Changes made through this instance apply at
     /// once; this bounds how long a revocation made elsewhere (another instance, the CLI)
@@ -203,6 +208,9 @@ impl Config {
             sse_max_per_user: src.parse("EDGEDESK_SSE_MAX_PER_USER", 16)?,
             write_timeout: Duration::from_secs(src.parse::<u64>("EDGEDESK_WRITE_TIMEOUT_SECS", 30)?.max(1)),
             sse_max_connections: src.parse("EDGEDESK_SSE_MAX_CONNECTIONS", 20_000)?,
+            bootstrap_max_per_workspace: src.parse::<usize>("EDGEDESK_BOOTSTRAP_MAX_PER_WORKSPACE", 2)?.max(1),
+            bootstrap_max: src.parse::<usize>("EDGEDESK_BOOTSTRAP_MAX", 32)?.max(1),
+            bootstrap_max_open: Duration::from_secs(src.parse::<u64>("EDGEDESK_BOOTSTRAP_MAX_SECS", 120)?.max(1)),
             dev_allow_privileged_role: src.parse("EDGEDESK_DEV_ALLOW_PRIVILEGED_ROLE", false)?,
             run_consumers: src.parse("EDGEDESK_RUN_CONSUMERS", true)?,
             consumer_idle: Duration::from_millis(src.parse::<u64>("EDGEDESK_CONSUMER_IDLE_MS", 10_000)?.max(1)),

@@ -51,6 +51,9 @@ pub enum AppError {
     TooManyRequests { retry_after_secs: u64 },
     #[error("service unavailable")]
     Unavailable,
+    /// This instance is at a capacity limit: come back after `retry_after_secs`.
+    #[error("overloaded")]
+    Overloaded { retry_after_secs: u64 },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -76,7 +79,7 @@ impl AppError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -93,7 +96,7 @@ impl AppError {
             Self::UnsupportedMediaType(_) => "unsupported-media-type",
             Self::Validation(_) => "validation",
             Self::TooManyRequests { .. } => "rate-limited",
-            Self::Unavailable => "unavailable",
+            Self::Unavailable | Self::Overloaded { .. } => "unavailable",
             Self::Internal(_) => "internal",
         }
     }
@@ -108,7 +111,8 @@ impl AppError {
                 [one] => format!("{}: {}", one.field, one.message),
                 _ => format!("{} fields are invalid", errors.len()),
             }),
-            Self::TooManyRequests { retry_after_secs } => Some(format!("too many attempts; retry after {retry_after_secs} s")),
+            Self::TooManyRequests { retry_after_secs } => Some(format!("too many at once; retry after {retry_after_secs} s")),
+            Self::Overloaded { retry_after_secs } => Some(format!("this server is at capacity; retry after {retry_after_secs} s")),
             Self::PayloadTooLarge => Some("the request body exceeds the size limit".into()),
             Self::MethodNotAllowed => Some("this route does not accept that method".into()),
             Self::NotFound | Self::Unavailable | Self::Internal(_) => None,
@@ -151,8 +155,15 @@ impl IntoResponse for AppError {
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
-        if let Self::TooManyRequests { retry_after_secs } = self {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        match self {
+            Self::TooManyRequests { retry_after_secs } | Self::Overloaded { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            }
+            // The store is overloaded or unreachable: a short wait before retrying.
+            Self::Unavailable => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(1));
+            }
+            _ => {}
         }
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

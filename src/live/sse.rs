@@ -43,6 +43,9 @@ const REPLAY_PAGE: usize = 500;
 /// A client this many events behind is told to bootstrap again rather than replayed to:
 /// a fresh snapshot is cheaper for both sides, and replay stays bounded in memory.
 pub const REPLAY_MAX: usize = 10_000;
+/// …or when what it missed, rendered, is more than this many bytes (a few large comments
+/// weigh more than thousands of small events): replay is held in memory until sent.
+pub const REPLAY_MAX_BYTES: usize = 8 * 1024 * 1024;
 /// Sent first: how long a client waits before reconnecting after the stream drops.
 const RETRY: &[u8] = b"retry: 3000\n\n";
 const PING: &[u8] = b": ping\n\n";
@@ -148,6 +151,11 @@ async fn replay(
     }
     let (base, ring) = topic.replay_from_ring(last);
     let mut sent = last;
+    let mut bytes = 0usize;
+    let reset = |out: &mut VecDeque<Bytes>| {
+        out.retain(|frame| frame.as_ref() == RETRY);
+        out.push_back(Bytes::from(format!("event: reset\ndata: {{\"sync_id\":{head}}}\n\n")));
+    };
     if last < base {
         // The ring does not reach back: the log does (it is never compacted yet).
         let store = topic.store();
@@ -156,7 +164,13 @@ async fn replay(
             for event in &page.items {
                 sent = event.event.sync_id;
                 if wanted(event, audience, ticket) {
-                    out.push_back(render(&event.event));
+                    let frame = render(&event.event);
+                    bytes += frame.len();
+                    if bytes > REPLAY_MAX_BYTES {
+                        reset(out);
+                        return Ok(None);
+                    }
+                    out.push_back(frame);
                 }
             }
             if !page.has_more {
@@ -168,6 +182,11 @@ async fn replay(
         if event.sync_id > sent {
             sent = event.sync_id;
             if event.visible_to(audience, ticket) {
+                bytes += event.frame.len();
+                if bytes > REPLAY_MAX_BYTES {
+                    reset(out);
+                    return Ok(None);
+                }
                 out.push_back(event.frame.clone());
             }
         }

@@ -9,8 +9,12 @@
 //! 14% of the whole stream; XXH3 runs at memory speed. Output is cut into chunks of about
 //! [`CHUNK`] bytes for the bounded channel.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use xxhash_rust::xxh3::Xxh3;
 
@@ -22,6 +26,40 @@ use super::{BootstrapSummary, StoreError, StoreResult, WorkspaceId};
 pub const CHUNK: usize = 256 * 1024;
 /// Chunks the channel holds; with [`CHUNK`] this bounds buffered output at ~1 MiB.
 pub const CHANNEL_CHUNKS: usize = 4;
+
+/// Where a snapshot's chunks go, and until when: a reader that has not taken a chunk by
+/// the deadline ends the snapshot (its read transaction closes, its connection returns to
+/// the pool), however slowly it reads. One rule for both backends.
+pub struct BootstrapSink {
+    tx: mpsc::Sender<Bytes>,
+    deadline: Instant,
+    limit: Duration,
+}
+
+impl BootstrapSink {
+    pub fn new(tx: mpsc::Sender<Bytes>, limit: Duration) -> Self {
+        Self { tx, deadline: Instant::now() + limit, limit }
+    }
+
+    fn too_slow(&self) -> StoreError {
+        StoreError::Unavailable(format!("the snapshot stayed open {} s, the longest allowed: closed", self.limit.as_secs()))
+    }
+
+    /// Sends `chunk` (if any), waiting no later than the deadline.
+    pub async fn send(&self, chunk: Option<Bytes>) -> StoreResult<()> {
+        let Some(bytes) = chunk else { return Ok(()) };
+        match tokio::time::timeout_at(self.deadline, self.tx.send(bytes)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(StoreError::Internal("bootstrap reader went away".into())),
+            Err(_) => Err(self.too_slow()),
+        }
+    }
+
+    /// The same from a blocking thread (SQLite's snapshot runs on one).
+    pub fn send_blocking(&self, runtime: &tokio::runtime::Handle, chunk: Option<Bytes>) -> StoreResult<()> {
+        runtime.block_on(self.send(chunk))
+    }
+}
 
 pub struct Encoder {
     buf: Vec<u8>,
@@ -136,5 +174,25 @@ mod tests {
             }
         }
         assert!(chunks > 5);
+    }
+}
+
+#[cfg(test)]
+mod sink_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_reader_that_never_reads_ends_the_snapshot_at_the_deadline() {
+        let (tx, _rx) = mpsc::channel(1);
+        let sink = BootstrapSink::new(tx, Duration::from_millis(200));
+        sink.send(Some(Bytes::from_static(b"fits"))).await.unwrap();
+        let started = std::time::Instant::now();
+        let err = sink.send(Some(Bytes::from_static(b"waits"))).await.unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        let (tx, rx) = mpsc::channel(1);
+        drop(rx);
+        let gone = BootstrapSink::new(tx, Duration::from_secs(60)).send(Some(Bytes::from_static(b"x"))).await.unwrap_err();
+        assert!(matches!(gone, StoreError::Internal(_)), "a reader that went away: {gone:?}");
     }
 }

@@ -20,7 +20,6 @@ pub mod visibility;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use tokio::sync::mpsc;
 
 pub use consumers::{Advance, ConsumerIndex, ConsumerLog, ConsumerState, Wake};
@@ -396,7 +395,7 @@ pub trait TenantStore: Send + Sync + 'static {
 
     /// Streams everything `audience` may see as NDJSON chunks into `out`, from ONE read
     /// transaction. `out` is bounded: a slow reader slows the producer, nothing buffers.
-    async fn bootstrap(&self, audience: Audience, out: mpsc::Sender<Bytes>) -> StoreResult<BootstrapSummary>;
+    async fn bootstrap(&self, audience: Audience, out: bootstrap::BootstrapSink) -> StoreResult<BootstrapSummary>;
     /// Events after `after` that `audience` may see, at most `limit`.
     async fn delta(&self, audience: Audience, after: i64, limit: usize) -> StoreResult<DeltaPage>;
     async fn audit(&self, query: &AuditQuery) -> StoreResult<Page<SyncEvent>>;

@@ -6,7 +6,14 @@
 //! `delta?after=<that id>` and applies the events in order: the result equals a fresh
 //! bootstrap (tests/sync.rs checks exactly this under concurrent writers).
 
+pub mod gate;
 mod routes;
 pub mod runner;
 
 pub use routes::routes;
+
+/// What the sync routes need from the application.
+#[derive(Clone)]
+pub struct SyncState {
+    pub bootstraps: std::sync::Arc<gate::BootstrapGate>,
+}

@@ -1,7 +1,7 @@
 //! `sync/bootstrap`, `sync/delta` and `audit` routes.
 
 use axum::body::Body;
-use axum::extract::FromRef;
+use axum::extract::{FromRef, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
@@ -16,7 +16,7 @@ use crate::auth::AuthState;
 use crate::error::{AppError, AppResult, FieldError, Problem};
 use crate::http::extract::ApiQuery;
 use crate::http::parse_limit;
-use crate::store::bootstrap::CHANNEL_CHUNKS;
+use crate::store::bootstrap::{BootstrapSink, CHANNEL_CHUNKS};
 use crate::store::{AuditQuery, Millis, SyncEvent, UserId};
 use crate::tenants::{Guarded, TenantAdmin, TenantConn, TenantsState};
 
@@ -24,6 +24,7 @@ pub fn routes<S>() -> OpenApiRouter<S>
 where
     AuthState: FromRef<S>,
     TenantsState: FromRef<S>,
+    super::SyncState: FromRef<S>,
     S: Clone + Send + Sync + 'static,
 {
     OpenApiRouter::new().routes(routes!(bootstrap)).routes(routes!(delta)).routes(routes!(audit))
@@ -33,15 +34,25 @@ where
 /// is consistent at, one line per row (`"type"`: `workspace`, `member`, `ticket`, `comment`,
 /// `link`), and a footer with the row count and a SHA-256 checksum over the row lines.
 /// Continue with `sync/delta?after=<header sync_id>`. A stream that ends without its footer
-/// was cut short and must be discarded.
+/// was cut short and must be discarded. A workspace serves a few snapshots at once (429
+/// beyond), an instance a few dozen (503 beyond), and a snapshot stays open at most
+/// `EDGEDESK_BOOTSTRAP_MAX_SECS`, however slowly it is read.
 #[utoipa::path(get, path = "/api/workspaces/{ws}/sync/bootstrap", tag = "sync", params(("ws" = uuid::Uuid, Path, description = "Workspace id")),
-    responses((status = 200, content_type = "application/x-ndjson", body = String), (status = 404, body = Problem)))]
-async fn bootstrap(conn: TenantConn) -> AppResult<Response> {
+    responses((status = 200, content_type = "application/x-ndjson", body = String), (status = 404, body = Problem),
+        (status = 429, body = Problem), (status = 503, body = Problem)))]
+async fn bootstrap(conn: TenantConn, State(sync): State<super::SyncState>) -> AppResult<Response> {
+    let pass = sync.bootstraps.enter(conn.workspace)?;
     let (tx, mut rx) = mpsc::channel(CHANNEL_CHUNKS);
     let store = conn.store.clone();
     let audience = conn.audience();
     let workspace = conn.workspace;
-    let producer = tokio::spawn(async move { store.bootstrap(audience, tx).await });
+    let sink = BootstrapSink::new(tx, sync.bootstraps.max_open());
+    // The pass lives as long as the snapshot does: until its producer has finished.
+    let producer = tokio::spawn(async move {
+        let summary = store.bootstrap(audience, sink).await;
+        drop(pass);
+        summary
+    });
     // Wait for the first chunk (it holds the header): if the snapshot cannot start, the
     // client gets a proper error instead of a 200 with a truncated body.
     let Some(first) = rx.recv().await else {

@@ -2,10 +2,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
 
 use serde_json::{Value, json};
 
-use crate::common::{TestServer, User, both_backends};
+use crate::common::{Backend, TestServer, User, both_backends};
 
 /// A client's replica: rows keyed by (type, id).
 #[derive(Debug, Default, PartialEq)]
@@ -201,4 +204,63 @@ async fn two_bootstraps_of_the_same_state_have_the_same_checksum(b: Backend) {
     let by_actor = s.get(&format!("/api/workspaces/{ws}/audit?actor={}&limit=500", admin.id), &admin.token).await;
     assert_eq!(by_actor.ok(200)["items"].as_array().unwrap().len(), 32);
 }
+}
+
+#[tokio::test]
+async fn slow_bootstraps_are_capped_per_workspace_and_instance_and_closed_at_their_deadline() {
+    let s = TestServer::start_with(Backend::Sqlite, crate::common::relaxed_limits(), |c| {
+        c.bootstrap_max_per_workspace = 2;
+        c.bootstrap_max = 3;
+        c.bootstrap_max_open = Duration::from_secs(2);
+    })
+    .await;
+    let admin = s.admin().await;
+    let big = s.workspace(&admin, "Big").await;
+    let small = s.workspace(&admin, "Small").await;
+    let t = s.ticket(&admin, &small, json!({ "title": "elsewhere" })).await;
+    // Enough rows that a snapshot cannot fit in the channel and the socket buffers.
+    let tenant = s.app().store().tenants.open(big.parse().unwrap()).await.unwrap();
+    let actor: edgedesk::store::UserId = admin.id.parse().unwrap();
+    futures::stream::iter(0..20_000)
+        .map(|i| {
+            let tenant = tenant.clone();
+            async move { tenant.create_ticket(actor, crate::store::new_ticket(&format!("{i:05} {}", "x".repeat(400)), actor)).await.unwrap() }
+        })
+        .buffer_unordered(64)
+        .collect::<Vec<_>>()
+        .await;
+    let start = |ws: String| {
+        let s = &s;
+        let token = admin.token.clone();
+        async move { s.http.get(format!("{}/api/workspaces/{ws}/sync/bootstrap", s.base)).bearer_auth(token).send().await.unwrap() }
+    };
+    // Two readers that never read hold the workspace's places…
+    let first = start(big.clone()).await;
+    let second = start(big.clone()).await;
+    assert_eq!((first.status().as_u16(), second.status().as_u16()), (200, 200));
+    let third = start(big.clone()).await;
+    assert_eq!(third.status(), 429, "the workspace's places are taken");
+    assert!(third.headers().contains_key("retry-after"));
+    // …the other workspace still has one, then the instance is full.
+    let other = start(small.clone()).await;
+    assert_eq!(other.status(), 200);
+    let fourth = start(small.clone()).await;
+    assert_eq!(fourth.status(), 503, "the instance's places are taken");
+    assert!(fourth.headers().contains_key("retry-after"));
+    drop(other);
+    // Everything else goes on meanwhile.
+    s.get("/api/me", &admin.token).await.ok(200);
+    s.get(&format!("/api/workspaces/{small}/tickets/{}", t["id"].as_str().unwrap()), &admin.token).await.ok(200);
+    // The stalled snapshots are closed at their deadline and their places come free.
+    let mut freed = false;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let again = start(big.clone()).await;
+        if again.status() == 200 {
+            freed = true;
+            break;
+        }
+    }
+    assert!(freed, "a place came free within the deadline");
+    drop((first, second));
 }

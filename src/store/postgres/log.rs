@@ -9,14 +9,13 @@ use bytes::Bytes;
 use deadpool_postgres::{Object, Transaction};
 use futures::{StreamExt, pin_mut};
 use serde::Serialize;
-use tokio::sync::mpsc;
 use tokio_postgres::IsolationLevel;
 use tokio_postgres::types::ToSql;
 
 use super::error;
 use super::tenant::{COMMENT_COLS, LINK_COLS, TICKET_COLS, comment_from_row, link_from_row, ticket_from_row};
 use super::types::{member_from_row, workspace_from_row};
-use crate::store::bootstrap::Encoder;
+use crate::store::bootstrap::{BootstrapSink, Encoder};
 use crate::store::visibility::{self, Visibility};
 use crate::store::{
     Advance, Audience, AuditQuery, BootstrapSummary, DeltaPage, Event, Millis, Page, StoreError, StoreResult, SyncEvent, UserId,
@@ -360,21 +359,18 @@ pub async fn audit(tx: &Transaction<'_>, workspace: WorkspaceId, query: &AuditQu
     Ok(Page::from_overfetch(items, query.limit))
 }
 
-/// Streams the snapshot from one REPEATABLE READ transaction; `send().await` on the
-/// bounded channel makes a slow reader slow the producer.
+/// Streams the snapshot from one REPEATABLE READ transaction; a slow reader slows the
+/// producer, until the sink's deadline ends the snapshot.
 pub async fn bootstrap(
     tx: &Transaction<'_>,
     workspace: WorkspaceId,
     audience: Audience,
-    out: &mpsc::Sender<Bytes>,
+    out: &BootstrapSink,
 ) -> StoreResult<BootstrapSummary> {
     let sync_id = head(tx, workspace).await?;
     let mut enc = Encoder::new(workspace, sync_id)?;
-    async fn send(out: &mpsc::Sender<Bytes>, chunk: Option<Bytes>) -> StoreResult<()> {
-        match chunk {
-            Some(bytes) => out.send(bytes).await.map_err(|_| StoreError::Internal("bootstrap reader went away".into())),
-            None => Ok(()),
-        }
+    async fn send(out: &BootstrapSink, chunk: Option<Bytes>) -> StoreResult<()> {
+        out.send(chunk).await
     }
     let requester = audience.requester();
     if let Some(row) = tx

@@ -49,6 +49,9 @@ pub async fn open(options: &PgOptions) -> StoreResult<Store> {
         migrate::run(admin, &options.database_url, ca).await?;
     }
     let target = tls::target(&options.database_url, ca)?;
+    // Platform work (authentication above all) has connections of its own: tenant work,
+    // however much of it waits, cannot take them.
+    let platform_pool = pool(&target, (options.pool_size / 4).clamp(2, 8))?;
     let pool = pool(&target, options.pool_size)?;
     let client = pool.get().await.map_err(pool_error)?;
     migrate::check_current(&client).await?;
@@ -56,7 +59,7 @@ pub async fn open(options: &PgOptions) -> StoreResult<Store> {
     drop(client);
     let (wakeups, _) = tokio::sync::broadcast::channel(feed::CAPACITY);
     let listener = tokio::spawn(feed::listen(target, wakeups.clone()));
-    let platform = Arc::new(platform::PgPlatform::new(pool.clone()));
+    let platform = Arc::new(platform::PgPlatform::new(platform_pool));
     let tenants = Arc::new(tenant::PgTenants::new(pool, wakeups, listener));
     Ok(Store {
         platform: platform.clone(),
@@ -68,10 +71,21 @@ pub async fn open(options: &PgOptions) -> StoreResult<Store> {
     })
 }
 
+/// How long a request waits for a pooled connection (or for a new one to open) before it
+/// answers 503.
+pub const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub fn pool(target: &tls::PgTarget, size: usize) -> StoreResult<Pool> {
     let manager =
         Manager::from_config(target.config.clone(), target.tls.clone(), ManagerConfig { recycling_method: RecyclingMethod::Fast });
-    Pool::builder(manager).max_size(size).build().map_err(|e| StoreError::Internal(format!("cannot build the Postgres pool: {e}")))
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(POOL_WAIT))
+        .create_timeout(Some(POOL_WAIT * 2))
+        .recycle_timeout(Some(POOL_WAIT * 2))
+        .build()
+        .map_err(|e| StoreError::Internal(format!("cannot build the Postgres pool: {e}")))
 }
 
 /// Maps Postgres errors onto the store's: unique violations to conflicts, lost

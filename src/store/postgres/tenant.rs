@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use deadpool_postgres::{Object, Pool, Transaction};
 use tokio::sync::mpsc;
 use tokio_postgres::Row;
@@ -469,7 +468,7 @@ impl TenantStore for PgTenant {
         w.commit().await
     }
 
-    async fn bootstrap(&self, audience: Audience, out: mpsc::Sender<Bytes>) -> StoreResult<BootstrapSummary> {
+    async fn bootstrap(&self, audience: Audience, out: crate::store::bootstrap::BootstrapSink) -> StoreResult<BootstrapSummary> {
         let mut client = self.client().await?;
         let tx = log::read_tx(&mut client, self.workspace, true).await?;
         log::bootstrap(&tx, self.workspace, audience, &out).await

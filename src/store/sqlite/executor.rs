@@ -12,12 +12,16 @@
 
 use std::panic::AssertUnwindSafe;
 
-use crossbeam_channel::{Sender, unbounded};
+use crossbeam_channel::{Sender, TrySendError, bounded};
 use tokio::sync::oneshot;
 
 use crate::store::{StoreError, StoreResult};
 
 type Job = Box<dyn FnOnce() + Send>;
+
+/// Jobs waiting at most: past this the store is overloaded and says so (503) rather than
+/// queueing without end.
+pub const QUEUE: usize = 16_384;
 
 pub struct Executor {
     queue: Sender<Job>,
@@ -25,12 +29,12 @@ pub struct Executor {
 }
 
 impl Executor {
-    /// Starts `threads` workers; they exit when the executor is dropped.
-    pub fn new(threads: usize) -> Self {
-        let (queue, jobs) = unbounded::<Job>();
+    /// Starts `threads` workers named `name-N`; they exit when the executor is dropped.
+    pub fn new(name: &str, threads: usize) -> Self {
+        let (queue, jobs) = bounded::<Job>(QUEUE);
         for i in 0..threads {
             let jobs = jobs.clone();
-            let spawned = std::thread::Builder::new().name(format!("sqlite-{i}")).spawn(move || {
+            let spawned = std::thread::Builder::new().name(format!("{name}-{i}")).spawn(move || {
                 for job in jobs.iter() {
                     job();
                 }
@@ -59,6 +63,8 @@ impl Executor {
                 tracing::error!("a queued SQLite job panicked");
             }
         });
+        // Only write-queue drains come through here, at most one per workspace: waiting for
+        // room (back-pressure) rather than dropping them, since their writes are promised.
         if self.queue.send(job).is_err() {
             tracing::error!("the SQLite workers have stopped; a job was dropped");
         }
@@ -77,7 +83,10 @@ impl Executor {
             // The caller may have gone away; then nobody needs the result.
             let _ = done.send(outcome);
         });
-        self.queue.send(job).map_err(|_| StoreError::Unavailable("the SQLite workers have stopped".into()))?;
+        self.queue.try_send(job).map_err(|e| match e {
+            TrySendError::Full(_) => StoreError::Unavailable(format!("{QUEUE} SQLite jobs are already waiting")),
+            TrySendError::Disconnected(_) => StoreError::Unavailable("the SQLite workers have stopped".into()),
+        })?;
         match result.await {
             Ok(Ok(value)) => value,
             Ok(Err(_panic)) => Err(StoreError::Internal("a SQLite job panicked".into())),
@@ -92,7 +101,7 @@ mod tests {
 
     #[tokio::test]
     async fn runs_jobs_and_survives_panics() {
-        let exec = Executor::new(2);
+        let exec = Executor::new("test", 2);
         assert_eq!(exec.run(|| Ok(41 + 1)).await.unwrap(), 42);
         let err = exec.run(|| -> StoreResult<()> { panic!("boom") }).await.unwrap_err();
         assert!(matches!(err, StoreError::Internal(_)));

@@ -10,12 +10,11 @@ use std::ops::Deref;
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, Savepoint, Transaction, TransactionBehavior, params};
 use serde::Serialize;
-use tokio::sync::mpsc;
 
 use super::error;
 use super::tenant::{COMMENT_COLS, LINK_COLS, TICKET_COLS, comment_from_row, link_from_row, ticket_from_row};
 use super::types::{member_from_row, workspace_from_row};
-use crate::store::bootstrap::Encoder;
+use crate::store::bootstrap::{BootstrapSink, Encoder};
 use crate::store::visibility::{self, Visibility};
 use crate::store::{
     Audience, AuditQuery, BootstrapSummary, DeltaPage, Event, FeedEvent, Millis, Page, StoreError, StoreResult, SyncEvent, UserId,
@@ -197,24 +196,20 @@ pub fn audit(conn: &Connection, query: &AuditQuery) -> StoreResult<Page<SyncEven
     Ok(Page::from_overfetch(items, query.limit))
 }
 
-/// Streams the snapshot from one read transaction, sending chunks with `blocking_send`
-/// (this runs on a blocking thread): when the reader is slow, this thread waits.
+/// Streams the snapshot from one read transaction (this runs on a blocking thread): when
+/// the reader is slow this thread waits, until the sink's deadline ends the snapshot.
 pub fn bootstrap(
     conn: &mut Connection,
     workspace: WorkspaceId,
     audience: Audience,
-    out: &mpsc::Sender<Bytes>,
+    out: &BootstrapSink,
+    runtime: &tokio::runtime::Handle,
 ) -> StoreResult<BootstrapSummary> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred).map_err(error)?;
     // The first read fixes the WAL snapshot; everything after sees the same state.
     let sync_id = head(&tx)?;
     let mut enc = Encoder::new(workspace, sync_id)?;
-    let send = |chunk: Option<Bytes>| -> StoreResult<()> {
-        match chunk {
-            Some(bytes) => out.blocking_send(bytes).map_err(|_| StoreError::Internal("bootstrap reader went away".into())),
-            None => Ok(()),
-        }
-    };
+    let send = |chunk: Option<Bytes>| -> StoreResult<()> { out.send_blocking(runtime, chunk) };
 
     let ws: Option<Workspace> =
         tx.query_row("SELECT id, name, created_at FROM workspace", [], workspace_from_row).optional().map_err(error)?;

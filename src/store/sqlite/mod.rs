@@ -48,6 +48,9 @@ impl SqliteOptions {
     }
 }
 
+/// Threads for platform work (see `open`).
+const PLATFORM_THREADS: usize = 2;
+
 /// Opens (creating when missing) the data directory's platform database and migrates it.
 /// Tenant databases are opened on first use.
 pub fn open(data_dir: &Path, options: SqliteOptions) -> StoreResult<Store> {
@@ -61,8 +64,12 @@ pub fn open(data_dir: &Path, options: SqliteOptions) -> StoreResult<Store> {
         let mut conn = platform_pool.get().map_err(|e| StoreError::Unavailable(e.to_string()))?;
         migrate::apply(&mut conn, migrate::PLATFORM)?;
     }
-    let exec = Arc::new(executor::Executor::new(executor::Executor::default_threads()));
-    let platform = Arc::new(platform::SqlitePlatform::new(platform_pool.clone(), exec.clone()));
+    let exec = Arc::new(executor::Executor::new("sqlite", executor::Executor::default_threads()));
+    // Platform work (authentication above all) has threads of its own, so that no amount
+    // of tenant work queued or waiting on the shared ones can keep a caller from being
+    // recognised.
+    let platform_exec = Arc::new(executor::Executor::new("sqlite-platform", PLATFORM_THREADS));
+    let platform = Arc::new(platform::SqlitePlatform::new(platform_pool.clone(), platform_exec));
     let tenants = Arc::new(tenants::SqliteTenants::new(data_dir.to_owned(), threads, exec, options, platform_pool));
     tenants.start_idle_sweeper();
     Ok(Store {

@@ -27,6 +27,9 @@ pub struct PoolShape {
     pub create: bool,
 }
 
+/// How long a job waits for a connection before the request answers 503.
+pub const WAIT: Duration = Duration::from_secs(2);
+
 pub fn open(path: &Path, shape: PoolShape, threads: Arc<ScheduledThreadPool>) -> StoreResult<SqlitePool> {
     let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
     if shape.create {
@@ -49,7 +52,7 @@ pub fn open(path: &Path, shape: PoolShape, threads: Arc<ScheduledThreadPool>) ->
         .max_size(shape.max_size)
         .min_idle(Some(0))
         .idle_timeout(Some(Duration::from_secs(60)))
-        .connection_timeout(Duration::from_secs(10))
+        .connection_timeout(WAIT)
         .thread_pool(threads)
         .build(manager)
         .map_err(|e| StoreError::Unavailable(e.to_string()))

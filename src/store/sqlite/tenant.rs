@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::mpsc;
 
@@ -454,15 +453,16 @@ impl TenantStore for SqliteTenant {
         .await
     }
 
-    async fn bootstrap(&self, audience: Audience, out: mpsc::Sender<Bytes>) -> StoreResult<BootstrapSummary> {
+    async fn bootstrap(&self, audience: Audience, out: crate::store::bootstrap::BootstrapSink) -> StoreResult<BootstrapSummary> {
         let workspace = self.workspace;
         self.touch();
         // Not on the SQLite workers: a stream held open by a slow client would take one of
         // them for as long as it likes. A thread of its own instead.
         let pool = self.pool.clone();
+        let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
             let mut conn = pool.get().map_err(|e| StoreError::Unavailable(e.to_string()))?;
-            log::bootstrap(&mut conn, workspace, audience, &out)
+            log::bootstrap(&mut conn, workspace, audience, &out, &runtime)
         })
         .await
         .map_err(|e| StoreError::Internal(format!("bootstrap task failed: {e}")))?

@@ -30,6 +30,9 @@ use crate::store::{StoreError, StoreResult, Wakeup, WorkspaceId};
 
 /// Writes per transaction at most: bounds how long the first of them waits for its answer.
 pub const MAX_BATCH: usize = 256;
+/// Writes queued per workspace at most: beyond, a write is refused at once (503) instead of
+/// waiting behind a backlog that only grows.
+pub const MAX_QUEUED: usize = 4 * MAX_BATCH;
 
 /// Delivers a successful write's answer once the batch's COMMIT has succeeded or failed.
 type Finish = Box<dyn FnOnce(StoreResult<()>) + Send>;
@@ -121,6 +124,9 @@ impl WriteQueue {
         let (answer, result) = oneshot::channel();
         let start = {
             let mut state = self.lock();
+            if state.pending.len() >= MAX_QUEUED {
+                return Err(StoreError::Unavailable(format!("{MAX_QUEUED} writes are already waiting in this workspace")));
+            }
             state.pending.push_back(Box::new(Job { write, answer }));
             !std::mem::replace(&mut state.draining, true)
         };
