@@ -38,6 +38,8 @@ use tokio::process::{Child, Command};
 mod consumers;
 #[path = "load/fleet.rs"]
 mod fleet;
+#[path = "load/hardening.rs"]
+mod hardening;
 #[path = "../tests/api/pgdb.rs"]
 mod pgdb;
 #[path = "load/sse.rs"]
@@ -116,20 +118,17 @@ impl ServerProc {
             }
             Err(_) => Command::new(&binary),
         };
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let mut child = command
+        command
             .arg("serve")
             .env("EDGEDESK_DATA_DIR", data)
             .env("EDGEDESK_LISTEN", "127.0.0.1:0")
             .env("EDGEDESK_BCRYPT_COST", "4")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("server starts");
+            .env("RUST_LOG", "warn");
+        // The caller's settings win over the defaults above.
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true).spawn().expect("server starts");
         let pid = child.id().expect("pid");
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
         let base = loop {
@@ -757,6 +756,16 @@ async fn main() {
         let (_keep, dir) = scratch("sqlite-fanin");
         let _ = rlimit::increase_nofile_limit(u64::MAX);
         consumers::bench_sqlite_fanin(&dir, &[10, 100, 1000, 2000]).await;
+    }
+    if all || args.which == "slow-bootstraps" {
+        let (_keep, dir) = scratch("slow-bootstraps");
+        hardening::bench_slow_bootstraps(&dir, false).await;
+        let (_keep_pg, dir) = scratch("slow-bootstraps-pg");
+        hardening::bench_slow_bootstraps(&dir, true).await;
+    }
+    if all || args.which == "login-flood" {
+        let (_keep, dir) = scratch("login-flood");
+        hardening::bench_login_flood(&dir).await;
     }
     if all || args.which == "pg-fanin" {
         let (_keep, dir) = scratch("pg-fanin");

@@ -130,6 +130,10 @@ impl App {
         &self.0.live
     }
 
+    pub fn sync(&self) -> &SyncState {
+        &self.0.sync
+    }
+
     pub fn runner(&self) -> &Arc<Runner> {
         &self.0.runner
     }

@@ -135,6 +135,19 @@ async fn metrics(State(app): State<App>) -> Response {
         app.live().bus.topic_count(),
         env!("CARGO_PKG_VERSION"),
     );
+    let (watched, revoked) = app.live().watch.counts();
+    body.push_str(&format!(
+        "# HELP edgedesk_bootstraps_open Snapshots (sync/bootstrap) open on this instance.\n\
+         # TYPE edgedesk_bootstraps_open gauge\n\
+         edgedesk_bootstraps_open {}\n\
+         # HELP edgedesk_access_watched Long-lived connections whose access is watched.\n\
+         # TYPE edgedesk_access_watched gauge\n\
+         edgedesk_access_watched {watched}\n\
+         # HELP edgedesk_access_revoked_total Long-lived connections ended because their access changed.\n\
+         # TYPE edgedesk_access_revoked_total counter\n\
+         edgedesk_access_revoked_total {revoked}\n",
+        app.sync().bootstraps.open(),
+    ));
     body.push_str(&app.store().metrics.render());
     body.push_str(&app.runner().render_metrics());
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
