@@ -8,6 +8,8 @@
 //! Hashing is CPU-bound and slow on purpose, so only so many run at once (one fewer than
 //! the cores, at least one): a login flood queues here instead of taking every core and
 //! every blocking thread, and a check that cannot start within [`QUEUE_WAIT`] answers 503.
+//! Checks for clients that failed recently ("suspects") share a single place in that
+//! queue, so however many of them wait, anyone else waits behind at most one of them.
 
 use crate::error::{AppError, AppResult, FieldError};
 
@@ -22,6 +24,8 @@ pub struct Passwords {
     cost: u32,
     dummy_hash: String,
     running: tokio::sync::Semaphore,
+    /// The one place in `running`'s queue that suspects share.
+    suspects: tokio::sync::Semaphore,
 }
 
 /// Password checks at once: leave a core to everything else.
@@ -39,7 +43,7 @@ impl Passwords {
         .await
         .map_err(AppError::internal)?
         .map_err(AppError::internal)?;
-        Ok(Self { cost, dummy_hash, running: tokio::sync::Semaphore::new(concurrent()) })
+        Ok(Self { cost, dummy_hash, running: tokio::sync::Semaphore::new(concurrent()), suspects: tokio::sync::Semaphore::new(1) })
     }
 
     /// The password rules, checked before any hashing: 8 characters to 72 bytes.
@@ -67,9 +71,17 @@ impl Passwords {
 
     /// Verifies against `hash`, or against the dummy when there is no user: same cost either way.
     /// A malformed stored hash counts as a mismatch (and is logged), never as a panic.
-    /// 503 when the check could not get its turn within [`QUEUE_WAIT`].
-    pub async fn verify(&self, password: String, hash: Option<String>) -> AppResult<bool> {
+    /// 503 when the check could not get its turn within [`QUEUE_WAIT`]. A `suspect` (a
+    /// client that failed recently) first waits for the suspects' single place.
+    pub async fn verify(&self, password: String, hash: Option<String>, suspect: bool) -> AppResult<bool> {
         let hash = hash.unwrap_or_else(|| self.dummy_hash.clone());
+        let _place = match suspect {
+            true => match tokio::time::timeout(QUEUE_WAIT, self.suspects.acquire()).await {
+                Ok(Ok(permit)) => Some(permit),
+                _ => return Err(AppError::Unavailable),
+            },
+            false => None,
+        };
         let _turn = self.turn().await?;
         Ok(match tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash)).await {
             Ok(Ok(matches)) => matches,
@@ -108,9 +120,10 @@ mod tests {
     async fn verify_accepts_the_right_password_only() {
         let passwords = Passwords::prewarm(4).await.unwrap();
         let hash = passwords.hash("correct horse".into()).await.unwrap();
-        assert!(passwords.verify("correct horse".into(), Some(hash.clone())).await.unwrap());
-        assert!(!passwords.verify("wrong horse".into(), Some(hash)).await.unwrap());
-        assert!(!passwords.verify("correct horse".into(), None).await.unwrap());
-        assert!(!passwords.verify("x".into(), Some("not a bcrypt hash".into())).await.unwrap());
+        assert!(passwords.verify("correct horse".into(), Some(hash.clone()), false).await.unwrap());
+        assert!(!passwords.verify("wrong horse".into(), Some(hash.clone()), true).await.unwrap());
+        assert!(!passwords.verify("correct horse".into(), None, false).await.unwrap());
+        assert!(!passwords.verify("x".into(), Some("not a bcrypt hash".into()), false).await.unwrap());
+        assert!(passwords.verify("correct horse".into(), Some(hash), true).await.unwrap(), "a suspect with the right password passes");
     }
 }

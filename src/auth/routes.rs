@@ -147,7 +147,8 @@ async fn login(
     let found = auth.platform.user_by_email(&body.email).await?;
     // Verify on every path, against the dummy hash when there is no such user.
     let hash = found.as_ref().map(|(_, hash)| hash.clone());
-    let matches = auth.passwords.verify(body.password, hash).await?;
+    let suspect = auth.throttle.suspect(ip, Instant::now());
+    let matches = auth.passwords.verify(body.password, hash, suspect).await?;
     let user = match found {
         Some((user, _)) if matches && !user.disabled => user,
         _ => {

@@ -136,6 +136,13 @@ impl LoginThrottle {
         Ok(Attempt { key: client, checking: self.checking.clone() })
     }
 
+    /// Whether `ip`'s client failed a login recently (its checks wait in the suspects' place).
+    pub fn suspect(&self, ip: Option<IpAddr>, now: Instant) -> bool {
+        self.clients
+            .get(&ip.map(throttle_key))
+            .is_some_and(|s| s.failures > 0 && now.saturating_duration_since(s.last) < self.limits.forget_after)
+    }
+
     pub fn record_failure(&self, account: &str, ip: Option<IpAddr>, now: Instant) {
         let client = ip.map(throttle_key);
         let bump = |old: Option<Strikes>| {
