@@ -64,6 +64,7 @@ pub fn api() -> (Router<App>, Router<App>, utoipa::openapi::OpenApi) {
         .split_for_parts();
     let (streams, streams_openapi) = crate::live::routes().split_for_parts();
     openapi.merge(streams_openapi);
+    crate::http::openapi::complete(&mut openapi);
     (routes, streams, openapi)
 }
 

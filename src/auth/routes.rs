@@ -44,17 +44,22 @@ where
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUserRequest {
+    #[schema(min_length = 3, max_length = 254, pattern = r"^[^\s@]+@[^\s@]+$")]
     pub email: String,
+    /// 8 characters to 72 bytes (bcrypt's limit).
+    #[schema(min_length = 8, max_length = 72)]
     pub password: String,
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: String,
     /// Only honoured on `POST /api/users`; the first user is always an administrator.
     #[serde(default)]
     pub is_admin: bool,
 }
 
+/// Exactly the schema's rule: no whitespace anywhere, one `@` between non-empty parts, at
+/// most 254 characters.
 fn validate_email(email: &str) -> Result<(), FieldError> {
-    let email = email.trim();
-    let ok = email.len() <= 254
+    let ok = email.chars().count() <= 254
         && !email.chars().any(char::is_whitespace)
         && email.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty() && !domain.contains('@'));
     if ok { Ok(()) } else { Err(FieldError::new("email", "must be an email address")) }
@@ -65,14 +70,15 @@ pub fn validate_name(field: &str, value: &str, max: usize) -> AppResult<String> 
     validate_text(field, value, max).map_err(|e| AppError::Validation(vec![e]))
 }
 
-/// Trimmed, 1 to `max` characters.
+/// At most `max` characters as sent (the schema's `maxLength`), at least one of them not a
+/// space (its `pattern`); returned trimmed.
 pub fn validate_text(field: &str, value: &str, max: usize) -> Result<String, FieldError> {
+    if value.chars().count() > max {
+        return Err(FieldError::new(field, format!("must be at most {max} characters")));
+    }
     let value = value.trim();
     if value.is_empty() {
         return Err(FieldError::new(field, "must not be empty"));
-    }
-    if value.chars().count() > max {
-        return Err(FieldError::new(field, format!("must be at most {max} characters")));
     }
     Ok(value.to_string())
 }
@@ -234,8 +240,10 @@ async fn revoke_session(State(auth): State<AuthState>, caller: AuthUser, ApiPath
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTokenRequest {
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
     pub name: String,
     /// Lifetime in days; omitted, the token lives until revoked.
+    #[schema(minimum = 1, maximum = 3650)]
     pub expires_in_days: Option<u32>,
 }
 
@@ -306,6 +314,7 @@ async fn create_user(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUserRequest {
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: Option<String>,
     /// Disabling signs the user out everywhere and refuses further logins.
     pub disabled: Option<bool>,

@@ -64,6 +64,7 @@ async fn list_comments(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewComment {
+    #[schema(min_length = 1, max_length = 65536, pattern = r"\S")]
     pub body: String,
     /// An internal note, visible to staff only. Default false.
     #[serde(default)]

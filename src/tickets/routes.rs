@@ -14,6 +14,7 @@ use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::http::parse_limit;
 use crate::store::{AssigneeFilter, NewTicket, Priority, SortOrder, Status, Ticket, TicketPatch, TicketQuery, TicketSort, UserId};
 use crate::tenants::{Guarded, TenantConn, TenantStaff, TenantsState};
+use validate::Tag;
 
 pub fn routes<S>() -> OpenApiRouter<S>
 where
@@ -123,6 +124,7 @@ async fn list_tickets(conn: TenantConn, ApiQuery(params): ApiQuery<ListParams>) 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTicketRequest {
+    #[schema(min_length = 1, max_length = 300, pattern = r"\S")]
     pub title: String,
     /// Default `open`. Staff only.
     pub status: Option<Status>,
@@ -132,7 +134,8 @@ pub struct NewTicketRequest {
     pub requester_id: Option<UserId>,
     /// Staff only; must be an agent, admin or owner.
     pub assignee_id: Option<UserId>,
-    /// Staff only.
+    /// Staff only. Up to 20, each 1-40 of `a-z 0-9 - _ : .` (stored lower-cased).
+    #[schema(max_items = 20, value_type = Option<Vec<Tag>>)]
     pub tags: Option<Vec<String>>,
 }
 
@@ -203,6 +206,7 @@ where
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchTicketRequest {
+    #[schema(min_length = 1, max_length = 300, pattern = r"\S")]
     pub title: Option<String>,
     pub status: Option<Status>,
     /// Staff only.
@@ -212,6 +216,7 @@ pub struct PatchTicketRequest {
     #[schema(value_type = Option<String>, format = Uuid)]
     pub assignee_id: Option<Option<UserId>>,
     /// Staff only. Replaces the whole set.
+    #[schema(max_items = 20, value_type = Option<Vec<Tag>>)]
     pub tags: Option<Vec<String>>,
 }
 

@@ -72,3 +72,9 @@ mod tests {
         assert!(tags(&["x".repeat(41)]).is_err());
     }
 }
+
+/// A tag as the schema shows it: what [`tags`] accepts (surrounding spaces are trimmed and
+/// letters lower-cased).
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, pattern = r"^\s*[A-Za-z0-9_:.\-]{1,40}\s*$")]
+pub struct Tag(#[allow(dead_code)] String);
