@@ -38,10 +38,12 @@ where
 #[into_params(parameter_in = Query)]
 pub struct NotificationParams {
     /// `true`: unread ones only.
+    #[param(value_type = Option<bool>)]
     unread: Option<String>,
     /// `next_cursor` from the previous page.
     cursor: Option<String>,
     /// 1 to 200, default 50.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
     limit: Option<String>,
 }
 

@@ -81,8 +81,10 @@ async fn bootstrap(conn: TenantConn, State(sync): State<super::SyncState>) -> Ap
 #[into_params(parameter_in = Query)]
 pub struct DeltaParams {
     /// The last sync_id the client has applied (a bootstrap header's, or a previous `last_sync_id`). Default 0.
+    #[param(value_type = Option<i64>, minimum = 0)]
     after: Option<String>,
     /// 1 to 1000, default 500.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
 }
 
@@ -125,6 +127,7 @@ fn collect<A, B>(a: Result<A, FieldError>, b: Result<B, FieldError>) -> AppResul
 #[into_params(parameter_in = Query)]
 pub struct AuditParams {
     /// Only events by this user.
+    #[param(value_type = Option<String>, format = Uuid)]
     actor: Option<String>,
     /// `ticket`, `comment`, `link`, `member`, `workspace`.
     entity: Option<String>,
@@ -132,12 +135,15 @@ pub struct AuditParams {
     /// e.g. `ticket.updated`.
     kind: Option<String>,
     /// RFC 3339; events at or after.
+    #[param(value_type = Option<String>, format = DateTime)]
     since: Option<String>,
     /// RFC 3339; events before.
+    #[param(value_type = Option<String>, format = DateTime)]
     until: Option<String>,
     /// `next_cursor` from the previous page.
     cursor: Option<String>,
     /// 1 to 500, default 100.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
     limit: Option<String>,
 }
 

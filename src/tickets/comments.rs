@@ -31,6 +31,7 @@ pub struct CommentParams {
     /// `next_cursor` from the previous page.
     cursor: Option<String>,
     /// 1 to 200, default 100.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
     limit: Option<String>,
 }
 

@@ -36,21 +36,29 @@ pub const MAX_LIMIT: usize = 200;
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// `open`, `pending`, `resolved` or `closed`.
+    #[param(value_type = Option<Status>)]
     status: Option<String>,
     /// `low`, `normal`, `high` or `urgent`.
+    #[param(value_type = Option<Priority>)]
     priority: Option<String>,
     /// A user id, or `none` for unassigned tickets.
+    #[param(pattern = r"^(none|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$")]
     assignee: Option<String>,
     /// A user id.
+    #[param(value_type = Option<String>, format = Uuid)]
     requester: Option<String>,
+    #[param(value_type = Option<Tag>)]
     tag: Option<String>,
     /// `updated_at` (default) or `created_at`.
+    #[param(pattern = r"^(updated_at|created_at)$")]
     sort: Option<String>,
     /// `desc` (default) or `asc`.
+    #[param(pattern = r"^(desc|asc)$")]
     order: Option<String>,
     /// `next_cursor` from the previous page.
     cursor: Option<String>,
     /// 1 to 200, default 50.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
     limit: Option<String>,
 }
 
