@@ -244,6 +244,7 @@ pub struct NewTokenRequest {
     pub name: String,
     /// Lifetime in days; omitted, the token lives until revoked.
     #[schema(minimum = 1, maximum = 3650)]
+    #[serde(default, deserialize_with = "crate::http::extract::optional_whole_u32")]
     pub expires_in_days: Option<u32>,
 }
 

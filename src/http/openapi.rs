@@ -6,7 +6,7 @@
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::response::{Response, ResponseBuilder};
-use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::schema::{AllOfBuilder, AnyOfBuilder, ObjectBuilder, Schema, Type};
 use utoipa::openapi::{OpenApi, Ref, RefOr};
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -45,8 +45,26 @@ fn is_problem(response: &Response) -> bool {
     })
 }
 
-/// Applies both rules to every operation of `doc`.
+/// Request bodies that need at least one of several optional fields, which a derived
+/// schema cannot say: (schema, the fields of which one must be present).
+const ONE_OF_REQUIRED: &[(&str, &[&str])] = &[("AddMember", &["email", "user_id"])];
+
+fn require_one_of(doc: &mut OpenApi) {
+    let Some(components) = doc.components.as_mut() else { return };
+    for (name, fields) in ONE_OF_REQUIRED {
+        let Some(RefOr::T(schema)) = components.schemas.get(*name).cloned() else { continue };
+        let mut any = AnyOfBuilder::new();
+        for field in *fields {
+            any = any.item(ObjectBuilder::new().required(*field));
+        }
+        let all = AllOfBuilder::new().item(schema).item(Schema::AnyOf(any.build())).build();
+        components.schemas.insert(name.to_string(), RefOr::T(Schema::AllOf(all)));
+    }
+}
+
+/// Applies the rules above to `doc`.
 pub fn complete(doc: &mut OpenApi) {
+    require_one_of(doc);
     for item in doc.paths.paths.values_mut() {
         let operations = [
             &mut item.get,

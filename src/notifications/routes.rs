@@ -13,9 +13,7 @@ use crate::auth::{AuthState, AuthUser};
 use crate::error::{AppError, AppResult, FieldError, Problem};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::http::parse_limit;
-use crate::store::notifications::{
-    FollowReason, Notification, NotificationId, NotificationKind, NotificationQuery, Preference, ReadSelection,
-};
+use crate::store::notifications::{FollowReason, Notification, NotificationId, NotificationQuery, Preference, ReadSelection};
 use crate::store::{Audience, TicketId, WorkspaceId};
 use crate::tenants::{PlatformConn, TenantConn, TenantsState};
 
@@ -41,6 +39,7 @@ pub struct NotificationParams {
     #[param(value_type = Option<bool>)]
     unread: Option<String>,
     /// `next_cursor` from the previous page.
+    #[param(pattern = r"^[1-9][0-9]{0,17}$")]
     cursor: Option<String>,
     /// 1 to 200, default 50.
     #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
@@ -91,19 +90,20 @@ pub struct MarkedRead {
     pub read: Vec<NotificationId>,
 }
 
-/// Marks notifications read: `ids`, or everything `up_to` one. Exactly one of the two.
+/// Marks notifications read: `ids`, and everything `up_to` one; either, both, or neither
+/// (which marks nothing).
 #[utoipa::path(post, path = "/api/workspaces/{ws}/notifications/read", tag = "notifications",
     params(("ws" = uuid::Uuid, Path, description = "Workspace id")), request_body = MarkRead,
     responses((status = 200, body = MarkedRead), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 404, body = Problem), (status = 422, body = Problem)))]
 async fn mark_read(conn: TenantConn, ApiJson(body): ApiJson<MarkRead>) -> AppResult<axum::Json<MarkedRead>> {
-    let which = match (body.ids, body.up_to) {
-        (Some(ids), None) if ids.len() <= 500 => ReadSelection::Ids(ids),
-        (Some(_), None) => return Err(AppError::Validation(vec![FieldError::new("ids", "at most 500 at once")])),
-        (None, Some(id)) => ReadSelection::UpTo(id),
-        _ => return Err(AppError::Validation(vec![FieldError::new("ids", "give either ids or up_to")])),
-    };
-    let read = conn.store.notifications().mark_read(conn.user(), which).await?;
+    if body.ids.as_ref().is_some_and(|ids| ids.len() > 500) {
+        return Err(AppError::Validation(vec![FieldError::new("ids", "at most 500 at once")]));
+    }
+    let mut read = Vec::new();
+    for which in [body.ids.map(ReadSelection::Ids), body.up_to.map(ReadSelection::UpTo)].into_iter().flatten() {
+        read.extend(conn.store.notifications().mark_read(conn.user(), which).await?);
+    }
     Ok(axum::Json(MarkedRead { read }))
 }
 
@@ -157,13 +157,14 @@ async fn set_preferences(
     State(state): State<NotificationsState>,
     ApiJson(body): ApiJson<Preferences>,
 ) -> AppResult<axum::Json<Preferences>> {
-    let mut kinds: Vec<NotificationKind> = body.preferences.iter().map(|p| p.kind).collect();
-    kinds.sort();
-    kinds.dedup();
-    if kinds.len() != body.preferences.len() {
-        return Err(AppError::Validation(vec![FieldError::new("preferences", "each kind at most once")]));
+    // A kind given twice: the later entry wins, as if applied in order.
+    let mut latest: Vec<Preference> = Vec::with_capacity(body.preferences.len());
+    for p in body.preferences.iter().rev() {
+        if !latest.iter().any(|q: &Preference| q.kind == p.kind) {
+            latest.push(*p);
+        }
     }
-    state.preferences.set_preferences(caller.user.id, &body.preferences).await?;
+    state.preferences.set_preferences(caller.user.id, &latest).await?;
     Ok(axum::Json(Preferences { preferences: state.preferences.preferences(caller.user.id).await? }))
 }
 

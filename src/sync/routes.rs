@@ -141,6 +141,7 @@ pub struct AuditParams {
     #[param(value_type = Option<String>, format = DateTime)]
     until: Option<String>,
     /// `next_cursor` from the previous page.
+    #[param(pattern = r"^-?[0-9]{1,18}$")]
     cursor: Option<String>,
     /// 1 to 500, default 100.
     #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]

@@ -105,10 +105,15 @@ async fn add_member(
     let user = match (&body.email, body.user_id) {
         (Some(email), None) => users.platform.user_by_email(email).await?.map(|(user, _)| user),
         (None, Some(id)) => users.platform.user(id).await?,
-        _ => return Err(AppError::invalid("email", "give exactly one of email or user_id")),
+        (Some(email), Some(id)) => match users.platform.user(id).await? {
+            Some(user) if user.email.eq_ignore_ascii_case(email) => Some(user),
+            _ => return Err(AppError::Conflict("email and user_id name different users".into())),
+        },
+        (None, None) => return Err(AppError::invalid("email", "give email or user_id")),
     };
     let field = if body.email.is_some() { "email" } else { "user_id" };
-    let user = user.ok_or_else(|| AppError::invalid(field, "no such user"))?;
+    // A well-formed reference to nobody: a conflict with the users there are.
+    let user = user.ok_or_else(|| AppError::Conflict(format!("{field}: no such user")))?;
     let current = conn.role_of(user.id).await?;
     if (body.role == Role::Owner || current == Some(Role::Owner)) && conn.role != Role::Owner {
         return Err(AppError::Forbidden("only owners grant or change ownership".into()));

@@ -29,6 +29,7 @@ where
 #[into_params(parameter_in = Query)]
 pub struct CommentParams {
     /// `next_cursor` from the previous page.
+    #[param(value_type = Option<String>, format = Uuid)]
     cursor: Option<String>,
     /// 1 to 200, default 100.
     #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]

@@ -46,7 +46,8 @@ pub fn decode(text: &str, sort: TicketSort, order: SortOrder) -> Result<TicketCu
     let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| bad())?;
     let wire: Wire = serde_json::from_slice(&bytes).map_err(|_| bad())?;
     if (wire.s, wire.o) != tags(sort, order) {
-        return Err(AppError::BadRequest("this cursor belongs to a different sort or order".into()));
+        // Well-formed, but made for another ordering than the one asked for.
+        return Err(AppError::Conflict("this cursor belongs to a different sort or order".into()));
     }
     Ok(TicketCursor { key: wire.k, id: wire.i })
 }

@@ -55,7 +55,8 @@ pub struct ListParams {
     /// `desc` (default) or `asc`.
     #[param(pattern = r"^(desc|asc)$")]
     order: Option<String>,
-    /// `next_cursor` from the previous page.
+    /// `next_cursor` from the previous page (made for the same `sort` and `order`: 409 otherwise).
+    #[param(pattern = r"^[A-Za-z0-9_-]{16,512}$")]
     cursor: Option<String>,
     /// 1 to 200, default 50.
     #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
@@ -252,7 +253,8 @@ async fn patch_ticket(
     }
     let patch = TicketPatch { title, status: body.status, priority: body.priority, assignee_id: body.assignee_id, tags };
     if patch.is_empty() {
-        return Err(AppError::invalid("body", "nothing to change"));
+        // Nothing to change: the ticket as it is, and nothing recorded.
+        return Ok(axum::Json(conn.store.ticket(conn.audience(), path.id).await?.ok_or(AppError::NotFound)?));
     }
     Ok(axum::Json(conn.store.update_ticket(conn.user(), conn.audience(), path.id, patch).await?))
 }

@@ -54,8 +54,9 @@ pub fn tag_filter(value: &str) -> Result<String, FieldError> {
 pub async fn member(conn: &TenantConn, field: &str, user: UserId, staff: bool) -> AppResult<()> {
     match conn.role_of(user).await? {
         Some(role) if !staff || role.is_staff() => Ok(()),
-        Some(_) => Err(AppError::invalid(field, "must be an agent, admin or owner of this workspace")),
-        None => Err(AppError::invalid(field, "not a member of this workspace")),
+        Some(_) => Err(AppError::Conflict(format!("{field}: must be an agent, admin or owner of this workspace"))),
+        // The id is well-formed; the workspace's current members do not include it.
+        None => Err(AppError::Conflict(format!("{field}: not a member of this workspace"))),
     }
 }
 

@@ -94,7 +94,7 @@ async fn another_workspaces_ids_do_not_resolve_in_mine(b: Backend) {
             json!({ "target_id": t.ticket_b, "kind": "blocks" }),
         )
         .await;
-    link.problem(422);
+    link.problem(409);
     // A link of B under my ticket: 404.
     t.s.delete(&format!("/api/workspaces/{}/tickets/{}/links/{}", t.ws_a, t.ticket_a, t.link_b), &t.alice.token).await.problem(404);
     assert_eq!(t.s.head(&t.owner, &t.ws_b).await, head_b);

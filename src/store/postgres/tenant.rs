@@ -409,7 +409,7 @@ impl TenantStore for PgTenant {
             return Err(StoreError::invalid("target_id", "a ticket cannot be linked to itself"));
         }
         if visible_ticket(w.tx(), self.workspace, None, target).await?.is_none() {
-            return Err(StoreError::invalid("target_id", "no such ticket in this workspace"));
+            return Err(StoreError::Conflict("target_id: no such ticket in this workspace".into()));
         }
         let link = TicketLink { id: LinkId::new(), source_id: source, target_id: target, kind, created_by: actor, created_at: w.now() };
         // ON CONFLICT keeps the transaction usable; a duplicate is a conflict, not an error.

@@ -405,7 +405,7 @@ impl TenantStore for SqliteTenant {
                 return Err(StoreError::invalid("target_id", "a ticket cannot be linked to itself"));
             }
             if visible_ticket(tx, None, target)?.is_none() {
-                return Err(StoreError::invalid("target_id", "no such ticket in this workspace"));
+                return Err(StoreError::Conflict("target_id: no such ticket in this workspace".into()));
             }
             let link =
                 TicketLink { id: LinkId::new(), source_id: source, target_id: target, kind, created_by: actor, created_at: tx.now() };
