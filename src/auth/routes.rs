@@ -142,9 +142,9 @@ async fn login(
     headers: HeaderMap,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> AppResult<Response> {
-    if body.password.len() > super::password::MAX_BYTES {
-        return Err(AppError::invalid("password", format!("must be at most {} bytes", super::password::MAX_BYTES)));
-    }
+    // Longer than any password that can be set: it cannot be right. The same answer as any
+    // wrong password (it counts towards throttling below, like one).
+    let impossible = body.password.len() > super::password::MAX_BYTES;
     let ip = client.ip;
     let _attempt = auth
         .throttle
@@ -154,7 +154,8 @@ async fn login(
     // Verify on every path, against the dummy hash when there is no such user.
     let hash = found.as_ref().map(|(_, hash)| hash.clone());
     let suspect = auth.throttle.suspect(ip, Instant::now());
-    let matches = auth.passwords.verify(body.password, hash, suspect).await?;
+    let password = if impossible { String::new() } else { body.password };
+    let matches = auth.passwords.verify(password, hash, suspect).await? && !impossible;
     let user = match found {
         Some((user, _)) if matches && !user.disabled => user,
         _ => {

@@ -113,6 +113,24 @@ where
     }
 }
 
+/// An optional whole number that JSON may write as `7` or `7.0` (JSON Schema's `integer`
+/// admits both; serde's integers only the first).
+pub fn optional_whole_u32<'de, D>(de: D) -> Result<Option<u32>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::Deserialize;
+    use serde::de::Error;
+    let Some(value) = Option::<serde_json::Number>::deserialize(de)? else { return Ok(None) };
+    if let Some(n) = value.as_u64() {
+        return u32::try_from(n).map(Some).map_err(|_| D::Error::custom("must be at most 4294967295"));
+    }
+    match value.as_f64() {
+        Some(f) if f.fract() == 0.0 && (0.0..=u32::MAX as f64).contains(&f) => Ok(Some(f as u32)),
+        _ => Err(D::Error::custom("must be a whole number")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,23 +157,5 @@ mod tests {
         assert!(matches!(decode::<Body>(br#"{"role": "#), Err(AppError::BadRequest(_))));
         assert!(matches!(decode::<Body>(br#"{"role": "agent", "tags": []} trailing"#), Err(AppError::BadRequest(_))));
         assert!(decode::<Body>(br#"{"role": "agent", "tags": []}"#).is_ok());
-    }
-}
-
-/// An optional whole number that JSON may write as `7` or `7.0` (JSON Schema's `integer`
-/// admits both; serde's integers only the first).
-pub fn optional_whole_u32<'de, D>(de: D) -> Result<Option<u32>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-{
-    use serde::Deserialize;
-    use serde::de::Error;
-    let Some(value) = Option::<serde_json::Number>::deserialize(de)? else { return Ok(None) };
-    if let Some(n) = value.as_u64() {
-        return u32::try_from(n).map(Some).map_err(|_| D::Error::custom("must be at most 4294967295"));
-    }
-    match value.as_f64() {
-        Some(f) if f.fract() == 0.0 && (0.0..=u32::MAX as f64).contains(&f) => Ok(Some(f as u32)),
-        _ => Err(D::Error::custom("must be a whole number")),
     }
 }

@@ -55,7 +55,10 @@ fn require_one_of(doc: &mut OpenApi) {
         let Some(RefOr::T(schema)) = components.schemas.get(*name).cloned() else { continue };
         let mut any = AnyOfBuilder::new();
         for field in *fields {
-            any = any.item(ObjectBuilder::new().required(*field));
+            // Present and not null.
+            let present = ObjectBuilder::new().schema_type(Type::String).build();
+            let not_null = ObjectBuilder::new().required(*field).property(*field, present);
+            any = any.item(not_null);
         }
         let all = AllOfBuilder::new().item(schema).item(Schema::AnyOf(any.build())).build();
         components.schemas.insert(name.to_string(), RefOr::T(Schema::AllOf(all)));

@@ -1,22 +1,11 @@
-//! Opaque, stable list cursors: base64url of a small JSON object naming the sort it was
-//! made for, so a cursor is never silently applied to a different ordering.
-
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::{Deserialize, Serialize};
+//! Stable list cursors: `<sort>.<order>.<key>.<ticket id>` (`u` updated_at or `c`
+//! created_at, `d` descending or `a` ascending, the last row's sort key in milliseconds,
+//! its id). Every string of that shape names a position (perhaps past the end: an empty
+//! page), so the `pattern` the list route documents is exact; a cursor made for another sort or order
+//! is a conflict (409), never silently applied to a different ordering.
 
 use crate::error::AppError;
 use crate::store::{SortOrder, Ticket, TicketCursor, TicketId, TicketSort};
-
-#[derive(Serialize, Deserialize)]
-struct Wire {
-    /// "u" updated_at, "c" created_at.
-    s: char,
-    /// "d" descending, "a" ascending.
-    o: char,
-    k: i64,
-    i: TicketId,
-}
 
 fn tags(sort: TicketSort, order: SortOrder) -> (char, char) {
     (
@@ -37,19 +26,24 @@ pub fn encode(sort: TicketSort, order: SortOrder, last: &Ticket) -> String {
         TicketSort::UpdatedAt => last.updated_at.0,
         TicketSort::CreatedAt => last.created_at.0,
     };
-    let json = serde_json::to_vec(&Wire { s, o, k, i: last.id }).unwrap_or_default();
-    URL_SAFE_NO_PAD.encode(json)
+    format!("{s}.{o}.{k}.{}", last.id)
 }
 
 pub fn decode(text: &str, sort: TicketSort, order: SortOrder) -> Result<TicketCursor, AppError> {
     let bad = || AppError::BadRequest("malformed cursor".into());
-    let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| bad())?;
-    let wire: Wire = serde_json::from_slice(&bytes).map_err(|_| bad())?;
-    if (wire.s, wire.o) != tags(sort, order) {
+    let mut parts = text.splitn(4, '.');
+    let (Some(s), Some(o), Some(k), Some(i)) = (parts.next(), parts.next(), parts.next(), parts.next()) else { return Err(bad()) };
+    let (s, o) = match (s, o) {
+        ("u" | "c", "d" | "a") => (s.chars().next().unwrap_or('u'), o.chars().next().unwrap_or('d')),
+        _ => return Err(bad()),
+    };
+    let key: i64 = k.parse().map_err(|_| bad())?;
+    let id: TicketId = i.parse().map_err(|_| bad())?;
+    if (s, o) != tags(sort, order) {
         // Well-formed, but made for another ordering than the one asked for.
         return Err(AppError::Conflict("this cursor belongs to a different sort or order".into()));
     }
-    Ok(TicketCursor { key: wire.k, id: wire.i })
+    Ok(TicketCursor { key, id })
 }
 
 #[cfg(test)]
@@ -78,5 +72,6 @@ mod tests {
         assert!(decode(&c, TicketSort::UpdatedAt, SortOrder::Asc).is_err());
         assert!(decode("!!!", TicketSort::UpdatedAt, SortOrder::Desc).is_err());
         assert!(decode("e30", TicketSort::UpdatedAt, SortOrder::Desc).is_err());
+        assert!(decode(&format!("u.d.12345678901234567890.{}", t.id), TicketSort::UpdatedAt, SortOrder::Desc).is_err(), "key overflow");
     }
 }

@@ -56,7 +56,7 @@ pub struct ListParams {
     #[param(pattern = r"^(desc|asc)$")]
     order: Option<String>,
     /// `next_cursor` from the previous page (made for the same `sort` and `order`: 409 otherwise).
-    #[param(pattern = r"^[A-Za-z0-9_-]{16,512}$")]
+    #[param(pattern = r"^[uc]\.[da]\.-?[0-9]{1,18}\.[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
     cursor: Option<String>,
     /// 1 to 200, default 50.
     #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
