@@ -60,7 +60,7 @@ pub struct NewUserRequest {
 /// most 254 characters.
 fn validate_email(email: &str) -> Result<(), FieldError> {
     let ok = email.chars().count() <= 254
-        && !email.chars().any(char::is_whitespace)
+        && !email.chars().any(crate::http::is_space)
         && email.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty() && !domain.contains('@'));
     if ok { Ok(()) } else { Err(FieldError::new("email", "must be an email address")) }
 }
@@ -76,7 +76,7 @@ pub fn validate_text(field: &str, value: &str, max: usize) -> Result<String, Fie
     if value.chars().count() > max {
         return Err(FieldError::new(field, format!("must be at most {max} characters")));
     }
-    let value = value.trim();
+    let value = value.trim_matches(crate::http::is_space);
     if value.is_empty() {
         return Err(FieldError::new(field, "must not be empty"));
     }

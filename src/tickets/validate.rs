@@ -14,7 +14,7 @@ pub fn title(value: &str) -> Result<String, FieldError> {
 }
 
 pub fn body(value: &str) -> Result<String, FieldError> {
-    if value.trim().is_empty() {
+    if value.chars().all(crate::http::is_space) {
         return Err(FieldError::new("body", "must not be empty"));
     }
     if value.chars().count() > BODY_MAX {
@@ -31,7 +31,7 @@ pub fn tags(values: &[String]) -> Result<Vec<String>, FieldError> {
     }
     let mut out: Vec<String> = Vec::with_capacity(values.len());
     for (i, raw) in values.iter().enumerate() {
-        let tag = raw.trim().to_lowercase();
+        let tag = raw.trim_matches(crate::http::is_space).to_lowercase();
         let ok = !tag.is_empty()
             && tag.chars().count() <= TAG_MAX
             && tag.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | '.'));
