@@ -2,8 +2,11 @@
 //!
 //! A login for an unknown email verifies against a dummy hash of the same cost, computed
 //! once at start (prewarmed), so response time does not tell which emails exist, and the
-//! first real login is no slower than the rest. bcrypt ignores bytes past 72: longer
-//! passwords are refused with 422 rather than silently truncated.
+//! first real login is no slower than the rest. Passwords are 8 to 72 characters (what the
+//! API schema says). bcrypt reads at most 72 bytes, so a password longer than that in bytes
+//! (72 characters of accented or other non-ASCII text) is hashed through SHA-256 first
+//! ([`bcrypt_input`]): never silently truncated, and no password that could be set before
+//! (those were at most 72 bytes) is read differently.
 //!
 //! Hashing is CPU-bound and slow on purpose, so only so many run at once (one fewer than
 //! the cores, at least one): a login flood queues here instead of taking every core and
@@ -14,8 +17,21 @@
 use crate::error::{AppError, AppResult, FieldError};
 
 pub const MIN_LEN: usize = 8;
+/// Characters at most.
+pub const MAX_LEN: usize = 72;
 /// bcrypt's input limit in bytes.
-pub const MAX_BYTES: usize = 72;
+const BCRYPT_BYTES: usize = 72;
+
+/// What bcrypt is given for `password`: itself when bcrypt reads all of it, else the
+/// base64 of its SHA-256 (44 bytes).
+pub fn bcrypt_input(password: &str) -> String {
+    use base64::Engine;
+    if password.len() <= BCRYPT_BYTES {
+        return password.to_string();
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, password.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+}
 
 /// How long a password check may wait for its turn before the request answers 503.
 pub const QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -51,8 +67,8 @@ impl Passwords {
         if password.chars().count() < MIN_LEN {
             return Err(FieldError::new(field, format!("must be at least {MIN_LEN} characters")));
         }
-        if password.len() > MAX_BYTES {
-            return Err(FieldError::new(field, format!("must be at most {MAX_BYTES} bytes (bcrypt's limit)")));
+        if password.chars().count() > MAX_LEN {
+            return Err(FieldError::new(field, format!("must be at most {MAX_LEN} characters")));
         }
         Ok(())
     }
@@ -83,7 +99,7 @@ impl Passwords {
             false => None,
         };
         let _turn = self.turn().await?;
-        Ok(match tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash)).await {
+        Ok(match tokio::task::spawn_blocking(move || bcrypt::verify(bcrypt_input(&password), &hash)).await {
             Ok(Ok(matches)) => matches,
             Ok(Err(err)) => {
                 tracing::error!(error = %err, "stored password hash is unreadable");
@@ -99,7 +115,10 @@ impl Passwords {
 
 /// Hashes on a blocking thread at `cost` (also what the CLI uses, with no dummy to prewarm).
 pub async fn hash_with_cost(password: String, cost: u32) -> AppResult<String> {
-    tokio::task::spawn_blocking(move || bcrypt::hash(password, cost)).await.map_err(AppError::internal)?.map_err(AppError::internal)
+    tokio::task::spawn_blocking(move || bcrypt::hash(bcrypt_input(&password), cost))
+        .await
+        .map_err(AppError::internal)?
+        .map_err(AppError::internal)
 }
 
 #[cfg(test)]
@@ -112,8 +131,13 @@ mod tests {
         assert!(Passwords::validate("password", "long enough").is_ok());
         assert!(Passwords::validate("password", &"a".repeat(72)).is_ok());
         assert!(Passwords::validate("password", &"a".repeat(73)).is_err());
-        // 25 three-byte characters: 25 characters but 75 bytes.
-        assert!(Passwords::validate("password", &"€".repeat(25)).is_err());
+        // 72 three-byte characters: 216 bytes, past bcrypt's 72, and still a valid password.
+        assert!(Passwords::validate("password", &"€".repeat(72)).is_ok());
+        assert!(Passwords::validate("password", &"€".repeat(73)).is_err());
+        // bcrypt would see only the first 72 bytes of these two: through SHA-256 they differ.
+        let (a, b) = ("€".repeat(30) + "a", "€".repeat(30) + "b");
+        assert_ne!(bcrypt_input(&a), bcrypt_input(&b));
+        assert_eq!(bcrypt_input("short enough"), "short enough", "passwords that fit are given as they are");
     }
 
     #[tokio::test]

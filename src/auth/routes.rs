@@ -46,7 +46,7 @@ where
 pub struct NewUserRequest {
     #[schema(min_length = 3, max_length = 254, pattern = r"^[^\s@]+@[^\s@]+$")]
     pub email: String,
-    /// 8 characters to 72 bytes (bcrypt's limit).
+    /// 8 to 72 characters.
     #[schema(min_length = 8, max_length = 72)]
     pub password: String,
     #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
@@ -144,7 +144,7 @@ async fn login(
 ) -> AppResult<Response> {
     // Longer than any password that can be set: it cannot be right. The same answer as any
     // wrong password (it counts towards throttling below, like one).
-    let impossible = body.password.len() > super::password::MAX_BYTES;
+    let impossible = body.password.chars().count() > super::password::MAX_LEN;
     let ip = client.ip;
     let _attempt = auth
         .throttle
