@@ -19,6 +19,7 @@ mod postgres;
 mod postgres_tls;
 mod runner;
 mod store;
+mod surface_lint;
 mod sync;
 mod sync_lint;
 mod tickets;

@@ -8,7 +8,7 @@ use futures::StreamExt;
 
 use serde_json::{Value, json};
 
-use crate::common::{Backend, TestServer, User, both_backends};
+use crate::common::{TestServer, User, both_backends};
 
 /// A client's replica: rows keyed by (type, id).
 #[derive(Debug, Default, PartialEq)]
@@ -206,9 +206,43 @@ async fn two_bootstraps_of_the_same_state_have_the_same_checksum(b: Backend) {
 }
 }
 
-#[tokio::test]
-async fn slow_bootstraps_are_capped_per_workspace_and_instance_and_closed_at_their_deadline() {
-    let s = TestServer::start_with(Backend::Sqlite, crate::common::relaxed_limits(), |c| {
+/// `n` tickets with long titles in `ws`: enough that a snapshot cannot fit in the channel
+/// and the socket buffers. SQLite through the store; Postgres straight in, as its superuser.
+async fn seed_big(s: &TestServer, ws: &str, requester: &str, n: usize) {
+    match &s.pg {
+        Some(pg) => {
+            let (su, connection) = tokio_postgres::connect(&pg.superuser_url, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(connection);
+            su.batch_execute(&format!(
+                "INSERT INTO tickets (workspace_id, id, number, title, status, priority, requester_id, created_at, updated_at)
+                 SELECT '{ws}', gen_random_uuid(), 1000 + i, lpad(i::text, 5, '0') || ' ' || repeat('x', 400), 'open', 'normal', '{requester}', 0, 0
+                 FROM generate_series(1, {n}) AS i;
+                 UPDATE workspace_heads SET ticket_number = 1000 + {n} WHERE workspace_id = '{ws}';"
+            ))
+            .await
+            .unwrap();
+        }
+        None => {
+            let tenant = s.app().store().tenants.open(ws.parse().unwrap()).await.unwrap();
+            let actor: edgedesk::store::UserId = requester.parse().unwrap();
+            futures::stream::iter(0..n)
+                .map(|i| {
+                    let tenant = tenant.clone();
+                    async move {
+                        let title = format!("{i:05} {}", "x".repeat(400));
+                        tenant.create_ticket(actor, crate::store::new_ticket(&title, actor)).await.unwrap()
+                    }
+                })
+                .buffer_unordered(64)
+                .collect::<Vec<_>>()
+                .await;
+        }
+    }
+}
+
+both_backends! {
+async fn slow_bootstraps_are_capped_per_workspace_and_closed_at_their_deadline(b: Backend) {
+    let s = TestServer::start_with(b, crate::common::relaxed_limits(), |c| {
         c.bootstrap_max_per_workspace = 2;
         c.bootstrap_max_open = Duration::from_secs(2);
     })
@@ -217,17 +251,7 @@ async fn slow_bootstraps_are_capped_per_workspace_and_instance_and_closed_at_the
     let big = s.workspace(&admin, "Big").await;
     let small = s.workspace(&admin, "Small").await;
     let t = s.ticket(&admin, &small, json!({ "title": "elsewhere" })).await;
-    // Enough rows that a snapshot cannot fit in the channel and the socket buffers.
-    let tenant = s.app().store().tenants.open(big.parse().unwrap()).await.unwrap();
-    let actor: edgedesk::store::UserId = admin.id.parse().unwrap();
-    futures::stream::iter(0..20_000)
-        .map(|i| {
-            let tenant = tenant.clone();
-            async move { tenant.create_ticket(actor, crate::store::new_ticket(&format!("{i:05} {}", "x".repeat(400)), actor)).await.unwrap() }
-        })
-        .buffer_unordered(64)
-        .collect::<Vec<_>>()
-        .await;
+    seed_big(&s, &big, &admin.id, 20_000).await;
     let start = |ws: String| {
         let s = &s;
         let token = admin.token.clone();
@@ -260,4 +284,5 @@ async fn slow_bootstraps_are_capped_per_workspace_and_instance_and_closed_at_the
     }
     assert!(freed, "a place came free within the deadline");
     drop((first, second));
+}
 }

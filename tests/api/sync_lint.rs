@@ -35,7 +35,7 @@ pub struct Violation {
 /// `(name, body)` of every `async fn` in `source`, by brace matching. A helper that is
 /// handed its caller's transaction (`tx: &Transaction`) writes inside it and is left to the
 /// caller's check.
-fn async_fns(source: &str) -> Vec<(String, &str)> {
+pub(crate) fn async_fns(source: &str) -> Vec<(String, &str)> {
     let mut out = Vec::new();
     let mut rest = source;
     let mut offset = 0;
