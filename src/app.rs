@@ -268,13 +268,17 @@ fn raise_open_files_limit(max_open_tenants: usize) {
 /// proxy says the client used HTTPS. Served on a non-loopback address with neither, they
 /// cross the network in clear: say so.
 fn warn_about_plain_cookies(config: &Config) {
-    if !config.cookie_secure && !config.listen.ip().is_loopback() && config.trusted_proxies.0.is_empty() {
-        tracing::warn!(
-            listen = %config.listen,
-            "session cookies are served over plain HTTP on a non-loopback address: put the server behind TLS \
-             (set EDGEDESK_TRUSTED_PROXIES for the proxy) or set EDGEDESK_COOKIE_SECURE=true"
-        );
+    if let Some(warning) = plain_cookie_warning(config) {
+        tracing::warn!(listen = %config.listen, "{warning}");
     }
+}
+
+/// The warning, when `config` would send session cookies in clear to other machines.
+pub fn plain_cookie_warning(config: &Config) -> Option<&'static str> {
+    (!config.cookie_secure && !config.listen.ip().is_loopback() && config.trusted_proxies.0.is_empty()).then_some(
+        "session cookies are served over plain HTTP on a non-loopback address: put the server behind TLS \
+         (set EDGEDESK_TRUSTED_PROXIES for the proxy) or set EDGEDESK_COOKIE_SECURE=true",
+    )
 }
 
 /// `edgedesk serve`: start, say where, and run until SIGINT or SIGTERM.

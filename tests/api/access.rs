@@ -132,6 +132,20 @@ async fn changes_made_through_another_instance_end_streams_here() {
     let mut sse = open(&one, &customer, &ws, None, "").await;
     two.patch(&format!("/api/users/{}", customer.id), &admin.token, json!({ "disabled": true })).await.ok(200);
     assert!(sse.until_access_changed(Duration::from_secs(5)).await.is_some(), "disabled through instance two");
+    // Removed through two: cut by its own event, like the demotion.
+    let staff = one.user(&admin, "staff").await;
+    one.add_member(&admin, &ws, &staff, "agent").await;
+    let mut sse = open(&one, &staff, &ws, None, "").await;
+    two.delete(&format!("/api/workspaces/{ws}/members/{}", staff.id), &admin.token).await.ok(204);
+    assert!(sse.until_access_changed(ELSEWHERE).await.is_some(), "removed through instance two");
+    // An API token revoked through two: the recheck finds it.
+    let bot = one.user(&admin, "bot").await;
+    one.add_member(&admin, &ws, &bot, "agent").await;
+    let created = one.post("/api/auth/tokens", &bot.token, json!({ "name": "bot" })).await.ok(201).clone();
+    let by_token = User { token: created["token"].as_str().unwrap().to_string(), ..bot.clone() };
+    let mut sse = open(&one, &by_token, &ws, None, "").await;
+    two.delete(&format!("/api/auth/tokens/{}", created["id"].as_str().unwrap()), &bot.token).await;
+    assert!(sse.until_access_changed(Duration::from_secs(5)).await.is_some(), "a token revoked through instance two");
 }
 
 both_backends! {

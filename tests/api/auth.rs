@@ -308,3 +308,18 @@ async fn only_platform_admins_manage_users(b: Backend) {
     s.stop().await;
 }
 }
+
+#[test]
+fn cookies_in_clear_to_other_machines_are_warned_about_at_start() {
+    use edgedesk::app::plain_cookie_warning;
+    let mut config = edgedesk::config::Config::for_data_dir("/tmp/unused");
+    config.listen = "127.0.0.1:8080".parse().unwrap();
+    assert!(plain_cookie_warning(&config).is_none(), "loopback only: nothing crosses a network");
+    config.listen = "0.0.0.0:8080".parse().unwrap();
+    assert!(plain_cookie_warning(&config).is_some(), "every address, plain HTTP, no proxy: warned");
+    config.trusted_proxies = TrustedProxies::parse("10.0.0.0/8").unwrap();
+    assert!(plain_cookie_warning(&config).is_none(), "behind a trusted proxy, which says when it is HTTPS");
+    config.trusted_proxies = TrustedProxies::default();
+    config.cookie_secure = true;
+    assert!(plain_cookie_warning(&config).is_none());
+}
