@@ -16,6 +16,7 @@ pub mod crypto;
 pub mod error;
 pub mod http;
 pub mod live;
+pub mod notes;
 pub mod notifications;
 pub mod router;
 pub mod runtime;

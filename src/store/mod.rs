@@ -12,6 +12,7 @@ pub mod access;
 pub mod bootstrap;
 pub mod consumers;
 pub mod model;
+pub mod notes;
 pub mod notifications;
 pub mod postgres;
 pub mod sqlite;
