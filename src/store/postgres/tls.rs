@@ -93,7 +93,9 @@ pub fn target(url: &str, ca_file: Option<&Path>) -> StoreResult<PgTarget> {
         _ => SslMode::Require,
     });
     let verifier: Arc<dyn ServerCertVerifier> = match mode {
-        Mode::Disable | Mode::Prefer | Mode::Require => Arc::new(Unverified(provider())),
+        Mode::Disable | Mode::Prefer | Mode::Require => {
+            Arc::new(Lenient { chain: None, algorithms: provider().signature_verification_algorithms })
+        }
         Mode::VerifyCa | Mode::VerifyFull => {
             let path = root.ok_or_else(|| {
                 invalid("sslmode=verify-ca and verify-full need a CA file: sslrootcert= in the URL or EDGEDESK_DATABASE_CA_FILE".into())
@@ -102,7 +104,11 @@ pub fn target(url: &str, ca_file: Option<&Path>) -> StoreResult<PgTarget> {
             let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::new(provider()))
                 .build()
                 .map_err(|e| StoreError::Internal(format!("the CA file {}: {e}", path.display())))?;
-            if mode == Mode::VerifyFull { webpki } else { Arc::new(AnyName(webpki)) }
+            if mode == Mode::VerifyFull {
+                webpki
+            } else {
+                Arc::new(Lenient { chain: Some(webpki), algorithms: provider().signature_verification_algorithms })
+            }
         }
     };
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(provider()))
@@ -148,50 +154,18 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// `prefer` and `require`: encrypted, the certificate unchecked (libpq's meaning).
+/// How a server's certificate is checked: not at all (`prefer`, `require`: encrypted but
+/// unchecked, libpq's meaning), its chain only (`verify-ca`), or chain and name
+/// (`verify-full`, rustls's own verifier, used as it is). Handshake signatures are always
+/// checked with the provider's algorithms.
 #[derive(Debug)]
-struct Unverified(rustls::crypto::CryptoProvider);
-
-impl ServerCertVerifier for Unverified {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+struct Lenient {
+    /// The chain check; `None`: no check.
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
 }
 
-/// `verify-ca`: the chain must lead to the CA; the name in the certificate is not checked.
-#[derive(Debug)]
-struct AnyName(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for AnyName {
+impl ServerCertVerifier for Lenient {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -200,7 +174,9 @@ impl ServerCertVerifier for AnyName {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+        let Some(chain) = &self.chain else { return Ok(ServerCertVerified::assertion()) };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+            // verify-ca: the name in the certificate is not checked.
             Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName))
             | Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. })) => {
                 Ok(ServerCertVerified::assertion())
@@ -215,7 +191,7 @@ impl ServerCertVerifier for AnyName {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -224,11 +200,11 @@ impl ServerCertVerifier for AnyName {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.algorithms.supported_schemes()
     }
 }
 
