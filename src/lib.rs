@@ -10,6 +10,7 @@ pub mod app;
 pub mod auth;
 pub mod backoff;
 pub mod cache;
+pub mod caps;
 pub mod cli;
 pub mod config;
 pub mod crypto;

@@ -3,57 +3,31 @@
 //! A slot is taken before anything is subscribed and released when its stream ends (Drop),
 //! however it ends.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use crate::caps::{Caps, Place};
 use crate::error::AppError;
 use crate::store::UserId;
 
 pub struct ConnectionLimits {
-    per_user: usize,
-    per_instance: usize,
-    /// (total, per user). A std mutex: held for a counter update only.
-    counts: Mutex<(usize, HashMap<UserId, usize>)>,
+    caps: Arc<Caps<UserId>>,
 }
 
 /// One counted connection.
-pub struct Slot {
-    limits: Arc<ConnectionLimits>,
-    user: UserId,
-}
+pub type Slot = Place<UserId>;
 
 impl ConnectionLimits {
     pub fn new(per_user: usize, per_instance: usize) -> Arc<Self> {
-        Arc::new(Self { per_user, per_instance, counts: Mutex::default() })
+        Arc::new(Self { caps: Caps::new(per_user, per_instance) })
     }
 
-    pub fn acquire(self: &Arc<Self>, user: UserId) -> Result<Slot, AppError> {
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        let mine = counts.1.get(&user).copied().unwrap_or(0);
-        if counts.0 >= self.per_instance || mine >= self.per_user {
-            return Err(AppError::TooManyRequests { retry_after_secs: 5 });
-        }
-        counts.0 += 1;
-        *counts.1.entry(user).or_insert(0) += 1;
-        Ok(Slot { limits: self.clone(), user })
+    pub fn acquire(&self, user: UserId) -> Result<Slot, AppError> {
+        self.caps.acquire(user).map_err(|_| AppError::TooManyRequests { retry_after_secs: 5 })
     }
 
     /// Live connections right now.
     pub fn open(&self) -> usize {
-        self.counts.lock().unwrap_or_else(|p| p.into_inner()).0
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut counts = self.limits.counts.lock().unwrap_or_else(|p| p.into_inner());
-        counts.0 = counts.0.saturating_sub(1);
-        if let Some(n) = counts.1.get_mut(&self.user) {
-            *n -= 1;
-            if *n == 0 {
-                counts.1.remove(&self.user);
-            }
-        }
+        self.caps.open()
     }
 }
 

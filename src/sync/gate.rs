@@ -10,10 +10,10 @@
 //!   (`store::bootstrap::BootstrapSink`): the reader gets a stream without its footer,
 //!   which it must discard (and may retry).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::caps::{Caps, Full, Place};
 use crate::error::AppError;
 use crate::store::WorkspaceId;
 
@@ -25,63 +25,35 @@ pub struct GateLimits {
 }
 
 pub struct BootstrapGate {
-    limits: GateLimits,
-    /// (open in all, open per workspace). A std mutex: held for a counter update only.
-    open: Mutex<(usize, HashMap<WorkspaceId, usize>)>,
+    max_open: Duration,
+    caps: Arc<Caps<WorkspaceId>>,
 }
 
 /// One open snapshot; dropping it frees its place.
-pub struct Pass {
-    gate: Arc<BootstrapGate>,
-    workspace: WorkspaceId,
-}
+pub type Pass = Place<WorkspaceId>;
 
 impl BootstrapGate {
     pub fn new(limits: GateLimits) -> Arc<Self> {
-        Arc::new(Self { limits, open: Mutex::default() })
+        Arc::new(Self { max_open: limits.max_open, caps: Caps::new(limits.per_workspace, limits.per_instance) })
     }
 
     pub fn max_open(&self) -> Duration {
-        self.limits.max_open
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, (usize, HashMap<WorkspaceId, usize>)> {
-        self.open.lock().unwrap_or_else(|p| p.into_inner())
+        self.max_open
     }
 
     /// A place for a snapshot of `workspace`, or the answer to give instead.
-    pub fn enter(self: &Arc<Self>, workspace: WorkspaceId) -> Result<Pass, AppError> {
-        let mut open = self.lock();
+    pub fn enter(&self, workspace: WorkspaceId) -> Result<Pass, AppError> {
         // The wait a refused client is told: a snapshot in progress ends by then at worst.
-        let retry_after_secs = self.limits.max_open.as_secs().clamp(1, 30);
-        if open.0 >= self.limits.per_instance {
-            return Err(AppError::Overloaded { retry_after_secs });
-        }
-        let mine = open.1.entry(workspace).or_insert(0);
-        if *mine >= self.limits.per_workspace {
-            return Err(AppError::TooManyRequests { retry_after_secs });
-        }
-        *mine += 1;
-        open.0 += 1;
-        Ok(Pass { gate: self.clone(), workspace })
+        let retry_after_secs = self.max_open.as_secs().clamp(1, 30);
+        self.caps.acquire(workspace).map_err(|full| match full {
+            Full::Total => AppError::Overloaded { retry_after_secs },
+            Full::Key => AppError::TooManyRequests { retry_after_secs },
+        })
     }
 
     /// Snapshots open right now.
     pub fn open(&self) -> usize {
-        self.lock().0
-    }
-}
-
-impl Drop for Pass {
-    fn drop(&mut self) {
-        let mut open = self.gate.lock();
-        open.0 = open.0.saturating_sub(1);
-        if let Some(n) = open.1.get_mut(&self.workspace) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                open.1.remove(&self.workspace);
-            }
-        }
+        self.caps.open()
     }
 }
 

@@ -71,10 +71,15 @@ pub async fn change_member(
     Ok(change)
 }
 
-async fn mirror(platform: &dyn PlatformStore, tenant: &dyn TenantStore, pending: PendingMirror, member: Option<&Member>) -> AppResult<()> {
+/// Writes `pending`'s mirror as `member` and forgets it: the one way every path finishes one.
+async fn mirror(
+    platform: &dyn PlatformStore,
+    tenant: &dyn TenantStore,
+    pending: PendingMirror,
+    member: Option<&Member>,
+) -> StoreResult<()> {
     tenant.mirror_member(pending.actor, pending.user, member).await?;
-    platform.mirror_done(pending).await?;
-    Ok(())
+    platform.mirror_done(pending).await
 }
 
 /// Writes the mirrors that membership changes left pending (a crash between the platform's
@@ -88,8 +93,7 @@ pub async fn finish_pending_mirrors(platform: &dyn PlatformStore, tenants: &dyn 
             let finished = async {
                 let current = platform.member(p.workspace, p.user).await?;
                 let tenant = tenants.open(p.workspace).await?;
-                tenant.mirror_member(p.actor, p.user, current.as_ref()).await?;
-                platform.mirror_done(p).await
+                mirror(platform, tenant.as_ref(), p, current.as_ref()).await
             };
             match finished.await {
                 Ok(()) => {

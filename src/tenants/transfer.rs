@@ -136,8 +136,7 @@ pub async fn import_workspace(store: &Store, input: &mut (dyn AsyncBufRead + Unp
     // records nothing unless the platform here knows a member by another name or email.
     let change = store.platform.create_workspace(&workspace, owner).await?;
     let tenant = store.tenants.open(workspace.id).await?;
-    tenant.mirror_member(change.mirror.actor, owner, change.after.as_ref()).await?;
-    store.platform.mirror_done(change.mirror).await?;
+    super::mirror(store.platform.as_ref(), tenant.as_ref(), change.mirror, change.after.as_ref()).await?;
     for (user, role) in memberships.into_iter().filter(|(user, _)| *user != owner) {
         super::change_member(store.platform.as_ref(), tenant.as_ref(), user, Some(role), Some(owner))
             .await
