@@ -43,6 +43,7 @@ struct AppInner {
     auth: AuthState,
     live: LiveState,
     sync: SyncState,
+    notes: Arc<crate::notes::Notes>,
     /// Every log consumer's drain loop (see `sync::runner`).
     runner: Arc<Runner>,
     memberships: Arc<TtlCache<(WorkspaceId, UserId), Option<Role>>>,
@@ -107,6 +108,7 @@ impl App {
         );
         let limits = crate::live::limits::ConnectionLimits::new(config.sse_max_per_user, config.sse_max_connections);
         tasks.spawn(watch.clone().run(shutdown.child_token()));
+        let notes = crate::notes::Notes::start(config.notes, runner.clone(), store.tenants.clone(), shutdown.child_token(), tasks.clone());
         let live = LiveState { bus, limits, watch };
         let sync = SyncState {
             bootstraps: BootstrapGate::new(GateLimits {
@@ -115,7 +117,7 @@ impl App {
                 max_open: config.bootstrap_max_open,
             }),
         };
-        Ok(Self(Arc::new(AppInner { config, store, auth, live, sync, runner, memberships, shutdown, tasks })))
+        Ok(Self(Arc::new(AppInner { config, store, auth, live, sync, notes, runner, memberships, shutdown, tasks })))
     }
 
     pub fn config(&self) -> &Config {
@@ -132,6 +134,10 @@ impl App {
 
     pub fn sync(&self) -> &SyncState {
         &self.0.sync
+    }
+
+    pub fn notes(&self) -> &Arc<crate::notes::Notes> {
+        &self.0.notes
     }
 
     pub fn runner(&self) -> &Arc<Runner> {
@@ -164,6 +170,12 @@ impl FromRef<App> for TrustedProxies {
 impl FromRef<App> for LiveState {
     fn from_ref(app: &App) -> Self {
         app.0.live.clone()
+    }
+}
+
+impl FromRef<App> for crate::notes::NotesState {
+    fn from_ref(app: &App) -> Self {
+        crate::notes::NotesState { notes: app.0.notes.clone(), watch: app.0.auth.watch.clone() }
     }
 }
 

@@ -90,6 +90,8 @@ pub struct Config {
     /// How often open streams' access is checked again (`auth::watch`): the bound on how
     /// long a change made on another instance takes to close them.
     pub stream_recheck: Duration,
+    /// Collaborative notes (see `notes::NotesConfig` for what each bounds).
+    pub notes: crate::notes::NotesConfig,
     /// Whether this instance runs the durable log consumers (notifications, and later mail,
     /// search, webhooks). Off, it serves requests and live streams only, and leaves that
     /// work to the instances that have it on (several may: they never double an effect).
@@ -212,6 +214,19 @@ impl Config {
             bootstrap_max: src.parse::<usize>("EDGEDESK_BOOTSTRAP_MAX", 32)?.max(1),
             bootstrap_max_open: Duration::from_secs(src.parse::<u64>("EDGEDESK_BOOTSTRAP_MAX_SECS", 120)?.max(1)),
             dev_allow_privileged_role: src.parse("EDGEDESK_DEV_ALLOW_PRIVILEGED_ROLE", false)?,
+            notes: crate::notes::NotesConfig {
+                max_frame: src.parse::<usize>("EDGEDESK_NOTE_MAX_FRAME_BYTES", 2 * 1024 * 1024)?.max(1024),
+                updates_per_sec: src.parse::<u32>("EDGEDESK_NOTE_UPDATES_PER_SEC", 300)?.max(1),
+                burst: src.parse::<u32>("EDGEDESK_NOTE_BURST", 1_000)?.max(1),
+                per_document: src.parse::<usize>("EDGEDESK_NOTE_MAX_PER_DOCUMENT", 200)?.max(1),
+                per_user: src.parse::<usize>("EDGEDESK_NOTE_MAX_PER_USER", 32)?.max(1),
+                max_connections: src.parse::<usize>("EDGEDESK_NOTE_MAX_CONNECTIONS", 20_000)?.max(1),
+                idle: Duration::from_millis(src.parse::<u64>("EDGEDESK_NOTE_IDLE_MS", 30_000)?),
+                text_delay: Duration::from_millis(src.parse::<u64>("EDGEDESK_NOTE_TEXT_DELAY_MS", 1_000)?),
+                compact_after: src.parse::<u64>("EDGEDESK_NOTE_COMPACT_AFTER", 500)?.max(1),
+                compact_every: Duration::from_millis(src.parse::<u64>("EDGEDESK_NOTE_COMPACT_EVERY_MS", 30_000)?.max(10)),
+                ..crate::notes::NotesConfig::default()
+            },
             run_consumers: src.parse("EDGEDESK_RUN_CONSUMERS", true)?,
             consumer_idle: Duration::from_millis(src.parse::<u64>("EDGEDESK_CONSUMER_IDLE_MS", 10_000)?.max(1)),
             consumer_retry_cap: Duration::from_millis(src.parse::<u64>("EDGEDESK_CONSUMER_RETRY_CAP_MS", 30_000)?.max(1)),

@@ -62,7 +62,7 @@ pub fn api() -> (Router<App>, Router<App>, utoipa::openapi::OpenApi) {
         .merge(crate::sync::routes())
         .merge(crate::notifications::routes())
         .split_for_parts();
-    let (streams, streams_openapi) = crate::live::routes().split_for_parts();
+    let (streams, streams_openapi) = crate::live::routes().merge(crate::notes::routes()).split_for_parts();
     openapi.merge(streams_openapi);
     crate::http::openapi::complete(&mut openapi);
     (routes, streams, openapi)

@@ -42,13 +42,44 @@ pub enum Purpose {
     /// `GET /api/workspaces/{ws}/events` (narrowed to `?ticket=` when the token names one).
     #[default]
     Events,
+    /// `GET /api/workspaces/{ws}/tickets/{id}/note` (the collaborative note's WebSocket):
+    /// the token must name the ticket.
+    Note,
 }
 
 impl Purpose {
     fn byte(self) -> u8 {
         match self {
             Purpose::Events => 1,
+            Purpose::Note => 2,
         }
+    }
+}
+
+/// Which route a [`StreamToken`] stands on: its purpose, and the ticket a request opens.
+pub trait StreamRoute: Send + Sync + 'static {
+    const PURPOSE: Purpose;
+    /// The ticket the request opens, if it names one.
+    fn ticket(parts: &Parts, path: &RawPathParams) -> Option<TicketId>;
+}
+
+/// The events stream: the ticket is `?ticket=`.
+pub struct EventsRoute;
+
+impl StreamRoute for EventsRoute {
+    const PURPOSE: Purpose = Purpose::Events;
+    fn ticket(parts: &Parts, _path: &RawPathParams) -> Option<TicketId> {
+        query_param(parts, "ticket").and_then(|t| t.parse().ok())
+    }
+}
+
+/// A ticket's note: the ticket is the path's `{id}`.
+pub struct NoteRoute;
+
+impl StreamRoute for NoteRoute {
+    const PURPOSE: Purpose = Purpose::Note;
+    fn ticket(_parts: &Parts, path: &RawPathParams) -> Option<TicketId> {
+        path.iter().find_map(|(name, value)| (name == "id").then(|| value.parse().ok())).flatten()
     }
 }
 
@@ -130,6 +161,9 @@ pub async fn stream_token(
     ApiJson(request): ApiJson<StreamTokenRequest>,
 ) -> AppResult<axum::Json<StreamTokenResponse>> {
     auth.platform.member_role(request.workspace_id, caller.user.id).await?.ok_or(AppError::NotFound)?;
+    if request.purpose == Purpose::Note && request.ticket_id.is_none() {
+        return Err(AppError::invalid("ticket_id", "a note token opens one ticket's note: name the ticket"));
+    }
     let claims = Claims {
         purpose: request.purpose,
         parent: caller.credential,
@@ -141,38 +175,44 @@ pub async fn stream_token(
     Ok(axum::Json(StreamTokenResponse { token: mint(&auth.stream_key, &claims), expires_at: claims.expires }))
 }
 
-/// On the events route: when the request carries `?access_token=` and no other credential,
-/// verifies it against the route (its workspace, its `?ticket=`) and its parent credential,
-/// and makes the parent's user the request's caller (for `TenantConn` after it), with the
-/// parent as the credential. Anything amiss: 401.
-pub struct StreamToken;
+/// On a stream route `R`: when the request carries `?access_token=` and no other
+/// credential, verifies it against the route (its purpose, its workspace, its ticket) and
+/// its parent credential, and makes the parent's user the request's caller (for
+/// `TenantConn` after it), with the parent as the credential. Anything amiss: 401.
+pub struct StreamToken<R: StreamRoute = EventsRoute>(std::marker::PhantomData<R>);
 
 fn query_param(parts: &Parts, name: &str) -> Option<String> {
     parts.uri.query()?.split('&').find_map(|pair| pair.split_once('=').filter(|(k, _)| *k == name).map(|(_, v)| v.to_string()))
 }
 
-impl<S> FromRequestParts<S> for StreamToken
+impl<S, R> FromRequestParts<S> for StreamToken<R>
 where
     AuthState: FromRef<S>,
     S: Send + Sync,
+    R: StreamRoute,
 {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Some(token) = query_param(parts, "access_token") else { return Ok(Self) };
+        let this = Self(std::marker::PhantomData);
+        let Some(token) = query_param(parts, "access_token") else { return Ok(this) };
         if super::extract::presented_token(parts).is_some() {
-            return Ok(Self);
+            return Ok(this);
         }
         let auth = AuthState::from_ref(state);
-        let claims = verify(&auth.stream_key, &token, Purpose::Events, Millis::now()).ok_or(AppError::Unauthorized)?;
+        let claims = verify(&auth.stream_key, &token, R::PURPOSE, Millis::now()).ok_or(AppError::Unauthorized)?;
         let raw = RawPathParams::from_request_parts(parts, state).await.map_err(|_| AppError::Unauthorized)?;
         let workspace = raw.iter().find_map(|(name, value)| (name == "ws").then(|| value.parse::<WorkspaceId>().ok())).flatten();
         if workspace != Some(claims.workspace) {
             return Err(AppError::Unauthorized);
         }
-        if let Some(ticket) = claims.ticket
-            && query_param(parts, "ticket").and_then(|t| t.parse::<TicketId>().ok()) != Some(ticket)
-        {
+        let opens = R::ticket(parts, &raw);
+        let fits = match claims.ticket {
+            Some(ticket) => opens == Some(ticket),
+            // A token for a whole workspace's events; a note token always names its ticket.
+            None => R::PURPOSE == Purpose::Events,
+        };
+        if !fits {
             return Err(AppError::Unauthorized);
         }
         let user = auth
@@ -182,7 +222,7 @@ where
             .filter(|u| u.id == claims.user)
             .ok_or(AppError::Unauthorized)?;
         parts.extensions.insert(AuthUser { user, credential: claims.parent });
-        Ok(Self)
+        Ok(this)
     }
 }
 

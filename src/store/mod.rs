@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 
 pub use consumers::{Advance, ConsumerIndex, ConsumerLog, ConsumerState, Wake};
 pub use model::*;
+pub use notes::NoteStore;
 pub use notifications::{NotificationPreferences, NotificationStore};
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -373,6 +374,8 @@ pub trait TenantStore: Send + Sync + 'static {
     fn consumers(&self) -> &dyn ConsumerLog;
     /// The workspace's notifications and followers (their own trait: see `notifications.rs`).
     fn notifications(&self) -> &dyn NotificationStore;
+    /// The workspace's collaborative notes (their own trait: see `notes.rs`).
+    fn notes(&self) -> &dyn NoteStore;
 
     /// Makes the workspace's copy of `user`'s membership (for bootstrap and the log) equal to
     /// `member` (`None`: not a member), recording `member.added`, `member.updated` or

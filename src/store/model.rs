@@ -689,7 +689,8 @@ pub struct WatermarkRecord {
 /// One row of a workspace's storage, in the order an export writes and an import reads:
 /// the workspace, members, tickets, comments, links, the log, then what the log consumers
 /// derived from it (their watermarks and state), so that an imported workspace's consumers
-/// go on where they stood instead of handling its history again.
+/// go on where they stood instead of handling its history again, then the notes (each
+/// note's snapshot row, then the updates after it, keyed by the sync_ids of their events).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum TenantRow {
@@ -703,4 +704,6 @@ pub enum TenantRow {
     NotificationTicket(crate::store::notifications::TicketView),
     Follower(crate::store::notifications::Follower),
     Notification(crate::store::notifications::Notification),
+    Note(crate::store::notes::NoteRecord),
+    NoteUpdate(crate::store::notes::NoteUpdateRecord),
 }

@@ -17,14 +17,22 @@
 //! protocol and the relay.
 
 use async_trait::async_trait;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{Millis, StoreResult, TicketId, UserId};
+use super::{Event, Millis, StoreResult, TicketId, UserId};
 
-/// One stored update: the bytes a client sent (validated by applying them) and where the
-/// log put them.
+/// One update a client sent, validated by applying it, to be stored.
+#[derive(Debug, Clone)]
+pub struct NewNoteUpdate {
+    pub author: UserId,
+    pub bytes: Bytes,
+}
+
+/// One stored update: the bytes a client sent and where the log put them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NoteUpdate {
     pub ticket_id: TicketId,
@@ -44,44 +52,134 @@ pub struct StoredNote {
     pub updates: Vec<NoteUpdate>,
 }
 
-/// What bootstrap, the plain-text route and the compaction sweep know of a note without
-/// loading it.
+impl StoredNote {
+    /// The newest sync_id this note's content reflects.
+    pub fn through(&self) -> i64 {
+        self.updates.last().map_or(self.snapshot_seq, |u| u.seq)
+    }
+}
+
+/// What bootstrap and the plain-text route know of a note without loading it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct NoteSummary {
     pub ticket_id: TicketId,
-    /// The note's text (its shared type's plain text), as of the last projection.
+    /// The note's plain text, as of its last projection (written within moments of an edit,
+    /// and whenever the document closes or is compacted).
     pub text: String,
-    /// Bytes of the encoded document.
+    /// Bytes the note takes in storage: its snapshot and the updates after it (what
+    /// compaction shrinks).
     pub size: u64,
     pub updated_at: Millis,
-    /// Updates stored after the snapshot: what compaction would fold in.
-    #[serde(skip)]
-    pub pending_updates: u64,
 }
+
+/// A compaction to write: `snapshot` is the state that the note's snapshot as of
+/// `base_seq` and its `covered` updates up to `through` produce.
+#[derive(Debug, Clone)]
+pub struct Compaction {
+    pub ticket: TicketId,
+    pub base_seq: i64,
+    pub through: i64,
+    pub covered: u64,
+    pub snapshot: Bytes,
+    pub text: String,
+}
+
+/// The `data` of a `note.updated` event: who changed the note and by how many bytes, never
+/// the bytes themselves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NoteChange {
+    pub ticket_id: TicketId,
+    pub author_id: UserId,
+    /// Size of the update, in bytes.
+    pub bytes: u64,
+}
+
+impl<'a> Event<'a, NoteChange> {
+    /// Notes are for staff only, like internal notes.
+    pub fn note_updated(change: &'a NoteChange) -> Self {
+        Event {
+            kind: "note.updated",
+            entity: "note",
+            entity_id: change.ticket_id.to_string(),
+            data: change,
+            ticket: Some(change.ticket_id),
+            staff_only: true,
+            recipient: None,
+        }
+    }
+}
+
+/// The event kind the relay between instances reads.
+pub const NOTE_UPDATED: &str = "note.updated";
 
 /// One workspace's notes (reached through the workspace's store, as notifications are).
 #[async_trait]
 pub trait NoteStore: Send + Sync {
-    /// Appends `bytes` (already validated) to the note of `ticket`, with its `note.updated`
-    /// event, in one transaction; returns the update's sync_id. `NotFound` for a missing or
-    /// deleted ticket.
-    async fn append_update(&self, author: UserId, ticket: TicketId, bytes: Bytes) -> StoreResult<i64>;
+    /// Appends each update to the note of `ticket` with its own `note.updated` event, all in
+    /// one transaction; returns their sync_ids in order. `NotFound` for a missing or deleted
+    /// ticket.
+    async fn append(&self, ticket: TicketId, updates: Vec<NewNoteUpdate>) -> StoreResult<Vec<i64>>;
 
-    /// The note's latest snapshot and the updates after it.
+    /// The note's latest snapshot and the updates after it (empty when never written).
     async fn load(&self, ticket: TicketId) -> StoreResult<StoredNote>;
 
-    /// The updates with sync_ids in `seqs` (the relay, reading what the log announced).
-    async fn updates(&self, seqs: &[i64]) -> StoreResult<Vec<NoteUpdate>>;
+    /// The updates with these sync_ids (the relay, reading what the log announced), in
+    /// order; ones compacted away meanwhile are simply absent.
+    async fn updates(&self, seqs: Vec<i64>) -> StoreResult<Vec<NoteUpdate>>;
 
-    /// Replaces the updates up to `through` with `snapshot` (the state they produce), and
-    /// records the projection `text`: one transaction, no log event (no content changes).
-    async fn compact(&self, ticket: TicketId, through: i64, snapshot: Bytes, text: String) -> StoreResult<()>;
+    /// Replaces the snapshot and the updates it covers with `compaction.snapshot`, and
+    /// records its text, in one transaction, with no log event (no content changes).
+    /// `false`, writing nothing, when the note is no longer where the compaction was
+    /// planned (another compaction won, or the updates up to `through` are not the ones
+    /// counted).
+    async fn compact(&self, compaction: Compaction) -> StoreResult<bool>;
 
-    /// Notes with at least `min_updates` updates after their snapshot, for compaction.
-    async fn needing_compaction(&self, min_updates: u64, limit: usize) -> StoreResult<Vec<NoteSummary>>;
+    /// Records the note's current plain text (a projection of its content: no event).
+    async fn set_text(&self, ticket: TicketId, text: String) -> StoreResult<()>;
+
+    /// Notes of live tickets with at least `min_updates` updates after their snapshot.
+    async fn needing_compaction(&self, min_updates: u64, limit: usize) -> StoreResult<Vec<TicketId>>;
 
     /// The note's summary, `None` when it has never been written.
     async fn summary(&self, ticket: TicketId) -> StoreResult<Option<NoteSummary>>;
+}
+
+/// Bytes in an export: base64 in JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Base64Bytes(pub Bytes);
+
+impl Serialize for Base64Bytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Base64Bytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        STANDARD.decode(text.as_bytes()).map(|b| Self(Bytes::from(b))).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A note's row as stored (export/import only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoteRecord {
+    pub ticket_id: TicketId,
+    pub snapshot: Option<Base64Bytes>,
+    pub snapshot_seq: i64,
+    pub text: String,
+    pub size: u64,
+    pub pending_updates: u64,
+    pub updated_at: Millis,
+}
+
+/// One stored update (export/import only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoteUpdateRecord {
+    pub seq: i64,
+    pub ticket_id: TicketId,
+    pub author_id: Option<UserId>,
+    pub bytes: Base64Bytes,
 }
 
 /// The server's own Yjs client id for the note of `ticket` in `workspace`: a hash of the

@@ -13,6 +13,7 @@ use tokio_postgres::IsolationLevel;
 use tokio_postgres::types::ToSql;
 
 use super::error;
+use super::notes::SUMMARY_COLS;
 use super::tenant::{COMMENT_COLS, LINK_COLS, TICKET_COLS, comment_from_row, link_from_row, ticket_from_row};
 use super::types::{member_from_row, workspace_from_row};
 use crate::store::bootstrap::{BootstrapSink, Encoder};
@@ -438,6 +439,22 @@ pub async fn bootstrap(
             .map_err(error)?;
         for row in links {
             send(out, enc.row("link", &link_from_row(&row)?)?).await?;
+        }
+    }
+    if requester.is_none() {
+        // Notes are staff-only, like internal notes; a deleted ticket's note goes with it.
+        for row in tx
+            .query(
+                &format!(
+                    "SELECT {SUMMARY_COLS} FROM notes n JOIN tickets t ON t.id = n.ticket_id AND t.workspace_id = n.workspace_id
+                     WHERE n.workspace_id = $1 AND t.deleted_at IS NULL ORDER BY n.ticket_id"
+                ),
+                &[&workspace],
+            )
+            .await
+            .map_err(error)?
+        {
+            send(out, enc.row("note", &super::notes::summary_from_row(&row)?)?).await?;
         }
     }
     // The caller's own notifications, by the log's rule.

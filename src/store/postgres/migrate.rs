@@ -32,6 +32,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(2, "0002_notify"),
     migration!(3, "0003_consumers_notifications"),
     migration!(4, "0004_member_mirrors"),
+    migration!(5, "0005_notes"),
 ];
 
 /// "edgedesk" in ASCII: the advisory lock migrations hold.
@@ -52,6 +53,8 @@ pub const TENANT_TABLES: &[&str] = &[
     "notification_tickets",
     "ticket_followers",
     "notifications",
+    "notes",
+    "note_updates",
 ];
 
 /// What the app role may do, table by table.
@@ -76,6 +79,8 @@ const GRANTS: &[(&str, &str)] = &[
     ("ticket_followers", "SELECT, INSERT, UPDATE, DELETE"),
     ("notifications", "SELECT, INSERT, UPDATE"),
     ("notification_preferences", "SELECT, INSERT, UPDATE, DELETE"),
+    ("notes", "SELECT, INSERT, UPDATE"),
+    ("note_updates", "SELECT, INSERT, DELETE"),
     ("schema_migrations", "SELECT"),
 ];
 

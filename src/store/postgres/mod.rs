@@ -13,6 +13,7 @@ mod consumers;
 mod feed;
 mod log;
 pub mod migrate;
+mod notes;
 mod notifications;
 mod platform;
 mod preferences;

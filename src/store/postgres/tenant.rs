@@ -183,6 +183,10 @@ impl TenantStore for PgTenant {
         self
     }
 
+    fn notes(&self) -> &dyn NoteStore {
+        self
+    }
+
     async fn mirror_member(&self, actor: Option<UserId>, user: UserId, member: Option<&Member>) -> StoreResult<()> {
         let mut client = self.client().await?;
         let mut w = self.write_tx(&mut client).await?;

@@ -11,8 +11,10 @@ use tokio::sync::mpsc;
 
 use super::error;
 use super::log::{EVENT_COLS, Param, event_from_row, scope};
+use super::notes::{NOTE_COLS, note_record_from_row, update_from_row};
 use super::tenant::{COMMENT_COLS, LINK_COLS, TICKET_COLS, comment_from_row, link_from_row, ticket_from_row};
 use super::types::{member_from_row, workspace_from_row};
+use crate::store::notes::{Base64Bytes, NoteUpdateRecord};
 use crate::store::notifications::{Follower, Notification, TicketView};
 use crate::store::*;
 
@@ -89,6 +91,36 @@ pub async fn export(tx: &Transaction<'_>, workspace: WorkspaceId, out: &mpsc::Se
         count += 1;
     }
     count += export_consumers(tx, workspace, out).await?;
+    count += export_notes(tx, workspace, out).await?;
+    Ok(count)
+}
+
+/// Each note's row, then its updates.
+async fn export_notes(tx: &Transaction<'_>, workspace: WorkspaceId, out: &mpsc::Sender<TenantRow>) -> StoreResult<u64> {
+    let mut count = 0;
+    let notes = tx
+        .query(&format!("SELECT {NOTE_COLS} FROM notes n WHERE n.workspace_id = $1 ORDER BY n.ticket_id"), &[&workspace])
+        .await
+        .map_err(error)?;
+    for row in notes {
+        let note = note_record_from_row(&row)?;
+        let ticket = note.ticket_id;
+        send(out, TenantRow::Note(note)).await?;
+        count += 1;
+        let updates = tx
+            .query(
+                "SELECT seq, ticket_id, author_id, bytes FROM note_updates WHERE workspace_id = $1 AND ticket_id = $2 ORDER BY seq",
+                &[&workspace, &ticket],
+            )
+            .await
+            .map_err(error)?;
+        for row in updates {
+            let u = update_from_row(&row)?;
+            let record = NoteUpdateRecord { seq: u.seq, ticket_id: u.ticket_id, author_id: u.author, bytes: Base64Bytes(u.bytes) };
+            send(out, TenantRow::NoteUpdate(record)).await?;
+            count += 1;
+        }
+    }
     Ok(count)
 }
 
@@ -282,6 +314,32 @@ pub async fn import(tx: &Transaction<'_>, workspace: &Workspace, rows: &mut mpsc
                     "INSERT INTO notifications (workspace_id, id, recipient_id, source_sync_id, kind, ticket_id, staff_only, data, created_at, read_at)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                     &[&ws, &n.id, &n.recipient_id, &n.seq, &n.kind, &n.ticket_id, &n.internal, &data, &n.created_at, &n.read_at],
+                )
+                .await
+                .map_err(error)?;
+            }
+            TenantRow::Note(n) => {
+                tx.execute(
+                    "INSERT INTO notes (workspace_id, ticket_id, snapshot, snapshot_seq, text, size, pending_updates, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    &[
+                        &ws,
+                        &n.ticket_id,
+                        &n.snapshot.as_ref().map(|b| b.0.as_ref()),
+                        &n.snapshot_seq,
+                        &n.text,
+                        &(n.size as i64),
+                        &(n.pending_updates as i64),
+                        &n.updated_at,
+                    ],
+                )
+                .await
+                .map_err(error)?;
+            }
+            TenantRow::NoteUpdate(u) => {
+                tx.execute(
+                    "INSERT INTO note_updates (workspace_id, seq, ticket_id, author_id, bytes) VALUES ($1, $2, $3, $4, $5)",
+                    &[&ws, &u.seq, &u.ticket_id, &u.author_id, &u.bytes.0.as_ref()],
                 )
                 .await
                 .map_err(error)?;

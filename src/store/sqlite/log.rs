@@ -12,6 +12,7 @@ use rusqlite::{Connection, OptionalExtension, Savepoint, Transaction, Transactio
 use serde::Serialize;
 
 use super::error;
+use super::notes::{SUMMARY_COLS, summary_from_row};
 use super::tenant::{COMMENT_COLS, LINK_COLS, TICKET_COLS, comment_from_row, link_from_row, ticket_from_row};
 use super::types::{member_from_row, workspace_from_row};
 use crate::store::bootstrap::{BootstrapSink, Encoder};
@@ -269,6 +270,20 @@ pub fn bootstrap(
         while let Some(row) = rows.next().map_err(error)? {
             let link = link_from_row(row).map_err(error)?;
             send(enc.row("link", &link)?)?;
+        }
+    }
+
+    if staff {
+        // Notes are staff-only, like internal notes; a deleted ticket's note goes with it.
+        let mut stmt = tx
+            .prepare(&format!(
+                "SELECT {SUMMARY_COLS} FROM notes n JOIN tickets t ON t.id = n.ticket_id WHERE t.deleted_at IS NULL ORDER BY n.ticket_id"
+            ))
+            .map_err(error)?;
+        let mut rows = stmt.query([]).map_err(error)?;
+        while let Some(row) = rows.next().map_err(error)? {
+            let note = summary_from_row(row).map_err(error)?;
+            send(enc.row("note", &note)?)?;
         }
     }
 

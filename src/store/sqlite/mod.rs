@@ -12,6 +12,7 @@ mod feed;
 mod hints;
 mod log;
 mod migrate;
+mod notes;
 mod notifications;
 mod platform;
 mod pool;

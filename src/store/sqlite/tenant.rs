@@ -186,6 +186,10 @@ impl TenantStore for SqliteTenant {
         self
     }
 
+    fn notes(&self) -> &dyn NoteStore {
+        self
+    }
+
     async fn mirror_member(&self, actor: Option<UserId>, user: UserId, member: Option<&Member>) -> StoreResult<()> {
         let wanted = member.cloned();
         self.write(move |tx| {

@@ -10,8 +10,10 @@ use tokio::sync::mpsc;
 
 use super::error;
 use super::log::{EVENT_COLS, event_from_row};
+use super::notes::{NOTE_COLS, note_record_from_row};
 use super::tenant::{COMMENT_COLS, LINK_COLS, TICKET_COLS, comment_from_row, link_from_row, ticket_from_row};
 use super::types::{member_from_row, workspace_from_row};
+use crate::store::notes::{Base64Bytes, NoteUpdateRecord};
 use crate::store::notifications::{Follower, Notification, TicketView};
 use crate::store::*;
 
@@ -83,6 +85,7 @@ pub fn export(conn: &mut Connection, out: &mpsc::Sender<TenantRow>) -> StoreResu
         }
     }
     count += export_consumers(&tx, out)?;
+    count += export_notes(&tx, out)?;
     Ok(count)
 }
 
@@ -132,6 +135,32 @@ fn export_consumers(tx: &Connection, out: &mpsc::Sender<TenantRow>) -> StoreResu
     for row in rows {
         send(out, TenantRow::Notification(row.map_err(error)?))?;
         count += 1;
+    }
+    Ok(count)
+}
+
+/// Each note's row, then its updates.
+fn export_notes(tx: &Connection, out: &mpsc::Sender<TenantRow>) -> StoreResult<u64> {
+    let mut count = 0;
+    let mut notes = tx.prepare(&format!("SELECT {NOTE_COLS} FROM notes n ORDER BY n.ticket_id")).map_err(error)?;
+    let mut updates =
+        tx.prepare("SELECT seq, ticket_id, author_id, bytes FROM note_updates WHERE ticket_id = ?1 ORDER BY seq").map_err(error)?;
+    let rows = notes.query_map([], note_record_from_row).map_err(error)?;
+    for note in rows {
+        let note = note.map_err(error)?;
+        let ticket = note.ticket_id;
+        send(out, TenantRow::Note(note))?;
+        count += 1;
+        let rows = updates
+            .query_map(params![ticket], |r| {
+                let bytes: Vec<u8> = r.get(3)?;
+                Ok(NoteUpdateRecord { seq: r.get(0)?, ticket_id: r.get(1)?, author_id: r.get(2)?, bytes: Base64Bytes(bytes.into()) })
+            })
+            .map_err(error)?;
+        for update in rows {
+            send(out, TenantRow::NoteUpdate(update.map_err(error)?))?;
+            count += 1;
+        }
     }
     Ok(count)
 }
@@ -242,6 +271,29 @@ pub fn import(conn: &mut Connection, workspace: &Workspace, rows: &mut mpsc::Rec
                     "INSERT INTO notifications (id, recipient_id, source_sync_id, kind, ticket_id, staff_only, data, created_at, read_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                     params![n.id, n.recipient_id, n.seq, n.kind, n.ticket_id, n.internal, data, n.created_at, n.read_at],
+                )
+                .map_err(error)?;
+            }
+            TenantRow::Note(n) => {
+                tx.execute(
+                    "INSERT INTO notes (ticket_id, snapshot, snapshot_seq, text, size, pending_updates, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        n.ticket_id,
+                        n.snapshot.as_ref().map(|b| b.0.as_ref()),
+                        n.snapshot_seq,
+                        n.text,
+                        n.size as i64,
+                        n.pending_updates as i64,
+                        n.updated_at
+                    ],
+                )
+                .map_err(error)?;
+            }
+            TenantRow::NoteUpdate(u) => {
+                tx.execute(
+                    "INSERT INTO note_updates (seq, ticket_id, author_id, bytes) VALUES (?1, ?2, ?3, ?4)",
+                    params![u.seq, u.ticket_id, u.author_id, u.bytes.0.as_ref()],
                 )
                 .map_err(error)?;
             }
