@@ -149,6 +149,7 @@ async fn metrics(State(app): State<App>) -> Response {
          edgedesk_access_revoked_total {revoked}\n",
         app.sync().bootstraps.open(),
     ));
+    body.push_str(&app.notes().render_metrics());
     body.push_str(&app.store().metrics.render());
     body.push_str(&app.runner().render_metrics());
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()

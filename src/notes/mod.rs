@@ -277,6 +277,48 @@ impl Notes {
         self.lock().get(&workspace).map(|w| w.docs.clone()).unwrap_or_default()
     }
 
+    /// The feature's gauges and counters, in Prometheus' text format.
+    pub fn render_metrics(&self) -> String {
+        let m = &self.metrics;
+        let mut out = String::new();
+        let mut line = |name: &str, kind: &str, help: &str, value: u64| {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
+        };
+        line(
+            "edgedesk_note_documents",
+            "gauge",
+            "Collaborative notes loaded on this instance.",
+            m.documents.load(Ordering::Relaxed) as u64,
+        );
+        line("edgedesk_note_connections", "gauge", "Note WebSocket connections open on this instance.", self.connections() as u64);
+        line(
+            "edgedesk_note_updates_total",
+            "counter",
+            "Note updates stored from this instance's connections.",
+            m.updates.load(Ordering::Relaxed),
+        );
+        line(
+            "edgedesk_note_relayed_total",
+            "counter",
+            "Note updates stored elsewhere and relayed to documents here.",
+            m.relayed.load(Ordering::Relaxed),
+        );
+        line(
+            "edgedesk_note_bad_frames_total",
+            "counter",
+            "Note connections closed for a frame that is not the protocol.",
+            m.bad_frames.load(Ordering::Relaxed),
+        );
+        line(
+            "edgedesk_note_throttled_total",
+            "counter",
+            "Times a note connection was paused by its rate limit.",
+            m.throttled.load(Ordering::Relaxed),
+        );
+        line("edgedesk_note_compactions_total", "counter", "Notes compacted into a new snapshot.", m.compactions.load(Ordering::Relaxed));
+        out
+    }
+
     /// Documents open on this instance.
     pub fn open_documents(&self) -> usize {
         self.lock().values().map(|w| w.docs.len()).sum()
