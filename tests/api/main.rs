@@ -13,6 +13,8 @@ mod feed;
 mod isolation;
 mod live;
 mod notes;
+mod notes_crash;
+mod notes_npm;
 mod notifications;
 mod ops;
 mod pgdb;
