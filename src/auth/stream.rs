@@ -254,6 +254,10 @@ mod tests {
         forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
         assert_eq!(verify(&key, std::str::from_utf8(&forged).unwrap(), Purpose::Events, Millis(0)), None, "tampered");
         assert_eq!(verify(&key, "eds_not-a-stream-token", Purpose::Events, Millis(0)), None);
+        assert_eq!(verify(&key, &token, Purpose::Note, Millis(0)), None, "another purpose");
+        let note = Claims { purpose: Purpose::Note, ..c };
+        assert_eq!(verify(&key, &mint(&key, &note), Purpose::Note, Millis(0)), Some(note));
+        assert_eq!(verify(&key, &mint(&key, &note), Purpose::Events, Millis(0)), None);
         assert_eq!(verify(&key, "edst_!!!", Purpose::Events, Millis(0)), None);
         let whole = Claims { ticket: None, parent: Credential::ApiToken(TokenId::new()), ..c };
         assert_eq!(verify(&key, &mint(&key, &whole), Purpose::Events, Millis(0)), Some(whole), "no ticket, an API token");

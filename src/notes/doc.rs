@@ -118,6 +118,9 @@ impl DocHandle {
     }
 }
 
+/// How a document task leaves the registry (see [`DocContext::evict`]).
+pub type Evict = Box<dyn Fn(&DocHandle, bool) -> bool + Send + Sync>;
+
 /// What the document task needs from its surroundings.
 pub struct DocContext {
     pub store: Arc<dyn TenantStore>,
@@ -128,7 +131,7 @@ pub struct DocContext {
     pub touched: Arc<Mutex<HashSet<WorkspaceId>>>,
     /// Removes the document from the registry when nobody holds it (or always, when
     /// forced: its ticket is gone). True when removed: the task may end.
-    pub evict: Box<dyn Fn(&DocHandle, bool) -> bool + Send + Sync>,
+    pub evict: Evict,
 }
 
 /// A Yjs document built from what storage holds.

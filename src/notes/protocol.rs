@@ -213,6 +213,48 @@ mod tests {
         assert_eq!(decode_frame(&frame.to_vec()).err(), Some(BadFrame("awareness state is not JSON")));
     }
 
+    /// Thousands of random and mutated frames: decoding never panics and never hands on an
+    /// update that does not decode again.
+    #[test]
+    fn random_and_mutated_frames_never_panic() {
+        use rand::{RngExt, SeedableRng};
+        let doc = Doc::new();
+        let fragment = doc.get_or_insert_xml_fragment(TEXT_FIELD);
+        {
+            let mut txn = doc.transact_mut();
+            let p = fragment.push_back(&mut txn, XmlElementPrelim::empty("paragraph"));
+            p.push_back(&mut txn, XmlTextPrelim::new("a real edit with ü and €"));
+        }
+        let valid = update(&doc.transact().encode_state_as_update_v1(&StateVector::default()));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let mut refused = 0;
+        for round in 0..50_000 {
+            let frame: Vec<u8> = match round % 3 {
+                0 => (0..rng.random_range(0..48)).map(|_| rng.random()).collect(),
+                1 => valid[..rng.random_range(0..valid.len())].to_vec(),
+                _ => {
+                    let mut f = valid.to_vec();
+                    for _ in 0..rng.random_range(1..8) {
+                        let at = rng.random_range(0..f.len());
+                        f[at] = rng.random();
+                    }
+                    f
+                }
+            };
+            match decode_frame(&frame) {
+                Err(_) => refused += 1,
+                Ok(messages) => {
+                    for m in messages {
+                        if let Incoming::Update { bytes, .. } = m {
+                            assert!(Update::decode_v1(&bytes).is_ok());
+                        }
+                    }
+                }
+            }
+        }
+        assert!(refused > 40_000, "most garbage is refused: {refused}");
+    }
+
     #[test]
     fn the_text_is_the_fragments_text_with_blocks_on_their_own_lines() {
         let doc = Doc::new();

@@ -470,3 +470,34 @@ async fn connections_are_capped_per_user_and_the_server_says_going_away_at_shutd
     let _ = PASSWORD;
     s.stop().await;
 }
+
+#[tokio::test]
+async fn the_background_sweep_compacts_busy_notes() {
+    let s = TestServer::start_with(Backend::Sqlite, relaxed_limits(), |c| {
+        c.notes.compact_after = 50;
+        c.notes.compact_every = Duration::from_millis(50);
+    })
+    .await;
+    let admin = s.admin().await;
+    let ws = s.workspace(&admin, "Support").await;
+    let ticket = s.ticket(&admin, &ws, json!({ "title": "t" })).await["id"].as_str().unwrap().to_string();
+    let url = note_url(&s, &ws, &ticket);
+    let a = YClient::connect(&url, Some(&admin.token)).await.unwrap();
+    for i in 0..120 {
+        a.insert(a.len(), &format!("{i},"));
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let stored = stored_updates(&s, &ws, &ticket).await;
+        if stored.snapshot.is_some() && stored.updates.len() < 50 && stored.through() >= 120 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not compacted: {} updates", stored.updates.len());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let metrics = s.http.get(format!("{}/metrics", s.base)).send().await.unwrap().text().await.unwrap();
+    assert!(!metrics.contains("edgedesk_note_compactions_total 0"), "{metrics}");
+    let fresh = YClient::connect(&url, Some(&admin.token)).await.unwrap();
+    fresh.wait_for("the compacted note", WAIT, |f| f.xml() == a.xml() && f.text().ends_with("119,")).await;
+    s.stop().await;
+}

@@ -19,9 +19,11 @@ async fn seed(http: &reqwest::Client, base: &str) -> (String, String, String) {
         async move { json_call(&http, reqwest::Method::POST, url, token.as_deref(), Some(body)).await.expect("answered").1 }
     };
     post(format!("{base}/api/setup"), None, json!({ "email": "a@example.com", "password": "correct horse battery", "name": "A" })).await;
-    let login = post(format!("{base}/api/auth/login"), None, json!({ "email": "a@example.com", "password": "correct horse battery" })).await;
+    let login =
+        post(format!("{base}/api/auth/login"), None, json!({ "email": "a@example.com", "password": "correct horse battery" })).await;
     let token = login["token"].as_str().expect("token").to_string();
-    let ws = post(format!("{base}/api/workspaces"), Some(token.clone()), json!({ "name": "Notes" })).await["id"].as_str().unwrap().to_string();
+    let ws =
+        post(format!("{base}/api/workspaces"), Some(token.clone()), json!({ "name": "Notes" })).await["id"].as_str().unwrap().to_string();
     let ticket = post(format!("{base}/api/workspaces/{ws}/tickets"), Some(token.clone()), json!({ "title": "t" })).await["id"]
         .as_str()
         .unwrap()

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::{Backend, both_backends};
+use crate::common::both_backends;
 use crate::notes::{note_token, setup, ws_base};
 
 fn client_dir() -> std::path::PathBuf {

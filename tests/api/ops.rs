@@ -43,6 +43,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/workspaces/{ws}/sync/delta"),
     ("get", "/api/workspaces/{ws}/audit"),
     ("get", "/api/workspaces/{ws}/events"),
+    ("get", "/api/workspaces/{ws}/tickets/{id}/note"),
     ("get", "/api/workspaces/{ws}/notifications"),
     ("post", "/api/workspaces/{ws}/notifications/read"),
     ("get", "/api/workspaces/{ws}/tickets/{id}/follow"),

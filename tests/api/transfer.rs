@@ -57,6 +57,33 @@ async fn a_workspace_moves_from_sqlite_to_postgres_and_back_unchanged() {
     s.post(&format!("{base}/{}/links", ids[0]), &agent.token, json!({ "target_id": ids[1], "kind": "duplicates" })).await.ok(201);
     s.patch(&format!("{base}/{}", ids[2]), &agent.token, json!({ "status": "resolved", "assignee_id": agent.id })).await.ok(200);
     s.delete(&format!("{base}/{}", ids[3]), &agent.token).await.ok(204);
+    // A collaborative note with a snapshot and updates after it.
+    let note_ticket: edgedesk::store::TicketId = ids[0].parse().unwrap();
+    let writer = crate::yclient::YClient::connect(&crate::notes::note_url(&s, &ws, &ids[0]), Some(&agent.token)).await.unwrap();
+    for i in 0..40 {
+        writer.insert(writer.len(), &format!("{i} "));
+    }
+    let tenant = s.app().store().tenants.open(ws.parse().unwrap()).await.unwrap();
+    let loaded = |t: std::sync::Arc<dyn edgedesk::store::TenantStore>| async move { t.notes().load(note_ticket).await.unwrap() };
+    while loaded(tenant.clone()).await.updates.len() < 40 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(edgedesk::notes::compact(&tenant, note_ticket).await.unwrap());
+    for i in 0..10 {
+        writer.insert(0, &format!("{i}"));
+    }
+    let note_text = writer.text();
+    let note_path = format!("/api/workspaces/{ws}/tickets/{}/note", ids[0]);
+    loop {
+        let (_, rows, _) = s.bootstrap(&admin.token, &ws).await;
+        if rows.iter().any(|r| r["type"] == "note" && r["text"] == note_text.as_str()) && loaded(tenant.clone()).await.updates.len() == 10 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    drop(writer);
+    let stored = loaded(tenant.clone()).await;
+    assert!(stored.snapshot.is_some());
     s.consumers_caught_up(&ws).await;
     let emails = [admin.email.as_str(), customer.email.as_str()];
     let before = snapshots(&s, &ws, &emails).await;
@@ -79,6 +106,11 @@ async fn a_workspace_moves_from_sqlite_to_postgres_and_back_unchanged() {
     assert!(err.to_string().contains("already exists"), "{err}");
     let on_pg = TestServer::start_on(pg_dir, Some(pg.clone())).await;
     assert_eq!(snapshots(&on_pg, &ws, &emails).await, before, "same rows and checksums on Postgres");
+    // The note's snapshot and updates, byte for byte, under the same sync_ids.
+    let pg_note = loaded(on_pg.app().store().tenants.open(id).await.unwrap()).await;
+    assert_eq!((&pg_note.snapshot, pg_note.snapshot_seq), (&stored.snapshot, stored.snapshot_seq));
+    assert_eq!(pg_note.updates, stored.updates);
+    assert_eq!(on_pg.get(&note_path, &admin_on(&on_pg).await.token).await.ok(200)["text"], note_text.as_str());
     assert_eq!(on_pg.head(&admin_on(&on_pg).await, &ws).await, head);
     // The notifications moved with it, read state included, and none were made again.
     let moved = customer_notifications(&s, &ws).await;
@@ -101,6 +133,13 @@ async fn a_workspace_moves_from_sqlite_to_postgres_and_back_unchanged() {
     drop(fresh);
     let on_sqlite = TestServer::start_on(sqlite_dir, None).await;
     let after = snapshots(&on_sqlite, &ws, &emails).await;
+    let back_note = loaded(on_sqlite.app().store().tenants.open(id).await.unwrap()).await;
+    assert_eq!((&back_note.snapshot, back_note.snapshot_seq, &back_note.updates), (&stored.snapshot, stored.snapshot_seq, &stored.updates));
+    let reader =
+        crate::yclient::YClient::connect(&crate::notes::note_url(&on_sqlite, &ws, &ids[0]), Some(&admin_on(&on_sqlite).await.token))
+            .await
+            .unwrap();
+    reader.wait_text(&note_text, std::time::Duration::from_secs(10)).await;
     // Everything from before is there, plus the one ticket made on Postgres.
     let (h_before, rows_before, _) = &before[1];
     let (h_after, rows_after, _) = &after[1];
