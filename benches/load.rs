@@ -1,7 +1,7 @@
 //! Load and speed harness for the foundation. Prints its figures; see docs/benchmarks.md.
 //!
 //! ```text
-//! cargo bench --bench load -- [creates|get|bootstrap|tenants|sse|pg-creates|consumers|sqlite-fanin|pg-fanin|all] [--secs S] [--clients C] [--threads T] [--eager-read] [--rows N] [--tenants N]
+//! cargo bench --bench load -- [creates|get|bootstrap|tenants|sse|pg-creates|consumers|sqlite-fanin|pg-fanin|notes|all] [--secs S] [--clients C] [--threads T] [--eager-read] [--rows N] [--tenants N]
 //! ```
 //!
 //! The server runs as its own process (the real `edgedesk serve` binary, release build)
@@ -19,7 +19,10 @@
 //! - consumers: events per second through the notifications consumer beside a raw loop
 //!   doing its reads and writes, and COMMIT → notification visible through the API;
 //! - sqlite-fanin / pg-fanin: what one commit costs the store with 10 to thousands of
-//!   workspaces followed, and (SQLite) a restart with 10,000 workspaces, ten behind.
+//!   workspaces followed, and (SQLite) a restart with 10,000 workspaces, ten behind;
+//! - notes: collaborative-note updates relayed per second and their latency at 10 and 100
+//!   editors beside the reference Node y-websocket server, memory per document and per
+//!   connection, and opening a note of 10,000 updates before and after compaction.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -40,6 +43,8 @@ mod consumers;
 mod fleet;
 #[path = "load/hardening.rs"]
 mod hardening;
+#[path = "load/notes.rs"]
+mod notes;
 #[path = "../tests/api/pgdb.rs"]
 mod pgdb;
 #[path = "load/sse.rs"]
@@ -766,6 +771,10 @@ async fn main() {
     if all || args.which == "login-flood" {
         let (_keep, dir) = scratch("login-flood");
         hardening::bench_login_flood(&dir).await;
+    }
+    if all || args.which == "notes" {
+        let (_keep, dir) = scratch("notes");
+        notes::bench_notes(&dir, args.secs).await;
     }
     if all || args.which == "pg-fanin" {
         let (_keep, dir) = scratch("pg-fanin");

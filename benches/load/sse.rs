@@ -32,7 +32,7 @@ use super::{ServerProc, admin_and_workspace, client, post, rank};
 const FRAME_BYTES: usize = 525;
 
 /// CPU seconds (user + system) a process has used so far, from /proc.
-fn cpu_secs(pid: u32) -> f64 {
+pub(crate) fn cpu_secs(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces) start after the last ')'.
     let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
