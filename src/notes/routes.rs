@@ -96,7 +96,14 @@ async fn note(
     let notes = state.notes.clone();
     let tasks = state.notes.tasks().clone();
     let user = conn.user();
-    Ok(upgrade.max_message_size(config.max_frame).max_frame_size(config.max_frame).on_upgrade(move |socket| {
+    let upgrade = upgrade
+        .max_message_size(config.max_frame)
+        .max_frame_size(config.max_frame)
+        // tungstenite's defaults (128 KiB each way) would be most of a connection's memory.
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(config.max_frame.max(WRITE_BUFFER) * 2);
+    Ok(upgrade.on_upgrade(move |socket| {
         // Tracked, so that shutdown waits for each connection's close frame.
         tasks.track_future(serve(socket, notes, held, lease, user))
     }))
@@ -127,6 +134,12 @@ async fn plain(store: &Arc<dyn TenantStore>, ticket: TicketId, headers: &HeaderM
     let body = NoteText { text, size: summary.as_ref().map_or(0, |s| s.size), updated_at: summary.map(|s| s.updated_at) };
     Ok(axum::Json(body).into_response())
 }
+
+/// Per connection: the chunk reads are made in, and what writes gather before they go out.
+const READ_BUFFER: usize = 4 * 1024;
+const WRITE_BUFFER: usize = 16 * 1024;
+/// Frames written together when several are waiting.
+const WRITE_BATCH: usize = 64;
 
 /// A token bucket over a connection's messages: `take` says how long to wait first.
 struct Bucket {
@@ -190,7 +203,13 @@ async fn serve(socket: WebSocket, notes: Arc<Notes>, held: Held, lease: Lease, u
             }
             frame = outbox.recv() => match frame {
                 Some(frame) => {
-                    if sink.send(Message::Binary(frame)).await.is_err() {
+                    // Whatever else is waiting goes out with it, in one write.
+                    let mut ok = sink.feed(Message::Binary(frame)).await.is_ok();
+                    for _ in 0..WRITE_BATCH {
+                        let Ok(more) = outbox.try_recv() else { break };
+                        ok = ok && sink.feed(Message::Binary(more)).await.is_ok();
+                    }
+                    if !ok || sink.flush().await.is_err() {
                         break;
                     }
                 }

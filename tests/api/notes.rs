@@ -501,3 +501,31 @@ async fn the_background_sweep_compacts_busy_notes() {
     fresh.wait_for("the compacted note", WAIT, |f| f.xml() == a.xml() && f.text().ends_with("119,")).await;
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_demotion_made_through_another_instance_closes_the_note_within_the_recheck_bound() {
+    let Some((one, two)) = TestServer::two_postgres_instances().await else { return };
+    let admin = one.admin().await;
+    let agent = one.user(&admin, "agent").await;
+    let ws = one.workspace(&admin, "Support").await;
+    one.add_member(&admin, &ws, &agent, "agent").await;
+    let ticket = one.ticket(&admin, &ws, json!({ "title": "t" })).await["id"].as_str().unwrap().to_string();
+    let on_two = YClient::connect(&note_url(&two, &ws, &ticket), Some(&agent.token)).await.expect("the agent opens the note on two");
+    let writer = YClient::connect(&note_url(&one, &ws, &ticket), Some(&admin.token)).await.unwrap();
+    writer.insert(0, "across");
+    on_two.wait_text("across", WAIT).await;
+    let started = std::time::Instant::now();
+    one.add_member(&admin, &ws, &agent, "requester").await;
+    let closed = on_two.closed_with(Duration::from_secs(10)).await.expect("closed after the demotion elsewhere");
+    assert_eq!(closed.0, 1008, "{closed:?}");
+    // EDGEDESK_STREAM_RECHECK_MS (2 s) plus scheduling.
+    assert!(started.elapsed() < Duration::from_secs(5), "closed after {:?}", started.elapsed());
+    // Opening again there is refused, or (while that instance's membership cache, at most
+    // EDGEDESK_AUTH_CACHE_SECS, still says agent) closed by the same watch.
+    match YClient::connect(&note_url(&two, &ws, &ticket), Some(&agent.token)).await {
+        Err(status) => assert_eq!(status, 404),
+        Ok(again) => assert_eq!(again.closed_with(Duration::from_secs(10)).await.map(|c| c.0), Some(1008)),
+    }
+    one.stop().await;
+    two.stop().await;
+}
