@@ -357,45 +357,65 @@ const OURS_ENV: &[(&str, &str)] = &[
     ("EDGEDESK_NOTE_MAX_CONNECTIONS", "100000"),
 ];
 
+/// Our server on `data`, a workspace with `docs` tickets, and the target for its notes.
+async fn ours(data: &Path, http: &reqwest::Client, docs: usize) -> (ServerProc, Target) {
+    let server = ServerProc::start_with(data, OURS_ENV).await;
+    let (token, ws) = admin_and_workspace(http, &server.base).await;
+    let ids = Arc::new(tickets(http, &server.base, &token, &ws, docs).await);
+    let ws_base = server.base.replacen("http://", "ws://", 1);
+    let target = Target {
+        label: "edgedesk",
+        pid: server.pid,
+        url: Arc::new(move |d| format!("{ws_base}/api/workspaces/{ws}/tickets/{}/note", ids[d])),
+        bearer: Some(token),
+    };
+    (server, target)
+}
+
+fn theirs(child: &tokio::process::Child, port: u16) -> Target {
+    Target {
+        label: "y-websocket 2.1.0 (node)",
+        pid: child.id().unwrap_or(0),
+        url: Arc::new(move |d| format!("ws://127.0.0.1:{port}/room-{d}")),
+        bearer: None,
+    }
+}
+
 pub async fn bench_notes(dir: &Path, secs: u64) {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let secs = secs as f64;
     let http = client(4);
-    let server = ServerProc::start_with(&dir.join("ours"), OURS_ENV).await;
-    let (token, ws) = admin_and_workspace(&http, &server.base).await;
-    let ids = Arc::new(tickets(&http, &server.base, &token, &ws, 210).await);
-    let ws_base = server.base.replacen("http://", "ws://", 1);
-    let ours = Target {
-        label: "edgedesk",
-        pid: server.pid,
-        url: Arc::new({
-            let ids = ids.clone();
-            move |d| format!("{ws_base}/api/workspaces/{ws}/tickets/{}/note", ids[d])
-        }),
-        bearer: Some(token.clone()),
-    };
-    let reference = start_reference().await;
-    let theirs = reference.as_ref().map(|(child, port)| Target {
-        label: "y-websocket 2.1.0 (node)",
-        pid: child.id().unwrap_or(0),
-        url: Arc::new({
-            let port = *port;
-            move |d| format!("ws://127.0.0.1:{port}/room-{d}")
-        }),
-        bearer: None,
-    });
     println!(
         "notes: {} s per run; every edgedesk update is committed (WAL) before it is relayed, the reference keeps them in memory",
         secs
     );
+
+    // Memory first, each on a fresh process (RSS after a load run only shows the allocator's
+    // high-water mark).
+    let (server, target) = ours(&dir.join("memory"), &http, 201).await;
+    let (per_doc, per_conn) = memory(&target, &|| super::rss_kib(server.pid), 0).await;
+    println!(
+        "notes memory, edgedesk: {per_doc:.1} KiB per open document (with its one connection), {per_conn:.1} KiB per further connection"
+    );
+    server.stop().await;
+    if let Some((child, port)) = start_reference().await {
+        let target = theirs(&child, port);
+        let (per_doc, per_conn) = memory(&target, &|| super::rss_kib(target.pid), 0).await;
+        println!(
+            "notes memory, {}: {per_doc:.1} KiB per open document (with its one connection), {per_conn:.1} KiB per further connection",
+            target.label
+        );
+    }
+
+    let (server, ours) = ours(&dir.join("ours"), &http, 10).await;
+    let reference = start_reference().await;
+    let theirs = reference.as_ref().map(|(child, port)| theirs(child, *port));
     let mut doc = 0;
     for n in [10usize, 100] {
         for target in std::iter::once(&ours).chain(theirs.iter()) {
-            doc += 1;
             let flat = run(target, doc, n, secs, None).await;
-            doc += 1;
             let typing = if n == 10 { 20.0 } else { 5.0 };
-            let paced = run(target, doc, n, secs, Some(typing)).await;
+            let paced = run(target, doc + 1, n, secs, Some(typing)).await;
             println!(
                 "notes {n:>3} editors, {:<26} flat out: {:>9.0} deliveries/s ({:>7.0} updates/s relayed to {} others each) | server CPU {:.0}%, client CPU {:.0}% | \
                  paced at {typing} updates/s per editor: send→receipt p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms ({:.0} deliveries/s, server CPU {:.0}%, client CPU {:.0}%, {:.1} s)",
@@ -414,19 +434,10 @@ pub async fn bench_notes(dir: &Path, secs: u64) {
                 paced.secs,
             );
         }
-    }
-    let (per_doc, per_conn) = memory(&ours, &|| super::rss_kib(server.pid), doc + 1).await;
-    println!(
-        "notes memory, edgedesk: {per_doc:.1} KiB per open document (with its one connection), {per_conn:.1} KiB per further connection"
-    );
-    if let Some(t) = &theirs {
-        let (per_doc, per_conn) = memory(t, &|| super::rss_kib(t.pid), 10_000).await;
-        println!(
-            "notes memory, {}: {per_doc:.1} KiB per open document (with its one connection), {per_conn:.1} KiB per further connection",
-            t.label
-        );
+        doc += 2;
     }
     server.stop().await;
+    drop(reference);
     open_times(dir, &http).await;
 }
 

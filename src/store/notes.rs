@@ -127,11 +127,12 @@ pub trait NoteStore: Send + Sync {
     /// order; ones compacted away meanwhile are simply absent.
     async fn updates(&self, seqs: Vec<i64>) -> StoreResult<Vec<NoteUpdate>>;
 
-    /// Replaces the snapshot and the updates it covers with `compaction.snapshot`, and
-    /// records its text, in one transaction, with no log event (no content changes).
-    /// `false`, writing nothing, when the note is no longer where the compaction was
-    /// planned (another compaction won, or the updates up to `through` are not the ones
-    /// counted).
+    /// Makes `compaction.snapshot` (with its text) the note's snapshot, in one transaction
+    /// with no log event (no content changes); the updates it covers are then deleted in
+    /// short transactions (loading reads only what comes after the snapshot, so one left
+    /// behind by a crash is never read, and goes with the next compaction). `false`,
+    /// writing nothing, when the note is no longer where the compaction was planned
+    /// (another compaction won, or the updates up to `through` are not the ones counted).
     async fn compact(&self, compaction: Compaction) -> StoreResult<bool>;
 
     /// Records the note's current plain text (a projection of its content: no event).

@@ -13,6 +13,8 @@ use crate::store::{Event, StoreError, StoreResult, TenantStore, TicketId};
 pub const SUMMARY_COLS: &str = "n.ticket_id, n.text, n.size, n.updated_at";
 pub const NOTE_COLS: &str = "n.ticket_id, n.snapshot, n.snapshot_seq, n.text, n.size, n.pending_updates, n.updated_at";
 const UPDATE_COLS: &str = "seq, ticket_id, author_id, bytes";
+/// Updates deleted per transaction after a compaction.
+const COMPACT_CHUNK: i64 = 2_000;
 
 pub(super) fn summary_from_row(row: &tokio_postgres::Row) -> StoreResult<NoteSummary> {
     let size: i64 = row.try_get(2).map_err(error)?;
@@ -151,15 +153,12 @@ impl NoteStore for PgTenant {
         if base != Some(c.base_seq) || covered != c.covered as i64 {
             return Ok(false);
         }
-        b.tx()
-            .execute("DELETE FROM note_updates WHERE workspace_id = $1 AND ticket_id = $2 AND seq <= $3", &[&ws, &c.ticket, &c.through])
-            .await
-            .map_err(error)?;
         let rest = b
             .tx()
             .query_one(
-                "SELECT count(*), COALESCE(SUM(length(bytes)), 0)::bigint FROM note_updates WHERE workspace_id = $1 AND ticket_id = $2",
-                &[&ws, &c.ticket],
+                "SELECT count(*), COALESCE(SUM(length(bytes)), 0)::bigint FROM note_updates
+                 WHERE workspace_id = $1 AND ticket_id = $2 AND seq > $3",
+                &[&ws, &c.ticket, &c.through],
             )
             .await
             .map_err(error)?;
@@ -174,6 +173,25 @@ impl NoteStore for PgTenant {
             .await
             .map_err(error)?;
         b.commit().await?;
+        // The snapshot covers them now (loading reads only what comes after it): they go in
+        // short transactions, so that nothing waits long behind them.
+        loop {
+            let mut b = Bookkeeping::begin(&mut client, ws).await?;
+            b.exempt("compaction: removes updates its snapshot already holds");
+            let deleted = b
+                .tx()
+                .execute(
+                    "DELETE FROM note_updates WHERE workspace_id = $1 AND seq IN
+                     (SELECT seq FROM note_updates WHERE workspace_id = $1 AND ticket_id = $2 AND seq <= $3 ORDER BY seq LIMIT $4)",
+                    &[&ws, &c.ticket, &c.through, &COMPACT_CHUNK],
+                )
+                .await
+                .map_err(error)?;
+            b.commit().await?;
+            if deleted < COMPACT_CHUNK as u64 {
+                break;
+            }
+        }
         Ok(true)
     }
 

@@ -104,13 +104,14 @@ async fn export_notes(tx: &Transaction<'_>, workspace: WorkspaceId, out: &mpsc::
         .map_err(error)?;
     for row in notes {
         let note = note_record_from_row(&row)?;
-        let ticket = note.ticket_id;
+        let (ticket, covered) = (note.ticket_id, note.snapshot_seq);
         send(out, TenantRow::Note(note)).await?;
         count += 1;
         let updates = tx
             .query(
-                "SELECT seq, ticket_id, author_id, bytes FROM note_updates WHERE workspace_id = $1 AND ticket_id = $2 ORDER BY seq",
-                &[&workspace, &ticket],
+                "SELECT seq, ticket_id, author_id, bytes FROM note_updates WHERE workspace_id = $1 AND ticket_id = $2 AND seq > $3
+                 ORDER BY seq",
+                &[&workspace, &ticket, &covered],
             )
             .await
             .map_err(error)?;

@@ -51,6 +51,19 @@ fn load(conn: &mut Connection, ticket: TicketId) -> StoreResult<StoredNote> {
     Ok(StoredNote { snapshot: snapshot.map(Bytes::from), snapshot_seq, updates })
 }
 
+/// Updates deleted per transaction after a compaction.
+const COMPACT_CHUNK: usize = 2_000;
+
+/// Deletes up to [`COMPACT_CHUNK`] of the updates a snapshot as of `through` covers.
+fn delete_covered(tx: &mut super::log::WriteTx<'_>, ticket: TicketId, through: i64) -> StoreResult<usize> {
+    tx.exempt("compaction: removes updates its snapshot already holds");
+    tx.prepare_cached(
+        "DELETE FROM note_updates WHERE seq IN (SELECT seq FROM note_updates WHERE ticket_id = ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3)",
+    )
+    .and_then(|mut stmt| stmt.execute(params![ticket, through, COMPACT_CHUNK as i64]))
+    .map_err(error)
+}
+
 #[async_trait]
 impl NoteStore for SqliteTenant {
     async fn append(&self, ticket: TicketId, updates: Vec<NewNoteUpdate>) -> StoreResult<Vec<i64>> {
@@ -99,36 +112,42 @@ impl NoteStore for SqliteTenant {
     }
 
     async fn compact(&self, c: Compaction) -> StoreResult<bool> {
-        self.write(move |tx| {
-            tx.exempt("compaction: the same content in fewer bytes, nothing a client sees changes");
-            let base: Option<i64> = tx
-                .prepare_cached("SELECT snapshot_seq FROM notes WHERE ticket_id = ?1")
-                .and_then(|mut stmt| stmt.query_row(params![c.ticket], |r| r.get(0)).optional())
+        let ticket = c.ticket;
+        let through = c.through;
+        let written = self
+            .write(move |tx| {
+                tx.exempt("compaction: the same content in fewer bytes, nothing a client sees changes");
+                let base: Option<i64> = tx
+                    .prepare_cached("SELECT snapshot_seq FROM notes WHERE ticket_id = ?1")
+                    .and_then(|mut stmt| stmt.query_row(params![c.ticket], |r| r.get(0)).optional())
+                    .map_err(error)?;
+                let covered: i64 = tx
+                    .prepare_cached("SELECT count(*) FROM note_updates WHERE ticket_id = ?1 AND seq > ?2 AND seq <= ?3")
+                    .and_then(|mut stmt| stmt.query_row(params![c.ticket, c.base_seq, c.through], |r| r.get(0)))
+                    .map_err(error)?;
+                if base != Some(c.base_seq) || covered != c.covered as i64 {
+                    return Ok(false);
+                }
+                let (pending, rest): (i64, i64) = tx
+                    .prepare_cached("SELECT count(*), COALESCE(SUM(length(bytes)), 0) FROM note_updates WHERE ticket_id = ?1 AND seq > ?2")
+                    .and_then(|mut stmt| stmt.query_row(params![c.ticket, c.through], |r| Ok((r.get(0)?, r.get(1)?))))
+                    .map_err(error)?;
+                tx.prepare_cached(
+                    "UPDATE notes SET snapshot = ?2, snapshot_seq = ?3, text = ?4, size = ?5, pending_updates = ?6 WHERE ticket_id = ?1",
+                )
+                .and_then(|mut stmt| {
+                    stmt.execute(params![c.ticket, c.snapshot.as_ref(), c.through, c.text, c.snapshot.len() as i64 + rest, pending])
+                })
                 .map_err(error)?;
-            let covered: i64 = tx
-                .prepare_cached("SELECT count(*) FROM note_updates WHERE ticket_id = ?1 AND seq > ?2 AND seq <= ?3")
-                .and_then(|mut stmt| stmt.query_row(params![c.ticket, c.base_seq, c.through], |r| r.get(0)))
-                .map_err(error)?;
-            if base != Some(c.base_seq) || covered != c.covered as i64 {
-                return Ok(false);
-            }
-            tx.prepare_cached("DELETE FROM note_updates WHERE ticket_id = ?1 AND seq <= ?2")
-                .and_then(|mut stmt| stmt.execute(params![c.ticket, c.through]))
-                .map_err(error)?;
-            let (pending, rest): (i64, i64) = tx
-                .prepare_cached("SELECT count(*), COALESCE(SUM(length(bytes)), 0) FROM note_updates WHERE ticket_id = ?1")
-                .and_then(|mut stmt| stmt.query_row(params![c.ticket], |r| Ok((r.get(0)?, r.get(1)?))))
-                .map_err(error)?;
-            tx.prepare_cached(
-                "UPDATE notes SET snapshot = ?2, snapshot_seq = ?3, text = ?4, size = ?5, pending_updates = ?6 WHERE ticket_id = ?1",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![c.ticket, c.snapshot.as_ref(), c.through, c.text, c.snapshot.len() as i64 + rest, pending])
+                Ok(true)
             })
-            .map_err(error)?;
-            Ok(true)
-        })
-        .await
+            .await?;
+        if written {
+            // The snapshot covers them now (loading reads only what comes after it): they go
+            // in short transactions, so that the workspace's writes never wait long behind.
+            while self.write(move |tx| delete_covered(tx, ticket, through)).await? == COMPACT_CHUNK {}
+        }
+        Ok(written)
     }
 
     async fn set_text(&self, ticket: TicketId, text: String) -> StoreResult<()> {

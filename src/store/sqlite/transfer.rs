@@ -143,16 +143,18 @@ fn export_consumers(tx: &Connection, out: &mpsc::Sender<TenantRow>) -> StoreResu
 fn export_notes(tx: &Connection, out: &mpsc::Sender<TenantRow>) -> StoreResult<u64> {
     let mut count = 0;
     let mut notes = tx.prepare(&format!("SELECT {NOTE_COLS} FROM notes n ORDER BY n.ticket_id")).map_err(error)?;
-    let mut updates =
-        tx.prepare("SELECT seq, ticket_id, author_id, bytes FROM note_updates WHERE ticket_id = ?1 ORDER BY seq").map_err(error)?;
+    let mut updates = tx
+        .prepare("SELECT seq, ticket_id, author_id, bytes FROM note_updates WHERE ticket_id = ?1 AND seq > ?2 ORDER BY seq")
+        .map_err(error)?;
     let rows = notes.query_map([], note_record_from_row).map_err(error)?;
     for note in rows {
         let note = note.map_err(error)?;
-        let ticket = note.ticket_id;
+        let (ticket, covered) = (note.ticket_id, note.snapshot_seq);
         send(out, TenantRow::Note(note))?;
         count += 1;
+        // Updates its snapshot covers (left by an interrupted compaction) stay behind.
         let rows = updates
-            .query_map(params![ticket], |r| {
+            .query_map(params![ticket, covered], |r| {
                 let bytes: Vec<u8> = r.get(3)?;
                 Ok(NoteUpdateRecord { seq: r.get(0)?, ticket_id: r.get(1)?, author_id: r.get(2)?, bytes: Base64Bytes(bytes.into()) })
             })
