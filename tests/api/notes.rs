@@ -529,3 +529,28 @@ async fn a_demotion_made_through_another_instance_closes_the_note_within_the_rec
     one.stop().await;
     two.stop().await;
 }
+
+#[tokio::test]
+async fn a_connection_over_its_rate_is_slowed_down_and_loses_nothing() {
+    let s = TestServer::start_with(Backend::Sqlite, relaxed_limits(), |c| {
+        c.notes.updates_per_sec = 100;
+        c.notes.burst = 20;
+    })
+    .await;
+    let admin = s.admin().await;
+    let ws = s.workspace(&admin, "Support").await;
+    let ticket = s.ticket(&admin, &ws, json!({ "title": "t" })).await["id"].as_str().unwrap().to_string();
+    let url = note_url(&s, &ws, &ticket);
+    let fast = YClient::connect(&url, Some(&admin.token)).await.unwrap();
+    let watcher = YClient::connect(&url, Some(&admin.token)).await.unwrap();
+    // A paste that arrives as 150 updates at once.
+    for i in 0..150 {
+        fast.insert(fast.len(), &format!("{}", i % 10));
+    }
+    watcher.wait_for("every update, paced", WAIT, |w| w.xml() == fast.xml() && w.len() == 150).await;
+    assert!(fast.is_open(), "slowed down, not cut off");
+    let metrics = s.http.get(format!("{}/metrics", s.base)).send().await.unwrap().text().await.unwrap();
+    let throttled: u64 = metrics.lines().find_map(|l| l.strip_prefix("edgedesk_note_throttled_total ")).unwrap().trim().parse().unwrap();
+    assert!(throttled > 0, "{metrics}");
+    s.stop().await;
+}
