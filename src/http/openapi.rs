@@ -65,9 +65,29 @@ fn require_one_of(doc: &mut OpenApi) {
     }
 }
 
+/// Request bodies where one field's value makes another required, which a derived schema
+/// cannot say either: (schema, field, the values that do not, the field then required).
+const REQUIRED_UNLESS: &[(&str, &str, &[&str], &str)] = &[("StreamTokenRequest", "purpose", &["events"], "ticket_id")];
+
+fn require_unless(doc: &mut OpenApi) {
+    let Some(components) = doc.components.as_mut() else { return };
+    for (name, field, values, required) in REQUIRED_UNLESS {
+        let Some(RefOr::T(schema)) = components.schemas.get(*name).cloned() else { continue };
+        // Absent, or one of `values` (a property's schema only applies when it is present)…
+        let exempt =
+            ObjectBuilder::new().property(*field, ObjectBuilder::new().schema_type(Type::String).enum_values(Some(values.iter().copied())));
+        // …or the other field present and not null.
+        let given = ObjectBuilder::new().required(*required).property(*required, ObjectBuilder::new().schema_type(Type::String));
+        let any = AnyOfBuilder::new().item(exempt).item(given).build();
+        let all = AllOfBuilder::new().item(schema).item(Schema::AnyOf(any)).build();
+        components.schemas.insert(name.to_string(), RefOr::T(Schema::AllOf(all)));
+    }
+}
+
 /// Applies the rules above to `doc`.
 pub fn complete(doc: &mut OpenApi) {
     require_one_of(doc);
+    require_unless(doc);
     for item in doc.paths.paths.values_mut() {
         let operations = [
             &mut item.get,
