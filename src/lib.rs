@@ -7,6 +7,7 @@
 //! react to the log; `router` and `app` assemble the server.
 
 pub mod app;
+pub mod attachments;
 pub mod auth;
 pub mod backoff;
 pub mod cache;

@@ -9,6 +9,8 @@
 //! This module never imports axum, rusqlite or tokio-postgres.
 
 pub mod access;
+pub mod attachments;
+pub mod blobs;
 pub mod bootstrap;
 pub mod consumers;
 pub mod model;

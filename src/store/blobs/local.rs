@@ -1,0 +1,194 @@
+//! Objects as files beside each workspace's database: `<data>/tenants/<ws>/blobs/<att>/<ver>`.
+//!
+//! A write goes to a temporary name in the same directory, is fsynced, renamed into place,
+//! and the directory is fsynced: after a crash an object is either whole or absent (a
+//! temporary file left behind is not an object, and the orphan sweep removes it). All file
+//! work goes through tokio's file API, on its blocking threads.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use super::{BlobError, BlobKey, BlobResult, BlobStore, ByteStream, Listed, Meter, Read, Written, check_range};
+use crate::store::{Millis, WorkspaceId};
+
+/// Temporary files start with this (never a valid id, so never listed as an object).
+const TEMP_PREFIX: &str = ".upload-";
+
+pub struct LocalBlobs {
+    tenants: PathBuf,
+}
+
+impl LocalBlobs {
+    /// Objects under `<data_dir>/tenants/<ws>/blobs/`.
+    pub fn new(data_dir: &Path) -> Self {
+        Self { tenants: data_dir.join("tenants") }
+    }
+
+    fn root(&self, workspace: WorkspaceId) -> PathBuf {
+        self.tenants.join(workspace.to_string()).join("blobs")
+    }
+
+    fn path(&self, key: &BlobKey) -> PathBuf {
+        self.root(key.workspace).join(key.attachment.to_string()).join(key.version.to_string())
+    }
+}
+
+fn io(err: std::io::Error) -> BlobError {
+    if err.kind() == std::io::ErrorKind::NotFound { BlobError::NotFound } else { BlobError::Internal(err.to_string()) }
+}
+
+fn millis(time: std::io::Result<std::time::SystemTime>) -> Millis {
+    let ms = time.ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_millis() as i64);
+    Millis(ms)
+}
+
+/// Writes the whole body into `file`, through `meter`.
+async fn write_all(file: &mut tokio::fs::File, mut body: ByteStream, meter: &mut Meter) -> BlobResult<()> {
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| BlobError::Cut(e.to_string()))?;
+        meter.take(&chunk)?;
+        file.write_all(&chunk).await.map_err(io)?;
+    }
+    file.sync_all().await.map_err(io)
+}
+
+#[async_trait]
+impl BlobStore for LocalBlobs {
+    async fn put(&self, key: &BlobKey, body: ByteStream, limit: u64) -> BlobResult<Written> {
+        let path = self.path(key);
+        let dir = path.parent().ok_or_else(|| BlobError::Internal("object path has no parent".into()))?.to_owned();
+        tokio::fs::create_dir_all(&dir).await.map_err(io)?;
+        let temp = dir.join(format!("{TEMP_PREFIX}{}", uuid::Uuid::new_v4()));
+        let mut file = tokio::fs::File::create(&temp).await.map_err(io)?;
+        let mut meter = Meter::new(limit);
+        let written = write_all(&mut file, body, &mut meter).await;
+        drop(file);
+        if let Err(err) = written {
+            if let Err(e) = tokio::fs::remove_file(&temp).await {
+                tracing::error!(path = %temp.display(), error = %e, "cannot remove a failed upload's temporary file");
+            }
+            return Err(err);
+        }
+        if let Err(err) = tokio::fs::rename(&temp, &path).await {
+            let _ = tokio::fs::remove_file(&temp).await;
+            return Err(io(err));
+        }
+        // The rename itself is durable once the directory is.
+        tokio::fs::File::open(&dir).await.map_err(io)?.sync_all().await.map_err(io)?;
+        Ok(meter.finish())
+    }
+
+    async fn get(&self, key: &BlobKey, range: Option<Range<u64>>) -> BlobResult<Read> {
+        let mut file = tokio::fs::File::open(self.path(key)).await.map_err(io)?;
+        let total = file.metadata().await.map_err(io)?.len();
+        check_range(&range, total)?;
+        let body: ByteStream = match range {
+            Some(r) => {
+                file.seek(std::io::SeekFrom::Start(r.start)).await.map_err(io)?;
+                Box::pin(tokio_util::io::ReaderStream::new(file.take(r.end - r.start)))
+            }
+            None => Box::pin(tokio_util::io::ReaderStream::new(file)),
+        };
+        Ok(Read { body, total })
+    }
+
+    async fn delete(&self, key: &BlobKey) -> BlobResult<()> {
+        match tokio::fs::remove_file(self.path(key)).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+        // An attachment directory with no versions left goes too (fails harmlessly if not empty).
+        let _ = tokio::fs::remove_dir(self.root(key.workspace).join(key.attachment.to_string())).await;
+        Ok(())
+    }
+
+    async fn list(&self, workspace: WorkspaceId) -> BlobResult<Vec<Listed>> {
+        let root = self.root(workspace);
+        let mut out = Vec::new();
+        let mut attachments = match tokio::fs::read_dir(&root).await {
+            Ok(dir) => dir,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(io(e)),
+        };
+        while let Some(att) = attachments.next_entry().await.map_err(io)? {
+            let Some(att_name) = att.file_name().to_str().map(str::to_string) else { continue };
+            let Ok(mut versions) = tokio::fs::read_dir(att.path()).await else { continue };
+            while let Some(ver) = versions.next_entry().await.map_err(io)? {
+                let Some(ver_name) = ver.file_name().to_str().map(str::to_string) else { continue };
+                let meta = ver.metadata().await.map_err(io)?;
+                let relative = format!("{workspace}/{att_name}/{ver_name}");
+                if let Some(key) = BlobKey::parse(&relative) {
+                    out.push(Listed { key, size: meta.len(), modified: millis(meta.modified()) });
+                } else if ver_name.starts_with(TEMP_PREFIX) {
+                    // A temporary file a crash left: listed as nothing, removed when old.
+                    let age = millis(meta.modified());
+                    if Millis::now().0 - age.0 > 3_600_000 {
+                        let _ = tokio::fs::remove_file(ver.path()).await;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::blobs::{AttachmentId, VersionId};
+    use bytes::Bytes;
+
+    fn body(chunks: Vec<Result<&'static [u8], &'static str>>) -> ByteStream {
+        Box::pin(futures::stream::iter(
+            chunks.into_iter().map(|c| c.map(Bytes::from_static).map_err(std::io::Error::other)).collect::<Vec<_>>(),
+        ))
+    }
+
+    async fn read_all(read: Read) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut body = read.body;
+        while let Some(chunk) = body.next().await {
+            out.extend_from_slice(&chunk.unwrap());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn objects_are_whole_or_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = LocalBlobs::new(dir.path());
+        let key = BlobKey { workspace: WorkspaceId::new(), attachment: AttachmentId::new(), version: VersionId::new() };
+        let written = blobs.put(&key, body(vec![Ok(b"hello "), Ok(b"world")]), 100).await.unwrap();
+        assert_eq!(written.size, 11);
+        let read = blobs.get(&key, None).await.unwrap();
+        assert_eq!(read.total, 11);
+        assert_eq!(read_all(read).await, b"hello world");
+        assert_eq!(read_all(blobs.get(&key, Some(6..11)).await.unwrap()).await, b"world");
+        assert!(matches!(blobs.get(&key, Some(6..12)).await, Err(BlobError::BadRange)));
+        let listed = blobs.list(key.workspace).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!((listed[0].key, listed[0].size), (key, 11));
+
+        // Over the limit, or cut off: nothing stays, not even a temporary file.
+        let big = BlobKey { version: VersionId::new(), ..key };
+        assert_eq!(blobs.put(&big, body(vec![Ok(b"0123456789"), Ok(b"x")]), 10).await, Err(BlobError::TooLarge { limit: 10 }));
+        let cut = BlobKey { version: VersionId::new(), ..key };
+        assert!(matches!(blobs.put(&cut, body(vec![Ok(b"part"), Err("reset")]), 100).await, Err(BlobError::Cut(_))));
+        let files: Vec<_> = std::fs::read_dir(blobs.root(key.workspace).join(key.attachment.to_string())).unwrap().collect();
+        assert_eq!(files.len(), 1, "only the one whole object");
+
+        blobs.delete(&key).await.unwrap();
+        blobs.delete(&key).await.unwrap();
+        assert!(matches!(blobs.get(&key, None).await, Err(BlobError::NotFound)));
+        assert!(blobs.list(key.workspace).await.unwrap().is_empty());
+    }
+}
