@@ -169,6 +169,7 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn client(pool: usize) -> reqwest::Client {
+    edgedesk::crypto::install_tls_provider();
     reqwest::Client::builder().no_proxy().pool_max_idle_per_host(pool).build().expect("client")
 }
 

@@ -66,6 +66,7 @@ impl App {
     }
 
     pub async fn build_with(config: Config, limits: ThrottleLimits) -> Result<Self, BoxError> {
+        crate::crypto::install_tls_provider();
         let master = crate::crypto::load_or_create_master_key(&config.master_key_file)
             .map_err(|e| format!("master key {}: {e}", config.master_key_file.display()))?;
         let store = open_store(&config).await?;

@@ -140,3 +140,11 @@ mod tests {
         }
     }
 }
+
+/// Makes ring the process's TLS provider (reqwest, and so the S3 client, are built without
+/// one of their own: `rustls-no-provider` keeps aws-lc out of the build). Idempotent; call
+/// it before building any HTTP client.
+pub fn install_tls_provider() {
+    // Err only when a provider is installed already, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

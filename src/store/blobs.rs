@@ -27,6 +27,7 @@ use utoipa::ToSchema;
 use super::{Millis, WorkspaceId};
 
 pub mod local;
+pub mod s3;
 
 crate::store::model::id_type!(/// An attachment: one file on a ticket or a comment, in one or more versions.
     AttachmentId);

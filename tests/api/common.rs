@@ -151,6 +151,7 @@ impl TestServer {
         let app = App::build_with(config, limits).await.expect("app builds");
         let server = edgedesk::app::start(app).await.expect("server starts");
         let base = format!("http://{}", server.addr);
+        edgedesk::crypto::install_tls_provider();
         let http = reqwest::Client::builder().no_proxy().build().expect("client");
         Self { base, dir, http, backend, pg, server: Some(server) }
     }

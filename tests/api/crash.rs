@@ -79,6 +79,7 @@ pub(crate) async fn process_fixture(b: Backend) -> (Option<PgDatabase>, tempfile
         Backend::Postgres => Some(PgDatabase::create().await),
         Backend::Sqlite => None,
     };
+    edgedesk::crypto::install_tls_provider();
     let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().expect("client");
     (pg, tempfile::tempdir().expect("temp dir"), http)
 }

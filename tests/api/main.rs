@@ -4,6 +4,7 @@
 mod access;
 mod auth;
 mod bad_input;
+mod blobs;
 mod cli;
 mod common;
 mod crash;
