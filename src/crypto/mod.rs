@@ -97,6 +97,14 @@ pub fn load_or_create_master_key(path: &Path) -> std::io::Result<Zeroizing<[u8; 
     }
 }
 
+/// Makes ring the process's TLS provider (reqwest, and so the S3 client, are built without
+/// one of their own: `rustls-no-provider` keeps aws-lc out of the build). Idempotent; call
+/// it before building any HTTP client.
+pub fn install_tls_provider() {
+    // Err only when a provider is installed already, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,12 +147,4 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
     }
-}
-
-/// Makes ring the process's TLS provider (reqwest, and so the S3 client, are built without
-/// one of their own: `rustls-no-provider` keeps aws-lc out of the build). Idempotent; call
-/// it before building any HTTP client.
-pub fn install_tls_provider() {
-    // Err only when a provider is installed already, which is what we want.
-    let _ = rustls::crypto::ring::default_provider().install_default();
 }
