@@ -43,6 +43,9 @@ pub enum AppError {
     Conflict(String),
     #[error("payload too large")]
     PayloadTooLarge,
+    /// An upload that would take the workspace past its storage limit (413, with the figures).
+    #[error("storage quota exceeded")]
+    QuotaExceeded { used: u64, limit: u64, requested: u64 },
     #[error("unsupported media type: {0}")]
     UnsupportedMediaType(String),
     #[error("validation failed")]
@@ -75,7 +78,7 @@ impl AppError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::PayloadTooLarge | Self::QuotaExceeded { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -93,6 +96,7 @@ impl AppError {
             Self::MethodNotAllowed => "method-not-allowed",
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge => "payload-too-large",
+            Self::QuotaExceeded { .. } => "quota-exceeded",
             Self::UnsupportedMediaType(_) => "unsupported-media-type",
             Self::Validation(_) => "validation",
             Self::TooManyRequests { .. } => "rate-limited",
@@ -114,6 +118,9 @@ impl AppError {
             Self::TooManyRequests { retry_after_secs } => Some(format!("too many at once; retry after {retry_after_secs} s")),
             Self::Overloaded { retry_after_secs } => Some(format!("this server is at capacity; retry after {retry_after_secs} s")),
             Self::PayloadTooLarge => Some("the request body exceeds the size limit".into()),
+            Self::QuotaExceeded { used, limit, requested } => {
+                Some(format!("the workspace's storage is {used} of {limit} bytes; {requested} more would pass the limit"))
+            }
             Self::MethodNotAllowed => Some("this route does not accept that method".into()),
             Self::NotFound | Self::Unavailable | Self::Internal(_) => None,
         }
@@ -131,6 +138,13 @@ pub struct Problem {
     pub detail: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// Storage quota refusals: bytes used, the limit, and what the upload asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub used: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested: Option<u64>,
 }
 
 impl IntoResponse for AppError {
@@ -150,6 +164,15 @@ impl IntoResponse for AppError {
                 Self::Validation(errors) => errors.clone(),
                 _ => Vec::new(),
             },
+            used: None,
+            limit: None,
+            requested: None,
+        };
+        let problem = match self {
+            Self::QuotaExceeded { used, limit, requested } => {
+                Problem { used: Some(used), limit: Some(limit), requested: Some(requested), ..problem }
+            }
+            _ => problem,
         };
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut response = (status, body).into_response();
@@ -183,6 +206,7 @@ impl From<StoreError> for AppError {
                 Self::Unavailable
             }
             StoreError::Internal(msg) => Self::Internal(msg),
+            StoreError::QuotaExceeded { used, limit, requested } => Self::QuotaExceeded { used, limit, requested },
         }
     }
 }

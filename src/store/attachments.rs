@@ -83,3 +83,139 @@ pub struct Usage {
     /// Versions kept per attachment; older ones are pruned.
     pub max_versions: u32,
 }
+
+/// A version to record: its object is written (`version` is its key), its reservation held.
+#[derive(Debug, Clone)]
+pub struct NewVersion {
+    /// `None`: a new attachment, named `name`, on `ticket` (and `comment`).
+    pub attachment: Option<AttachmentId>,
+    pub version: VersionId,
+    pub ticket: TicketId,
+    pub comment: Option<CommentId>,
+    pub name: String,
+    pub content_type: String,
+    pub size: u64,
+    pub sha256: String,
+    pub encryption: Option<EncryptionHeader>,
+    /// Turned into usage by the same transaction.
+    pub reservation: ReservationId,
+}
+
+/// Where an upload may go, as the store judged it for the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    /// An internal note's attachment: staff only.
+    pub staff_only: bool,
+}
+
+/// One workspace's attachments and storage quota (reached through the workspace's store).
+#[async_trait::async_trait]
+pub trait AttachmentStore: Send + Sync {
+    /// Whether `audience` may attach to `ticket` (and `comment`, which must be on it):
+    /// `NotFound` for a ticket or comment they may not see (requesters: only their own
+    /// tickets, never internal notes), and for an existing `attachment` not on them.
+    async fn target(
+        &self,
+        audience: Audience,
+        ticket: TicketId,
+        comment: Option<CommentId>,
+        attachment: Option<AttachmentId>,
+    ) -> StoreResult<Target>;
+
+    /// Holds `bytes` of the quota for an upload in flight, until it is recorded, released,
+    /// or `expires`. `QuotaExceeded` when used + held + `bytes` would pass the limit.
+    async fn reserve(&self, bytes: u64, expires: Millis) -> StoreResult<ReservationId>;
+
+    /// Gives a reservation back (an upload that failed). Releasing one that is gone is fine.
+    async fn release(&self, reservation: ReservationId) -> StoreResult<()>;
+
+    /// Writes the version's row (and the attachment's, for a new one) with its
+    /// `attachment.created` or `attachment.versioned` event, counts its size into usage and
+    /// drops its reservation, in one transaction. `NotFound` when the ticket, comment or
+    /// attachment went away meanwhile.
+    async fn record(&self, actor: UserId, version: NewVersion) -> StoreResult<Attachment>;
+
+    /// The ticket's live attachments that `audience` may see.
+    async fn list(&self, audience: Audience, ticket: TicketId) -> StoreResult<Vec<Attachment>>;
+    async fn get(&self, audience: Audience, ticket: TicketId, attachment: AttachmentId) -> StoreResult<Option<Attachment>>;
+    /// Newest first.
+    async fn versions(&self, audience: Audience, ticket: TicketId, attachment: AttachmentId) -> StoreResult<Vec<AttachmentVersion>>;
+
+    /// Soft delete, with its `attachment.deleted` event.
+    async fn delete(&self, actor: UserId, audience: Audience, ticket: TicketId, attachment: AttachmentId) -> StoreResult<()>;
+
+    /// Removes the rows of the attachment's versions beyond the newest `keep`, taking their
+    /// bytes off the usage in the same transaction; returns them (their objects go next).
+    async fn prune(&self, attachment: AttachmentId, keep: u32) -> StoreResult<Vec<VersionId>>;
+
+    /// Every version that has a row (deleted attachments' included): objects without one are
+    /// orphans.
+    async fn known_versions(&self) -> StoreResult<Vec<(AttachmentId, VersionId)>>;
+
+    async fn usage(&self) -> StoreResult<Usage>;
+    /// Sets the limit (`None`: none) and the versions kept; recorded as `workspace.storage`.
+    async fn set_limits(&self, actor: UserId, limit: Option<u64>, max_versions: u32) -> StoreResult<Usage>;
+    /// Sets usage to the sum of the versions' sizes (what `edgedesk attachments recount`
+    /// writes after checking it against the objects); returns it.
+    async fn recount(&self) -> StoreResult<u64>;
+}
+
+use super::{Audience, StoreResult};
+
+/// The `data` of `attachment.deleted`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AttachmentRemoved {
+    pub id: AttachmentId,
+    pub ticket_id: TicketId,
+}
+
+impl<'a> super::Event<'a, Attachment> {
+    /// Visible as what it is attached to: an internal note's attachment is staff-only.
+    pub fn attachment_created(attachment: &'a Attachment, staff_only: bool) -> Self {
+        super::Event {
+            kind: "attachment.created",
+            entity: "attachment",
+            entity_id: attachment.id.to_string(),
+            data: attachment,
+            ticket: Some(attachment.ticket_id),
+            staff_only,
+            recipient: None,
+        }
+    }
+
+    pub fn attachment_versioned(attachment: &'a Attachment, staff_only: bool) -> Self {
+        super::Event { kind: "attachment.versioned", ..Self::attachment_created(attachment, staff_only) }
+    }
+}
+
+impl<'a> super::Event<'a, AttachmentRemoved> {
+    pub fn attachment_deleted(removed: &'a AttachmentRemoved, staff_only: bool) -> Self {
+        super::Event {
+            kind: "attachment.deleted",
+            entity: "attachment",
+            entity_id: removed.id.to_string(),
+            data: removed,
+            ticket: Some(removed.ticket_id),
+            staff_only,
+            recipient: None,
+        }
+    }
+}
+
+impl<'a> super::Event<'a, Usage> {
+    /// Storage settings are for staff (owners and admins set them).
+    pub fn storage_changed(usage: &'a Usage) -> Self {
+        super::Event {
+            kind: "workspace.storage",
+            entity: "workspace",
+            entity_id: "storage".into(),
+            data: usage,
+            ticket: None,
+            staff_only: true,
+            recipient: None,
+        }
+    }
+}
+
+/// Versions kept per attachment unless the workspace says otherwise.
+pub const DEFAULT_MAX_VERSIONS: u32 = 10;

@@ -45,6 +45,9 @@ pub enum StoreError {
     Unavailable(String),
     #[error("internal: {0}")]
     Internal(String),
+    /// Storage: this many bytes more would pass the workspace's limit.
+    #[error("storage quota: {used} of {limit} bytes used, {requested} more requested")]
+    QuotaExceeded { used: u64, limit: u64, requested: u64 },
 }
 
 impl StoreError {
@@ -378,6 +381,8 @@ pub trait TenantStore: Send + Sync + 'static {
     fn notifications(&self) -> &dyn NotificationStore;
     /// The workspace's collaborative notes (their own trait: see `notes.rs`).
     fn notes(&self) -> &dyn NoteStore;
+    /// The workspace's attachments and storage quota (their own trait: see `attachments.rs`).
+    fn attachments(&self) -> &dyn attachments::AttachmentStore;
 
     /// Makes the workspace's copy of `user`'s membership (for bootstrap and the log) equal to
     /// `member` (`None`: not a member), recording `member.added`, `member.updated` or

@@ -2,6 +2,7 @@
 //! test, a real HTTP client.
 
 mod access;
+mod attachments;
 mod auth;
 mod bad_input;
 mod blobs;

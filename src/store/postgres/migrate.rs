@@ -33,6 +33,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(3, "0003_consumers_notifications"),
     migration!(4, "0004_member_mirrors"),
     migration!(5, "0005_notes"),
+    migration!(6, "0006_attachments"),
 ];
 
 /// "edgedesk" in ASCII: the advisory lock migrations hold.
@@ -55,6 +56,10 @@ pub const TENANT_TABLES: &[&str] = &[
     "notifications",
     "notes",
     "note_updates",
+    "attachments",
+    "attachment_versions",
+    "storage_quota",
+    "quota_reservations",
 ];
 
 /// What the app role may do, table by table.
@@ -81,6 +86,10 @@ const GRANTS: &[(&str, &str)] = &[
     ("notification_preferences", "SELECT, INSERT, UPDATE, DELETE"),
     ("notes", "SELECT, INSERT, UPDATE"),
     ("note_updates", "SELECT, INSERT, DELETE"),
+    ("attachments", "SELECT, INSERT, UPDATE"),
+    ("attachment_versions", "SELECT, INSERT, DELETE"),
+    ("storage_quota", "SELECT, INSERT, UPDATE"),
+    ("quota_reservations", "SELECT, INSERT, DELETE"),
     ("schema_migrations", "SELECT"),
 ];
 

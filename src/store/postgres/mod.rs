@@ -9,6 +9,7 @@
 //! connection LISTENs for the log's empty notifications (`feed.rs`).
 
 mod access;
+mod attachments;
 mod consumers;
 mod feed;
 mod log;

@@ -187,6 +187,10 @@ impl TenantStore for PgTenant {
         self
     }
 
+    fn attachments(&self) -> &dyn crate::store::attachments::AttachmentStore {
+        self
+    }
+
     async fn mirror_member(&self, actor: Option<UserId>, user: UserId, member: Option<&Member>) -> StoreResult<()> {
         let mut client = self.client().await?;
         let mut w = self.write_tx(&mut client).await?;

@@ -10,6 +10,8 @@ use uuid::Uuid;
 
 use super::error;
 use crate::store::StoreResult;
+use crate::store::attachments::ReservationId;
+use crate::store::blobs::{AttachmentId, VersionId};
 use crate::store::model::*;
 use crate::store::notifications::{FollowReason, NotificationId, NotificationKind};
 
@@ -33,7 +35,7 @@ macro_rules! uuid_column {
     )+};
 }
 
-uuid_column!(UserId, WorkspaceId, TicketId, CommentId, LinkId, SessionId, TokenId, NotificationId);
+uuid_column!(UserId, WorkspaceId, TicketId, CommentId, LinkId, SessionId, TokenId, NotificationId, AttachmentId, VersionId, ReservationId);
 
 impl ToSql for Millis {
     fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {

@@ -31,8 +31,12 @@ pub const PLATFORM: &[Migration] = &[
     migration!(2, "platform", "0002_consumers"),
     migration!(3, "platform", "0003_member_mirrors"),
 ];
-pub const TENANT: &[Migration] =
-    &[migration!(1, "tenant", "0001_init"), migration!(2, "tenant", "0002_consumers_notifications"), migration!(3, "tenant", "0003_notes")];
+pub const TENANT: &[Migration] = &[
+    migration!(1, "tenant", "0001_init"),
+    migration!(2, "tenant", "0002_consumers_notifications"),
+    migration!(3, "tenant", "0003_notes"),
+    migration!(4, "tenant", "0004_attachments"),
+];
 
 /// Applies every migration newer than the file's `user_version`. Returns how many ran.
 pub fn apply(conn: &mut Connection, migrations: &[Migration]) -> StoreResult<usize> {

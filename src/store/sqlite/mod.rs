@@ -6,6 +6,7 @@
 //! and kept in a capped LRU (see `tenants.rs`).
 
 mod access;
+mod attachments;
 mod consumers;
 mod executor;
 mod feed;

@@ -190,6 +190,10 @@ impl TenantStore for SqliteTenant {
         self
     }
 
+    fn attachments(&self) -> &dyn crate::store::attachments::AttachmentStore {
+        self
+    }
+
     async fn mirror_member(&self, actor: Option<UserId>, user: UserId, member: Option<&Member>) -> StoreResult<()> {
         let wanted = member.cloned();
         self.write(move |tx| {

@@ -4,6 +4,8 @@
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 
+use crate::store::attachments::ReservationId;
+use crate::store::blobs::{AttachmentId, VersionId};
 use crate::store::model::*;
 use crate::store::notifications::{FollowReason, NotificationId, NotificationKind};
 
@@ -23,7 +25,7 @@ macro_rules! uuid_column {
     )+};
 }
 
-uuid_column!(UserId, WorkspaceId, TicketId, CommentId, LinkId, SessionId, TokenId, NotificationId);
+uuid_column!(UserId, WorkspaceId, TicketId, CommentId, LinkId, SessionId, TokenId, NotificationId, AttachmentId, VersionId, ReservationId);
 
 impl ToSql for Millis {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
