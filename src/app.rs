@@ -44,6 +44,7 @@ struct AppInner {
     live: LiveState,
     sync: SyncState,
     notes: Arc<crate::notes::Notes>,
+    attachments: crate::attachments::AttachmentsState,
     /// Every log consumer's drain loop (see `sync::runner`).
     runner: Arc<Runner>,
     memberships: Arc<TtlCache<(WorkspaceId, UserId), Option<Role>>>,
@@ -110,6 +111,13 @@ impl App {
         let limits = crate::live::limits::ConnectionLimits::new(config.sse_max_per_user, config.sse_max_connections);
         tasks.spawn(watch.clone().run(shutdown.child_token()));
         let notes = crate::notes::Notes::start(config.notes, runner.clone(), store.tenants.clone(), shutdown.child_token(), tasks.clone());
+        let blobs: Arc<dyn crate::store::blobs::BlobStore> = match &config.blobs {
+            crate::config::BlobSettings::Local => Arc::new(crate::store::blobs::local::LocalBlobs::new(&config.data_dir)),
+            crate::config::BlobSettings::S3(settings) => {
+                Arc::new(crate::store::blobs::s3::S3Blobs::new(settings).map_err(|e| format!("attachment storage: {e}"))?)
+            }
+        };
+        let attachments = crate::attachments::AttachmentsState { blobs, upload_limit: config.upload_limit };
         let live = LiveState { bus, limits, watch };
         let sync = SyncState {
             bootstraps: BootstrapGate::new(GateLimits {
@@ -118,7 +126,7 @@ impl App {
                 max_open: config.bootstrap_max_open,
             }),
         };
-        Ok(Self(Arc::new(AppInner { config, store, auth, live, sync, notes, runner, memberships, shutdown, tasks })))
+        Ok(Self(Arc::new(AppInner { config, store, auth, live, sync, notes, attachments, runner, memberships, shutdown, tasks })))
     }
 
     pub fn config(&self) -> &Config {
@@ -171,6 +179,12 @@ impl FromRef<App> for TrustedProxies {
 impl FromRef<App> for LiveState {
     fn from_ref(app: &App) -> Self {
         app.0.live.clone()
+    }
+}
+
+impl FromRef<App> for crate::attachments::AttachmentsState {
+    fn from_ref(app: &App) -> Self {
+        app.0.attachments.clone()
     }
 }
 

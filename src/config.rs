@@ -22,6 +22,14 @@ impl Secret {
     }
 }
 
+/// Where attachment bytes are kept.
+#[derive(Debug, Clone)]
+pub enum BlobSettings {
+    /// `<data dir>/tenants/<ws>/blobs/`.
+    Local,
+    S3(crate::store::blobs::s3::S3Settings),
+}
+
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Secret(<redacted>)")
@@ -90,6 +98,10 @@ pub struct Config {
     /// How often open streams' access is checked again (`auth::watch`): the bound on how
     /// long a change made on another instance takes to close them.
     pub stream_recheck: Duration,
+    /// Where attachment bytes go: files beside each workspace, or one S3-compatible bucket.
+    pub blobs: BlobSettings,
+    /// The largest upload, in bytes (separate from `body_limit`, which bounds JSON).
+    pub upload_limit: u64,
     /// Collaborative notes (see `notes::NotesConfig` for what each bounds).
     pub notes: crate::notes::NotesConfig,
     /// Whether this instance runs the durable log consumers (notifications, and later mail,
@@ -181,6 +193,25 @@ impl Config {
         if max_open_tenants == 0 {
             return Err(ConfigError::Invalid { key: "EDGEDESK_MAX_OPEN_TENANTS", message: "must be at least 1".into() });
         }
+        let blobs = match src.get("EDGEDESK_BLOB_STORE").unwrap_or("local") {
+            "local" => BlobSettings::Local,
+            "s3" => {
+                let need = |key: &'static str| {
+                    src.get(key)
+                        .map(str::to_string)
+                        .ok_or(ConfigError::Invalid { key, message: "required with EDGEDESK_BLOB_STORE=s3".into() })
+                };
+                BlobSettings::S3(crate::store::blobs::s3::S3Settings {
+                    bucket: need("EDGEDESK_S3_BUCKET")?,
+                    endpoint: src.get("EDGEDESK_S3_ENDPOINT").map(str::to_string),
+                    region: src.get("EDGEDESK_S3_REGION").unwrap_or("us-east-1").to_string(),
+                    access_key_id: need("EDGEDESK_S3_ACCESS_KEY_ID")?,
+                    secret_access_key: need("EDGEDESK_S3_SECRET_ACCESS_KEY")?,
+                    prefix: src.get("EDGEDESK_S3_PREFIX").unwrap_or("edgedesk").to_string(),
+                })
+            }
+            other => return Err(ConfigError::Invalid { key: "EDGEDESK_BLOB_STORE", message: format!("{other:?} is not local or s3") }),
+        };
         let bcrypt_cost: u32 = src.parse("EDGEDESK_BCRYPT_COST", 12)?;
         if !(4..=31).contains(&bcrypt_cost) {
             return Err(ConfigError::Invalid { key: "EDGEDESK_BCRYPT_COST", message: "must be from 4 to 31".into() });
@@ -214,6 +245,8 @@ impl Config {
             bootstrap_max: src.parse::<usize>("EDGEDESK_BOOTSTRAP_MAX", 32)?.max(1),
             bootstrap_max_open: Duration::from_secs(src.parse::<u64>("EDGEDESK_BOOTSTRAP_MAX_SECS", 120)?.max(1)),
             dev_allow_privileged_role: src.parse("EDGEDESK_DEV_ALLOW_PRIVILEGED_ROLE", false)?,
+            blobs,
+            upload_limit: src.parse::<u64>("EDGEDESK_UPLOAD_LIMIT_BYTES", 25 * 1000 * 1000)?.max(1),
             notes: crate::notes::NotesConfig {
                 max_frame: src.parse::<usize>("EDGEDESK_NOTE_MAX_FRAME_BYTES", 2 * 1024 * 1024)?.max(1024),
                 updates_per_sec: src.parse::<u32>("EDGEDESK_NOTE_UPDATES_PER_SEC", 300)?.max(1),

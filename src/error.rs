@@ -43,6 +43,8 @@ pub enum AppError {
     Conflict(String),
     #[error("payload too large")]
     PayloadTooLarge,
+    #[error("range not satisfiable")]
+    RangeNotSatisfiable,
     /// An upload that would take the workspace past its storage limit (413, with the figures).
     #[error("storage quota exceeded")]
     QuotaExceeded { used: u64, limit: u64, requested: u64 },
@@ -79,6 +81,7 @@ impl AppError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge | Self::QuotaExceeded { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -97,6 +100,7 @@ impl AppError {
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge => "payload-too-large",
             Self::QuotaExceeded { .. } => "quota-exceeded",
+            Self::RangeNotSatisfiable => "range-not-satisfiable",
             Self::UnsupportedMediaType(_) => "unsupported-media-type",
             Self::Validation(_) => "validation",
             Self::TooManyRequests { .. } => "rate-limited",
@@ -122,6 +126,7 @@ impl AppError {
                 Some(format!("the workspace's storage is {used} of {limit} bytes; {requested} more would pass the limit"))
             }
             Self::MethodNotAllowed => Some("this route does not accept that method".into()),
+            Self::RangeNotSatisfiable => Some("the range lies outside the file".into()),
             Self::NotFound | Self::Unavailable | Self::Internal(_) => None,
         }
     }

@@ -61,6 +61,7 @@ pub fn api() -> (Router<App>, Router<App>, utoipa::openapi::OpenApi) {
         .merge(crate::tickets::routes())
         .merge(crate::sync::routes())
         .merge(crate::notifications::routes())
+        .merge(crate::attachments::routes())
         .split_for_parts();
     let (streams, streams_openapi) = crate::live::routes().merge(crate::notes::routes()).split_for_parts();
     openapi.merge(streams_openapi);

@@ -25,3 +25,52 @@
 //!   next version or gets 409) and `GET /api/workspaces/{ws}/members/{user}/keys` (another
 //!   member's public keys only). The server stores and returns key material; it never
 //!   holds a plaintext key.
+
+pub mod content;
+mod routes;
+
+use std::sync::Arc;
+
+pub use routes::routes;
+
+use crate::store::TenantStore;
+use crate::store::blobs::{AttachmentId, BlobKey, BlobStore};
+
+/// What the attachment routes need from the application.
+#[derive(Clone)]
+pub struct AttachmentsState {
+    pub blobs: Arc<dyn BlobStore>,
+    /// The largest upload, in bytes (`EDGEDESK_UPLOAD_LIMIT_BYTES`).
+    pub upload_limit: u64,
+}
+
+impl AttachmentsState {
+    /// Deletes an object whose row was never written; a failure is logged loudly (the
+    /// orphan sweep will find it).
+    pub async fn discard(&self, key: &BlobKey) {
+        if let Err(err) = self.blobs.delete(key).await {
+            tracing::error!(key = %key.relative(), error = %err, "cannot delete an upload that has no row; the orphan sweep will");
+        }
+    }
+}
+
+/// Prunes `attachment` to the workspace's `max_versions` after the response: rows first
+/// (usage drops with them), then their objects.
+pub fn prune_later(store: Arc<dyn TenantStore>, blobs: Arc<dyn BlobStore>, attachment: AttachmentId) {
+    tokio::spawn(async move {
+        let keep = match store.attachments().usage().await {
+            Ok(usage) => usage.max_versions,
+            Err(err) => return tracing::warn!(error = %err, "cannot read the version limit; pruning waits for the next upload"),
+        };
+        let pruned = match store.attachments().prune(attachment, keep).await {
+            Ok(pruned) => pruned,
+            Err(err) => return tracing::warn!(error = %err, "cannot prune old versions; the next upload tries again"),
+        };
+        for version in pruned {
+            let key = BlobKey { workspace: store.workspace_id(), attachment, version };
+            if let Err(err) = blobs.delete(&key).await {
+                tracing::error!(key = %key.relative(), error = %err, "cannot delete a pruned version's object; the orphan sweep will");
+            }
+        }
+    });
+}

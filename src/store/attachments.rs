@@ -87,8 +87,11 @@ pub struct Usage {
 /// A version to record: its object is written (`version` is its key), its reservation held.
 #[derive(Debug, Clone)]
 pub struct NewVersion {
-    /// `None`: a new attachment, named `name`, on `ticket` (and `comment`).
-    pub attachment: Option<AttachmentId>,
+    /// The attachment (its id is in the object's key, so the caller picks a new one's).
+    pub attachment: AttachmentId,
+    /// A new attachment, named `name`, on `ticket` (and `comment`); otherwise a new
+    /// version of an existing one.
+    pub new: bool,
     pub version: VersionId,
     pub ticket: TicketId,
     pub comment: Option<CommentId>,

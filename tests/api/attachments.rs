@@ -19,7 +19,8 @@ fn version(
     reservation: edgedesk::store::attachments::ReservationId,
 ) -> NewVersion {
     NewVersion {
-        attachment,
+        attachment: attachment.unwrap_or_default(),
+        new: attachment.is_none(),
         version: VersionId::new(),
         ticket: ticket.parse().unwrap(),
         comment: comment.map(|c| c.parse().unwrap()),
@@ -140,6 +141,138 @@ both_backends! {
         store.delete(admin.id.parse().unwrap(), staff, t, log.id).await.unwrap();
         assert!(store.list(staff, t).await.unwrap().is_empty());
         assert_eq!(kinds(delta(customer.token.clone()).await), ["attachment.created", "attachment.deleted"]);
+        s.stop().await;
+    }
+}
+
+/// A real PNG's first bytes (signature and IHDR), then filler.
+fn png(len: usize) -> Vec<u8> {
+    let mut bytes = vec![0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A, 0, 0, 0, 0x0D, b'I', b'H', b'D', b'R'];
+    bytes.extend((0..len.saturating_sub(16)).map(|i| (i % 251) as u8));
+    bytes
+}
+
+async fn upload(s: &TestServer, token: &str, path: &str, content_type: &str, bytes: Vec<u8>) -> reqwest::Response {
+    s.http.post(format!("{}{path}", s.base)).bearer_auth(token).header("content-type", content_type).body(bytes).send().await.unwrap()
+}
+
+fn objects(s: &TestServer, ws: &str) -> usize {
+    let root = s.data_dir().join("tenants").join(ws).join("blobs");
+    let Ok(atts) = std::fs::read_dir(root) else { return 0 };
+    atts.map(|a| std::fs::read_dir(a.unwrap().path()).map(|v| v.count()).unwrap_or(0)).sum()
+}
+
+both_backends! {
+    async fn files_go_up_and_come_down_intact_for_those_who_may_see_them(b: Backend) {
+        let s = TestServer::start_with(b, crate::common::relaxed_limits(), |c| c.upload_limit = 1 << 20).await;
+        let admin = s.admin().await;
+        let customer = s.user(&admin, "customer").await;
+        let other = s.user(&admin, "other").await;
+        let stranger = s.user(&admin, "stranger").await;
+        let ws = s.workspace(&admin, "Files").await;
+        let elsewhere = s.workspace(&admin, "Elsewhere").await;
+        s.add_member(&admin, &ws, &customer, "requester").await;
+        s.add_member(&admin, &ws, &other, "requester").await;
+        s.add_member(&admin, &elsewhere, &stranger, "agent").await;
+        let ticket = s.ticket(&customer, &ws, json!({ "title": "printer" })).await["id"].as_str().unwrap().to_string();
+        let base = format!("/api/workspaces/{ws}/tickets/{ticket}/attachments");
+
+        // The customer's screenshot.
+        let bytes = png(300_000);
+        let res = upload(&s, &customer.token, &format!("{base}?name=../shot%201.png"), "image/png", bytes.clone()).await;
+        assert_eq!(res.status(), 201);
+        let shot: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(shot["name"], "shot 1.png");
+        assert_eq!(shot["latest"]["content_type"], "image/png");
+        assert_eq!(shot["latest"]["size"], 300_000);
+        let id = shot["id"].as_str().unwrap().to_string();
+        let one = format!("{base}/{id}");
+        let got = s.http.get(format!("{}{one}", s.base)).bearer_auth(&customer.token).send().await.unwrap();
+        assert_eq!(got.status(), 200);
+        let etag = got.headers()["etag"].to_str().unwrap().to_string();
+        assert_eq!(etag, format!("\"{}\"", shot["latest"]["sha256"].as_str().unwrap()));
+        assert_eq!(got.headers()["content-type"], "image/png");
+        assert_eq!(got.headers()["x-content-type-options"], "nosniff");
+        assert_eq!(got.headers()["accept-ranges"], "bytes");
+        assert!(got.headers()["content-disposition"].to_str().unwrap().starts_with("attachment; filename=\"shot 1.png\""));
+        assert!(got.bytes().await.unwrap() == bytes, "byte-identical");
+        let part = s.http.get(format!("{}{one}", s.base)).bearer_auth(&customer.token).header("range", "bytes=100-199").send().await.unwrap();
+        assert_eq!(part.status(), 206);
+        assert_eq!(part.headers()["content-range"], "bytes 100-199/300000");
+        assert!(part.bytes().await.unwrap() == bytes[100..200]);
+        let cached = s.http.get(format!("{}{one}", s.base)).bearer_auth(&customer.token).header("if-none-match", &etag).send().await.unwrap();
+        assert_eq!(cached.status(), 304);
+        let outside = s.http.get(format!("{}{one}", s.base)).bearer_auth(&customer.token).header("range", "bytes=400000-").send().await.unwrap();
+        assert_eq!(outside.status(), 416);
+        assert_eq!(outside.headers()["content-range"], "bytes */300000");
+
+        // Something a browser would run is served as bytes.
+        let page = upload(&s, &admin.token, &format!("{base}?name=page.html"), "text/html", b"<script>alert(1)</script>".to_vec()).await;
+        let page: serde_json::Value = page.json().await.unwrap();
+        let served = s.http.get(format!("{}{base}/{}", s.base, page["id"].as_str().unwrap())).bearer_auth(&admin.token).send().await.unwrap();
+        assert_eq!(served.headers()["content-type"], "application/octet-stream");
+
+        // Versions: two kept, the oldest pruned after the response.
+        let tenant = s.app().store().tenants.open(ws.parse().unwrap()).await.unwrap();
+        tenant.attachments().set_limits(admin.id.parse().unwrap(), None, 2).await.unwrap();
+        for n in 0..2 {
+            let res = upload(&s, &admin.token, &format!("{one}/versions"), "image/png", png(1_000 + n)).await;
+            assert_eq!(res.status(), 201);
+        }
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        let versions = loop {
+            let versions = s.get(&format!("{one}/versions"), &admin.token).await.ok(200).clone();
+            if versions.as_array().unwrap().len() == 2 {
+                break versions;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "not pruned: {versions}");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        assert_eq!(versions[0]["number"], 3);
+        assert_eq!(versions[0]["size"], 1_001);
+        let old = format!("{one}/versions/{}", shot["latest"]["id"].as_str().unwrap());
+        s.get(&old, &admin.token).await.problem(404);
+        let kept = format!("{one}/versions/{}", versions[1]["id"].as_str().unwrap());
+        let got = s.http.get(format!("{}{kept}", s.base)).bearer_auth(&customer.token).send().await.unwrap();
+        assert!(got.bytes().await.unwrap() == png(1_000));
+        let stored = objects(&s, &ws);
+        assert_eq!(stored, 3, "the pruned version's object is gone too");
+
+        // Limits: the upload limit, then the workspace's quota; neither leaves anything.
+        let res = upload(&s, &admin.token, &format!("{base}?name=big.bin"), "application/octet-stream", vec![0; (1 << 20) + 1]).await;
+        assert_eq!(res.status(), 413);
+        let used = tenant.attachments().usage().await.unwrap().used;
+        tenant.attachments().set_limits(admin.id.parse().unwrap(), Some(used + 1_000), 2).await.unwrap();
+        let res = upload(&s, &admin.token, &format!("{base}?name=more.bin"), "application/octet-stream", vec![7; 5_000]).await;
+        assert_eq!(res.status(), 413);
+        let problem: serde_json::Value = res.json().await.unwrap();
+        assert_eq!((problem["used"].as_u64(), problem["limit"].as_u64(), problem["requested"].as_u64()), (Some(used), Some(used + 1_000), Some(5_000)));
+        assert_eq!(objects(&s, &ws), stored, "nothing stored");
+        assert_eq!(tenant.attachments().usage().await.unwrap().used, used);
+        assert_eq!(tenant.attachments().recount().await.unwrap(), used, "the recount agrees");
+
+        // Who may see: not another requester, not a member of another workspace, not a
+        // requester on an internal note's attachment.
+        let note = s.post(&format!("/api/workspaces/{ws}/tickets/{ticket}/comments"), &admin.token, json!({ "body": "log", "internal": true })).await;
+        let note = note.ok(201)["id"].as_str().unwrap().to_string();
+        let log = upload(&s, &admin.token, &format!("{base}?name=log.txt&comment_id={note}"), "text/plain", b"secret log".to_vec()).await;
+        let log: serde_json::Value = log.json().await.unwrap();
+        let log_url = format!("{base}/{}", log["id"].as_str().unwrap());
+        for (who, path) in [(&other, &one), (&stranger, &one), (&customer, &log_url), (&other, &base)] {
+            let res = s.http.get(format!("{}{path}", s.base)).bearer_auth(&who.token).send().await.unwrap();
+            assert_eq!(res.status(), 404, "{} on {path}", who.email);
+        }
+        let res = upload(&s, &customer.token, &format!("{base}?name=x.txt&comment_id={note}"), "text/plain", b"x".to_vec()).await;
+        assert_eq!(res.status(), 404, "a requester cannot attach to an internal note");
+        let listed = s.get(&base, &customer.token).await.ok(200).clone();
+        assert!(listed.as_array().unwrap().iter().all(|a| a["id"] != log["id"]));
+        // The same object through another workspace's path: not there.
+        let res = s.http.get(format!("{}/api/workspaces/{elsewhere}/tickets/{ticket}/attachments/{id}", s.base)).bearer_auth(&stranger.token).send().await.unwrap();
+        assert_eq!(res.status(), 404);
+
+        // Soft delete.
+        assert_eq!(s.delete(&one, &customer.token).await.status, 204);
+        s.get(&one, &admin.token).await.problem(404);
         s.stop().await;
     }
 }

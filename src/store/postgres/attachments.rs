@@ -206,10 +206,10 @@ impl AttachmentStore for PgTenant {
         let mut w = self.write_tx(&mut client).await?;
         let now = w.now();
         usage(w.tx(), ws, now, true).await?;
-        let Target { staff_only } = target(w.tx(), ws, None, v.ticket, v.comment, v.attachment).await?;
-        let (attachment, number, created) = match v.attachment {
-            None => {
-                let id = AttachmentId::new();
+        let Target { staff_only } = target(w.tx(), ws, None, v.ticket, v.comment, (!v.new).then_some(v.attachment)).await?;
+        let (attachment, number, created) = match v.new {
+            true => {
+                let id = v.attachment;
                 w.tx()
                     .execute(
                         "INSERT INTO attachments (workspace_id, id, ticket_id, comment_id, name, staff_only, latest_version, next_number, created_by, created_at)
@@ -220,7 +220,8 @@ impl AttachmentStore for PgTenant {
                     .map_err(error)?;
                 (id, 1i32, true)
             }
-            Some(id) => {
+            false => {
+                let id = v.attachment;
                 let number: i32 = w
                     .tx()
                     .query_one(

@@ -108,10 +108,10 @@ fn usage(conn: &Connection, now: Millis) -> StoreResult<Usage> {
 
 fn record(tx: &mut WriteTx<'_>, actor: UserId, v: NewVersion) -> StoreResult<Attachment> {
     let now = tx.now();
-    let Target { staff_only } = target(tx, None, v.ticket, v.comment, v.attachment)?;
-    let (attachment, number, created) = match v.attachment {
-        None => {
-            let id = AttachmentId::new();
+    let Target { staff_only } = target(tx, None, v.ticket, v.comment, (!v.new).then_some(v.attachment))?;
+    let (attachment, number, created) = match v.new {
+        true => {
+            let id = v.attachment;
             tx.prepare_cached(
                 "INSERT INTO attachments (id, ticket_id, comment_id, name, staff_only, latest_version, next_number, created_by, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, 2, ?7, ?8)",
@@ -120,7 +120,8 @@ fn record(tx: &mut WriteTx<'_>, actor: UserId, v: NewVersion) -> StoreResult<Att
             .map_err(error)?;
             (id, 1u32, true)
         }
-        Some(id) => {
+        false => {
+            let id = v.attachment;
             let number: u32 = tx
                 .prepare_cached(
                     "UPDATE attachments SET latest_version = ?2, next_number = next_number + 1 WHERE id = ?1 RETURNING next_number - 1",

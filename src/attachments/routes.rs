@@ -1,0 +1,360 @@
+//! The attachment routes: uploads streamed into the blob store in the order the module
+//! header gives, downloads streamed out with ETag, Range and safe headers.
+
+use std::ops::Range;
+
+use axum::body::Body;
+use axum::extract::{FromRef, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::TryStreamExt;
+use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{AttachmentsState, content, prune_later};
+use crate::auth::AuthState;
+use crate::error::{AppError, AppResult, Problem};
+use crate::http::extract::{ApiPath, ApiQuery};
+use crate::store::attachments::{Attachment, AttachmentVersion, NewVersion};
+use crate::store::blobs::{AttachmentId, BlobError, BlobKey, VersionId};
+use crate::store::{CommentId, Millis, TicketId, WorkspaceId};
+use crate::tenants::{TenantConn, TenantsState};
+
+pub fn routes<S>() -> OpenApiRouter<S>
+where
+    AuthState: FromRef<S>,
+    TenantsState: FromRef<S>,
+    AttachmentsState: FromRef<S>,
+    S: Clone + Send + Sync + 'static,
+{
+    OpenApiRouter::new()
+        .routes(routes!(list_attachments, upload))
+        .routes(routes!(download_latest, delete_attachment))
+        .routes(routes!(list_versions, upload_version))
+        .routes(routes!(download_version))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AttachmentPath {
+    #[allow(dead_code)]
+    pub ws: WorkspaceId,
+    pub id: TicketId,
+    pub att: AttachmentId,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct VersionPath {
+    #[allow(dead_code)]
+    pub ws: WorkspaceId,
+    pub id: TicketId,
+    pub att: AttachmentId,
+    pub ver: VersionId,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UploadParams {
+    /// The file's name, as it will be shown and offered on download (its directories and
+    /// control characters are dropped).
+    #[param(min_length = 1, max_length = 255, pattern = r"[^./\\\s\x00-\x1f\x7f-\x9f]")]
+    name: String,
+    /// Attach to this comment of the ticket (an internal note's attachment is staff-only).
+    comment_id: Option<CommentId>,
+}
+
+/// How long a reservation holds its bytes if its upload never ends (a crash).
+const RESERVATION_TTL_MS: i64 = 60 * 60 * 1000;
+
+/// The declared length, if any; beyond the limit, 413 before a byte is read.
+fn declared_length(headers: &HeaderMap, limit: u64) -> AppResult<Option<u64>> {
+    let Some(value) = headers.get(header::CONTENT_LENGTH) else { return Ok(None) };
+    let length: u64 =
+        value.to_str().ok().and_then(|v| v.parse().ok()).ok_or_else(|| AppError::BadRequest("malformed Content-Length".into()))?;
+    if length > limit {
+        return Err(AppError::PayloadTooLarge);
+    }
+    Ok(Some(length))
+}
+
+fn blob_error(err: BlobError) -> AppError {
+    match err {
+        BlobError::NotFound => AppError::NotFound,
+        BlobError::TooLarge { .. } => AppError::PayloadTooLarge,
+        BlobError::Cut(why) => AppError::BadRequest(format!("the upload was cut off: {why}")),
+        BlobError::BadRange => AppError::BadRequest("range not satisfiable".into()),
+        BlobError::Unavailable(why) => {
+            tracing::warn!(error = %why, "blob store unavailable");
+            AppError::Unavailable
+        }
+        BlobError::Internal(why) => AppError::Internal(why),
+    }
+}
+
+/// One upload, new attachment or new version, in the order the module header gives.
+async fn store_upload(
+    conn: &TenantConn,
+    state: &AttachmentsState,
+    ticket: TicketId,
+    existing: Option<AttachmentId>,
+    params: UploadParams,
+    headers: &HeaderMap,
+    body: Body,
+) -> AppResult<Attachment> {
+    let name = match existing {
+        Some(_) => String::new(),
+        None if params.name.chars().count() > 255 => return Err(AppError::invalid("name", "at most 255 characters")),
+        None => content::clean_name(&params.name).ok_or_else(|| AppError::invalid("name", "must name the file (1–255 characters)"))?,
+    };
+    let attachments = conn.store.attachments();
+    // The caller may see where it goes.
+    attachments.target(conn.audience(), ticket, params.comment_id, existing).await?;
+    let declared = declared_length(headers, state.upload_limit)?;
+    let limit = declared.unwrap_or(state.upload_limit);
+    let reservation = attachments.reserve(limit, Millis(Millis::now().0 + RESERVATION_TTL_MS)).await?;
+    let key = BlobKey { workspace: conn.workspace, attachment: existing.unwrap_or_default(), version: VersionId::new() };
+    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    let written = match state.blobs.put(&key, Box::pin(stream), limit).await {
+        Ok(written) => written,
+        Err(err) => {
+            let _ = attachments.release(reservation).await;
+            return Err(blob_error(err));
+        }
+    };
+    if declared.is_some_and(|d| d != written.size) {
+        state.discard(&key).await;
+        let _ = attachments.release(reservation).await;
+        return Err(AppError::BadRequest("the body is shorter than its Content-Length".into()));
+    }
+    let declared_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let version = NewVersion {
+        attachment: key.attachment,
+        new: existing.is_none(),
+        version: key.version,
+        ticket,
+        comment: params.comment_id,
+        name,
+        content_type: content::stored_type(declared_type, &written.head),
+        size: written.size,
+        sha256: written.sha256,
+        encryption: None,
+        reservation,
+    };
+    match attachments.record(conn.user(), version).await {
+        Ok(attachment) => {
+            prune_later(conn.store.clone(), state.blobs.clone(), attachment.id);
+            Ok(attachment)
+        }
+        Err(err) => {
+            // No row: the object must not stay either.
+            state.discard(&key).await;
+            let _ = attachments.release(reservation).await;
+            Err(err.into())
+        }
+    }
+}
+
+/// Attaches a file to the ticket (or, with `comment_id`, to one of its comments). The body
+/// is the file's bytes, streamed; `Content-Type` is checked against them. 413 beyond the
+/// upload limit or the workspace's storage quota (with `used`, `limit`, `requested`).
+#[utoipa::path(post, path = "/api/workspaces/{ws}/tickets/{id}/attachments", tag = "attachments",
+    params(("ws" = uuid::Uuid, Path, description = "Workspace id"), ("id" = uuid::Uuid, Path), UploadParams),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 201, body = Attachment), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem),
+        (status = 413, body = Problem), (status = 422, body = Problem)))]
+async fn upload(
+    conn: TenantConn,
+    State(state): State<AttachmentsState>,
+    ApiPath(path): ApiPath<crate::tickets::TicketPath>,
+    ApiQuery(params): ApiQuery<UploadParams>,
+    headers: HeaderMap,
+    body: Body,
+) -> AppResult<(StatusCode, axum::Json<Attachment>)> {
+    let attachment = store_upload(&conn, &state, path.id, None, params, &headers, body).await?;
+    Ok((StatusCode::CREATED, axum::Json(attachment)))
+}
+
+/// Uploads a new version of the attachment; older ones beyond the workspace's version
+/// limit are pruned after the response.
+#[utoipa::path(post, path = "/api/workspaces/{ws}/tickets/{id}/attachments/{att}/versions", tag = "attachments",
+    params(("ws" = uuid::Uuid, Path, description = "Workspace id"), ("id" = uuid::Uuid, Path), ("att" = uuid::Uuid, Path)),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 201, body = Attachment), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem),
+        (status = 413, body = Problem), (status = 422, body = Problem)))]
+async fn upload_version(
+    conn: TenantConn,
+    State(state): State<AttachmentsState>,
+    ApiPath(path): ApiPath<AttachmentPath>,
+    headers: HeaderMap,
+    body: Body,
+) -> AppResult<(StatusCode, axum::Json<Attachment>)> {
+    let params = UploadParams { name: String::new(), comment_id: None };
+    let attachment = store_upload(&conn, &state, path.id, Some(path.att), params, &headers, body).await?;
+    Ok((StatusCode::CREATED, axum::Json(attachment)))
+}
+
+/// The ticket's attachments the caller may see, each with its latest version.
+#[utoipa::path(get, path = "/api/workspaces/{ws}/tickets/{id}/attachments", tag = "attachments",
+    params(("ws" = uuid::Uuid, Path, description = "Workspace id"), ("id" = uuid::Uuid, Path)),
+    responses((status = 200, body = Vec<Attachment>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem)))]
+async fn list_attachments(conn: TenantConn, ApiPath(path): ApiPath<crate::tickets::TicketPath>) -> AppResult<axum::Json<Vec<Attachment>>> {
+    conn.store.attachments().target(conn.audience(), path.id, None, None).await?;
+    Ok(axum::Json(conn.store.attachments().list(conn.audience(), path.id).await?))
+}
+
+/// The attachment's versions, newest first.
+#[utoipa::path(get, path = "/api/workspaces/{ws}/tickets/{id}/attachments/{att}/versions", tag = "attachments",
+    params(("ws" = uuid::Uuid, Path, description = "Workspace id"), ("id" = uuid::Uuid, Path), ("att" = uuid::Uuid, Path)),
+    responses((status = 200, body = Vec<AttachmentVersion>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem)))]
+async fn list_versions(conn: TenantConn, ApiPath(path): ApiPath<AttachmentPath>) -> AppResult<axum::Json<Vec<AttachmentVersion>>> {
+    let versions = conn.store.attachments().versions(conn.audience(), path.id, path.att).await?;
+    if versions.is_empty() {
+        return Err(AppError::NotFound);
+    }
+    Ok(axum::Json(versions))
+}
+
+/// Soft-deletes the attachment (staff, or the requester who uploaded it).
+#[utoipa::path(delete, path = "/api/workspaces/{ws}/tickets/{id}/attachments/{att}", tag = "attachments",
+    params(("ws" = uuid::Uuid, Path, description = "Workspace id"), ("id" = uuid::Uuid, Path), ("att" = uuid::Uuid, Path)),
+    responses((status = 204), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem)))]
+async fn delete_attachment(conn: TenantConn, ApiPath(path): ApiPath<AttachmentPath>) -> AppResult<StatusCode> {
+    conn.store.attachments().delete(conn.user(), conn.audience(), path.id, path.att).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The latest version's bytes (`Range` for part of them: 206).
+#[utoipa::path(get, path = "/api/workspaces/{ws}/tickets/{id}/attachments/{att}", tag = "attachments",
+    params(("ws" = uuid::Uuid, Path, description = "Workspace id"), ("id" = uuid::Uuid, Path), ("att" = uuid::Uuid, Path),
+        ("Range" = Option<String>, Header, description = "bytes=start-end")),
+    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>), (status = 206, content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 304), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem), (status = 416, body = Problem)))]
+async fn download_latest(
+    conn: TenantConn,
+    State(state): State<AttachmentsState>,
+    ApiPath(path): ApiPath<AttachmentPath>,
+    headers: HeaderMap,
+) -> AppResult<Response> {
+    let attachment = conn.store.attachments().get(conn.audience(), path.id, path.att).await?.ok_or(AppError::NotFound)?;
+    let version = attachment.latest.clone();
+    serve(&conn, &state, &attachment, &version, &headers).await
+}
+
+/// One version's bytes.
+#[utoipa::path(get, path = "/api/workspaces/{ws}/tickets/{id}/attachments/{att}/versions/{ver}", tag = "attachments",
+    params(("ws" = uuid::Uuid, Path, description = "Workspace id"), ("id" = uuid::Uuid, Path), ("att" = uuid::Uuid, Path), ("ver" = uuid::Uuid, Path),
+        ("Range" = Option<String>, Header, description = "bytes=start-end")),
+    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>), (status = 206, content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 304), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem), (status = 416, body = Problem)))]
+async fn download_version(
+    conn: TenantConn,
+    State(state): State<AttachmentsState>,
+    ApiPath(path): ApiPath<VersionPath>,
+    headers: HeaderMap,
+) -> AppResult<Response> {
+    let attachment = conn.store.attachments().get(conn.audience(), path.id, path.att).await?.ok_or(AppError::NotFound)?;
+    let versions = conn.store.attachments().versions(conn.audience(), path.id, path.att).await?;
+    let version = versions.into_iter().find(|v| v.id == path.ver).ok_or(AppError::NotFound)?;
+    serve(&conn, &state, &attachment, &version, &headers).await
+}
+
+/// `bytes=a-b`, `bytes=a-`, `bytes=-n` against an object of `total` bytes. `Err` (416) for
+/// one outside it; several ranges are answered with the whole object, as RFC 9110 allows.
+fn parse_range(value: &str, total: u64) -> Result<Option<Range<u64>>, ()> {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else { return Ok(None) };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let (start, end) = spec.split_once('-').ok_or(())?;
+    let range = match (start.trim(), end.trim()) {
+        ("", suffix) => {
+            let n: u64 = suffix.parse().map_err(|_| ())?;
+            if n == 0 {
+                return Err(());
+            }
+            total.saturating_sub(n)..total
+        }
+        (start, "") => start.parse::<u64>().map_err(|_| ())?..total,
+        (start, end) => {
+            let (start, end): (u64, u64) = (start.parse().map_err(|_| ())?, end.parse().map_err(|_| ())?);
+            if end < start {
+                return Err(());
+            }
+            start..(end + 1).min(total)
+        }
+    };
+    if range.start >= total || range.start >= range.end {
+        return Err(());
+    }
+    Ok(Some(range))
+}
+
+async fn serve(
+    conn: &TenantConn,
+    state: &AttachmentsState,
+    attachment: &Attachment,
+    version: &AttachmentVersion,
+    headers: &HeaderMap,
+) -> AppResult<Response> {
+    let etag = format!("\"{}\"", version.sha256);
+    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.split(',').any(|t| t.trim() == etag)) {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        Some(value) => match parse_range(value, version.size) {
+            Ok(range) => range,
+            Err(()) => {
+                let mut response = AppError::RangeNotSatisfiable.into_response();
+                response.headers_mut().insert(
+                    header::CONTENT_RANGE,
+                    HeaderValue::from_str(&format!("bytes */{}", version.size)).map_err(AppError::internal)?,
+                );
+                return Ok(response);
+            }
+        },
+        None => None,
+    };
+    let key = BlobKey { workspace: conn.workspace, attachment: attachment.id, version: version.id };
+    let read = state.blobs.get(&key, range.clone()).await.map_err(blob_error)?;
+    let (status, length) = match &range {
+        Some(r) => (StatusCode::PARTIAL_CONTENT, r.end - r.start),
+        None => (StatusCode::OK, read.total),
+    };
+    let mut response = Response::new(Body::from_stream(read.body));
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_str(content::served_type(&version.content_type)).map_err(AppError::internal)?);
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    h.insert(header::ETAG, HeaderValue::from_str(&etag).map_err(AppError::internal)?);
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::CONTENT_DISPOSITION, HeaderValue::from_str(&content::disposition(&attachment.name)).map_err(AppError::internal)?);
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
+    if let Some(r) = range {
+        h.insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_str(&format!("bytes {}-{}/{}", r.start, r.end - 1, read.total)).map_err(AppError::internal)?,
+        );
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn ranges_are_read_as_rfc_9110_says() {
+        assert_eq!(parse_range("bytes=0-9", 100), Ok(Some(0..10)));
+        assert_eq!(parse_range("bytes=90-", 100), Ok(Some(90..100)));
+        assert_eq!(parse_range("bytes=-5", 100), Ok(Some(95..100)));
+        assert_eq!(parse_range("bytes=50-500", 100), Ok(Some(50..100)));
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), Ok(None));
+        assert_eq!(parse_range("items=0-1", 100), Ok(None));
+        assert_eq!(parse_range("bytes=100-", 100), Err(()));
+        assert_eq!(parse_range("bytes=9-1", 100), Err(()));
+        assert_eq!(parse_range("bytes=x-1", 100), Err(()));
+        assert_eq!(parse_range("bytes=-0", 100), Err(()));
+    }
+}
