@@ -9,7 +9,7 @@ use edgedesk::store::blobs::{AttachmentId, VersionId};
 use edgedesk::store::{Audience, Millis, StoreError, TenantStore};
 use serde_json::json;
 
-use crate::common::{TestServer, both_backends};
+use crate::common::{Backend, TestServer, both_backends};
 
 fn version(
     ticket: &str,
@@ -156,15 +156,41 @@ async fn upload(s: &TestServer, token: &str, path: &str, content_type: &str, byt
     s.http.post(format!("{}{path}", s.base)).bearer_auth(token).header("content-type", content_type).body(bytes).send().await.unwrap()
 }
 
-fn objects(s: &TestServer, ws: &str) -> usize {
-    let root = s.data_dir().join("tenants").join(ws).join("blobs");
-    let Ok(atts) = std::fs::read_dir(root) else { return 0 };
-    atts.map(|a| std::fs::read_dir(a.unwrap().path()).map(|v| v.count()).unwrap_or(0)).sum()
+/// Objects the server's blob store holds for `ws`.
+async fn objects(s: &TestServer, ws: &str) -> usize {
+    use axum::extract::FromRef;
+    let state = edgedesk::attachments::AttachmentsState::from_ref(s.app());
+    state.blobs.list(ws.parse().unwrap()).await.unwrap().len()
 }
 
 both_backends! {
     async fn files_go_up_and_come_down_intact_for_those_who_may_see_them(b: Backend) {
-        let s = TestServer::start_with(b, crate::common::relaxed_limits(), |c| c.upload_limit = 1 << 20).await;
+        files(b, false).await
+    }
+}
+
+both_backends! {
+    async fn files_in_an_s3_bucket_behave_the_same(b: Backend) {
+        files(b, true).await
+    }
+}
+
+async fn files(b: Backend, s3: bool) {
+    {
+        let bucket = match s3 {
+            true => match crate::blobs::s3_url() {
+                Some(url) => Some(crate::blobs::s3_bucket(&url).await),
+                None => return,
+            },
+            false => None,
+        };
+        let s = TestServer::start_with(b, crate::common::relaxed_limits(), move |c| {
+            c.upload_limit = 1 << 20;
+            if let Some(settings) = bucket {
+                c.blobs = edgedesk::config::BlobSettings::S3(settings);
+            }
+        })
+        .await;
         let admin = s.admin().await;
         let customer = s.user(&admin, "customer").await;
         let other = s.user(&admin, "other").await;
@@ -196,20 +222,24 @@ both_backends! {
         assert_eq!(got.headers()["accept-ranges"], "bytes");
         assert!(got.headers()["content-disposition"].to_str().unwrap().starts_with("attachment; filename=\"shot 1.png\""));
         assert!(got.bytes().await.unwrap() == bytes, "byte-identical");
-        let part = s.http.get(format!("{}{one}", s.base)).bearer_auth(&customer.token).header("range", "bytes=100-199").send().await.unwrap();
+        let part =
+            s.http.get(format!("{}{one}", s.base)).bearer_auth(&customer.token).header("range", "bytes=100-199").send().await.unwrap();
         assert_eq!(part.status(), 206);
         assert_eq!(part.headers()["content-range"], "bytes 100-199/300000");
         assert!(part.bytes().await.unwrap() == bytes[100..200]);
-        let cached = s.http.get(format!("{}{one}", s.base)).bearer_auth(&customer.token).header("if-none-match", &etag).send().await.unwrap();
+        let cached =
+            s.http.get(format!("{}{one}", s.base)).bearer_auth(&customer.token).header("if-none-match", &etag).send().await.unwrap();
         assert_eq!(cached.status(), 304);
-        let outside = s.http.get(format!("{}{one}", s.base)).bearer_auth(&customer.token).header("range", "bytes=400000-").send().await.unwrap();
+        let outside =
+            s.http.get(format!("{}{one}", s.base)).bearer_auth(&customer.token).header("range", "bytes=400000-").send().await.unwrap();
         assert_eq!(outside.status(), 416);
         assert_eq!(outside.headers()["content-range"], "bytes */300000");
 
         // Something a browser would run is served as bytes.
         let page = upload(&s, &admin.token, &format!("{base}?name=page.html"), "text/html", b"<script>alert(1)</script>".to_vec()).await;
         let page: serde_json::Value = page.json().await.unwrap();
-        let served = s.http.get(format!("{}{base}/{}", s.base, page["id"].as_str().unwrap())).bearer_auth(&admin.token).send().await.unwrap();
+        let served =
+            s.http.get(format!("{}{base}/{}", s.base, page["id"].as_str().unwrap())).bearer_auth(&admin.token).send().await.unwrap();
         assert_eq!(served.headers()["content-type"], "application/octet-stream");
 
         // Versions: two kept, the oldest pruned after the response.
@@ -235,7 +265,7 @@ both_backends! {
         let kept = format!("{one}/versions/{}", versions[1]["id"].as_str().unwrap());
         let got = s.http.get(format!("{}{kept}", s.base)).bearer_auth(&customer.token).send().await.unwrap();
         assert!(got.bytes().await.unwrap() == png(1_000));
-        let stored = objects(&s, &ws);
+        let stored = objects(&s, &ws).await;
         assert_eq!(stored, 3, "the pruned version's object is gone too");
 
         // Limits: the upload limit, then the workspace's quota; neither leaves anything.
@@ -246,14 +276,19 @@ both_backends! {
         let res = upload(&s, &admin.token, &format!("{base}?name=more.bin"), "application/octet-stream", vec![7; 5_000]).await;
         assert_eq!(res.status(), 413);
         let problem: serde_json::Value = res.json().await.unwrap();
-        assert_eq!((problem["used"].as_u64(), problem["limit"].as_u64(), problem["requested"].as_u64()), (Some(used), Some(used + 1_000), Some(5_000)));
-        assert_eq!(objects(&s, &ws), stored, "nothing stored");
+        assert_eq!(
+            (problem["used"].as_u64(), problem["limit"].as_u64(), problem["requested"].as_u64()),
+            (Some(used), Some(used + 1_000), Some(5_000))
+        );
+        assert_eq!(objects(&s, &ws).await, stored, "nothing stored");
         assert_eq!(tenant.attachments().usage().await.unwrap().used, used);
         assert_eq!(tenant.attachments().recount().await.unwrap(), used, "the recount agrees");
 
         // Who may see: not another requester, not a member of another workspace, not a
         // requester on an internal note's attachment.
-        let note = s.post(&format!("/api/workspaces/{ws}/tickets/{ticket}/comments"), &admin.token, json!({ "body": "log", "internal": true })).await;
+        let note = s
+            .post(&format!("/api/workspaces/{ws}/tickets/{ticket}/comments"), &admin.token, json!({ "body": "log", "internal": true }))
+            .await;
         let note = note.ok(201)["id"].as_str().unwrap().to_string();
         let log = upload(&s, &admin.token, &format!("{base}?name=log.txt&comment_id={note}"), "text/plain", b"secret log".to_vec()).await;
         let log: serde_json::Value = log.json().await.unwrap();
@@ -267,7 +302,13 @@ both_backends! {
         let listed = s.get(&base, &customer.token).await.ok(200).clone();
         assert!(listed.as_array().unwrap().iter().all(|a| a["id"] != log["id"]));
         // The same object through another workspace's path: not there.
-        let res = s.http.get(format!("{}/api/workspaces/{elsewhere}/tickets/{ticket}/attachments/{id}", s.base)).bearer_auth(&stranger.token).send().await.unwrap();
+        let res = s
+            .http
+            .get(format!("{}/api/workspaces/{elsewhere}/tickets/{ticket}/attachments/{id}", s.base))
+            .bearer_auth(&stranger.token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), 404);
 
         // Soft delete.
