@@ -16,11 +16,11 @@ use utoipa_axum::routes;
 use super::{AttachmentsState, content, prune_later};
 use crate::auth::AuthState;
 use crate::error::{AppError, AppResult, Problem};
-use crate::http::extract::{ApiPath, ApiQuery};
-use crate::store::attachments::{Attachment, AttachmentVersion, NewVersion};
+use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::store::attachments::{Attachment, AttachmentVersion, NewVersion, Usage};
 use crate::store::blobs::{AttachmentId, BlobError, BlobKey, VersionId};
-use crate::store::{CommentId, Millis, TicketId, WorkspaceId};
-use crate::tenants::{TenantConn, TenantsState};
+use crate::store::{CommentId, Millis, Role, TicketId, WorkspaceId};
+use crate::tenants::{Guarded, TenantConn, TenantStaff, TenantsState};
 
 pub fn routes<S>() -> OpenApiRouter<S>
 where
@@ -34,6 +34,50 @@ where
         .routes(routes!(download_latest, delete_attachment))
         .routes(routes!(list_versions, upload_version))
         .routes(routes!(download_version))
+        .routes(routes!(get_storage, put_storage))
+}
+
+/// What an owner (or a platform administrator) sets about the workspace's storage.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StorageLimits {
+    /// The most bytes the workspace's attachments may take; `null` for no limit.
+    #[schema(minimum = 0, maximum = 9223372036854775807_u64)]
+    #[serde(default, deserialize_with = "crate::http::number::opt_u64")]
+    pub limit: Option<u64>,
+    /// Versions kept per attachment (older ones are pruned).
+    #[schema(minimum = 1, maximum = 1000)]
+    #[serde(deserialize_with = "crate::http::number::u32")]
+    pub max_versions: u32,
+}
+
+/// The workspace's storage: bytes used, held by uploads in flight, the limit, and the
+/// versions kept per attachment (staff).
+#[utoipa::path(get, path = "/api/workspaces/{ws}/storage", tag = "attachments",
+    params(("ws" = uuid::Uuid, Path, description = "Workspace id")),
+    responses((status = 200, body = Usage), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+async fn get_storage(Guarded(conn, _): TenantStaff) -> AppResult<axum::Json<Usage>> {
+    Ok(axum::Json(conn.store.attachments().usage().await?))
+}
+
+/// Sets the workspace's storage limit and versions kept (owners and platform
+/// administrators). Lowering the limit below what is used refuses new uploads; it deletes
+/// nothing.
+#[utoipa::path(put, path = "/api/workspaces/{ws}/storage", tag = "attachments", request_body = StorageLimits,
+    params(("ws" = uuid::Uuid, Path, description = "Workspace id")),
+    responses((status = 200, body = Usage), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)))]
+async fn put_storage(conn: TenantConn, ApiJson(limits): ApiJson<StorageLimits>) -> AppResult<axum::Json<Usage>> {
+    if conn.role != Role::Owner && !conn.caller.user.is_admin {
+        return Err(AppError::Forbidden("workspace owners and platform administrators only".into()));
+    }
+    if limits.limit.is_some_and(|l| l > i64::MAX as u64) {
+        return Err(AppError::invalid("limit", "at most 9223372036854775807 bytes"));
+    }
+    if !(1..=1000).contains(&limits.max_versions) {
+        return Err(AppError::invalid("max_versions", "from 1 to 1000"));
+    }
+    Ok(axum::Json(conn.store.attachments().set_limits(conn.user(), limits.limit, limits.max_versions).await?))
 }
 
 #[derive(Debug, Deserialize)]

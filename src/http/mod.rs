@@ -4,6 +4,7 @@
 pub mod client;
 pub mod conn;
 pub mod extract;
+pub mod number;
 pub mod openapi;
 
 use crate::error::FieldError;

@@ -272,7 +272,15 @@ async fn files(b: Backend, s3: bool) {
         let res = upload(&s, &admin.token, &format!("{base}?name=big.bin"), "application/octet-stream", vec![0; (1 << 20) + 1]).await;
         assert_eq!(res.status(), 413);
         let used = tenant.attachments().usage().await.unwrap().used;
-        tenant.attachments().set_limits(admin.id.parse().unwrap(), Some(used + 1_000), 2).await.unwrap();
+        let storage = format!("/api/workspaces/{ws}/storage");
+        s.call(reqwest::Method::PUT, &storage, Some(&customer.token), Some(json!({ "limit": 1, "max_versions": 2 }))).await.problem(403);
+        s.call(reqwest::Method::PUT, &storage, Some(&admin.token), Some(json!({ "limit": used + 1_000, "max_versions": 0 })))
+            .await
+            .problem(422);
+        let set =
+            s.call(reqwest::Method::PUT, &storage, Some(&admin.token), Some(json!({ "limit": used + 1_000, "max_versions": 2 }))).await;
+        assert_eq!(set.ok(200)["limit"], used + 1_000);
+        assert_eq!(s.get(&storage, &admin.token).await.ok(200)["used"], used);
         let res = upload(&s, &admin.token, &format!("{base}?name=more.bin"), "application/octet-stream", vec![7; 5_000]).await;
         assert_eq!(res.status(), 413);
         let problem: serde_json::Value = res.json().await.unwrap();

@@ -51,6 +51,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/workspaces/{ws}/tickets/{id}/attachments/{att}/versions"),
     ("post", "/api/workspaces/{ws}/tickets/{id}/attachments/{att}/versions"),
     ("get", "/api/workspaces/{ws}/tickets/{id}/attachments/{att}/versions/{ver}"),
+    ("get", "/api/workspaces/{ws}/storage"),
+    ("put", "/api/workspaces/{ws}/storage"),
     ("get", "/api/workspaces/{ws}/notifications"),
     ("post", "/api/workspaces/{ws}/notifications/read"),
     ("get", "/api/workspaces/{ws}/tickets/{id}/follow"),
