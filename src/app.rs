@@ -117,6 +117,7 @@ impl App {
                 Arc::new(crate::store::blobs::s3::S3Blobs::new(settings).map_err(|e| format!("attachment storage: {e}"))?)
             }
         };
+        tasks.spawn(crate::attachments::sweep_forever(store.clone(), blobs.clone(), shutdown.child_token()));
         let attachments = crate::attachments::AttachmentsState { blobs, upload_limit: config.upload_limit };
         let live = LiveState { bus, limits, watch };
         let sync = SyncState {

@@ -74,3 +74,70 @@ pub fn prune_later(store: Arc<dyn TenantStore>, blobs: Arc<dyn BlobStore>, attac
         }
     });
 }
+
+/// Objects younger than this are never swept: their upload may still be writing its row.
+pub const ORPHAN_GRACE_MS: i64 = 60 * 60 * 1000;
+
+/// Deletes the objects of `store`'s workspace that have no version row and are older than
+/// `grace_ms` (a crash between the object and its row leaves one). Returns how many.
+pub async fn sweep_orphans(store: &Arc<dyn TenantStore>, blobs: &Arc<dyn BlobStore>, grace_ms: i64) -> crate::store::StoreResult<usize> {
+    use crate::store::StoreError;
+    // Listed first, rows read after: an object whose row lands in between is seen with it.
+    let listed = blobs.list(store.workspace_id()).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    let known: std::collections::HashSet<_> = store.attachments().known_versions().await?.into_iter().collect();
+    let cutoff = crate::store::Millis::now().0 - grace_ms;
+    let mut swept = 0;
+    for object in listed {
+        if known.contains(&(object.key.attachment, object.key.version)) || object.modified.0 > cutoff {
+            continue;
+        }
+        match blobs.delete(&object.key).await {
+            Ok(()) => {
+                tracing::info!(key = %object.key.relative(), size = object.size, "removed an object that has no row");
+                swept += 1;
+            }
+            Err(err) => tracing::warn!(key = %object.key.relative(), error = %err, "cannot remove an orphaned object"),
+        }
+    }
+    Ok(swept)
+}
+
+/// How often the orphan sweep runs, and how many workspaces it looks at each time (it goes
+/// round all of them in turn: 10,000 workspaces in about a week and a half).
+pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+pub const SWEEP_SLICE: usize = 50;
+
+/// The orphan sweep, until `stop`: each round, the next slice of workspaces.
+pub async fn sweep_forever(store: crate::store::Store, blobs: Arc<dyn BlobStore>, stop: tokio_util::sync::CancellationToken) {
+    // Not at start: a restart must not open a slice of workspaces before serving.
+    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + SWEEP_EVERY, SWEEP_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next = 0usize;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let workspaces = match store.platform.list_workspaces().await {
+            Ok(all) => all,
+            Err(err) => {
+                tracing::warn!(error = %err, "orphan sweep: cannot list workspaces; next round");
+                continue;
+            }
+        };
+        if workspaces.is_empty() {
+            continue;
+        }
+        for i in 0..SWEEP_SLICE.min(workspaces.len()) {
+            let workspace = workspaces[(next + i) % workspaces.len()].id;
+            let swept = match store.tenants.open(workspace).await {
+                Ok(tenant) => sweep_orphans(&tenant, &blobs, ORPHAN_GRACE_MS).await,
+                Err(err) => Err(err),
+            };
+            if let Err(err) = swept {
+                tracing::warn!(%workspace, error = %err, "orphan sweep failed for a workspace; it comes round again");
+            }
+        }
+        next = (next + SWEEP_SLICE) % workspaces.len();
+    }
+}

@@ -325,3 +325,57 @@ async fn files(b: Backend, s3: bool) {
         s.stop().await;
     }
 }
+
+both_backends! {
+    async fn a_failed_row_takes_its_object_with_it_and_the_sweep_removes_orphans(b: Backend) {
+        use axum::extract::FromRef;
+        let s = TestServer::start(b).await;
+        let admin = s.admin().await;
+        let ws = s.workspace(&admin, "Files").await;
+        let ticket = s.ticket(&admin, &ws, json!({ "title": "t" })).await["id"].as_str().unwrap().to_string();
+        let base = format!("/api/workspaces/{ws}/tickets/{ticket}/attachments");
+        let ok = upload(&s, &admin.token, &format!("{base}?name=kept.png"), "image/png", png(1_000)).await;
+        assert_eq!(ok.status(), 201);
+        assert_eq!(objects(&s, &ws).await, 1);
+
+        // The version's row is refused by the database itself.
+        match &s.pg {
+            None => {
+                let db = rusqlite::Connection::open(s.data_dir().join("tenants").join(&ws).join("tenant.db")).unwrap();
+                db.execute_batch("CREATE TRIGGER refuse BEFORE INSERT ON attachment_versions BEGIN SELECT RAISE(ABORT, 'refused'); END;").unwrap();
+            }
+            Some(pg) => {
+                let (su, connection) = tokio_postgres::connect(&pg.superuser_url, tokio_postgres::NoTls).await.unwrap();
+                tokio::spawn(connection);
+                su.batch_execute(
+                    "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$;
+                     CREATE TRIGGER refuse BEFORE INSERT ON attachment_versions FOR EACH ROW EXECUTE FUNCTION refuse();",
+                )
+                .await
+                .unwrap();
+            }
+        }
+        let failed = upload(&s, &admin.token, &format!("{base}?name=lost.png"), "image/png", png(2_000)).await;
+        assert_eq!(failed.status(), 500);
+        assert_eq!(objects(&s, &ws).await, 1, "the object of the refused row was deleted again");
+        let tenant = s.app().store().tenants.open(ws.parse().unwrap()).await.unwrap();
+        let usage = tenant.attachments().usage().await.unwrap();
+        assert_eq!((usage.used, usage.reserved), (1_000, 0), "its reservation was released");
+
+        // A crash between the object and its row, as the store sees it: an object nobody knows.
+        let state = edgedesk::attachments::AttachmentsState::from_ref(s.app());
+        let orphan = edgedesk::store::blobs::BlobKey { workspace: ws.parse().unwrap(), attachment: AttachmentId::new(), version: VersionId::new() };
+        let body: edgedesk::store::blobs::ByteStream = Box::pin(futures::stream::iter(vec![Ok(bytes::Bytes::from_static(b"orphan"))]));
+        state.blobs.put(&orphan, body, 100).await.unwrap();
+        assert_eq!(objects(&s, &ws).await, 2);
+        // Inside the grace period it stays (its upload may still be writing the row)…
+        assert_eq!(edgedesk::attachments::sweep_orphans(&tenant, &state.blobs, edgedesk::attachments::ORPHAN_GRACE_MS).await.unwrap(), 0);
+        // …after it, it goes, and what has a row stays.
+        assert_eq!(edgedesk::attachments::sweep_orphans(&tenant, &state.blobs, -1_000).await.unwrap(), 1);
+        assert_eq!(objects(&s, &ws).await, 1);
+        let kept = ok.json::<serde_json::Value>().await.unwrap();
+        let got = s.http.get(format!("{}{base}/{}", s.base, kept["id"].as_str().unwrap())).bearer_auth(&admin.token).send().await.unwrap();
+        assert!(got.bytes().await.unwrap() == png(1_000));
+        s.stop().await;
+    }
+}
