@@ -319,6 +319,15 @@ async fn files(b: Backend, s3: bool) {
             .unwrap();
         assert_eq!(res.status(), 404);
 
+        // Bootstrap carries the metadata, by the same rule.
+        let ids = |rows: Vec<serde_json::Value>| -> Vec<serde_json::Value> {
+            rows.into_iter().filter(|r| r["type"] == "attachment").map(|r| r["id"].clone()).collect()
+        };
+        let mine = ids(s.bootstrap(&customer.token, &ws).await.1);
+        assert!(mine.contains(&json!(id)) && !mine.contains(&log["id"]), "{mine:?}");
+        assert!(ids(s.bootstrap(&admin.token, &ws).await.1).contains(&log["id"]));
+        assert!(ids(s.bootstrap(&other.token, &ws).await.1).is_empty());
+
         // Soft delete.
         assert_eq!(s.delete(&one, &customer.token).await.status, 204);
         s.get(&one, &admin.token).await.problem(404);

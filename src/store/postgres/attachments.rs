@@ -13,7 +13,7 @@ use crate::store::attachments::*;
 use crate::store::blobs::{AttachmentId, VersionId};
 use crate::store::{Audience, CommentId, Event, Millis, StoreError, StoreResult, TenantStore, TicketId, UserId, WorkspaceId};
 
-const ATTACHMENT_COLS: &str = "a.id, a.ticket_id, a.comment_id, a.name, a.created_at, \
+pub(super) const ATTACHMENT_COLS: &str = "a.id, a.ticket_id, a.comment_id, a.name, a.created_at, \
      v.id, v.attachment_id, v.number, v.size, v.sha256, v.content_type, v.created_by, v.created_at, v.encryption";
 const VERSION_COLS: &str = "v.id, v.attachment_id, v.number, v.size, v.sha256, v.content_type, v.created_by, v.created_at, v.encryption";
 /// Live attachments of live tickets that `$1` (a requester, or NULL for staff) may see.
@@ -36,7 +36,7 @@ fn version_from_row(row: &tokio_postgres::Row, at: usize) -> StoreResult<Attachm
     })
 }
 
-fn attachment_from_row(row: &tokio_postgres::Row) -> StoreResult<Attachment> {
+pub(super) fn attachment_from_row(row: &tokio_postgres::Row) -> StoreResult<Attachment> {
     Ok(Attachment {
         id: row.try_get(0).map_err(error)?,
         ticket_id: row.try_get(1).map_err(error)?,

@@ -457,6 +457,24 @@ pub async fn bootstrap(
             send(out, enc.row("note", &super::notes::summary_from_row(&row)?)?).await?;
         }
     }
+    // Attachments (their metadata): as the ticket or internal note they are on.
+    for row in tx
+        .query(
+            &format!(
+                "SELECT {} FROM attachments a
+                 JOIN attachment_versions v ON v.workspace_id = a.workspace_id AND v.id = a.latest_version
+                 JOIN tickets t ON t.workspace_id = a.workspace_id AND t.id = a.ticket_id
+                 WHERE a.workspace_id = $2 AND a.deleted_at IS NULL AND t.deleted_at IS NULL
+                 AND ($1::uuid IS NULL OR (t.requester_id = $1 AND NOT a.staff_only)) ORDER BY a.id",
+                super::attachments::ATTACHMENT_COLS
+            ),
+            &[&requester, &workspace],
+        )
+        .await
+        .map_err(error)?
+    {
+        send(out, enc.row("attachment", &super::attachments::attachment_from_row(&row)?)?).await?;
+    }
     // The caller's own notifications, by the log's rule.
     let visible = visibility::sql(visibility::POSTGRES, requester.is_none(), "$1");
     let user = audience.user();

@@ -11,7 +11,7 @@ use crate::store::attachments::*;
 use crate::store::blobs::{AttachmentId, VersionId};
 use crate::store::{Audience, CommentId, Event, Millis, StoreError, StoreResult, TicketId, UserId};
 
-const ATTACHMENT_COLS: &str = "a.id, a.ticket_id, a.comment_id, a.name, a.created_at, \
+pub(super) const ATTACHMENT_COLS: &str = "a.id, a.ticket_id, a.comment_id, a.name, a.created_at, \
      v.id, v.attachment_id, v.number, v.size, v.sha256, v.content_type, v.created_by, v.created_at, v.encryption";
 const VERSION_COLS: &str = "v.id, v.attachment_id, v.number, v.size, v.sha256, v.content_type, v.created_by, v.created_at, v.encryption";
 
@@ -34,7 +34,7 @@ fn version_from_row(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Atta
     })
 }
 
-fn attachment_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Attachment> {
+pub(super) fn attachment_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Attachment> {
     Ok(Attachment {
         id: row.get(0)?,
         ticket_id: row.get(1)?,

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, Savepoint, Transaction, TransactionBehavior, params};
 use serde::Serialize;
 
+use super::attachments::{ATTACHMENT_COLS, attachment_from_row};
 use super::error;
 use super::notes::{SUMMARY_COLS, summary_from_row};
 use super::tenant::{COMMENT_COLS, LINK_COLS, TICKET_COLS, comment_from_row, link_from_row, ticket_from_row};
@@ -284,6 +285,22 @@ pub fn bootstrap(
         while let Some(row) = rows.next().map_err(error)? {
             let note = summary_from_row(row).map_err(error)?;
             send(enc.row("note", &note)?)?;
+        }
+    }
+
+    {
+        // Attachments (their metadata): as the ticket or internal note they are on.
+        let mut stmt = tx
+            .prepare(&format!(
+                "SELECT {ATTACHMENT_COLS} FROM attachments a JOIN attachment_versions v ON v.id = a.latest_version
+                 JOIN tickets t ON t.id = a.ticket_id WHERE a.deleted_at IS NULL AND t.deleted_at IS NULL
+                 AND (?1 IS NULL OR (t.requester_id = ?1 AND a.staff_only = 0)) ORDER BY a.id"
+            ))
+            .map_err(error)?;
+        let mut rows = stmt.query(params![requester]).map_err(error)?;
+        while let Some(row) = rows.next().map_err(error)? {
+            let attachment = attachment_from_row(row).map_err(error)?;
+            send(enc.row("attachment", &attachment)?)?;
         }
     }
 
