@@ -111,12 +111,7 @@ impl App {
         let limits = crate::live::limits::ConnectionLimits::new(config.sse_max_per_user, config.sse_max_connections);
         tasks.spawn(watch.clone().run(shutdown.child_token()));
         let notes = crate::notes::Notes::start(config.notes, runner.clone(), store.tenants.clone(), shutdown.child_token(), tasks.clone());
-        let blobs: Arc<dyn crate::store::blobs::BlobStore> = match &config.blobs {
-            crate::config::BlobSettings::Local => Arc::new(crate::store::blobs::local::LocalBlobs::new(&config.data_dir)),
-            crate::config::BlobSettings::S3(settings) => {
-                Arc::new(crate::store::blobs::s3::S3Blobs::new(settings).map_err(|e| format!("attachment storage: {e}"))?)
-            }
-        };
+        let blobs = open_blobs(&config)?;
         tasks.spawn(crate::attachments::sweep_forever(store.clone(), blobs.clone(), shutdown.child_token()));
         let attachments = crate::attachments::AttachmentsState { blobs, upload_limit: config.upload_limit };
         let live = LiveState { bus, limits, watch };
@@ -205,6 +200,16 @@ impl FromRef<App> for TenantsState {
     fn from_ref(app: &App) -> Self {
         TenantsState { store: app.0.store.clone(), memberships: app.0.memberships.clone(), watch: app.0.auth.watch.clone() }
     }
+}
+
+/// Opens the configured attachment storage.
+pub fn open_blobs(config: &Config) -> Result<Arc<dyn crate::store::blobs::BlobStore>, BoxError> {
+    Ok(match &config.blobs {
+        crate::config::BlobSettings::Local => Arc::new(crate::store::blobs::local::LocalBlobs::new(&config.data_dir)),
+        crate::config::BlobSettings::S3(settings) => {
+            Arc::new(crate::store::blobs::s3::S3Blobs::new(settings).map_err(|e| format!("attachment storage: {e}"))?)
+        }
+    })
 }
 
 /// Opens the configured backend.

@@ -35,6 +35,25 @@ pub enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
+    /// Attachment storage upkeep.
+    #[command(subcommand)]
+    Attachments(AttachmentsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AttachmentsCommand {
+    /// Recompute each workspace's storage usage from its versions' rows, and compare it with
+    /// the objects the store holds for them.
+    Recount {
+        /// One workspace (all of them when absent).
+        workspace: Option<String>,
+    },
+    /// Remove objects that have no row (left by a crash between an upload's object and its
+    /// row), older than an hour.
+    Sweep {
+        /// One workspace (all of them when absent).
+        workspace: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -84,7 +103,52 @@ pub async fn run(cli: Cli, config: Config) -> Result<(), BoxError> {
         Command::Migrate => migrate(&config).await,
         Command::Tenant(cmd) => tenant(&config, cmd).await,
         Command::User(cmd) => user(&config, cmd).await,
+        Command::Attachments(cmd) => attachments(&config, cmd).await,
     }
+}
+
+async fn attachments(config: &Config, cmd: AttachmentsCommand) -> Result<(), BoxError> {
+    let store = app::open_store(config).await?;
+    let blobs = app::open_blobs(config)?;
+    let one = |workspace: Option<String>| -> Result<Option<crate::store::WorkspaceId>, BoxError> {
+        workspace.map(|w| w.parse().map_err(|_| format!("{w:?} is not a workspace id").into())).transpose()
+    };
+    let (which, sweep) = match cmd {
+        AttachmentsCommand::Recount { workspace } => (one(workspace)?, false),
+        AttachmentsCommand::Sweep { workspace } => (one(workspace)?, true),
+    };
+    let workspaces = match which {
+        Some(id) => vec![id],
+        None => store.platform.list_workspaces().await?.into_iter().map(|w| w.id).collect(),
+    };
+    let mut mismatched = 0;
+    for id in workspaces {
+        let tenant = store.tenants.open(id).await?;
+        if sweep {
+            let swept = crate::attachments::sweep_orphans(&tenant, &blobs, crate::attachments::ORPHAN_GRACE_MS).await?;
+            println!("{id}	{swept} orphaned object(s) removed");
+            continue;
+        }
+        let used = tenant.attachments().recount().await?;
+        let known: std::collections::HashSet<_> = tenant.attachments().known_versions().await?.into_iter().collect();
+        let stored: u64 = blobs
+            .list(id)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|o| known.contains(&(o.key.attachment, o.key.version)))
+            .map(|o| o.size)
+            .sum();
+        println!("{id}	used {used} bytes	objects with rows {stored} bytes");
+        if stored != used {
+            mismatched += 1;
+            eprintln!("{id}: the rows count {used} bytes but their objects hold {stored}: some objects are missing or changed");
+        }
+    }
+    if mismatched > 0 {
+        return Err(format!("{mismatched} workspace(s) whose objects do not match their rows").into());
+    }
+    Ok(())
 }
 
 async fn migrate(config: &Config) -> Result<(), BoxError> {

@@ -146,13 +146,13 @@ both_backends! {
 }
 
 /// A real PNG's first bytes (signature and IHDR), then filler.
-fn png(len: usize) -> Vec<u8> {
+pub(crate) fn png(len: usize) -> Vec<u8> {
     let mut bytes = vec![0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A, 0, 0, 0, 0x0D, b'I', b'H', b'D', b'R'];
     bytes.extend((0..len.saturating_sub(16)).map(|i| (i % 251) as u8));
     bytes
 }
 
-async fn upload(s: &TestServer, token: &str, path: &str, content_type: &str, bytes: Vec<u8>) -> reqwest::Response {
+pub(crate) async fn upload(s: &TestServer, token: &str, path: &str, content_type: &str, bytes: Vec<u8>) -> reqwest::Response {
     s.http.post(format!("{}{path}", s.base)).bearer_auth(token).header("content-type", content_type).body(bytes).send().await.unwrap()
 }
 
