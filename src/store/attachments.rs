@@ -84,6 +84,19 @@ pub struct Usage {
     pub max_versions: u32,
 }
 
+impl Usage {
+    /// Whether `bytes` more fit: what is used and held for uploads in flight, plus them,
+    /// within the limit. The one quota rule, for both backends.
+    pub fn admit(&self, bytes: u64) -> StoreResult<()> {
+        let Some(limit) = self.limit else { return Ok(()) };
+        let taken = self.used + self.reserved;
+        if taken.saturating_add(bytes) > limit {
+            return Err(super::StoreError::QuotaExceeded { used: taken, limit, requested: bytes });
+        }
+        Ok(())
+    }
+}
+
 /// A version to record: its object is written (`version` is its key), its reservation held.
 #[derive(Debug, Clone)]
 pub struct NewVersion {
@@ -188,6 +201,11 @@ impl<'a> super::Event<'a, Attachment> {
 
     pub fn attachment_versioned(attachment: &'a Attachment, staff_only: bool) -> Self {
         super::Event { kind: "attachment.versioned", ..Self::attachment_created(attachment, staff_only) }
+    }
+
+    /// `attachment.created` for a new attachment's first version, `attachment.versioned` after.
+    pub fn attachment_recorded(attachment: &'a Attachment, staff_only: bool, new: bool) -> Self {
+        if new { Self::attachment_created(attachment, staff_only) } else { Self::attachment_versioned(attachment, staff_only) }
     }
 }
 

@@ -173,12 +173,7 @@ impl AttachmentStore for PgTenant {
         let now = Millis::now();
         let usage = usage(b.tx(), ws, now, true).await?;
         b.tx().execute("DELETE FROM quota_reservations WHERE workspace_id = $1 AND expires_at <= $2", &[&ws, &now]).await.map_err(error)?;
-        if let Some(limit) = usage.limit {
-            let taken = usage.used + usage.reserved;
-            if taken.saturating_add(bytes) > limit {
-                return Err(StoreError::QuotaExceeded { used: taken, limit, requested: bytes });
-            }
-        }
+        usage.admit(bytes)?;
         let id = ReservationId::new();
         b.tx()
             .execute(
@@ -254,7 +249,7 @@ impl AttachmentStore for PgTenant {
             .await
             .map_err(error)?;
         let row = attachments(w.tx(), ws, None, v.ticket, Some(attachment)).await?.pop().ok_or(StoreError::NotFound)?;
-        let event = if created { Event::attachment_created(&row, staff_only) } else { Event::attachment_versioned(&row, staff_only) };
+        let event = Event::attachment_recorded(&row, staff_only, created);
         w.record(Some(actor), event).await?;
         w.commit().await?;
         Ok(row)

@@ -147,7 +147,7 @@ fn record(tx: &mut WriteTx<'_>, actor: UserId, v: NewVersion) -> StoreResult<Att
         .and_then(|mut stmt| stmt.execute(params![v.reservation]))
         .map_err(error)?;
     let row = attachments(tx, None, v.ticket, Some(attachment))?.pop().ok_or(StoreError::NotFound)?;
-    let event = if created { Event::attachment_created(&row, staff_only) } else { Event::attachment_versioned(&row, staff_only) };
+    let event = Event::attachment_recorded(&row, staff_only, created);
     tx.record(Some(actor), event)?;
     Ok(row)
 }
@@ -172,12 +172,7 @@ impl AttachmentStore for SqliteTenant {
                 .and_then(|mut stmt| stmt.execute(params![now]))
                 .map_err(error)?;
             let usage = usage(tx, now)?;
-            if let Some(limit) = usage.limit {
-                let taken = usage.used + usage.reserved;
-                if taken.saturating_add(bytes) > limit {
-                    return Err(StoreError::QuotaExceeded { used: taken, limit, requested: bytes });
-                }
-            }
+            usage.admit(bytes)?;
             let id = ReservationId::new();
             tx.prepare_cached("INSERT INTO quota_reservations (id, bytes, expires_at) VALUES (?1, ?2, ?3)")
                 .and_then(|mut stmt| stmt.execute(params![id, bytes as i64, expires]))
