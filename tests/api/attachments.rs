@@ -388,3 +388,32 @@ both_backends! {
         s.stop().await;
     }
 }
+
+both_backends! {
+    async fn concurrent_uploads_never_pass_the_quota_together(b: Backend) {
+        let s = TestServer::start(b).await;
+        let admin = s.admin().await;
+        let ws = s.workspace(&admin, "Files").await;
+        let ticket = s.ticket(&admin, &ws, json!({ "title": "t" })).await["id"].as_str().unwrap().to_string();
+        let set = s.call(reqwest::Method::PUT, &format!("/api/workspaces/{ws}/storage"), Some(&admin.token), Some(json!({ "limit": 4_000, "max_versions": 10 }))).await;
+        set.ok(200);
+        let path = format!("/api/workspaces/{ws}/tickets/{ticket}/attachments?name=part.bin");
+        let mut uploads = Vec::new();
+        for i in 0..8u8 {
+            let (http, url, token) = (s.http.clone(), format!("{}{path}", s.base), admin.token.clone());
+            uploads.push(tokio::spawn(async move {
+                http.post(url).bearer_auth(token).header("content-type", "application/octet-stream").body(vec![i; 1_000]).send().await.unwrap().status().as_u16()
+            }));
+        }
+        let mut statuses = Vec::new();
+        for u in uploads {
+            statuses.push(u.await.unwrap());
+        }
+        statuses.sort();
+        assert_eq!(statuses, [201, 201, 201, 201, 413, 413, 413, 413], "exactly what fits");
+        let usage = s.get(&format!("/api/workspaces/{ws}/storage"), &admin.token).await.ok(200).clone();
+        assert_eq!((usage["used"].as_u64(), usage["reserved"].as_u64()), (Some(4_000), Some(0)));
+        assert_eq!(objects(&s, &ws).await, 4, "the refused ones stored nothing");
+        s.stop().await;
+    }
+}
