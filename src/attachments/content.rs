@@ -27,11 +27,9 @@ pub fn stored_type(declared: Option<&str>, head: &[u8]) -> String {
     }
     let declared = declared.map(|d| d.split(';').next().unwrap_or("").trim().to_ascii_lowercase()).unwrap_or_default();
     let plain = declared.starts_with("text/") || declared == "application/json";
-    if plain && std::str::from_utf8(head).is_ok() || plain && head.len() >= 4 && std::str::from_utf8(&head[..head.len() - 3]).is_ok() {
-        declared
-    } else {
-        OCTETS.to_string()
-    }
+    // Text, or text cut inside its last character where the head ends.
+    let text = std::str::from_utf8(head).map_or_else(|e| e.error_len().is_none(), |_| true);
+    if plain && text { declared } else { OCTETS.to_string() }
 }
 
 /// The type a download carries.

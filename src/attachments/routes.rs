@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 use super::{AttachmentsState, content, prune_later};
 use crate::auth::AuthState;
 use crate::error::{AppError, AppResult, Problem};
-use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::http::extract::{ApiJson, ApiPath, ApiQuery, TicketPath};
 use crate::store::attachments::{Attachment, AttachmentVersion, NewVersion, Usage};
 use crate::store::blobs::{AttachmentId, BlobError, BlobKey, VersionId};
 use crate::store::{CommentId, Millis, Role, TicketId, WorkspaceId};
@@ -210,7 +210,7 @@ async fn store_upload(
 async fn upload(
     conn: TenantConn,
     State(state): State<AttachmentsState>,
-    ApiPath(path): ApiPath<crate::tickets::TicketPath>,
+    ApiPath(path): ApiPath<TicketPath>,
     ApiQuery(params): ApiQuery<UploadParams>,
     headers: HeaderMap,
     body: Body,
@@ -242,7 +242,7 @@ async fn upload_version(
 #[utoipa::path(get, path = "/api/workspaces/{ws}/tickets/{id}/attachments", tag = "attachments",
     params(("ws" = uuid::Uuid, Path, description = "Workspace id"), ("id" = uuid::Uuid, Path)),
     responses((status = 200, body = Vec<Attachment>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem)))]
-async fn list_attachments(conn: TenantConn, ApiPath(path): ApiPath<crate::tickets::TicketPath>) -> AppResult<axum::Json<Vec<Attachment>>> {
+async fn list_attachments(conn: TenantConn, ApiPath(path): ApiPath<TicketPath>) -> AppResult<axum::Json<Vec<Attachment>>> {
     conn.store.attachments().target(conn.audience(), path.id, None, None).await?;
     Ok(axum::Json(conn.store.attachments().list(conn.audience(), path.id).await?))
 }

@@ -159,3 +159,12 @@ mod tests {
         assert!(decode::<Body>(br#"{"role": "agent", "tags": []}"#).is_ok());
     }
 }
+
+/// `/api/workspaces/{ws}/tickets/{id}…`, for every feature with routes under a ticket
+/// (tickets, notes, attachments): both ids are parsed (400 on garbage) before any lookup.
+#[derive(Debug, serde::Deserialize)]
+pub struct TicketPath {
+    #[allow(dead_code)]
+    pub ws: crate::store::WorkspaceId,
+    pub id: crate::store::TicketId,
+}

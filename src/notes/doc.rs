@@ -613,7 +613,6 @@ impl Actor {
     /// Forgets a connection, and tells the others its cursors are gone.
     fn leave(&mut self, id: ConnId) {
         let Some(conn) = self.conns.remove(&id) else { return };
-        let _ = conn.user;
         let mut removed = HashMap::new();
         for client in conn.controlled {
             if let Some(entry) = self.awareness.remove(&client) {

@@ -24,11 +24,10 @@ use super::{Held, Notes, protocol};
 use crate::auth::watch::{AccessWatch, Lease};
 use crate::auth::{AuthState, StreamToken, stream::NoteRoute};
 use crate::error::{AppError, AppResult, Problem};
-use crate::http::extract::ApiPath;
+use crate::http::extract::{ApiPath, TicketPath};
 use crate::store::access::Grant;
 use crate::store::{Millis, StoreError, TenantStore, TicketId};
 use crate::tenants::{TenantConn, TenantsState};
-use crate::tickets::TicketPath;
 
 /// What the notes route needs from the application.
 #[derive(Clone)]

@@ -16,13 +16,7 @@ use serde::Deserialize;
 
 use crate::store::{LinkId, TicketId, WorkspaceId};
 
-/// `/api/workspaces/{ws}/tickets/{id}…`: both ids are parsed (400 on garbage) before any lookup.
-#[derive(Debug, Deserialize)]
-pub struct TicketPath {
-    #[allow(dead_code)]
-    pub ws: WorkspaceId,
-    pub id: TicketId,
-}
+pub use crate::http::extract::TicketPath;
 
 /// `/api/workspaces/{ws}/tickets/{id}/links/{link}`.
 #[derive(Debug, Deserialize)]
