@@ -190,6 +190,12 @@ impl FromRef<App> for crate::notes::NotesState {
     }
 }
 
+impl FromRef<App> for crate::keys::KeysState {
+    fn from_ref(app: &App) -> Self {
+        crate::keys::KeysState { keys: app.0.store.keys.clone() }
+    }
+}
+
 impl FromRef<App> for NotificationsState {
     fn from_ref(app: &App) -> Self {
         NotificationsState { preferences: app.0.store.notification_preferences.clone() }

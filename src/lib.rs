@@ -17,6 +17,7 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod http;
+pub mod keys;
 pub mod live;
 pub mod notes;
 pub mod notifications;

@@ -34,6 +34,9 @@ use crate::error::AppError;
         (name = "tickets", description = "Tickets, comments and links"),
         (name = "sync", description = "Bootstrap, delta sync and the audit trail"),
         (name = "notifications", description = "Notifications, preferences and following tickets"),
+        (name = "attachments", description = "Files on tickets and comments, their versions, and the storage quota"),
+        (name = "keys", description = "Key bundles for client-side encryption"),
+        (name = "notes", description = "Collaborative ticket notes (y-websocket)"),
         (name = "ops", description = "Health and readiness"),
     )
 )]
@@ -62,6 +65,7 @@ pub fn api() -> (Router<App>, Router<App>, utoipa::openapi::OpenApi) {
         .merge(crate::sync::routes())
         .merge(crate::notifications::routes())
         .merge(crate::attachments::routes())
+        .merge(crate::keys::routes())
         .split_for_parts();
     let (streams, streams_openapi) = crate::live::routes().merge(crate::notes::routes()).split_for_parts();
     openapi.merge(streams_openapi);

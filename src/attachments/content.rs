@@ -17,7 +17,7 @@ const ACTIVE: &[&str] = &[
     "application/pdf",
 ];
 
-const OCTETS: &str = "application/octet-stream";
+pub const OCTETS: &str = "application/octet-stream";
 
 /// The type to record: what the magic bytes say when they say anything (they win over the
 /// declaration), else the declared type if it is a well-formed plain text type, else bytes.

@@ -17,7 +17,7 @@ use super::{AttachmentsState, content, prune_later};
 use crate::auth::AuthState;
 use crate::error::{AppError, AppResult, Problem};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, TicketPath};
-use crate::store::attachments::{Attachment, AttachmentVersion, NewVersion, Usage};
+use crate::store::attachments::{Attachment, AttachmentVersion, EncryptionHeader, NewVersion, Usage};
 use crate::store::blobs::{AttachmentId, BlobError, BlobKey, VersionId};
 use crate::store::{CommentId, Millis, Role, TicketId, WorkspaceId};
 use crate::tenants::{Guarded, TenantConn, TenantStaff, TenantsState};
@@ -108,6 +108,60 @@ pub struct UploadParams {
     comment_id: Option<CommentId>,
 }
 
+/// Set on a client-side encrypted upload, all four or none: the version's wrapped file key
+/// and what unwraps it, stored and returned byte for byte. The body is then ciphertext:
+/// never type-sniffed (it is stored as `application/octet-stream`) nor indexed.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EncryptionParams {
+    /// The uploader's ephemeral classical public key (base64).
+    #[param(min_length = 1, max_length = 22000)]
+    eph_classical_public: Option<String>,
+    /// The post-quantum KEM ciphertext (base64).
+    #[param(min_length = 1, max_length = 22000)]
+    eph_pq_ciphertext: Option<String>,
+    /// The file's data key, wrapped (base64).
+    #[param(min_length = 1, max_length = 22000)]
+    wrapped_dek: Option<String>,
+    /// The recipient bundle's `key_version` the key was wrapped for.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 2147483647)]
+    key_version: Option<String>,
+}
+
+impl EncryptionParams {
+    /// The header, if the upload is encrypted; 422 naming the field when it is half given
+    /// or not base64.
+    fn header(self) -> AppResult<Option<EncryptionHeader>> {
+        let Self { eph_classical_public, eph_pq_ciphertext, wrapped_dek, key_version } = self;
+        let given = [
+            ("eph_classical_public", eph_classical_public.is_some()),
+            ("eph_pq_ciphertext", eph_pq_ciphertext.is_some()),
+            ("wrapped_dek", wrapped_dek.is_some()),
+            ("key_version", key_version.is_some()),
+        ];
+        let (Some(eph_classical_public), Some(eph_pq_ciphertext), Some(wrapped_dek), Some(key_version)) =
+            (eph_classical_public, eph_pq_ciphertext, wrapped_dek, key_version)
+        else {
+            return match given.iter().find(|(_, present)| !present) {
+                Some((missing, _)) if given.iter().any(|(_, present)| *present) => Err(AppError::invalid(
+                    *missing,
+                    "an encrypted upload gives all of eph_classical_public, eph_pq_ciphertext, wrapped_dek and key_version",
+                )),
+                _ => Ok(None),
+            };
+        };
+        crate::keys::opaque("eph_classical_public", &eph_classical_public)?;
+        crate::keys::opaque("eph_pq_ciphertext", &eph_pq_ciphertext)?;
+        crate::keys::opaque("wrapped_dek", &wrapped_dek)?;
+        let key_version: u32 = key_version
+            .parse()
+            .ok()
+            .filter(|v| (1..=i32::MAX as u32).contains(v))
+            .ok_or_else(|| AppError::invalid("key_version", "from 1 to 2147483647"))?;
+        Ok(Some(EncryptionHeader { eph_classical_public, eph_pq_ciphertext, wrapped_dek, key_version }))
+    }
+}
+
 /// How long a reservation holds its bytes if its upload never ends (a crash).
 const RESERVATION_TTL_MS: i64 = 60 * 60 * 1000;
 
@@ -136,16 +190,23 @@ fn blob_error(err: BlobError) -> AppError {
     }
 }
 
+/// Where an upload goes: a new attachment on the ticket, or a new version of `existing`.
+struct Destination {
+    ticket: TicketId,
+    existing: Option<AttachmentId>,
+}
+
 /// One upload, new attachment or new version, in the order the module header gives.
 async fn store_upload(
     conn: &TenantConn,
     state: &AttachmentsState,
-    ticket: TicketId,
-    existing: Option<AttachmentId>,
+    Destination { ticket, existing }: Destination,
     params: UploadParams,
+    encryption: EncryptionParams,
     headers: &HeaderMap,
     body: Body,
 ) -> AppResult<Attachment> {
+    let encryption = encryption.header()?;
     let name = match existing {
         Some(_) => String::new(),
         None if params.name.chars().count() > 255 => return Err(AppError::invalid("name", "at most 255 characters")),
@@ -179,10 +240,14 @@ async fn store_upload(
         ticket,
         comment: params.comment_id,
         name,
-        content_type: content::stored_type(declared_type, &written.head),
+        content_type: match encryption {
+            // Ciphertext: whatever the client calls it, it is bytes to the server.
+            Some(_) => content::OCTETS.to_string(),
+            None => content::stored_type(declared_type, &written.head),
+        },
         size: written.size,
         sha256: written.sha256,
-        encryption: None,
+        encryption,
         reservation,
     };
     match attachments.record(conn.user(), version).await {
@@ -203,7 +268,7 @@ async fn store_upload(
 /// is the file's bytes, streamed; `Content-Type` is checked against them. 413 beyond the
 /// upload limit or the workspace's storage quota (with `used`, `limit`, `requested`).
 #[utoipa::path(post, path = "/api/workspaces/{ws}/tickets/{id}/attachments", tag = "attachments",
-    params(("ws" = uuid::Uuid, Path, description = "Workspace id"), ("id" = uuid::Uuid, Path), UploadParams),
+    params(("ws" = uuid::Uuid, Path, description = "Workspace id"), ("id" = uuid::Uuid, Path), UploadParams, EncryptionParams),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses((status = 201, body = Attachment), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem),
         (status = 413, body = Problem), (status = 422, body = Problem)))]
@@ -212,17 +277,19 @@ async fn upload(
     State(state): State<AttachmentsState>,
     ApiPath(path): ApiPath<TicketPath>,
     ApiQuery(params): ApiQuery<UploadParams>,
+    ApiQuery(encryption): ApiQuery<EncryptionParams>,
     headers: HeaderMap,
     body: Body,
 ) -> AppResult<(StatusCode, axum::Json<Attachment>)> {
-    let attachment = store_upload(&conn, &state, path.id, None, params, &headers, body).await?;
+    let attachment =
+        store_upload(&conn, &state, Destination { ticket: path.id, existing: None }, params, encryption, &headers, body).await?;
     Ok((StatusCode::CREATED, axum::Json(attachment)))
 }
 
 /// Uploads a new version of the attachment; older ones beyond the workspace's version
 /// limit are pruned after the response.
 #[utoipa::path(post, path = "/api/workspaces/{ws}/tickets/{id}/attachments/{att}/versions", tag = "attachments",
-    params(("ws" = uuid::Uuid, Path, description = "Workspace id"), ("id" = uuid::Uuid, Path), ("att" = uuid::Uuid, Path)),
+    params(("ws" = uuid::Uuid, Path, description = "Workspace id"), ("id" = uuid::Uuid, Path), ("att" = uuid::Uuid, Path), EncryptionParams),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses((status = 201, body = Attachment), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem),
         (status = 413, body = Problem), (status = 422, body = Problem)))]
@@ -230,11 +297,13 @@ async fn upload_version(
     conn: TenantConn,
     State(state): State<AttachmentsState>,
     ApiPath(path): ApiPath<AttachmentPath>,
+    ApiQuery(encryption): ApiQuery<EncryptionParams>,
     headers: HeaderMap,
     body: Body,
 ) -> AppResult<(StatusCode, axum::Json<Attachment>)> {
     let params = UploadParams { name: String::new(), comment_id: None };
-    let attachment = store_upload(&conn, &state, path.id, Some(path.att), params, &headers, body).await?;
+    let attachment =
+        store_upload(&conn, &state, Destination { ticket: path.id, existing: Some(path.att) }, params, encryption, &headers, body).await?;
     Ok((StatusCode::CREATED, axum::Json(attachment)))
 }
 

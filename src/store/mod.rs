@@ -13,6 +13,7 @@ pub mod attachments;
 pub mod blobs;
 pub mod bootstrap;
 pub mod consumers;
+pub mod keys;
 pub mod model;
 pub mod notes;
 pub mod notifications;
@@ -256,6 +257,8 @@ pub struct Store {
     /// The log consumers' cross-workspace bookkeeping (the runner's only).
     pub consumers: Arc<dyn ConsumerIndex>,
     pub notification_preferences: Arc<dyn NotificationPreferences>,
+    /// Users' key bundles for client-side encryption.
+    pub keys: Arc<dyn keys::KeyStore>,
     pub metrics: Arc<dyn StoreMetrics>,
 }
 

@@ -13,6 +13,7 @@ mod eventsource;
 mod exactly_once;
 mod feed;
 mod isolation;
+mod keys;
 mod live;
 mod notes;
 mod notes_crash;

@@ -34,6 +34,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(4, "0004_member_mirrors"),
     migration!(5, "0005_notes"),
     migration!(6, "0006_attachments"),
+    migration!(7, "0007_key_bundles"),
 ];
 
 /// "edgedesk" in ASCII: the advisory lock migrations hold.
@@ -90,6 +91,7 @@ const GRANTS: &[(&str, &str)] = &[
     ("attachment_versions", "SELECT, INSERT, DELETE"),
     ("storage_quota", "SELECT, INSERT, UPDATE"),
     ("quota_reservations", "SELECT, INSERT, DELETE"),
+    ("key_bundles", "SELECT, INSERT"),
     ("schema_migrations", "SELECT"),
 ];
 

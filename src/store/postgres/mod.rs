@@ -12,6 +12,7 @@ mod access;
 mod attachments;
 mod consumers;
 mod feed;
+mod keys;
 mod log;
 pub mod migrate;
 mod notes;
@@ -68,7 +69,8 @@ pub async fn open(options: &PgOptions) -> StoreResult<Store> {
         access: platform.clone(),
         tenants: tenants.clone(),
         consumers: tenants.clone(),
-        notification_preferences: platform,
+        notification_preferences: platform.clone(),
+        keys: platform,
         metrics: tenants,
     })
 }

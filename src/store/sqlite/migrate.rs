@@ -30,6 +30,7 @@ pub const PLATFORM: &[Migration] = &[
     migration!(1, "platform", "0001_init"),
     migration!(2, "platform", "0002_consumers"),
     migration!(3, "platform", "0003_member_mirrors"),
+    migration!(4, "platform", "0004_key_bundles"),
 ];
 pub const TENANT: &[Migration] = &[
     migration!(1, "tenant", "0001_init"),

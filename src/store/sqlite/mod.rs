@@ -11,6 +11,7 @@ mod consumers;
 mod executor;
 mod feed;
 mod hints;
+mod keys;
 mod log;
 mod migrate;
 mod notes;
@@ -79,7 +80,8 @@ pub fn open(data_dir: &Path, options: SqliteOptions) -> StoreResult<Store> {
         access: platform.clone(),
         tenants: tenants.clone(),
         consumers: tenants.clone(),
-        notification_preferences: platform,
+        notification_preferences: platform.clone(),
+        keys: platform,
         metrics: tenants,
     })
 }
