@@ -67,8 +67,9 @@ pub enum TenantCommand {
     },
     /// List every workspace.
     List,
-    /// Write a workspace (content, log, members and their accounts) to a file, to move it
-    /// to another installation or backend. The file holds password hashes: keep it secret.
+    /// Write a workspace (content, log, attachments with their bytes, members and their
+    /// accounts and key bundles) to a file, to move it to another installation, backend or
+    /// blob store. The file holds password hashes: keep it secret.
     Export { workspace: String, file: PathBuf },
     /// Create a workspace from an export file (into the backend this config points at).
     Import { file: PathBuf },
@@ -186,13 +187,17 @@ async fn tenant(config: &Config, cmd: TenantCommand) -> Result<(), BoxError> {
         TenantCommand::Export { workspace, file } => {
             let id: crate::store::WorkspaceId = workspace.parse().map_err(|_| format!("{workspace:?} is not a workspace id"))?;
             let mut out = tokio::io::BufWriter::new(tokio::fs::File::create(&file).await?);
-            let lines = crate::tenants::transfer::export_workspace(&store, id, &mut out).await.map_err(|e| e.to_string())?;
+            let lines = crate::tenants::transfer::export_workspace(&store, app::open_blobs(config)?.as_ref(), id, &mut out)
+                .await
+                .map_err(|e| e.to_string())?;
             out.into_inner().sync_all().await?;
             println!("wrote {lines} lines to {}", file.display());
         }
         TenantCommand::Import { file } => {
             let mut input = tokio::io::BufReader::new(tokio::fs::File::open(&file).await?);
-            let imported = crate::tenants::transfer::import_workspace(&store, &mut input).await.map_err(|e| e.to_string())?;
+            let imported = crate::tenants::transfer::import_workspace(&store, &app::open_blobs(config)?, &mut input)
+                .await
+                .map_err(|e| e.to_string())?;
             println!("{}\t{}", imported.workspace.id, imported.workspace.name);
             eprintln!("{} user(s) created", imported.users_created);
             for email in &imported.admin_rights_dropped {

@@ -97,6 +97,31 @@ impl Usage {
     }
 }
 
+/// An attachment's row as stored, deleted ones included (export/import only). Its
+/// versions follow as [`AttachmentVersion`] rows, their objects at the end of the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentRecord {
+    pub id: AttachmentId,
+    pub ticket_id: TicketId,
+    pub comment_id: Option<CommentId>,
+    pub name: String,
+    pub staff_only: bool,
+    pub latest_version: VersionId,
+    pub next_number: u32,
+    pub created_by: UserId,
+    pub created_at: Millis,
+    pub deleted_at: Option<Millis>,
+}
+
+/// The workspace's storage as stored (export/import only): usage moves with the versions
+/// it counts; reservations of uploads in flight do not move.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageRecord {
+    pub used: u64,
+    pub limit: Option<u64>,
+    pub max_versions: u32,
+}
+
 /// A version to record: its object is written (`version` is its key), its reservation held.
 #[derive(Debug, Clone)]
 pub struct NewVersion {

@@ -355,7 +355,15 @@ pub trait TenantStores: Send + Sync + 'static {
     async fn open(&self, workspace: WorkspaceId) -> StoreResult<Arc<dyn TenantStore>>;
     /// Creates a workspace's storage from an export, rows and log verbatim (original ids,
     /// sync ids and ticket numbers), in one transaction. `Conflict` if it exists already.
-    async fn import(&self, workspace: &Workspace, rows: mpsc::Receiver<TenantRow>) -> StoreResult<u64>;
+    /// After the last row the transaction waits for `commit`: it commits when told, and
+    /// rolls back, leaving nothing, when the sender is dropped (the rest of the import,
+    /// its attachments' bytes, failed).
+    async fn import(
+        &self,
+        workspace: &Workspace,
+        rows: mpsc::Receiver<TenantRow>,
+        commit: tokio::sync::oneshot::Receiver<()>,
+    ) -> StoreResult<u64>;
 }
 
 /// A backend's own gauges and counters for `/metrics` (open tenant files for SQLite, the

@@ -690,7 +690,8 @@ pub struct WatermarkRecord {
 /// the workspace, members, tickets, comments, links, the log, then what the log consumers
 /// derived from it (their watermarks and state), so that an imported workspace's consumers
 /// go on where they stood instead of handling its history again, then the notes (each
-/// note's snapshot row, then the updates after it, keyed by the sync_ids of their events).
+/// note's snapshot row, then the updates after it, keyed by the sync_ids of their events),
+/// then the storage settings and the attachments (each one's row, then its versions').
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum TenantRow {
@@ -706,4 +707,7 @@ pub enum TenantRow {
     Notification(crate::store::notifications::Notification),
     Note(crate::store::notes::NoteRecord),
     NoteUpdate(crate::store::notes::NoteUpdateRecord),
+    Storage(crate::store::attachments::StorageRecord),
+    Attachment(crate::store::attachments::AttachmentRecord),
+    AttachmentVersion(crate::store::attachments::AttachmentVersion),
 }

@@ -1,11 +1,17 @@
-//! A workspace moves SQLite → Postgres → SQLite with its content, log and members intact:
-//! the same bootstrap rows and checksum at every stop, for staff and for a requester.
+//! A workspace moves SQLite → Postgres → SQLite with its content, log, members, key
+//! bundles and attachments intact (their bytes from the workspace folder into an S3 bucket
+//! and back): the same bootstrap rows and checksum at every stop, for staff and for a
+//! requester, and byte-identical files. An import cut off inside a file's bytes leaves
+//! nothing: no rows, no objects, nothing registered, and the whole file imports after.
 
 use edgedesk::config::Config;
 use edgedesk::store::WorkspaceId;
 use edgedesk::tenants::transfer::{export_workspace, import_workspace};
 use serde_json::{Value, json};
 
+use edgedesk::store::blobs::s3::S3Settings;
+
+use crate::attachments::{png, upload};
 use crate::common::{Backend, PASSWORD, PgDatabase, TestServer};
 
 type Snapshot = (Value, Vec<Value>, Value);
@@ -19,13 +25,43 @@ async fn snapshots(s: &TestServer, ws: &str, emails: &[&str]) -> Vec<Snapshot> {
     out
 }
 
-async fn store_for(dir: &std::path::Path, pg: Option<&PgDatabase>) -> edgedesk::store::Store {
+type Blobs = std::sync::Arc<dyn edgedesk::store::blobs::BlobStore>;
+
+/// A second store on a server's data (as the CLI opens one), with its blob store: the
+/// workspace folder's files, or `s3`'s bucket.
+async fn store_for(dir: &std::path::Path, pg: Option<&PgDatabase>, s3: Option<&S3Settings>) -> (edgedesk::store::Store, Blobs) {
     let mut config = Config::for_data_dir(dir.join("data"));
     if let Some(pg) = pg {
         config.database_url = Some(edgedesk::config::Secret::new(pg.app_url.clone()));
         config.admin_database_url = Some(edgedesk::config::Secret::new(pg.admin_url.clone()));
     }
-    edgedesk::app::open_store(&config).await.expect("store opens")
+    if let Some(s3) = s3 {
+        config.blobs = edgedesk::config::BlobSettings::S3(s3.clone());
+    }
+    (edgedesk::app::open_store(&config).await.expect("store opens"), edgedesk::app::open_blobs(&config).expect("blobs open"))
+}
+
+/// Every attachment of `tickets` the caller may see, with the bytes of each version.
+async fn files(s: &TestServer, token: &str, ws: &str, tickets: &[String]) -> Vec<(Value, Vec<Vec<u8>>)> {
+    let mut out = Vec::new();
+    for ticket in tickets {
+        let base = format!("/api/workspaces/{ws}/tickets/{ticket}/attachments");
+        let listed = s.get(&base, token).await;
+        if listed.status == 404 {
+            continue;
+        }
+        for attachment in listed.ok(200).as_array().unwrap().clone() {
+            let one = format!("{base}/{}", attachment["id"].as_str().unwrap());
+            let versions = s.get(&format!("{one}/versions"), token).await.ok(200).clone();
+            let mut bytes = Vec::new();
+            for v in versions.as_array().unwrap() {
+                let url = format!("{}{one}/versions/{}", s.base, v["id"].as_str().unwrap());
+                bytes.push(s.http.get(url).bearer_auth(token).send().await.unwrap().bytes().await.unwrap().to_vec());
+            }
+            out.push((json!({ "attachment": attachment, "versions": versions }), bytes));
+        }
+    }
+    out
 }
 
 #[tokio::test]
@@ -84,6 +120,44 @@ async fn a_workspace_moves_from_sqlite_to_postgres_and_back_unchanged() {
     drop(writer);
     let stored = loaded(tenant.clone()).await;
     assert!(stored.snapshot.is_some());
+    // Attachments: several chunks' worth, a second version (client-side encrypted), one on
+    // an internal note, one deleted; the agent's key bundle in two versions.
+    let files_of = |t: &str| format!("{base}/{t}/attachments");
+    let shot = upload(&s, &customer.token, &format!("{}?name=shot.png", files_of(&ids[0])), "image/png", png(200_000)).await;
+    let shot: Value = shot.json().await.unwrap();
+    let sealed = format!(
+        "{}{}/{}/versions?eph_classical_public=AAAA&eph_pq_ciphertext=BBBB&wrapped_dek=CCCC&key_version=2",
+        s.base,
+        files_of(&ids[0]),
+        shot["id"].as_str().unwrap()
+    );
+    let res = s.http.post(sealed).bearer_auth(&agent.token).body(vec![0xA5u8; 70_000]).send().await.unwrap();
+    assert_eq!(res.status(), 201);
+    let note_id = s.post(&format!("{base}/{}/comments", ids[1]), &agent.token, json!({ "body": "log", "internal": true })).await;
+    let note_id = note_id.ok(201)["id"].as_str().unwrap().to_string();
+    let log = format!("{}?name=log.txt&comment_id={note_id}", files_of(&ids[1]));
+    assert_eq!(upload(&s, &agent.token, &log, "text/plain", b"staff only".to_vec()).await.status(), 201);
+    let gone = upload(&s, &agent.token, &format!("{}?name=gone.txt", files_of(&ids[4])), "text/plain", b"gone".to_vec()).await;
+    let gone: Value = gone.json().await.unwrap();
+    s.delete(&format!("{}/{}", files_of(&ids[4]), gone["id"].as_str().unwrap()), &agent.token).await.ok(204);
+    s.call(
+        reqwest::Method::PUT,
+        &format!("/api/workspaces/{ws}/storage"),
+        Some(&admin.token),
+        Some(json!({ "limit": 10_000_000, "max_versions": 5 })),
+    )
+    .await
+    .ok(200);
+    for version in 1..=2 {
+        let bundle = json!({ "classical_public_key": "AAAA", "pq_public_key": format!("BBB{version}"), "classical_priv_encrypted": "CCCC",
+            "pq_priv_encrypted": "DDDD", "key_version": version });
+        s.call(reqwest::Method::PUT, "/api/me/keys", Some(&agent.token), Some(bundle)).await.ok(200);
+    }
+    let keys_before =
+        (s.get("/api/me/keys/1", &agent.token).await.ok(200).clone(), s.get("/api/me/keys", &agent.token).await.ok(200).clone());
+    let files_before = files(&s, &admin.token, &ws, &ids).await;
+    assert_eq!(files_before.len(), 2);
+    let usage_before = s.get(&format!("/api/workspaces/{ws}/storage"), &admin.token).await.ok(200).clone();
     s.consumers_caught_up(&ws).await;
     let emails = [admin.email.as_str(), customer.email.as_str()];
     let before = snapshots(&s, &ws, &emails).await;
@@ -92,20 +166,46 @@ async fn a_workspace_moves_from_sqlite_to_postgres_and_back_unchanged() {
 
     // SQLite → file (a second store on the live data directory, as the CLI does).
     let mut file = Vec::new();
-    let sqlite = store_for(s.dir.path(), None).await;
-    export_workspace(&sqlite, id, &mut file).await.expect("export from SQLite");
+    let (sqlite, local) = store_for(s.dir.path(), None, None).await;
+    export_workspace(&sqlite, local.as_ref(), id, &mut file).await.expect("export from SQLite");
 
-    // → Postgres.
+    // → Postgres, files into an S3 bucket (the local store when there is no S3 server).
+    let bucket = match crate::blobs::s3_url() {
+        Some(url) => Some(crate::blobs::s3_bucket(&url).await),
+        None => None,
+    };
     let pg = PgDatabase::create().await;
     let pg_dir = tempfile::tempdir().unwrap();
-    let postgres = store_for(pg_dir.path(), Some(&pg)).await;
-    let imported = import_workspace(&postgres, &mut &file[..]).await.expect("import into Postgres");
+    let (postgres, to_s3) = store_for(pg_dir.path(), Some(&pg), bucket.as_ref()).await;
+    // Cut off inside the bytes of a file: an error, and nothing left anywhere.
+    let text = String::from_utf8(file.clone()).unwrap();
+    let cut_at = text.match_indices("{\"type\":\"chunk\"").nth(2).expect("several chunks").0;
+    let err = import_workspace(&postgres, &to_s3, &mut &text.as_bytes()[..cut_at]).await.unwrap_err();
+    assert!(err.to_string().contains("ends inside the bytes"), "{err}");
+    assert!(to_s3.list(id).await.unwrap().is_empty(), "no objects left behind");
+    assert!(postgres.platform.workspace(id).await.unwrap().is_none(), "nothing registered");
+    let imported = import_workspace(&postgres, &to_s3, &mut &file[..]).await.expect("import into Postgres");
     assert_eq!(imported.admin_rights_dropped, vec![admin.email.clone()], "the exporting side's admin is not one here");
     assert_eq!(imported.users_created, 3);
-    let err = import_workspace(&postgres, &mut &file[..]).await.unwrap_err();
+    assert_eq!(to_s3.list(id).await.unwrap().len(), 4, "every version's object, the deleted one's too");
+    let err = import_workspace(&postgres, &to_s3, &mut &file[..]).await.unwrap_err();
     assert!(err.to_string().contains("already exists"), "{err}");
-    let on_pg = TestServer::start_on(pg_dir, Some(pg.clone())).await;
+    let on_pg = TestServer::start_on_with(pg_dir, Some(pg.clone()), |c| {
+        if let Some(bucket) = bucket.clone() {
+            c.blobs = edgedesk::config::BlobSettings::S3(bucket);
+        }
+    })
+    .await;
     assert_eq!(snapshots(&on_pg, &ws, &emails).await, before, "same rows and checksums on Postgres");
+    let pg_admin = admin_on(&on_pg).await;
+    assert_eq!(files(&on_pg, &pg_admin.token, &ws, &ids).await, files_before, "the same files, byte for byte");
+    assert_eq!(on_pg.get(&format!("/api/workspaces/{ws}/storage"), &pg_admin.token).await.ok(200), &usage_before);
+    let pg_agent = on_pg.login(&agent.email, PASSWORD).await.ok(200)["token"].as_str().unwrap().to_string();
+    assert_eq!(
+        (on_pg.get("/api/me/keys/1", &pg_agent).await.ok(200).clone(), on_pg.get("/api/me/keys", &pg_agent).await.ok(200).clone()),
+        keys_before,
+        "the key bundles moved with their owner"
+    );
     // The note's snapshot and updates, byte for byte, under the same sync_ids.
     let pg_note = loaded(on_pg.app().store().tenants.open(id).await.unwrap()).await;
     assert_eq!((&pg_note.snapshot, pg_note.snapshot_seq), (&stored.snapshot, stored.snapshot_seq));
@@ -126,10 +226,10 @@ async fn a_workspace_moves_from_sqlite_to_postgres_and_back_unchanged() {
     // Postgres → file → a fresh SQLite installation.
     on_pg.consumers_caught_up(&ws).await;
     let mut back = Vec::new();
-    export_workspace(&postgres, id, &mut back).await.expect("export from Postgres");
+    export_workspace(&postgres, to_s3.as_ref(), id, &mut back).await.expect("export from Postgres");
     let sqlite_dir = tempfile::tempdir().unwrap();
-    let fresh = store_for(sqlite_dir.path(), None).await;
-    import_workspace(&fresh, &mut &back[..]).await.expect("import into SQLite");
+    let (fresh, to_local) = store_for(sqlite_dir.path(), None, None).await;
+    import_workspace(&fresh, &to_local, &mut &back[..]).await.expect("import into SQLite");
     drop(fresh);
     let on_sqlite = TestServer::start_on(sqlite_dir, None).await;
     let after = snapshots(&on_sqlite, &ws, &emails).await;
@@ -148,6 +248,10 @@ async fn a_workspace_moves_from_sqlite_to_postgres_and_back_unchanged() {
     assert_eq!(snapshots(&on_pg, &ws, &emails).await, after, "Postgres and its SQLite copy agree row for row");
     let members = on_sqlite.get(&format!("/api/workspaces/{ws}/members"), &admin_on(&on_sqlite).await.token).await;
     assert_eq!(members.ok(200).as_array().unwrap().len(), 3);
+    let back_admin = admin_on(&on_sqlite).await;
+    assert_eq!(files(&on_sqlite, &back_admin.token, &ws, &ids).await, files_before, "and back into the workspace folder");
+    let blobs = on_sqlite.data_dir().join("tenants").join(&ws).join("blobs");
+    assert!(blobs.is_dir(), "the files live in the workspace's folder: {}", blobs.display());
 }
 
 async fn customer_notifications(s: &TestServer, ws: &str) -> Value {
@@ -169,8 +273,8 @@ async fn a_crafted_export_cannot_make_platform_administrators() {
     let mallory = s.user(&admin, "mallory").await;
     s.add_member(&admin, &ws, &mallory, "owner").await;
     let mut file = Vec::new();
-    let here = store_for(s.dir.path(), None).await;
-    export_workspace(&here, ws.parse().unwrap(), &mut file).await.expect("export");
+    let (here, blobs) = store_for(s.dir.path(), None, None).await;
+    export_workspace(&here, blobs.as_ref(), ws.parse().unwrap(), &mut file).await.expect("export");
     // Mallory edits the file: every user in it is a platform administrator now.
     let crafted: String = String::from_utf8(file)
         .unwrap()
@@ -184,8 +288,8 @@ async fn a_crafted_export_cannot_make_platform_administrators() {
         })
         .collect();
     let dir = tempfile::tempdir().unwrap();
-    let there = store_for(dir.path(), None).await;
-    let imported = import_workspace(&there, &mut crafted.as_bytes()).await.expect("import");
+    let (there, blobs) = store_for(dir.path(), None, None).await;
+    let imported = import_workspace(&there, &blobs, &mut crafted.as_bytes()).await.expect("import");
     assert!(imported.admin_rights_dropped.contains(&mallory.email), "{:?}", imported.admin_rights_dropped);
     drop(there);
     let other = TestServer::start_on(dir, None).await;

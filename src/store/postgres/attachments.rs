@@ -15,11 +15,12 @@ use crate::store::{Audience, CommentId, Event, Millis, StoreError, StoreResult, 
 
 pub(super) const ATTACHMENT_COLS: &str = "a.id, a.ticket_id, a.comment_id, a.name, a.created_at, \
      v.id, v.attachment_id, v.number, v.size, v.sha256, v.content_type, v.created_by, v.created_at, v.encryption";
-const VERSION_COLS: &str = "v.id, v.attachment_id, v.number, v.size, v.sha256, v.content_type, v.created_by, v.created_at, v.encryption";
+pub(super) const VERSION_COLS: &str =
+    "v.id, v.attachment_id, v.number, v.size, v.sha256, v.content_type, v.created_by, v.created_at, v.encryption";
 /// Live attachments of live tickets that `$1` (a requester, or NULL for staff) may see.
 const VISIBLE: &str = "a.deleted_at IS NULL AND t.deleted_at IS NULL AND ($1::uuid IS NULL OR (t.requester_id = $1 AND NOT a.staff_only))";
 
-fn version_from_row(row: &tokio_postgres::Row, at: usize) -> StoreResult<AttachmentVersion> {
+pub(super) fn version_from_row(row: &tokio_postgres::Row, at: usize) -> StoreResult<AttachmentVersion> {
     let number: i32 = row.try_get(at + 2).map_err(error)?;
     let size: i64 = row.try_get(at + 3).map_err(error)?;
     let encryption: Option<serde_json::Value> = row.try_get(at + 8).map_err(error)?;

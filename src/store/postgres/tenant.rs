@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Object, Pool, Transaction};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Row;
 
 use super::log::{self, Params, PgWrite};
@@ -115,10 +115,11 @@ impl TenantStores for PgTenants {
         Ok(Arc::new(PgTenant { pool: self.pool.clone(), workspace }))
     }
 
-    async fn import(&self, workspace: &Workspace, mut rows: mpsc::Receiver<TenantRow>) -> StoreResult<u64> {
+    async fn import(&self, workspace: &Workspace, mut rows: mpsc::Receiver<TenantRow>, commit: oneshot::Receiver<()>) -> StoreResult<u64> {
         let mut client = self.pool.get().await.map_err(pool_error)?;
         let tx = client.transaction().await.map_err(error)?;
         let count = super::transfer::import(&tx, workspace, &mut rows).await?;
+        commit.await.map_err(|_| StoreError::internal("the import was abandoned; nothing of it is kept"))?;
         tx.commit().await.map_err(error)?;
         Ok(count)
     }

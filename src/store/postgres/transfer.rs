@@ -9,11 +9,13 @@ use deadpool_postgres::Transaction;
 use futures::{StreamExt, pin_mut};
 use tokio::sync::mpsc;
 
+use super::attachments::{VERSION_COLS, version_from_row};
 use super::error;
 use super::log::{EVENT_COLS, Param, event_from_row, scope};
 use super::notes::{NOTE_COLS, note_record_from_row, update_from_row};
 use super::tenant::{COMMENT_COLS, LINK_COLS, TICKET_COLS, comment_from_row, link_from_row, ticket_from_row};
 use super::types::{member_from_row, workspace_from_row};
+use crate::store::attachments::{AttachmentRecord, StorageRecord};
 use crate::store::notes::{Base64Bytes, NoteUpdateRecord};
 use crate::store::notifications::{Follower, Notification, TicketView};
 use crate::store::*;
@@ -92,6 +94,65 @@ pub async fn export(tx: &Transaction<'_>, workspace: WorkspaceId, out: &mpsc::Se
     }
     count += export_consumers(tx, workspace, out).await?;
     count += export_notes(tx, workspace, out).await?;
+    count += export_attachments(tx, workspace, out).await?;
+    Ok(count)
+}
+
+/// The storage settings (a workspace that never stored a file has none), then each
+/// attachment's row and its versions'.
+async fn export_attachments(tx: &Transaction<'_>, workspace: WorkspaceId, out: &mpsc::Sender<TenantRow>) -> StoreResult<u64> {
+    let mut count = 0;
+    let quota = tx
+        .query_opt("SELECT used, limit_bytes, max_versions FROM storage_quota WHERE workspace_id = $1", &[&workspace])
+        .await
+        .map_err(error)?;
+    if let Some(r) = quota {
+        let (used, limit, max_versions): (i64, Option<i64>, i32) =
+            (r.try_get(0).map_err(error)?, r.try_get(1).map_err(error)?, r.try_get(2).map_err(error)?);
+        let storage =
+            StorageRecord { used: used.max(0) as u64, limit: limit.map(|l| l.max(0) as u64), max_versions: max_versions.max(1) as u32 };
+        send(out, TenantRow::Storage(storage)).await?;
+        count += 1;
+    }
+    let attachments = tx
+        .query(
+            "SELECT id, ticket_id, comment_id, name, staff_only, latest_version, next_number, created_by, created_at, deleted_at
+             FROM attachments WHERE workspace_id = $1 ORDER BY created_at, id",
+            &[&workspace],
+        )
+        .await
+        .map_err(error)?;
+    for r in attachments {
+        let next_number: i32 = r.try_get(6).map_err(error)?;
+        let attachment = AttachmentRecord {
+            id: r.try_get(0).map_err(error)?,
+            ticket_id: r.try_get(1).map_err(error)?,
+            comment_id: r.try_get(2).map_err(error)?,
+            name: r.try_get(3).map_err(error)?,
+            staff_only: r.try_get(4).map_err(error)?,
+            latest_version: r.try_get(5).map_err(error)?,
+            next_number: next_number.max(0) as u32,
+            created_by: r.try_get(7).map_err(error)?,
+            created_at: r.try_get(8).map_err(error)?,
+            deleted_at: r.try_get(9).map_err(error)?,
+        };
+        let id = attachment.id;
+        send(out, TenantRow::Attachment(attachment)).await?;
+        count += 1;
+        let versions = tx
+            .query(
+                &format!(
+                    "SELECT {VERSION_COLS} FROM attachment_versions v WHERE v.workspace_id = $1 AND v.attachment_id = $2 ORDER BY v.number"
+                ),
+                &[&workspace, &id],
+            )
+            .await
+            .map_err(error)?;
+        for row in versions {
+            send(out, TenantRow::AttachmentVersion(version_from_row(&row, 0)?)).await?;
+            count += 1;
+        }
+    }
     Ok(count)
 }
 
@@ -341,6 +402,36 @@ pub async fn import(tx: &Transaction<'_>, workspace: &Workspace, rows: &mut mpsc
                 tx.execute(
                     "INSERT INTO note_updates (workspace_id, seq, ticket_id, author_id, bytes) VALUES ($1, $2, $3, $4, $5)",
                     &[&ws, &u.seq, &u.ticket_id, &u.author_id, &u.bytes.0.as_ref()],
+                )
+                .await
+                .map_err(error)?;
+            }
+            TenantRow::Storage(q) => {
+                let (used, limit, max_versions) = (q.used as i64, q.limit.map(|l| l as i64), q.max_versions.min(i32::MAX as u32) as i32);
+                tx.execute(
+                    "INSERT INTO storage_quota (workspace_id, used, limit_bytes, max_versions) VALUES ($1, $2, $3, $4)",
+                    &[&ws, &used, &limit, &max_versions],
+                )
+                .await
+                .map_err(error)?;
+            }
+            TenantRow::Attachment(a) => {
+                let next_number = a.next_number.min(i32::MAX as u32) as i32;
+                tx.execute(
+                    "INSERT INTO attachments (workspace_id, id, ticket_id, comment_id, name, staff_only, latest_version, next_number, created_by, created_at, deleted_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                    &[&ws, &a.id, &a.ticket_id, &a.comment_id, &a.name, &a.staff_only, &a.latest_version, &next_number, &a.created_by, &a.created_at, &a.deleted_at],
+                )
+                .await
+                .map_err(error)?;
+            }
+            TenantRow::AttachmentVersion(v) => {
+                let encryption = v.encryption.as_ref().map(serde_json::to_value).transpose().map_err(StoreError::internal)?;
+                let (number, size) = (v.number.min(i32::MAX as u32) as i32, v.size as i64);
+                tx.execute(
+                    "INSERT INTO attachment_versions (workspace_id, id, attachment_id, number, size, sha256, content_type, encryption, created_by, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                    &[&ws, &v.id, &v.attachment_id, &number, &size, &v.sha256, &v.content_type, &encryption, &v.created_by, &v.created_at],
                 )
                 .await
                 .map_err(error)?;

@@ -13,13 +13,14 @@ use crate::store::{Audience, CommentId, Event, Millis, StoreError, StoreResult, 
 
 pub(super) const ATTACHMENT_COLS: &str = "a.id, a.ticket_id, a.comment_id, a.name, a.created_at, \
      v.id, v.attachment_id, v.number, v.size, v.sha256, v.content_type, v.created_by, v.created_at, v.encryption";
-const VERSION_COLS: &str = "v.id, v.attachment_id, v.number, v.size, v.sha256, v.content_type, v.created_by, v.created_at, v.encryption";
+pub(super) const VERSION_COLS: &str =
+    "v.id, v.attachment_id, v.number, v.size, v.sha256, v.content_type, v.created_by, v.created_at, v.encryption";
 
 fn json_error(at: usize, e: serde_json::Error) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(at, rusqlite::types::Type::Text, Box::new(e))
 }
 
-fn version_from_row(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<AttachmentVersion> {
+pub(super) fn version_from_row(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<AttachmentVersion> {
     let encryption: Option<String> = row.get(at + 8)?;
     Ok(AttachmentVersion {
         id: row.get(at)?,

@@ -161,7 +161,12 @@ impl TenantStores for SqliteTenants {
         Ok(self.open_tenant(workspace).await?)
     }
 
-    async fn import(&self, workspace: &Workspace, mut rows: tokio::sync::mpsc::Receiver<crate::store::TenantRow>) -> StoreResult<u64> {
+    async fn import(
+        &self,
+        workspace: &Workspace,
+        mut rows: tokio::sync::mpsc::Receiver<crate::store::TenantRow>,
+        commit: tokio::sync::oneshot::Receiver<()>,
+    ) -> StoreResult<u64> {
         if tokio::fs::try_exists(self.db_path(workspace.id)).await.unwrap_or(true) {
             return Err(StoreError::Conflict(format!("workspace {} already has storage here", workspace.id)));
         }
@@ -169,7 +174,7 @@ impl TenantStores for SqliteTenants {
         let (ws, pool) = (workspace.clone(), tenant.pool().clone());
         let imported = tokio::task::spawn_blocking(move || {
             let mut conn = pool.get().map_err(|e| StoreError::Unavailable(e.to_string()))?;
-            super::transfer::import(&mut conn, &ws, &mut rows)
+            super::transfer::import(&mut conn, &ws, &mut rows, commit)
         })
         .await
         .map_err(|e| StoreError::Internal(format!("import task failed: {e}")))?;

@@ -8,11 +8,13 @@
 use rusqlite::{Connection, TransactionBehavior, params};
 use tokio::sync::mpsc;
 
+use super::attachments::{VERSION_COLS, version_from_row};
 use super::error;
 use super::log::{EVENT_COLS, event_from_row};
 use super::notes::{NOTE_COLS, note_record_from_row};
 use super::tenant::{COMMENT_COLS, LINK_COLS, TICKET_COLS, comment_from_row, link_from_row, ticket_from_row};
 use super::types::{member_from_row, workspace_from_row};
+use crate::store::attachments::{AttachmentRecord, StorageRecord};
 use crate::store::notes::{Base64Bytes, NoteUpdateRecord};
 use crate::store::notifications::{Follower, Notification, TicketView};
 use crate::store::*;
@@ -86,6 +88,58 @@ pub fn export(conn: &mut Connection, out: &mpsc::Sender<TenantRow>) -> StoreResu
     }
     count += export_consumers(&tx, out)?;
     count += export_notes(&tx, out)?;
+    count += export_attachments(&tx, out)?;
+    Ok(count)
+}
+
+/// The storage settings, then each attachment's row and its versions'.
+fn export_attachments(tx: &Connection, out: &mpsc::Sender<TenantRow>) -> StoreResult<u64> {
+    let storage = tx
+        .query_row("SELECT used, limit_bytes, max_versions FROM storage_quota WHERE id = 1", [], |r| {
+            Ok(StorageRecord {
+                used: r.get::<_, i64>(0)?.max(0) as u64,
+                limit: r.get::<_, Option<i64>>(1)?.map(|l| l.max(0) as u64),
+                max_versions: r.get(2)?,
+            })
+        })
+        .map_err(error)?;
+    send(out, TenantRow::Storage(storage))?;
+    let mut count = 1;
+    let mut attachments = tx
+        .prepare(
+            "SELECT id, ticket_id, comment_id, name, staff_only, latest_version, next_number, created_by, created_at, deleted_at
+             FROM attachments ORDER BY created_at, id",
+        )
+        .map_err(error)?;
+    let mut versions = tx
+        .prepare(&format!("SELECT {VERSION_COLS} FROM attachment_versions v WHERE v.attachment_id = ?1 ORDER BY v.number"))
+        .map_err(error)?;
+    let rows = attachments
+        .query_map([], |r| {
+            Ok(AttachmentRecord {
+                id: r.get(0)?,
+                ticket_id: r.get(1)?,
+                comment_id: r.get(2)?,
+                name: r.get(3)?,
+                staff_only: r.get(4)?,
+                latest_version: r.get(5)?,
+                next_number: r.get(6)?,
+                created_by: r.get(7)?,
+                created_at: r.get(8)?,
+                deleted_at: r.get(9)?,
+            })
+        })
+        .map_err(error)?;
+    for attachment in rows {
+        let attachment = attachment.map_err(error)?;
+        let id = attachment.id;
+        send(out, TenantRow::Attachment(attachment))?;
+        count += 1;
+        for version in versions.query_map(params![id], |r| version_from_row(r, 0)).map_err(error)? {
+            send(out, TenantRow::AttachmentVersion(version.map_err(error)?))?;
+            count += 1;
+        }
+    }
     Ok(count)
 }
 
@@ -167,8 +221,14 @@ fn export_notes(tx: &Connection, out: &mpsc::Sender<TenantRow>) -> StoreResult<u
     Ok(count)
 }
 
-/// Writes every row of `rows` into a new, empty tenant file, in one transaction.
-pub fn import(conn: &mut Connection, workspace: &Workspace, rows: &mut mpsc::Receiver<TenantRow>) -> StoreResult<u64> {
+/// Writes every row of `rows` into a new, empty tenant file, in one transaction that
+/// commits once `commit` says so.
+pub fn import(
+    conn: &mut Connection,
+    workspace: &Workspace,
+    rows: &mut mpsc::Receiver<TenantRow>,
+    commit: tokio::sync::oneshot::Receiver<()>,
+) -> StoreResult<u64> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(error)?;
     let existing: i64 =
         tx.query_row("SELECT (SELECT COUNT(*) FROM workspace) + (SELECT COUNT(*) FROM sync_actions)", [], |r| r.get(0)).map_err(error)?;
@@ -299,9 +359,36 @@ pub fn import(conn: &mut Connection, workspace: &Workspace, rows: &mut mpsc::Rec
                 )
                 .map_err(error)?;
             }
+            TenantRow::Storage(q) => {
+                tx.execute(
+                    "UPDATE storage_quota SET used = ?1, limit_bytes = ?2, max_versions = ?3 WHERE id = 1",
+                    params![q.used as i64, q.limit.map(|l| l as i64), q.max_versions],
+                )
+                .map_err(error)?;
+            }
+            TenantRow::Attachment(a) => {
+                tx.execute(
+                    "INSERT INTO attachments (id, ticket_id, comment_id, name, staff_only, latest_version, next_number, created_by, created_at, deleted_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    params![a.id, a.ticket_id, a.comment_id, a.name, a.staff_only, a.latest_version, a.next_number, a.created_by, a.created_at, a.deleted_at],
+                )
+                .map_err(error)?;
+            }
+            TenantRow::AttachmentVersion(v) => {
+                let encryption = v.encryption.as_ref().map(serde_json::to_string).transpose().map_err(StoreError::internal)?;
+                tx.prepare_cached(
+                    "INSERT INTO attachment_versions (id, attachment_id, number, size, sha256, content_type, encryption, created_by, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![v.id, v.attachment_id, v.number, v.size as i64, v.sha256, v.content_type, encryption, v.created_by, v.created_at])
+                })
+                .map_err(error)?;
+            }
         }
         count += 1;
     }
+    commit.blocking_recv().map_err(|_| StoreError::internal("the import was abandoned; nothing of it is kept"))?;
     tx.commit().map_err(error)?;
     Ok(count)
 }
