@@ -49,10 +49,14 @@ pub enum AttachmentsCommand {
         workspace: Option<String>,
     },
     /// Remove objects that have no row (left by a crash between an upload's object and its
-    /// row), older than an hour.
+    /// row), older than an hour unless told otherwise.
     Sweep {
         /// One workspace (all of them when absent).
         workspace: Option<String>,
+        /// Only objects at least this old. An upload in flight has its object before its
+        /// row, so 0 is safe only while no server is running.
+        #[arg(long, default_value_t = (crate::attachments::ORPHAN_GRACE_MS / 1000) as u64)]
+        min_age_secs: u64,
     },
 }
 
@@ -115,8 +119,10 @@ async fn attachments(config: &Config, cmd: AttachmentsCommand) -> Result<(), Box
         workspace.map(|w| w.parse().map_err(|_| format!("{w:?} is not a workspace id").into())).transpose()
     };
     let (which, sweep) = match cmd {
-        AttachmentsCommand::Recount { workspace } => (one(workspace)?, false),
-        AttachmentsCommand::Sweep { workspace } => (one(workspace)?, true),
+        AttachmentsCommand::Recount { workspace } => (one(workspace)?, None),
+        AttachmentsCommand::Sweep { workspace, min_age_secs } => {
+            (one(workspace)?, Some(min_age_secs.saturating_mul(1000).min(i64::MAX as u64) as i64))
+        }
     };
     let workspaces = match which {
         Some(id) => vec![id],
@@ -125,8 +131,8 @@ async fn attachments(config: &Config, cmd: AttachmentsCommand) -> Result<(), Box
     let mut mismatched = 0;
     for id in workspaces {
         let tenant = store.tenants.open(id).await?;
-        if sweep {
-            let swept = crate::attachments::sweep_orphans(&tenant, &blobs, crate::attachments::ORPHAN_GRACE_MS).await?;
+        if let Some(grace_ms) = sweep {
+            let swept = crate::attachments::sweep_orphans(&tenant, &blobs, grace_ms).await?;
             println!("{id}	{swept} orphaned object(s) removed");
             continue;
         }

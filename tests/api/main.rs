@@ -3,6 +3,7 @@
 
 mod access;
 mod attachments;
+mod attachments_crash;
 mod auth;
 mod bad_input;
 mod blobs;

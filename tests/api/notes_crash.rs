@@ -13,7 +13,7 @@ use crate::yclient::YClient;
 const WAIT: Duration = Duration::from_secs(15);
 
 /// An administrator, a workspace and a ticket on the server at `base`: (token, ws, ticket).
-async fn seed(http: &reqwest::Client, base: &str) -> (String, String, String) {
+pub(crate) async fn seed(http: &reqwest::Client, base: &str) -> (String, String, String) {
     let post = |url: String, token: Option<String>, body: serde_json::Value| {
         let http = http.clone();
         async move { json_call(&http, reqwest::Method::POST, url, token.as_deref(), Some(body)).await.expect("answered").1 }
