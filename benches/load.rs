@@ -1,7 +1,7 @@
 //! Load and speed harness for the foundation. Prints its figures; see docs/benchmarks.md.
 //!
 //! ```text
-//! cargo bench --bench load -- [creates|get|bootstrap|tenants|sse|pg-creates|consumers|sqlite-fanin|pg-fanin|notes|all] [--secs S] [--clients C] [--threads T] [--eager-read] [--rows N] [--tenants N]
+//! cargo bench --bench load -- [creates|get|bootstrap|tenants|sse|pg-creates|consumers|sqlite-fanin|pg-fanin|notes|attachments|all] [--secs S] [--clients C] [--threads T] [--eager-read] [--rows N] [--tenants N]
 //! ```
 //!
 //! The server runs as its own process (the real `edgedesk serve` binary, release build)
@@ -22,7 +22,10 @@
 //!   workspaces followed, and (SQLite) a restart with 10,000 workspaces, ten behind;
 //! - notes: collaborative-note updates relayed per second and their latency at 10 and 100
 //!   editors beside the reference Node y-websocket server, memory per document and per
-//!   connection, and opening a note of 10,000 updates before and after compaction.
+//!   connection, and opening a note of 10,000 updates before and after compaction;
+//! - attachments: upload/download MB/s for 1 MB and 100 MB files beside a raw copy to the
+//!   same disk (local) and the `object_store` crate used directly (S3), and the server's
+//!   RSS growth while 1 GB goes up and down.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -37,6 +40,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+#[path = "load/attachments.rs"]
+mod attachments;
 #[path = "load/consumers.rs"]
 mod consumers;
 #[path = "load/fleet.rs"]
@@ -776,6 +781,10 @@ async fn main() {
     if all || args.which == "notes" {
         let (_keep, dir) = scratch("notes");
         notes::bench_notes(&dir, args.secs).await;
+    }
+    if all || args.which == "attachments" {
+        let (_keep, dir) = scratch("attachments");
+        attachments::bench_attachments(&dir).await;
     }
     if all || args.which == "pg-fanin" {
         let (_keep, dir) = scratch("pg-fanin");
