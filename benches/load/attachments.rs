@@ -151,6 +151,34 @@ fn raw_disk(dir: &Path, bytes: &Bytes, reps: usize) -> (f64, f64) {
     (write, mbs((bytes.len() * reps) as u64, started.elapsed()))
 }
 
+/// The machine's floor for moving bytes to another process at all: `total` bytes over a
+/// loopback TCP socket in 256 KiB writes, both ends in this process (MB/s).
+async fn loopback(total: u64) -> f64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let sender = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.expect("accept");
+        let chunk = vec![7u8; 256 * 1024];
+        let mut sent = 0;
+        while sent < total {
+            socket.write_all(&chunk).await.expect("write");
+            sent += chunk.len() as u64;
+        }
+    });
+    let started = Instant::now();
+    let mut socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut buf, mut read) = (vec![0u8; 256 * 1024], 0u64);
+    while read < total {
+        let n = socket.read(&mut buf).await.expect("read");
+        assert!(n > 0, "closed early");
+        read += n as u64;
+    }
+    let took = started.elapsed();
+    sender.await.expect("sender");
+    mbs(read, took)
+}
+
 /// The same objects written and read with `object_store` directly, as the S3 store writes
 /// them (streaming multipart, two parts in flight): (write MB/s, read MB/s).
 async fn raw_s3(store: &object_store::aws::AmazonS3, bytes: &Bytes, reps: usize) -> (f64, f64) {
@@ -209,6 +237,10 @@ pub async fn bench_attachments(dir: &Path) {
 
     // Local: files in the workspace's folder, the floor on the same disk.
     let data = dir.join("local");
+    let socket = loopback(1 << 30).await;
+    println!(
+        "attachments floor: loopback TCP {socket:.0} MB/s (1 GB, 256 KiB writes, both ends in one process): no HTTP transfer can pass it"
+    );
     let server = ServerProc::start_with(&data, &[limit]).await;
     let api = Api::new(&server).await;
     for (label, size, reps) in sizes {

@@ -15,6 +15,10 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use super::{BlobError, BlobKey, BlobResult, BlobStore, ByteStream, Listed, Meter, Read, Written, check_range};
 use crate::store::{Millis, WorkspaceId};
 
+/// Bytes per read and per write to the file: the HTTP body arrives in frames of a few KiB,
+/// and each file operation is a trip to a blocking thread, so both are batched this large.
+const IO_CHUNK: usize = 256 * 1024;
+
 /// Temporary files start with this (never a valid id, so never listed as an object).
 const TEMP_PREFIX: &str = ".upload-";
 
@@ -47,13 +51,15 @@ fn millis(time: std::io::Result<std::time::SystemTime>) -> Millis {
 }
 
 /// Writes the whole body into `file`, through `meter`.
-async fn write_all(file: &mut tokio::fs::File, mut body: ByteStream, meter: &mut Meter) -> BlobResult<()> {
+async fn write_all(file: tokio::fs::File, mut body: ByteStream, meter: &mut Meter) -> BlobResult<()> {
+    let mut out = tokio::io::BufWriter::with_capacity(IO_CHUNK, file);
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| BlobError::Cut(e.to_string()))?;
         meter.take(&chunk)?;
-        file.write_all(&chunk).await.map_err(io)?;
+        out.write_all(&chunk).await.map_err(io)?;
     }
-    file.sync_all().await.map_err(io)
+    out.flush().await.map_err(io)?;
+    out.into_inner().sync_all().await.map_err(io)
 }
 
 #[async_trait]
@@ -63,10 +69,9 @@ impl BlobStore for LocalBlobs {
         let dir = path.parent().ok_or_else(|| BlobError::Internal("object path has no parent".into()))?.to_owned();
         tokio::fs::create_dir_all(&dir).await.map_err(io)?;
         let temp = dir.join(format!("{TEMP_PREFIX}{}", uuid::Uuid::new_v4()));
-        let mut file = tokio::fs::File::create(&temp).await.map_err(io)?;
+        let file = tokio::fs::File::create(&temp).await.map_err(io)?;
         let mut meter = Meter::new(limit);
-        let written = write_all(&mut file, body, &mut meter).await;
-        drop(file);
+        let written = write_all(file, body, &mut meter).await;
         if let Err(err) = written {
             if let Err(e) = tokio::fs::remove_file(&temp).await {
                 tracing::error!(path = %temp.display(), error = %e, "cannot remove a failed upload's temporary file");
@@ -89,9 +94,9 @@ impl BlobStore for LocalBlobs {
         let body: ByteStream = match range {
             Some(r) => {
                 file.seek(std::io::SeekFrom::Start(r.start)).await.map_err(io)?;
-                Box::pin(tokio_util::io::ReaderStream::new(file.take(r.end - r.start)))
+                Box::pin(tokio_util::io::ReaderStream::with_capacity(file.take(r.end - r.start), IO_CHUNK))
             }
-            None => Box::pin(tokio_util::io::ReaderStream::new(file)),
+            None => Box::pin(tokio_util::io::ReaderStream::with_capacity(file, IO_CHUNK)),
         };
         Ok(Read { body, total })
     }
