@@ -98,6 +98,41 @@ async fn a_commit_by_another_process_on_the_data_dir_wakes_this_one() {
     assert!(woken(&mut rx, ws, Duration::from_secs(5)).await, "the file watcher turns another process's commit into a wakeup");
 }
 
+/// The inotify watches this process holds (from /proc; each test runs in its own process).
+fn inotify_watches() -> usize {
+    let fds = std::fs::read_dir("/proc/self/fdinfo").unwrap();
+    fds.flatten()
+        .map(|fd| std::fs::read_to_string(fd.path()).unwrap_or_default().lines().filter(|l| l.starts_with("inotify wd:")).count())
+        .sum()
+}
+
+#[tokio::test]
+async fn the_watcher_covers_new_workspaces_but_not_their_attachment_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = SqliteOptions::new(8, Duration::from_secs(60));
+    let ours = edgedesk::store::sqlite::open(dir.path(), options).unwrap();
+    let theirs = edgedesk::store::sqlite::open(dir.path(), options).unwrap();
+    let actor = UserId::new();
+    // Created by the other opener after ours started watching.
+    let ws = new_workspace(&theirs, actor).await;
+    let mut rx = ours.tenants.wakeups();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drain(&mut rx);
+    theirs.tenants.open(ws).await.unwrap().create_ticket(actor, new_ticket("new here", actor)).await.unwrap();
+    assert!(woken(&mut rx, ws, Duration::from_secs(5)).await, "a workspace another process made is watched too");
+    // Files written under the workspace's blobs/ take no watches and wake nobody.
+    let before = inotify_watches();
+    for _ in 0..20 {
+        let folder = dir.path().join("tenants").join(ws.to_string()).join("blobs").join(uuid::Uuid::new_v4().to_string());
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join(uuid::Uuid::new_v4().to_string()), vec![1u8; 300_000]).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(inotify_watches(), before, "no watch per attachment folder");
+    drain(&mut rx);
+    assert!(!woken(&mut rx, ws, Duration::from_millis(300)).await, "writing attachment files is not a commit");
+}
+
 #[tokio::test]
 async fn another_instance_wakes_this_one_even_after_the_listener_is_killed() {
     if !Backend::postgres_available() {

@@ -11,7 +11,8 @@
 //! not report). A reader woken at once can miss it, so every file wakeup is repeated once
 //! [`TRAILING`] later, coalesced per workspace, on one small thread.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::broadcast;
@@ -48,34 +49,79 @@ fn is_change(event: &notify::Event) -> bool {
     }
 }
 
-/// Watches `tenants_dir` (recursively, so workspaces created later are covered). `None`
+/// The file watcher: on `tenants/` itself (to see workspaces appear) and on each
+/// workspace's folder, not below it: a recursive watch would take an inotify watch per
+/// attachment folder under `blobs/` and an event per block of every file written there.
+pub struct FileWatch {
+    _watcher: Arc<Mutex<RecommendedWatcher>>,
+}
+
+fn add_watch(watcher: &Mutex<RecommendedWatcher>, dir: &Path) {
+    let mut watcher = watcher.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Err(err) = watcher.watch(dir, RecursiveMode::NonRecursive) {
+        tracing::warn!(error = %err, dir = %dir.display(), "cannot watch a workspace folder: changes made there by other processes will not be pushed live");
+    }
+}
+
+/// Watches `tenants_dir` and every workspace folder in it, now and as they appear. `None`
 /// when the platform refuses (e.g. out of inotify watches): then only this process's own
 /// commits wake consumers, which is logged.
-pub fn watch(tenants_dir: &Path, wakeups: broadcast::Sender<Wakeup>) -> Option<RecommendedWatcher> {
+pub fn watch(tenants_dir: &Path, wakeups: broadcast::Sender<Wakeup>) -> Option<FileWatch> {
     let changed = trailing(wakeups.clone());
+    let (folders, appeared) = std::sync::mpsc::channel::<PathBuf>();
+    let root = tenants_dir.to_owned();
+    let on_change = changed.clone();
     let handler = move |event: notify::Result<notify::Event>| match event {
-        Ok(event) if is_change(&event) => {
-            for ws in event.paths.iter().filter_map(|p| workspace_of(p)) {
-                let _ = changed.send(ws);
+        Ok(event) => {
+            if let EventKind::Create(_) = event.kind {
+                for path in event.paths.iter().filter(|p| p.parent() == Some(root.as_path()) && p.is_dir()) {
+                    let _ = folders.send(path.clone());
+                }
+            }
+            if is_change(&event) {
+                for ws in event.paths.iter().filter_map(|p| workspace_of(p)) {
+                    let _ = on_change.send(ws);
+                }
             }
         }
-        Ok(_) => {}
         Err(err) => {
             tracing::warn!(error = %err, "file watcher error; waking every follower");
             let _ = wakeups.send(Wakeup::Any);
         }
     };
     let started = notify::recommended_watcher(handler).and_then(|mut watcher| {
-        watcher.watch(tenants_dir, RecursiveMode::Recursive)?;
+        watcher.watch(tenants_dir, RecursiveMode::NonRecursive)?;
         Ok(watcher)
     });
-    match started {
-        Ok(watcher) => Some(watcher),
+    let watcher = match started {
+        Ok(watcher) => Arc::new(Mutex::new(watcher)),
         Err(err) => {
             tracing::warn!(error = %err, dir = %tenants_dir.display(), "cannot watch the data directory: changes made by other processes will not be pushed live");
-            None
+            return None;
+        }
+    };
+    for entry in std::fs::read_dir(tenants_dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            add_watch(&watcher, &entry.path());
         }
     }
+    // Folders that appear get their watch here (the handler cannot reach its own watcher).
+    // The thread ends with the watcher: its handler holds the sending side.
+    let weak = Arc::downgrade(&watcher);
+    let spawned = std::thread::Builder::new().name("tenant-watch".into()).spawn(move || {
+        while let Ok(dir) = appeared.recv() {
+            let Some(watcher) = weak.upgrade() else { return };
+            add_watch(&watcher, &dir);
+            // Its database may have been written before the watch was there.
+            if let Some(ws) = dir.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse().ok()) {
+                let _ = changed.send(ws);
+            }
+        }
+    });
+    if let Err(err) = spawned {
+        tracing::warn!(error = %err, "cannot start the folder-watch thread; workspaces created by other processes are not watched");
+    }
+    Some(FileWatch { _watcher: watcher })
 }
 
 /// Forwards each changed workspace as a wakeup at once and again [`TRAILING`] later (one

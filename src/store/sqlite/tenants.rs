@@ -46,7 +46,7 @@ pub struct SqliteTenants {
     opens: std::sync::atomic::AtomicU64,
     sweeper: std::sync::OnceLock<scheduled_thread_pool::JobHandle>,
     /// Kept alive for its callbacks; `None` if the platform refused a watch.
-    _watcher: Option<notify::RecommendedWatcher>,
+    _watcher: Option<feed::FileWatch>,
 }
 
 impl SqliteTenants {
