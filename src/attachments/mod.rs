@@ -54,14 +54,22 @@ impl AttachmentsState {
     }
 }
 
-/// Prunes `attachment` to the workspace's `max_versions` after the response: rows first
-/// (usage drops with them), then their objects.
-pub fn prune_later(store: Arc<dyn TenantStore>, blobs: Arc<dyn BlobStore>, attachment: AttachmentId) {
+/// Prunes `attachment`, whose newest version is number `latest`, to the workspace's
+/// `max_versions` after the response: rows first (usage drops with them), then their
+/// objects. Numbers only grow, so with `latest` within the limit there is nothing to prune
+/// and nothing is written.
+pub fn prune_later(store: Arc<dyn TenantStore>, blobs: Arc<dyn BlobStore>, attachment: AttachmentId, latest: u32) {
+    if latest <= 1 {
+        return;
+    }
     tokio::spawn(async move {
         let keep = match store.attachments().usage().await {
             Ok(usage) => usage.max_versions,
             Err(err) => return tracing::warn!(error = %err, "cannot read the version limit; pruning waits for the next upload"),
         };
+        if latest <= keep {
+            return;
+        }
         let pruned = match store.attachments().prune(attachment, keep).await {
             Ok(pruned) => pruned,
             Err(err) => return tracing::warn!(error = %err, "cannot prune old versions; the next upload tries again"),

@@ -252,7 +252,7 @@ async fn store_upload(
     };
     match attachments.record(conn.user(), version).await {
         Ok(attachment) => {
-            prune_later(conn.store.clone(), state.blobs.clone(), attachment.id);
+            prune_later(conn.store.clone(), state.blobs.clone(), attachment.id, attachment.latest.number);
             Ok(attachment)
         }
         Err(err) => {

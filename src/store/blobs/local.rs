@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::{BlobError, BlobKey, BlobResult, BlobStore, ByteStream, Listed, Meter, Read, Written, check_range};
 use crate::store::{Millis, WorkspaceId};
@@ -50,16 +50,63 @@ fn millis(time: std::io::Result<std::time::SystemTime>) -> Millis {
     Millis(ms)
 }
 
-/// Writes the whole body into `file`, through `meter`.
-async fn write_all(file: tokio::fs::File, mut body: ByteStream, meter: &mut Meter) -> BlobResult<()> {
-    let mut out = tokio::io::BufWriter::with_capacity(IO_CHUNK, file);
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| BlobError::Cut(e.to_string()))?;
-        meter.take(&chunk)?;
-        out.write_all(&chunk).await.map_err(io)?;
+/// The file and the meter an upload writes through, owned by whichever side holds them:
+/// the upload's task, or the blocking thread writing its last batch.
+struct Sink {
+    file: std::fs::File,
+    meter: Meter,
+}
+
+enum Writer {
+    Idle(Box<Sink>),
+    Busy(tokio::task::JoinHandle<(Box<Sink>, BlobResult<()>)>),
+}
+
+impl Writer {
+    /// The sink, once the batch in flight (if any) is hashed and written.
+    async fn ready(self) -> BlobResult<Box<Sink>> {
+        match self {
+            Self::Idle(sink) => Ok(sink),
+            Self::Busy(batch) => {
+                let (sink, written) = batch.await.map_err(|e| BlobError::Internal(e.to_string()))?;
+                written.map(|()| sink)
+            }
+        }
     }
-    out.flush().await.map_err(io)?;
-    out.into_inner().sync_all().await.map_err(io)
+}
+
+/// Writes the whole body into `file` and syncs it. The body is gathered into batches of
+/// [`IO_CHUNK`]; each batch is hashed and written on a blocking thread while the next one
+/// arrives, so receiving, hashing and writing overlap and no thread is held between
+/// batches (a slow client costs no thread). Past `limit` it stops at once.
+async fn write_all(file: std::fs::File, mut body: ByteStream, limit: u64) -> BlobResult<Written> {
+    let mut writer = Writer::Idle(Box::new(Sink { file, meter: Meter::new(limit) }));
+    let (mut batch, mut received) = (bytes::BytesMut::with_capacity(IO_CHUNK), 0u64);
+    loop {
+        let next = body.next().await.transpose().map_err(|e| BlobError::Cut(e.to_string()))?;
+        if let Some(chunk) = &next {
+            received += chunk.len() as u64;
+            if received > limit {
+                return Err(BlobError::TooLarge { limit });
+            }
+            batch.extend_from_slice(chunk);
+        }
+        if batch.len() >= IO_CHUNK || (next.is_none() && !batch.is_empty()) {
+            let mut sink = writer.ready().await?;
+            let bytes = batch.split().freeze();
+            writer = Writer::Busy(tokio::task::spawn_blocking(move || {
+                use std::io::Write;
+                let written = sink.meter.take(&bytes).and_then(|()| sink.file.write_all(&bytes).map_err(io));
+                (sink, written)
+            }));
+        }
+        if next.is_none() {
+            break;
+        }
+    }
+    let Sink { file, meter } = *writer.ready().await?;
+    tokio::task::spawn_blocking(move || file.sync_all()).await.map_err(|e| BlobError::Internal(e.to_string()))?.map_err(io)?;
+    Ok(meter.finish())
 }
 
 #[async_trait]
@@ -69,22 +116,23 @@ impl BlobStore for LocalBlobs {
         let dir = path.parent().ok_or_else(|| BlobError::Internal("object path has no parent".into()))?.to_owned();
         tokio::fs::create_dir_all(&dir).await.map_err(io)?;
         let temp = dir.join(format!("{TEMP_PREFIX}{}", uuid::Uuid::new_v4()));
-        let file = tokio::fs::File::create(&temp).await.map_err(io)?;
-        let mut meter = Meter::new(limit);
-        let written = write_all(file, body, &mut meter).await;
-        if let Err(err) = written {
-            if let Err(e) = tokio::fs::remove_file(&temp).await {
-                tracing::error!(path = %temp.display(), error = %e, "cannot remove a failed upload's temporary file");
+        let file = tokio::fs::File::create(&temp).await.map_err(io)?.into_std().await;
+        let written = match write_all(file, body, limit).await {
+            Ok(written) => written,
+            Err(err) => {
+                if let Err(e) = tokio::fs::remove_file(&temp).await {
+                    tracing::error!(path = %temp.display(), error = %e, "cannot remove a failed upload's temporary file");
+                }
+                return Err(err);
             }
-            return Err(err);
-        }
+        };
         if let Err(err) = tokio::fs::rename(&temp, &path).await {
             let _ = tokio::fs::remove_file(&temp).await;
             return Err(io(err));
         }
         // The rename itself is durable once the directory is.
         tokio::fs::File::open(&dir).await.map_err(io)?.sync_all().await.map_err(io)?;
-        Ok(meter.finish())
+        Ok(written)
     }
 
     async fn get(&self, key: &BlobKey, range: Option<Range<u64>>) -> BlobResult<Read> {
