@@ -100,55 +100,79 @@ impl Api {
     }
 }
 
-/// HTTP upload and download figures for `reps` files of `bytes`: (up MB/s, down MB/s).
-async fn over_http(api: &Api, bytes: &Bytes, reps: usize) -> (f64, f64) {
-    let started = Instant::now();
-    let mut urls = Vec::new();
-    for _ in 0..reps {
+/// HTTP and the floor, taking turns file by file so that both see the same disk (the page
+/// cache's dirty pages, the device's moods): ((HTTP up, HTTP down), (floor write, floor
+/// read)) in MB/s.
+async fn interleaved<W, R>(api: &Api, bytes: &Bytes, reps: usize, mut write: W, mut read: R) -> ((f64, f64), (f64, f64))
+where
+    W: AsyncFnMut(usize, &Bytes),
+    R: AsyncFnMut(usize, &Bytes),
+{
+    let (mut http_up, mut floor_up, mut urls) = (Duration::ZERO, Duration::ZERO, Vec::new());
+    for i in 0..reps {
+        let started = Instant::now();
         urls.push(api.upload(reqwest::Body::from(bytes.clone()), bytes.len() as u64).await);
+        http_up += started.elapsed();
+        let started = Instant::now();
+        write(i, bytes).await;
+        floor_up += started.elapsed();
     }
-    let up = mbs((bytes.len() * reps) as u64, started.elapsed());
-    let started = Instant::now();
-    for url in &urls {
+    let (mut http_down, mut floor_down) = (Duration::ZERO, Duration::ZERO);
+    for (i, url) in urls.iter().enumerate() {
+        let started = Instant::now();
         assert_eq!(api.download(url).await, bytes.len() as u64);
+        http_down += started.elapsed();
+        let started = Instant::now();
+        read(i, bytes).await;
+        floor_down += started.elapsed();
     }
-    (up, mbs((bytes.len() * reps) as u64, started.elapsed()))
+    let total = (bytes.len() * reps) as u64;
+    ((mbs(total, http_up), mbs(total, http_down)), (mbs(total, floor_up), mbs(total, floor_down)))
 }
 
-/// The disk's floor: the same bytes written as the local store writes them (temp file in
-/// 64 KiB writes, fsync, rename, directory fsync), then read back: (write MB/s, read MB/s).
-fn raw_disk(dir: &Path, bytes: &Bytes, reps: usize) -> (f64, f64) {
-    use std::io::{Read, Write};
+/// The disk's floor for one file: the same bytes written as the local store writes them
+/// (temp file in 256 KiB writes, fsync, rename, directory fsync).
+fn raw_write(dir: &Path, i: usize, bytes: &Bytes) {
+    use std::io::Write;
     std::fs::create_dir_all(dir).expect("raw dir");
-    let started = Instant::now();
-    let mut paths = Vec::new();
-    for i in 0..reps {
-        let (temp, path) = (dir.join(format!(".tmp-{i}")), dir.join(format!("raw-{i}")));
-        let mut file = std::fs::File::create(&temp).expect("create");
-        for chunk in bytes.chunks(64 * 1024) {
-            file.write_all(chunk).expect("write");
-        }
-        file.sync_all().expect("fsync");
-        std::fs::rename(&temp, &path).expect("rename");
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).expect("dir fsync");
-        paths.push(path);
+    let (temp, path) = (dir.join(format!(".tmp-{i}")), dir.join(format!("raw-{i}")));
+    let mut file = std::fs::File::create(&temp).expect("create");
+    for chunk in bytes.chunks(256 * 1024) {
+        file.write_all(chunk).expect("write");
     }
-    let write = mbs((bytes.len() * reps) as u64, started.elapsed());
-    let started = Instant::now();
-    let mut buf = vec![0u8; 64 * 1024];
-    for path in &paths {
-        let mut file = std::fs::File::open(path).expect("open");
-        let mut read = 0;
-        loop {
-            let n = file.read(&mut buf).expect("read");
-            if n == 0 {
-                break;
-            }
-            read += n;
+    file.sync_all().expect("fsync");
+    std::fs::rename(&temp, &path).expect("rename");
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).expect("dir fsync");
+}
+
+fn raw_read(dir: &Path, i: usize, bytes: &Bytes) {
+    use std::io::Read;
+    let mut file = std::fs::File::open(dir.join(format!("raw-{i}"))).expect("open");
+    let (mut buf, mut read) = (vec![0u8; 256 * 1024], 0);
+    loop {
+        let n = file.read(&mut buf).expect("read");
+        if n == 0 {
+            break;
         }
-        assert_eq!(read, bytes.len());
+        read += n;
     }
-    (write, mbs((bytes.len() * reps) as u64, started.elapsed()))
+    assert_eq!(read, bytes.len());
+}
+
+/// What the server must do to every uploaded byte, each alone at full speed on this
+/// machine: take it off a loopback socket, hash it (SHA-256, ring), write it to disk. Done
+/// one after the other, as one request's bytes are, they cost at least the sum: MB/s.
+fn serial_floor(socket: f64, sha256: f64, disk: f64) -> f64 {
+    1.0 / (1.0 / socket + 1.0 / sha256 + 1.0 / disk)
+}
+
+/// SHA-256 (ring, as the server hashes) over `bytes`, `reps` times: MB/s.
+fn sha256_speed(bytes: &Bytes, reps: usize) -> f64 {
+    let started = Instant::now();
+    for _ in 0..reps {
+        std::hint::black_box(ring::digest::digest(&ring::digest::SHA256, bytes));
+    }
+    mbs((bytes.len() * reps) as u64, started.elapsed())
 }
 
 /// The machine's floor for moving bytes to another process at all: `total` bytes over a
@@ -179,32 +203,25 @@ async fn loopback(total: u64) -> f64 {
     mbs(read, took)
 }
 
-/// The same objects written and read with `object_store` directly, as the S3 store writes
-/// them (streaming multipart, two parts in flight): (write MB/s, read MB/s).
-async fn raw_s3(store: &object_store::aws::AmazonS3, bytes: &Bytes, reps: usize) -> (f64, f64) {
-    let started = Instant::now();
-    let mut paths = Vec::new();
-    for i in 0..reps {
-        let path = object_store::path::Path::from(format!("raw/{i}"));
-        let mut writer = WriteMultipart::new(store.put_multipart(&path).await.expect("multipart"));
-        for chunk in bytes.chunks(64 * 1024) {
-            writer.wait_for_capacity(2).await.expect("capacity");
-            writer.write(chunk);
-        }
-        writer.finish().await.expect("finish");
-        paths.push(path);
+/// The same object written with `object_store` directly, as the S3 store writes it
+/// (streaming multipart, two parts in flight).
+async fn s3_write(store: &object_store::aws::AmazonS3, i: usize, bytes: &Bytes) {
+    let path = object_store::path::Path::from(format!("raw/{i}"));
+    let mut writer = WriteMultipart::new(store.put_multipart(&path).await.expect("multipart"));
+    for chunk in bytes.chunks(64 * 1024) {
+        writer.wait_for_capacity(2).await.expect("capacity");
+        writer.write(chunk);
     }
-    let write = mbs((bytes.len() * reps) as u64, started.elapsed());
-    let started = Instant::now();
-    for path in &paths {
-        let mut body = store.get(path).await.expect("get").into_stream();
-        let mut read = 0;
-        while let Some(chunk) = body.next().await {
-            read += chunk.expect("chunk").len();
-        }
-        assert_eq!(read, bytes.len());
+    writer.finish().await.expect("finish");
+}
+
+async fn s3_read(store: &object_store::aws::AmazonS3, i: usize, bytes: &Bytes) {
+    let mut body = store.get(&object_store::path::Path::from(format!("raw/{i}"))).await.expect("get").into_stream();
+    let mut read = 0;
+    while let Some(chunk) = body.next().await {
+        read += chunk.expect("chunk").len();
     }
-    (write, mbs((bytes.len() * reps) as u64, started.elapsed()))
+    assert_eq!(read, bytes.len());
 }
 
 /// The server's RSS before, and its peak growth while 1 GB goes up and while it comes down.
@@ -233,7 +250,7 @@ fn report(mode: &str, label: &str, http: (f64, f64), floor: (f64, f64), floor_na
 
 pub async fn bench_attachments(dir: &Path) {
     let limit = ("EDGEDESK_UPLOAD_LIMIT_BYTES", "2147483648");
-    let sizes = [("1 MB", MB, 40), ("100 MB", 100 * MB, 3)];
+    let sizes = [("1 MB", MB, 100), ("100 MB", 100 * MB, 8)];
 
     // Local: files in the workspace's folder, the floor on the same disk.
     let data = dir.join("local");
@@ -243,11 +260,20 @@ pub async fn bench_attachments(dir: &Path) {
     );
     let server = ServerProc::start_with(&data, &[limit]).await;
     let api = Api::new(&server).await;
+    let raw = data.join("raw");
     for (label, size, reps) in sizes {
         let bytes = pattern(size);
-        let http = over_http(&api, &bytes, reps).await;
-        let floor = raw_disk(&data.join("raw"), &bytes, reps);
+        let (http, floor) =
+            interleaved(&api, &bytes, reps, async |i, b: &Bytes| raw_write(&raw, i, b), async |i, b: &Bytes| raw_read(&raw, i, b)).await;
         report("local", label, http, floor, "raw disk");
+        let sha = sha256_speed(&bytes, reps);
+        let serial = serial_floor(socket, sha, floor.0);
+        println!(
+            "attachments local {label}: upload {:.0} MB/s vs socket + SHA-256 ({sha:.0} MB/s) + disk one after the other {serial:.0} MB/s ({:.0}%); download vs the socket {:.0}%",
+            http.0,
+            100.0 * http.0 / serial,
+            100.0 * http.1 / socket
+        );
     }
     let (before, up, down) = rss_during_1gb(&server, &api).await;
     println!(
@@ -283,10 +309,17 @@ pub async fn bench_attachments(dir: &Path) {
     ];
     let server = ServerProc::start_with(&dir.join("s3"), &env).await;
     let api = Api::new(&server).await;
-    for (label, size, reps) in [("1 MB", MB, 20), ("100 MB", 100 * MB, 2)] {
+    for (label, size, reps) in [("1 MB", MB, 20), ("100 MB", 100 * MB, 3)] {
         let bytes = pattern(size);
-        let http = over_http(&api, &bytes, reps).await;
-        let floor = raw_s3(&direct, &bytes, reps).await;
+        let direct = &direct;
+        let (http, floor) = interleaved(
+            &api,
+            &bytes,
+            reps,
+            async |i, b: &Bytes| s3_write(direct, i, b).await,
+            async |i, b: &Bytes| s3_read(direct, i, b).await,
+        )
+        .await;
         report("s3", label, http, floor, "object_store direct");
     }
     let (before, up, down) = rss_during_1gb(&server, &api).await;
