@@ -61,6 +61,10 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/me/notifications"),
     ("get", "/api/me/notification-preferences"),
     ("put", "/api/me/notification-preferences"),
+    ("get", "/api/me/keys"),
+    ("put", "/api/me/keys"),
+    ("get", "/api/me/keys/{version}"),
+    ("get", "/api/workspaces/{ws}/members/{user}/keys"),
     ("get", "/metrics"),
 ];
 
