@@ -150,9 +150,9 @@ impl EncryptionParams {
                 _ => Ok(None),
             };
         };
-        crate::keys::opaque("eph_classical_public", &eph_classical_public)?;
-        crate::keys::opaque("eph_pq_ciphertext", &eph_pq_ciphertext)?;
-        crate::keys::opaque("wrapped_dek", &wrapped_dek)?;
+        crate::http::opaque::opaque("eph_classical_public", &eph_classical_public)?;
+        crate::http::opaque::opaque("eph_pq_ciphertext", &eph_pq_ciphertext)?;
+        crate::http::opaque::opaque("wrapped_dek", &wrapped_dek)?;
         let key_version: u32 = key_version
             .parse()
             .ok()

@@ -5,6 +5,7 @@ pub mod client;
 pub mod conn;
 pub mod extract;
 pub mod number;
+pub mod opaque;
 pub mod openapi;
 
 use crate::error::FieldError;

@@ -6,10 +6,11 @@ use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{KeysState, may_read_keys, opaque};
+use super::{KeysState, may_read_keys};
 use crate::auth::{AuthState, AuthUser};
 use crate::error::{AppError, AppResult, Problem};
 use crate::http::extract::{ApiJson, ApiPath};
+use crate::http::opaque::opaque;
 use crate::store::keys::{KeyBundle, PublicKeys};
 use crate::store::{Millis, UserId, WorkspaceId};
 use crate::tenants::{TenantConn, TenantsState};
@@ -29,9 +30,13 @@ where
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewKeyBundle {
+    #[schema(min_length = 1, max_length = 22000)]
     pub classical_public_key: String,
+    #[schema(min_length = 1, max_length = 22000)]
     pub pq_public_key: String,
+    #[schema(min_length = 1, max_length = 22000)]
     pub classical_priv_encrypted: String,
+    #[schema(min_length = 1, max_length = 22000)]
     pub pq_priv_encrypted: String,
     /// The current version + 1 (1 for a first bundle); anything else is a 409.
     #[schema(minimum = 1, maximum = 2147483647)]
