@@ -165,16 +165,18 @@ impl ObjectWrite {
         Self { key, size, sha256, received: 0, tx, put }
     }
 
-    /// The object is whole: waits for the store and checks what it wrote.
-    async fn finish(self) -> StoreResult<BlobKey> {
+    /// The object is whole: waits for the store and checks what it wrote. Once stored it is
+    /// listed in `written` (to be removed if the import fails), matching or not.
+    async fn finish(self, written: &mut Vec<BlobKey>) -> StoreResult<()> {
         let Self { key, size, sha256, tx, put, .. } = self;
         drop(tx);
-        let written =
+        let stored =
             put.await.map_err(StoreError::internal)?.map_err(|e| StoreError::Internal(format!("writing {}: {e}", key.relative())))?;
-        if written.size != size || written.sha256 != sha256 {
+        written.push(key);
+        if stored.size != size || stored.sha256 != sha256 {
             return Err(StoreError::invalid("file", format!("the bytes of version {} do not match its size and SHA-256", key.version)));
         }
-        Ok(key)
+        Ok(())
     }
 
     /// The import failed midway through it: the store keeps nothing of it.
@@ -282,7 +284,7 @@ async fn import_into(
                         // The rows are all in; they commit with the objects, at the end.
                         rows.take();
                         if let Some(done) = progress.current.take() {
-                            progress.objects.push(done.finish().await?);
+                            done.finish(&mut progress.objects).await?;
                         }
                         let expected = awaited.remove(&version);
                         if expected != Some((attachment, size, sha256.clone())) {
@@ -302,7 +304,7 @@ async fn import_into(
                         if current.tx.send(Ok(data.0)).await.is_err() {
                             // The store stopped taking bytes: its answer says why.
                             if let Some(failed) = progress.current.take() {
-                                failed.finish().await?;
+                                failed.finish(&mut progress.objects).await?;
                             }
                             return Err(StoreError::internal("the blob store stopped mid-object"));
                         }
@@ -333,7 +335,7 @@ async fn import_into(
             progress.current = Some(done);
             return Err(StoreError::invalid("file", format!("the file ends inside the bytes of version {version}")));
         }
-        progress.objects.push(done.finish().await?);
+        done.finish(&mut progress.objects).await?;
     }
     if let Some(version) = awaited.keys().next() {
         return Err(StoreError::invalid("file", format!("the file lacks the bytes of {} version(s), {version} among them", awaited.len())));

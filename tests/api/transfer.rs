@@ -184,6 +184,28 @@ async fn a_workspace_moves_from_sqlite_to_postgres_and_back_unchanged() {
     assert!(err.to_string().contains("ends inside the bytes"), "{err}");
     assert!(to_s3.list(id).await.unwrap().is_empty(), "no objects left behind");
     assert!(postgres.platform.workspace(id).await.unwrap().is_none(), "nothing registered");
+    // A file's bytes changed on the way (same length): refused at that object's end, and
+    // nothing left either.
+    let mut flipped = false;
+    let tampered: String = text
+        .lines()
+        .map(|line| {
+            let mut v: Value = serde_json::from_str(line).unwrap();
+            if v["type"] == "chunk" && !flipped {
+                use base64::Engine;
+                let engine = base64::engine::general_purpose::STANDARD;
+                let mut data = engine.decode(v["data"].as_str().unwrap()).unwrap();
+                data[0] ^= 0xFF;
+                v["data"] = json!(engine.encode(data));
+                flipped = true;
+            }
+            format!("{v}\n")
+        })
+        .collect();
+    let err = import_workspace(&postgres, &to_s3, &mut tampered.as_bytes()).await.unwrap_err();
+    assert!(err.to_string().contains("do not match"), "{err}");
+    assert!(to_s3.list(id).await.unwrap().is_empty(), "the altered object is removed too");
+    assert!(postgres.platform.workspace(id).await.unwrap().is_none(), "nothing registered");
     let imported = import_workspace(&postgres, &to_s3, &mut &file[..]).await.expect("import into Postgres");
     assert_eq!(imported.admin_rights_dropped, vec![admin.email.clone()], "the exporting side's admin is not one here");
     assert_eq!(imported.users_created, 3);
