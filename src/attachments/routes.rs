@@ -108,23 +108,18 @@ pub struct UploadParams {
     comment_id: Option<CommentId>,
 }
 
-/// Set on a client-side encrypted upload, all four or none: the version's wrapped file key
-/// and what unwraps it, stored and returned byte for byte. The body is then ciphertext:
-/// never type-sniffed (it is stored as `application/octet-stream`) nor indexed.
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
+/// An upload's `encryption` parameter, a deep object in the query
+/// (`encryption[wrapped_dek]=…&encryption[key_version]=2&…`), documented as
+/// [`EncryptionHeader`] in the routes' `params`.
+#[derive(Debug, Default, Deserialize)]
 pub struct EncryptionParams {
-    /// The uploader's ephemeral classical public key (base64).
-    #[param(min_length = 1, max_length = 22000)]
+    #[serde(rename = "encryption[eph_classical_public]")]
     eph_classical_public: Option<String>,
-    /// The post-quantum KEM ciphertext (base64).
-    #[param(min_length = 1, max_length = 22000)]
+    #[serde(rename = "encryption[eph_pq_ciphertext]")]
     eph_pq_ciphertext: Option<String>,
-    /// The file's data key, wrapped (base64).
-    #[param(min_length = 1, max_length = 22000)]
+    #[serde(rename = "encryption[wrapped_dek]")]
     wrapped_dek: Option<String>,
-    /// The recipient bundle's `key_version` the key was wrapped for.
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 2147483647)]
+    #[serde(rename = "encryption[key_version]")]
     key_version: Option<String>,
 }
 
@@ -134,10 +129,10 @@ impl EncryptionParams {
     fn header(self) -> AppResult<Option<EncryptionHeader>> {
         let Self { eph_classical_public, eph_pq_ciphertext, wrapped_dek, key_version } = self;
         let given = [
-            ("eph_classical_public", eph_classical_public.is_some()),
-            ("eph_pq_ciphertext", eph_pq_ciphertext.is_some()),
-            ("wrapped_dek", wrapped_dek.is_some()),
-            ("key_version", key_version.is_some()),
+            ("encryption[eph_classical_public]", eph_classical_public.is_some()),
+            ("encryption[eph_pq_ciphertext]", eph_pq_ciphertext.is_some()),
+            ("encryption[wrapped_dek]", wrapped_dek.is_some()),
+            ("encryption[key_version]", key_version.is_some()),
         ];
         let (Some(eph_classical_public), Some(eph_pq_ciphertext), Some(wrapped_dek), Some(key_version)) =
             (eph_classical_public, eph_pq_ciphertext, wrapped_dek, key_version)
@@ -145,19 +140,20 @@ impl EncryptionParams {
             return match given.iter().find(|(_, present)| !present) {
                 Some((missing, _)) if given.iter().any(|(_, present)| *present) => Err(AppError::invalid(
                     *missing,
-                    "an encrypted upload gives all of eph_classical_public, eph_pq_ciphertext, wrapped_dek and key_version",
+                    "an encrypted upload gives all of encryption[eph_classical_public], [eph_pq_ciphertext], [wrapped_dek] and [key_version]",
                 )),
                 _ => Ok(None),
             };
         };
-        crate::http::opaque::opaque("eph_classical_public", &eph_classical_public)?;
-        crate::http::opaque::opaque("eph_pq_ciphertext", &eph_pq_ciphertext)?;
-        crate::http::opaque::opaque("wrapped_dek", &wrapped_dek)?;
+        use crate::http::opaque::opaque;
+        opaque("encryption[eph_classical_public]", &eph_classical_public, EncryptionHeader::MAX_KEY_CHARS)?;
+        opaque("encryption[eph_pq_ciphertext]", &eph_pq_ciphertext, EncryptionHeader::MAX_CIPHERTEXT_CHARS)?;
+        opaque("encryption[wrapped_dek]", &wrapped_dek, EncryptionHeader::MAX_KEY_CHARS)?;
         let key_version: u32 = key_version
             .parse()
             .ok()
             .filter(|v| (1..=i32::MAX as u32).contains(v))
-            .ok_or_else(|| AppError::invalid("key_version", "from 1 to 2147483647"))?;
+            .ok_or_else(|| AppError::invalid("encryption[key_version]", "from 1 to 2147483647"))?;
         Ok(Some(EncryptionHeader { eph_classical_public, eph_pq_ciphertext, wrapped_dek, key_version }))
     }
 }
@@ -268,7 +264,8 @@ async fn store_upload(
 /// is the file's bytes, streamed; `Content-Type` is checked against them. 413 beyond the
 /// upload limit or the workspace's storage quota (with `used`, `limit`, `requested`).
 #[utoipa::path(post, path = "/api/workspaces/{ws}/tickets/{id}/attachments", tag = "attachments",
-    params(("ws" = uuid::Uuid, Path, description = "Workspace id"), ("id" = uuid::Uuid, Path), UploadParams, EncryptionParams),
+    params(("ws" = uuid::Uuid, Path, description = "Workspace id"), ("id" = uuid::Uuid, Path), UploadParams,
+        ("encryption" = Option<EncryptionHeader>, Query, style = DeepObject, explode, description = "Set on a client-side encrypted upload, with all four fields: the version's wrapped file key and what unwraps it, stored and returned byte for byte. The body is then ciphertext, stored as application/octet-stream, never type-sniffed nor indexed.")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses((status = 201, body = Attachment), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem),
         (status = 413, body = Problem), (status = 422, body = Problem)))]
@@ -289,7 +286,8 @@ async fn upload(
 /// Uploads a new version of the attachment; older ones beyond the workspace's version
 /// limit are pruned after the response.
 #[utoipa::path(post, path = "/api/workspaces/{ws}/tickets/{id}/attachments/{att}/versions", tag = "attachments",
-    params(("ws" = uuid::Uuid, Path, description = "Workspace id"), ("id" = uuid::Uuid, Path), ("att" = uuid::Uuid, Path), EncryptionParams),
+    params(("ws" = uuid::Uuid, Path, description = "Workspace id"), ("id" = uuid::Uuid, Path), ("att" = uuid::Uuid, Path),
+        ("encryption" = Option<EncryptionHeader>, Query, style = DeepObject, explode, description = "Set on a client-side encrypted upload, with all four fields: the version's wrapped file key and what unwraps it, stored and returned byte for byte. The body is then ciphertext, stored as application/octet-stream, never type-sniffed nor indexed.")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses((status = 201, body = Attachment), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem),
         (status = 413, body = Problem), (status = 422, body = Problem)))]

@@ -10,7 +10,7 @@ use super::{KeysState, may_read_keys};
 use crate::auth::{AuthState, AuthUser};
 use crate::error::{AppError, AppResult, Problem};
 use crate::http::extract::{ApiJson, ApiPath};
-use crate::http::opaque::opaque;
+use crate::http::opaque::{MAX_OPAQUE_CHARS, opaque};
 use crate::store::keys::{KeyBundle, PublicKeys};
 use crate::store::{Millis, UserId, WorkspaceId};
 use crate::tenants::{TenantConn, TenantsState};
@@ -30,13 +30,13 @@ where
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewKeyBundle {
-    #[schema(min_length = 1, max_length = 22000)]
+    #[schema(min_length = 1, max_length = 22000, pattern = r"^[A-Za-z0-9+/_-]+={0,2}$")]
     pub classical_public_key: String,
-    #[schema(min_length = 1, max_length = 22000)]
+    #[schema(min_length = 1, max_length = 22000, pattern = r"^[A-Za-z0-9+/_-]+={0,2}$")]
     pub pq_public_key: String,
-    #[schema(min_length = 1, max_length = 22000)]
+    #[schema(min_length = 1, max_length = 22000, pattern = r"^[A-Za-z0-9+/_-]+={0,2}$")]
     pub classical_priv_encrypted: String,
-    #[schema(min_length = 1, max_length = 22000)]
+    #[schema(min_length = 1, max_length = 22000, pattern = r"^[A-Za-z0-9+/_-]+={0,2}$")]
     pub pq_priv_encrypted: String,
     /// The current version + 1 (1 for a first bundle); anything else is a 409.
     #[schema(minimum = 1, maximum = 2147483647)]
@@ -75,10 +75,10 @@ async fn put_my_keys(
     State(state): State<KeysState>,
     ApiJson(body): ApiJson<NewKeyBundle>,
 ) -> AppResult<axum::Json<KeyBundle>> {
-    opaque("classical_public_key", &body.classical_public_key)?;
-    opaque("pq_public_key", &body.pq_public_key)?;
-    opaque("classical_priv_encrypted", &body.classical_priv_encrypted)?;
-    opaque("pq_priv_encrypted", &body.pq_priv_encrypted)?;
+    opaque("classical_public_key", &body.classical_public_key, MAX_OPAQUE_CHARS)?;
+    opaque("pq_public_key", &body.pq_public_key, MAX_OPAQUE_CHARS)?;
+    opaque("classical_priv_encrypted", &body.classical_priv_encrypted, MAX_OPAQUE_CHARS)?;
+    opaque("pq_priv_encrypted", &body.pq_priv_encrypted, MAX_OPAQUE_CHARS)?;
     if !(1..=i32::MAX as u32).contains(&body.key_version) {
         return Err(AppError::invalid("key_version", "from 1 to 2147483647"));
     }

@@ -35,13 +35,24 @@ crate::store::model::id_type!(/// A quota reservation held by an upload in fligh
 #[serde(deny_unknown_fields)]
 pub struct EncryptionHeader {
     /// The uploader's ephemeral classical public key (base64).
+    #[schema(min_length = 1, max_length = 1024, pattern = r"^[A-Za-z0-9+/_-]+={0,2}$")]
     pub eph_classical_public: String,
     /// The post-quantum KEM ciphertext (base64).
+    #[schema(min_length = 1, max_length = 8192, pattern = r"^[A-Za-z0-9+/_-]+={0,2}$")]
     pub eph_pq_ciphertext: String,
     /// The file's data key, wrapped (base64).
+    #[schema(min_length = 1, max_length = 1024, pattern = r"^[A-Za-z0-9+/_-]+={0,2}$")]
     pub wrapped_dek: String,
     /// Which of the recipient's key bundles it was wrapped for.
+    #[schema(minimum = 1, maximum = 2147483647)]
     pub key_version: u32,
+}
+
+impl EncryptionHeader {
+    /// The longest each base64 field may be (they travel in an upload's query string: a
+    /// KEM ciphertext of ML-KEM-1024 is 2,092 characters).
+    pub const MAX_KEY_CHARS: usize = 1024;
+    pub const MAX_CIPHERTEXT_CHARS: usize = 8192;
 }
 
 /// One stored version of an attachment.

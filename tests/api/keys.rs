@@ -32,8 +32,12 @@ fn bundle(rng: &mut rand::rngs::StdRng, version: u32) -> Value {
 
 /// `url` with `name` (unless empty) and an encryption header's fields as its query.
 fn with_query(url: &str, name: &str, header: &Value) -> reqwest::Url {
-    let mut pairs: Vec<(String, String)> =
-        header.as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string))).collect();
+    let mut pairs: Vec<(String, String)> = header
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (format!("encryption[{k}]"), v.as_str().map_or_else(|| v.to_string(), str::to_string)))
+        .collect();
     if !name.is_empty() {
         pairs.push(("name".into(), name.into()));
     }
@@ -121,6 +125,12 @@ both_backends! {
         put(stranger.token.clone(), bundle(&mut rng, 1)).await.ok(200);
         s.get(&url(&stranger.id), &agent.token).await.problem(404);
         s.get(&url(&admin.id), &agent.token).await.problem(404);
+        // The document states the shape the server checks.
+        let doc = s.call(Method::GET, "/api/openapi.json", None, None).await.ok(200).clone();
+        let schemas = &doc["components"]["schemas"];
+        for (schema, field) in [("NewKeyBundle", "pq_public_key"), ("EncryptionHeader", "wrapped_dek"), ("EncryptionHeader", "eph_pq_ciphertext")] {
+            assert_eq!(schemas[schema]["properties"][field]["pattern"], edgedesk::http::opaque::BASE64_PATTERN, "{schema}.{field}");
+        }
         s.stop().await;
     }
 }
@@ -190,7 +200,7 @@ both_backends! {
         not_b64["eph_pq_ciphertext"] = json!("%%%");
         let mut zero = header(&mut rng, 1);
         zero["key_version"] = json!(0);
-        for (bad, field) in [(half, "wrapped_dek"), (not_b64, "eph_pq_ciphertext"), (zero, "key_version")] {
+        for (bad, field) in [(half, "encryption[wrapped_dek]"), (not_b64, "encryption[eph_pq_ciphertext]"), (zero, "encryption[key_version]")] {
             let res = s
                 .http
                 .post(with_query(&base, "x.bin", &bad))

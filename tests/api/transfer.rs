@@ -126,7 +126,7 @@ async fn a_workspace_moves_from_sqlite_to_postgres_and_back_unchanged() {
     let shot = upload(&s, &customer.token, &format!("{}?name=shot.png", files_of(&ids[0])), "image/png", png(200_000)).await;
     let shot: Value = shot.json().await.unwrap();
     let sealed = format!(
-        "{}{}/{}/versions?eph_classical_public=AAAA&eph_pq_ciphertext=BBBB&wrapped_dek=CCCC&key_version=2",
+        "{}{}/{}/versions?encryption[eph_classical_public]=AAAA&encryption[eph_pq_ciphertext]=BBBB&encryption[wrapped_dek]=CCCC&encryption[key_version]=2",
         s.base,
         files_of(&ids[0]),
         shot["id"].as_str().unwrap()
