@@ -127,24 +127,17 @@ impl EncryptionParams {
     /// The header, if the upload is encrypted; 422 naming the field when it is half given
     /// or not base64.
     fn header(self) -> AppResult<Option<EncryptionHeader>> {
-        let Self { eph_classical_public, eph_pq_ciphertext, wrapped_dek, key_version } = self;
-        let given = [
-            ("encryption[eph_classical_public]", eph_classical_public.is_some()),
-            ("encryption[eph_pq_ciphertext]", eph_pq_ciphertext.is_some()),
-            ("encryption[wrapped_dek]", wrapped_dek.is_some()),
-            ("encryption[key_version]", key_version.is_some()),
-        ];
-        let (Some(eph_classical_public), Some(eph_pq_ciphertext), Some(wrapped_dek), Some(key_version)) =
-            (eph_classical_public, eph_pq_ciphertext, wrapped_dek, key_version)
-        else {
-            return match given.iter().find(|(_, present)| !present) {
-                Some((missing, _)) if given.iter().any(|(_, present)| *present) => Err(AppError::invalid(
-                    *missing,
-                    "an encrypted upload gives all of encryption[eph_classical_public], [eph_pq_ciphertext], [wrapped_dek] and [key_version]",
-                )),
-                _ => Ok(None),
+        const ALL: &str =
+            "an encrypted upload gives all of encryption[eph_classical_public], [eph_pq_ciphertext], [wrapped_dek] and [key_version]";
+        let (eph_classical_public, eph_pq_ciphertext, wrapped_dek, key_version) =
+            match (self.eph_classical_public, self.eph_pq_ciphertext, self.wrapped_dek, self.key_version) {
+                (None, None, None, None) => return Ok(None),
+                (Some(a), Some(b), Some(c), Some(d)) => (a, b, c, d),
+                (None, ..) => return Err(AppError::invalid("encryption[eph_classical_public]", ALL)),
+                (_, None, ..) => return Err(AppError::invalid("encryption[eph_pq_ciphertext]", ALL)),
+                (_, _, None, _) => return Err(AppError::invalid("encryption[wrapped_dek]", ALL)),
+                (.., None) => return Err(AppError::invalid("encryption[key_version]", ALL)),
             };
-        };
         use crate::http::opaque::opaque;
         opaque("encryption[eph_classical_public]", &eph_classical_public, EncryptionHeader::MAX_KEY_CHARS)?;
         opaque("encryption[eph_pq_ciphertext]", &eph_pq_ciphertext, EncryptionHeader::MAX_CIPHERTEXT_CHARS)?;
@@ -152,7 +145,7 @@ impl EncryptionParams {
         let key_version: u32 = key_version
             .parse()
             .ok()
-            .filter(|v| (1..=i32::MAX as u32).contains(v))
+            .filter(|v| crate::store::keys::KEY_VERSIONS.contains(v))
             .ok_or_else(|| AppError::invalid("encryption[key_version]", "from 1 to 2147483647"))?;
         Ok(Some(EncryptionHeader { eph_classical_public, eph_pq_ciphertext, wrapped_dek, key_version }))
     }

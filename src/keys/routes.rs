@@ -11,7 +11,7 @@ use crate::auth::{AuthState, AuthUser};
 use crate::error::{AppError, AppResult, Problem};
 use crate::http::extract::{ApiJson, ApiPath};
 use crate::http::opaque::{MAX_OPAQUE_CHARS, opaque};
-use crate::store::keys::{KeyBundle, PublicKeys};
+use crate::store::keys::{KEY_VERSIONS, KeyBundle, PublicKeys};
 use crate::store::{Millis, UserId, WorkspaceId};
 use crate::tenants::{TenantConn, TenantsState};
 
@@ -79,7 +79,7 @@ async fn put_my_keys(
     opaque("pq_public_key", &body.pq_public_key, MAX_OPAQUE_CHARS)?;
     opaque("classical_priv_encrypted", &body.classical_priv_encrypted, MAX_OPAQUE_CHARS)?;
     opaque("pq_priv_encrypted", &body.pq_priv_encrypted, MAX_OPAQUE_CHARS)?;
-    if !(1..=i32::MAX as u32).contains(&body.key_version) {
+    if !KEY_VERSIONS.contains(&body.key_version) {
         return Err(AppError::invalid("key_version", "from 1 to 2147483647"));
     }
     let bundle = KeyBundle {

@@ -72,6 +72,10 @@ pub trait KeyStore: Send + Sync + 'static {
     async fn import_keys(&self, record: &KeyBundleRecord) -> StoreResult<bool>;
 }
 
+/// The key versions there can be (the OpenAPI document says `minimum = 1, maximum =
+/// 2147483647` wherever one is accepted): what both backends store.
+pub const KEY_VERSIONS: std::ops::RangeInclusive<u32> = 1..=i32::MAX as u32;
+
 /// The `Conflict` a stale or skipped version gets, in the same words on both backends.
 pub fn version_conflict(current: u32, given: u32) -> super::StoreError {
     super::StoreError::Conflict(format!("key_version must be {} (the current version is {current}); {given} was given", current + 1))
