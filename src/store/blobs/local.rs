@@ -1,14 +1,15 @@
 //! Objects as files beside each workspace's database: `<data>/tenants/<ws>/blobs/<att>/<ver>`.
 //!
 //! A write goes to a temporary name in the same directory, is fsynced, renamed into place,
-//! and the directory is fsynced: after a crash an object is either whole or absent (a
-//! temporary file left behind is not an object, and the orphan sweep removes it). All file
-//! work goes through tokio's file API, on its blocking threads.
+//! and the directory is fsynced (as is the parent of any directory it had to create): after
+//! a crash an object is either whole or absent (a temporary file left behind is not an
+//! object, and the orphan sweep removes it). All file work runs on tokio's blocking threads.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
@@ -50,38 +51,51 @@ fn millis(time: std::io::Result<std::time::SystemTime>) -> Millis {
     Millis(ms)
 }
 
-/// The file and the meter an upload writes through, owned by whichever side holds them:
-/// the upload's task, or the blocking thread writing its last batch.
-struct Sink {
-    file: std::fs::File,
-    meter: Meter,
+/// One half of the work on an upload's bytes (hashing, or writing them to the file), owned
+/// by whichever side holds it: the upload's task, or the blocking thread on a batch.
+enum Stage<T> {
+    Idle(T),
+    Busy(tokio::task::JoinHandle<(T, BlobResult<()>)>),
 }
 
-enum Writer {
-    Idle(Box<Sink>),
-    Busy(tokio::task::JoinHandle<(Box<Sink>, BlobResult<()>)>),
-}
+impl<T: Send + 'static> Stage<T> {
+    /// `part` at work on `bytes` on a blocking thread.
+    fn start(mut part: T, bytes: Bytes, work: fn(&mut T, &[u8]) -> BlobResult<()>) -> Self {
+        Self::Busy(tokio::task::spawn_blocking(move || {
+            let done = work(&mut part, &bytes);
+            (part, done)
+        }))
+    }
 
-impl Writer {
-    /// The sink, once the batch in flight (if any) is hashed and written.
-    async fn ready(self) -> BlobResult<Box<Sink>> {
+    /// The part, once the batch in flight (if any) is done.
+    async fn ready(self) -> BlobResult<T> {
         match self {
-            Self::Idle(sink) => Ok(sink),
+            Self::Idle(part) => Ok(part),
             Self::Busy(batch) => {
-                let (sink, written) = batch.await.map_err(|e| BlobError::Internal(e.to_string()))?;
-                written.map(|()| sink)
+                let (part, done) = batch.await.map_err(|e| BlobError::Internal(e.to_string()))?;
+                done.map(|()| part)
             }
         }
     }
 }
 
+fn hash(meter: &mut Meter, bytes: &[u8]) -> BlobResult<()> {
+    meter.take(bytes)
+}
+
+fn write(file: &mut std::fs::File, bytes: &[u8]) -> BlobResult<()> {
+    use std::io::Write;
+    file.write_all(bytes).map_err(io)
+}
+
 /// Writes the whole body into `file` and syncs it. The body is gathered into batches of
-/// [`IO_CHUNK`]; each batch is hashed and written on a blocking thread while the next one
-/// arrives, so receiving, hashing and writing overlap and no thread is held between
-/// batches (a slow client costs no thread). Past `limit` it stops at once.
+/// [`IO_CHUNK`]; each batch is hashed on one blocking thread and written on another while
+/// the next one arrives, so receiving, hashing and writing overlap, the file's sync overlaps
+/// the last batch's hash, and no thread is held between batches (a slow client costs no
+/// thread). Past `limit` it stops at once.
 async fn write_all(file: std::fs::File, mut body: ByteStream, limit: u64) -> BlobResult<Written> {
-    let mut writer = Writer::Idle(Box::new(Sink { file, meter: Meter::new(limit) }));
-    let (mut batch, mut received) = (bytes::BytesMut::with_capacity(IO_CHUNK), 0u64);
+    let (mut meter, mut file) = (Stage::Idle(Meter::new(limit)), Stage::Idle(file));
+    let (mut batch, mut received) = (BytesMut::with_capacity(IO_CHUNK), 0u64);
     loop {
         let next = body.next().await.transpose().map_err(|e| BlobError::Cut(e.to_string()))?;
         if let Some(chunk) = &next {
@@ -92,21 +106,40 @@ async fn write_all(file: std::fs::File, mut body: ByteStream, limit: u64) -> Blo
             batch.extend_from_slice(chunk);
         }
         if batch.len() >= IO_CHUNK || (next.is_none() && !batch.is_empty()) {
-            let mut sink = writer.ready().await?;
-            let bytes = batch.split().freeze();
-            writer = Writer::Busy(tokio::task::spawn_blocking(move || {
-                use std::io::Write;
-                let written = sink.meter.take(&bytes).and_then(|()| sink.file.write_all(&bytes).map_err(io));
-                (sink, written)
-            }));
+            let bytes = std::mem::replace(&mut batch, BytesMut::with_capacity(IO_CHUNK)).freeze();
+            let (hasher, writer) = (meter.ready().await?, file.ready().await?);
+            meter = Stage::start(hasher, bytes.clone(), hash);
+            file = Stage::start(writer, bytes, write);
         }
         if next.is_none() {
             break;
         }
     }
-    let Sink { file, meter } = *writer.ready().await?;
-    tokio::task::spawn_blocking(move || file.sync_all()).await.map_err(|e| BlobError::Internal(e.to_string()))?.map_err(io)?;
+    let file = file.ready().await?;
+    let synced = tokio::task::spawn_blocking(move || file.sync_all());
+    let meter = meter.ready().await?;
+    synced.await.map_err(|e| BlobError::Internal(e.to_string()))?.map_err(io)?;
     Ok(meter.finish())
+}
+
+/// Creates `dir` and any parents it lacks so that they survive a crash: each new directory's
+/// entry is made durable by syncing the directory that holds it.
+fn create_dir_durably(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let parent = dir.parent().ok_or_else(|| std::io::Error::other("a directory without a parent"))?;
+    create_dir_durably(parent)?;
+    match std::fs::create_dir(dir) {
+        Ok(()) => std::fs::File::open(parent)?.sync_all(),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs file work on a blocking thread.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> BlobResult<T> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| BlobError::Internal(e.to_string()))?.map_err(io)
 }
 
 #[async_trait]
@@ -114,9 +147,15 @@ impl BlobStore for LocalBlobs {
     async fn put(&self, key: &BlobKey, body: ByteStream, limit: u64) -> BlobResult<Written> {
         let path = self.path(key);
         let dir = path.parent().ok_or_else(|| BlobError::Internal("object path has no parent".into()))?.to_owned();
-        tokio::fs::create_dir_all(&dir).await.map_err(io)?;
         let temp = dir.join(format!("{TEMP_PREFIX}{}", uuid::Uuid::new_v4()));
-        let file = tokio::fs::File::create(&temp).await.map_err(io)?.into_std().await;
+        let file = blocking({
+            let (dir, temp) = (dir.clone(), temp.clone());
+            move || {
+                create_dir_durably(&dir)?;
+                std::fs::File::create(&temp)
+            }
+        })
+        .await?;
         let written = match write_all(file, body, limit).await {
             Ok(written) => written,
             Err(err) => {
@@ -126,19 +165,28 @@ impl BlobStore for LocalBlobs {
                 return Err(err);
             }
         };
-        if let Err(err) = tokio::fs::rename(&temp, &path).await {
-            let _ = tokio::fs::remove_file(&temp).await;
-            return Err(io(err));
-        }
-        // The rename itself is durable once the directory is.
-        tokio::fs::File::open(&dir).await.map_err(io)?.sync_all().await.map_err(io)?;
+        blocking(move || {
+            if let Err(err) = std::fs::rename(&temp, &path) {
+                let _ = std::fs::remove_file(&temp);
+                return Err(err);
+            }
+            // The rename itself is durable once the directory is.
+            std::fs::File::open(&dir)?.sync_all()
+        })
+        .await?;
         Ok(written)
     }
 
     async fn get(&self, key: &BlobKey, range: Option<Range<u64>>) -> BlobResult<Read> {
-        let mut file = tokio::fs::File::open(self.path(key)).await.map_err(io)?;
-        let total = file.metadata().await.map_err(io)?.len();
+        let path = self.path(key);
+        let (file, total) = blocking(move || {
+            let file = std::fs::File::open(path)?;
+            let total = file.metadata()?.len();
+            Ok((file, total))
+        })
+        .await?;
         check_range(&range, total)?;
+        let mut file = tokio::fs::File::from_std(file);
         let body: ByteStream = match range {
             Some(r) => {
                 file.seek(std::io::SeekFrom::Start(r.start)).await.map_err(io)?;
@@ -198,7 +246,6 @@ impl BlobStore for LocalBlobs {
 mod tests {
     use super::*;
     use crate::store::blobs::{AttachmentId, VersionId};
-    use bytes::Bytes;
 
     fn body(chunks: Vec<Result<&'static [u8], &'static str>>) -> ByteStream {
         Box::pin(futures::stream::iter(
