@@ -16,6 +16,12 @@ const SOURCES: &[&str] = &[
     "src/store/postgres/consumers.rs",
     "src/store/sqlite/notifications.rs",
     "src/store/postgres/notifications.rs",
+    "src/store/sqlite/notes.rs",
+    "src/store/postgres/notes.rs",
+    "src/store/sqlite/attachments.rs",
+    "src/store/postgres/attachments.rs",
+    "src/store/sqlite/mail.rs",
+    "src/store/postgres/mail.rs",
 ];
 
 /// How each backend opens a write transaction: a recorded write, or (Postgres) a
@@ -32,16 +38,35 @@ pub struct Violation {
     pub problem: &'static str,
 }
 
-/// `(name, body)` of every `async fn` in `source`, by brace matching. A helper that is
-/// handed its caller's transaction (`tx: &Transaction`) writes inside it and is left to the
-/// caller's check.
-pub(crate) fn async_fns(source: &str) -> Vec<(String, &str)> {
+/// One function of a source file, found by brace matching.
+pub(crate) struct Function<'s> {
+    pub name: String,
+    pub signature: &'s str,
+    pub body: &'s str,
+    pub is_async: bool,
+}
+
+impl Function<'_> {
+    /// Handed its caller's transaction: it writes inside it and is left to the caller's check.
+    fn in_callers_transaction(&self) -> bool {
+        ["tx: &Transaction", "&mut WriteTx", "&mut PgWrite"].iter().any(|t| self.signature.contains(t))
+    }
+}
+
+/// Every `fn` in `source` (async or not) with its signature and body.
+pub(crate) fn functions(source: &str) -> Vec<Function<'_>> {
     let mut out = Vec::new();
-    let mut rest = source;
     let mut offset = 0;
-    while let Some(pos) = rest.find("async fn ") {
+    while let Some(pos) = source[offset..].find("fn ") {
         let start = offset + pos;
-        let name: String = source[start + 9..].chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+        offset = start + 3;
+        if start > 0 && !source[..start].ends_with(|c: char| c.is_whitespace()) {
+            continue;
+        }
+        let name: String = source[start + 3..].chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+        if name.is_empty() {
+            continue;
+        }
         // The body starts at the first `{` after the signature's closing parenthesis level.
         let Some(open_rel) = source[start..].find(") ->").or_else(|| source[start..].find(')')) else { break };
         let Some(brace_rel) = source[start + open_rel..].find('{') else { break };
@@ -61,23 +86,34 @@ pub(crate) fn async_fns(source: &str) -> Vec<(String, &str)> {
                 _ => {}
             }
         }
-        if !source[start..body_start].contains("tx: &Transaction") {
-            out.push((name, &source[body_start..end]));
-        }
-        offset = end.max(start + 9);
-        rest = &source[offset..];
+        let is_async = source[..start].trim_end().ends_with("async");
+        out.push(Function { name, signature: &source[start..body_start], body: &source[body_start..end], is_async });
+        offset = end.max(start + 3);
     }
     out
 }
 
+/// `(name, body)` of every `async fn` in `source` that opens its own transactions (one handed
+/// its caller's is left to the caller's check).
+pub(crate) fn async_fns(source: &str) -> Vec<(String, &str)> {
+    functions(source).into_iter().filter(|f| f.is_async && !f.in_callers_transaction()).map(|f| (f.name, f.body)).collect()
+}
+
+/// Helpers handed a write transaction that record a sync action in it: calling one records.
+fn recording_helpers(source: &str) -> Vec<String> {
+    functions(source).into_iter().filter(|f| f.in_callers_transaction() && f.body.contains(".record(")).map(|f| f.name).collect()
+}
+
 pub fn check(source: &str) -> Vec<Violation> {
     let mut violations = Vec::new();
+    let helpers = recording_helpers(source);
     for (name, body) in async_fns(source) {
         if matches!(name.as_str(), "read" | "write" | "write_tx") {
             continue; // the helpers themselves
         }
         let writes = WRITE_MARKERS.iter().any(|m| body.contains(m));
-        if writes && !(body.contains(".record(") || body.contains(".exempt(")) {
+        let records = body.contains(".record(") || body.contains(".exempt(") || helpers.iter().any(|h| body.contains(&format!("{h}(")));
+        if writes && !records {
             violations.push(Violation { function: name.clone(), problem: "opens a write transaction but records no sync action" });
         }
         if !writes && WRITES.iter().any(|w| body.contains(w)) {
@@ -116,6 +152,21 @@ fn the_lint_catches_a_write_that_forgets_its_sync_action() {
         async fn honest(&self, actor: UserId) -> StoreResult<()> {
             self.write(move |tx| { tx.exempt("nothing visible changes"); Ok(()) }).await
         }
+        fn rename(tx: &mut WriteTx<'_>, id: TicketId) -> StoreResult<()> {
+            tx.execute("UPDATE tickets SET title = 'x' WHERE id = ?1", params![id]).map_err(error)?;
+            tx.record(None, Event::ticket_updated(&ticket))?;
+            Ok(())
+        }
+        fn touch(tx: &mut WriteTx<'_>, id: TicketId) -> StoreResult<()> {
+            tx.execute("UPDATE tickets SET title = 'x' WHERE id = ?1", params![id]).map_err(error)?;
+            Ok(())
+        }
+        async fn delegated(&self, id: TicketId) -> StoreResult<()> {
+            self.write(move |tx| rename(tx, id)).await
+        }
+        async fn delegated_badly(&self, id: TicketId) -> StoreResult<()> {
+            self.write(move |tx| touch(tx, id)).await
+        }
     "#;
     let found = check(forgetful);
     assert_eq!(
@@ -123,6 +174,7 @@ fn the_lint_catches_a_write_that_forgets_its_sync_action() {
         vec![
             Violation { function: "rename_ticket".into(), problem: "opens a write transaction but records no sync action" },
             Violation { function: "sneaky".into(), problem: "writes outside a recorded write transaction" },
+            Violation { function: "delegated_badly".into(), problem: "opens a write transaction but records no sync action" },
         ]
     );
 }
