@@ -45,6 +45,7 @@ struct AppInner {
     sync: SyncState,
     notes: Arc<crate::notes::Notes>,
     attachments: crate::attachments::AttachmentsState,
+    mail: crate::mail::MailState,
     /// Every log consumer's drain loop (see `sync::runner`).
     runner: Arc<Runner>,
     memberships: Arc<TtlCache<(WorkspaceId, UserId), Option<Role>>>,
@@ -114,6 +115,10 @@ impl App {
         let blobs = open_blobs(&config)?;
         tasks.spawn(crate::attachments::sweep_forever(store.clone(), blobs.clone(), shutdown.child_token()));
         let attachments = crate::attachments::AttachmentsState { blobs, upload_limit: config.upload_limit };
+        let mail = crate::mail::MailState {
+            seal_key: Arc::new(crate::crypto::derive_key(&master, crate::mail::secrets::PURPOSE)?),
+            config: config.mail,
+        };
         let live = LiveState { bus, limits, watch };
         let sync = SyncState {
             bootstraps: BootstrapGate::new(GateLimits {
@@ -122,7 +127,7 @@ impl App {
                 max_open: config.bootstrap_max_open,
             }),
         };
-        Ok(Self(Arc::new(AppInner { config, store, auth, live, sync, notes, attachments, runner, memberships, shutdown, tasks })))
+        Ok(Self(Arc::new(AppInner { config, store, auth, live, sync, notes, attachments, mail, runner, memberships, shutdown, tasks })))
     }
 
     pub fn config(&self) -> &Config {
@@ -181,6 +186,12 @@ impl FromRef<App> for LiveState {
 impl FromRef<App> for crate::attachments::AttachmentsState {
     fn from_ref(app: &App) -> Self {
         app.0.attachments.clone()
+    }
+}
+
+impl FromRef<App> for crate::mail::MailState {
+    fn from_ref(app: &App) -> Self {
+        app.0.mail.clone()
     }
 }
 

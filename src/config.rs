@@ -102,6 +102,8 @@ pub struct Config {
     pub blobs: BlobSettings,
     /// The largest upload, in bytes (separate from `body_limit`, which bounds JSON).
     pub upload_limit: u64,
+    /// How mail servers are reached (see `mail::MailConfig`).
+    pub mail: crate::mail::MailConfig,
     /// Collaborative notes (see `notes::NotesConfig` for what each bounds).
     pub notes: crate::notes::NotesConfig,
     /// Whether this instance runs the durable log consumers (notifications, and later mail,
@@ -247,6 +249,14 @@ impl Config {
             dev_allow_privileged_role: src.parse("EDGEDESK_DEV_ALLOW_PRIVILEGED_ROLE", false)?,
             blobs,
             upload_limit: src.parse::<u64>("EDGEDESK_UPLOAD_LIMIT_BYTES", 25 * 1000 * 1000)?.max(1),
+            mail: crate::mail::MailConfig {
+                reach: if src.parse("EDGEDESK_MAIL_ALLOW_PRIVATE_HOSTS", false)? {
+                    crate::http::outbound::Reach::Any
+                } else {
+                    crate::http::outbound::Reach::Public
+                },
+                timeout: Duration::from_secs(src.parse::<u64>("EDGEDESK_MAIL_TIMEOUT_SECS", 30)?.max(1)),
+            },
             notes: crate::notes::NotesConfig {
                 max_frame: src.parse::<usize>("EDGEDESK_NOTE_MAX_FRAME_BYTES", 2 * 1024 * 1024)?.max(1024),
                 updates_per_sec: src.parse::<u32>("EDGEDESK_NOTE_UPDATES_PER_SEC", 300)?.max(1),

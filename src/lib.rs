@@ -19,6 +19,7 @@ pub mod error;
 pub mod http;
 pub mod keys;
 pub mod live;
+pub mod mail;
 pub mod notes;
 pub mod notifications;
 pub mod router;

@@ -36,6 +36,7 @@ use crate::error::AppError;
         (name = "notifications", description = "Notifications, preferences and following tickets"),
         (name = "attachments", description = "Files on tickets and comments, their versions, and the storage quota"),
         (name = "keys", description = "Key bundles for client-side encryption"),
+        (name = "mail", description = "Mail channels: the workspace's support address in (IMAP) and out (SMTP)"),
         (name = "notes", description = "Collaborative ticket notes (y-websocket)"),
         (name = "ops", description = "Health and readiness"),
     )
@@ -66,6 +67,7 @@ pub fn api() -> (Router<App>, Router<App>, utoipa::openapi::OpenApi) {
         .merge(crate::notifications::routes())
         .merge(crate::attachments::routes())
         .merge(crate::keys::routes())
+        .merge(crate::mail::routes())
         .split_for_parts();
     let (streams, streams_openapi) = crate::live::routes().merge(crate::notes::routes()).split_for_parts();
     openapi.merge(streams_openapi);

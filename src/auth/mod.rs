@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use extract::{AuthUser, PlatformAdmin};
-pub use routes::{routes, validate_name, validate_text};
+pub use routes::{routes, validate_email, validate_name, validate_text};
 pub use stream::StreamToken;
 
 use crate::cache::TtlCache;

@@ -44,7 +44,7 @@ where
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUserRequest {
-    #[schema(min_length = 3, max_length = 254, pattern = r"^[^\s@]+@[^\s@]+$")]
+    #[schema(min_length = 3, max_length = 254, pattern = r"^[^\s@\u0000-\u001f\u007f-\u009f]+@[^\s@\u0000-\u001f\u007f-\u009f]+$")]
     pub email: String,
     /// 8 to 72 characters.
     #[schema(min_length = 8, max_length = 72)]
@@ -56,13 +56,13 @@ pub struct NewUserRequest {
     pub is_admin: bool,
 }
 
-/// Exactly the schema's rule: no whitespace anywhere, one `@` between non-empty parts, at
-/// most 254 characters.
-fn validate_email(email: &str) -> Result<(), FieldError> {
+/// Exactly the schema's rule: no whitespace or control character anywhere, one `@` between
+/// non-empty parts, at most 254 characters.
+pub fn validate_email(field: &str, email: &str) -> Result<(), FieldError> {
     let ok = email.chars().count() <= 254
-        && !email.chars().any(crate::http::is_space)
+        && !email.chars().any(|c| crate::http::is_space(c) || c.is_control())
         && email.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty() && !domain.contains('@'));
-    if ok { Ok(()) } else { Err(FieldError::new("email", "must be an email address")) }
+    if ok { Ok(()) } else { Err(FieldError::new(field, "must be an email address")) }
 }
 
 /// Trimmed, 1 to `max` characters, as a 422 on failure.
@@ -86,7 +86,7 @@ pub fn validate_text(field: &str, value: &str, max: usize) -> Result<String, Fie
 impl NewUserRequest {
     async fn into_new_user(self, passwords: &Passwords) -> AppResult<NewUser> {
         let mut errors = Vec::new();
-        if let Err(e) = validate_email(&self.email) {
+        if let Err(e) = validate_email("email", &self.email) {
             errors.push(e);
         }
         let name = validate_text("name", &self.name, 200).map_err(|e| errors.push(e)).ok();

@@ -1,7 +1,12 @@
-//! Pure cryptographic helpers: random tokens, token hashing, the master key.
+//! Pure cryptographic helpers: random tokens, token hashing, the master key, keys derived
+//! from it per purpose, and sealing secrets the server must store and later use.
 //!
 //! No I/O beyond reading/creating the master key file. Opaque bearer tokens are 32 random
 //! bytes; only their SHA-256 is ever stored, so a copied database cannot be used to log in.
+//! A secret the server must use again (a mail server's password) is sealed with
+//! AES-256-GCM under a purpose's key, with a context that names what it belongs to bound in
+//! as associated data: a sealed value copied into another row, workspace or field does not
+//! open.
 
 use std::io::Write;
 use std::path::Path;
@@ -97,6 +102,53 @@ pub fn load_or_create_master_key(path: &Path) -> std::io::Result<Zeroizing<[u8; 
     }
 }
 
+/// Sealed values start with this byte: the format (AES-256-GCM, 96-bit random nonce).
+const SEALED_V1: u8 = 1;
+const NONCE_LEN: usize = 12;
+
+/// A sealed value did not open: another key (a different master key), another context,
+/// or bytes that were altered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the sealed value does not open with this key and context")]
+pub struct OpenFailed;
+
+/// Seals `plaintext` under `key` with `context` bound in as associated data: the version
+/// byte, a random nonce, then the ciphertext and its tag.
+pub fn seal(key: &[u8; 32], context: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+    let nonce = random_bytes::<NONCE_LEN>();
+    // A 32-byte key is what AES-256 takes, so this cannot fail.
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).expect("a 32-byte AES-256 key"));
+    let mut out = Vec::with_capacity(1 + NONCE_LEN + plaintext.len() + AES_256_GCM.tag_len());
+    out.push(SEALED_V1);
+    out.extend_from_slice(&nonce);
+    let mut body = Zeroizing::new(plaintext.to_vec());
+    // Sealing fails only for inputs beyond GCM's 64 GiB limit.
+    let tag = key
+        .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(context), body.as_mut_slice())
+        .expect("a value within AES-GCM's length limit");
+    out.extend_from_slice(&body);
+    out.extend_from_slice(tag.as_ref());
+    out
+}
+
+/// Opens what [`seal`] made with the same key and context; the plaintext is zeroized when
+/// dropped.
+pub fn open(key: &[u8; 32], context: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, OpenFailed> {
+    use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+    let (&version, rest) = sealed.split_first().ok_or(OpenFailed)?;
+    if version != SEALED_V1 || rest.len() < NONCE_LEN + AES_256_GCM.tag_len() {
+        return Err(OpenFailed);
+    }
+    let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
+    let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| OpenFailed)?;
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).map_err(|_| OpenFailed)?);
+    let mut body = Zeroizing::new(ciphertext.to_vec());
+    let len = key.open_in_place(nonce, Aad::from(context), body.as_mut_slice()).map_err(|_| OpenFailed)?.len();
+    body.truncate(len);
+    Ok(body)
+}
+
 /// Makes ring the process's TLS provider (reqwest, and so the S3 client, are built without
 /// one of their own: `rustls-no-provider` keeps aws-lc out of the build). Idempotent; call
 /// it before building any HTTP client.
@@ -108,6 +160,25 @@ pub fn install_tls_provider() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sealed_values_open_only_with_their_key_and_context() {
+        let key = derive_key(&[7u8; 32], "test").unwrap();
+        let sealed = seal(&key, b"ws1/channel1/imap", b"hunter2");
+        assert_eq!(open(&key, b"ws1/channel1/imap", &sealed).unwrap().as_slice(), b"hunter2");
+        assert_ne!(seal(&key, b"ws1/channel1/imap", b"hunter2"), sealed, "a fresh nonce each time");
+        assert!(!sealed.windows(7).any(|w| w == b"hunter2"));
+        assert_eq!(open(&key, b"ws1/channel1/smtp", &sealed), Err(OpenFailed), "another context");
+        let other = derive_key(&[8u8; 32], "test").unwrap();
+        assert_eq!(open(&other, b"ws1/channel1/imap", &sealed), Err(OpenFailed), "another master key");
+        let mut altered = sealed.clone();
+        *altered.last_mut().unwrap() ^= 1;
+        assert_eq!(open(&key, b"ws1/channel1/imap", &altered), Err(OpenFailed));
+        for short in [&b""[..], &sealed[..1], &sealed[..20]] {
+            assert_eq!(open(&key, b"ws1/channel1/imap", short), Err(OpenFailed));
+        }
+        assert_eq!(open(&key, b"c", &seal(&key, b"c", b"")).unwrap().as_slice(), b"", "empty secrets round-trip");
+    }
 
     #[test]
     fn tokens_are_prefixed_unique_and_hash_stably() {

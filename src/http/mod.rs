@@ -1,5 +1,6 @@
 //! HTTP plumbing shared by every feature: extractors whose rejections are problem+json,
-//! and parsing of the query parameters every list shares.
+//! parsing of the query parameters every list shares, and (`outbound`) the rule for
+//! connecting to servers that users name.
 
 pub mod client;
 pub mod conn;
@@ -7,6 +8,7 @@ pub mod extract;
 pub mod number;
 pub mod opaque;
 pub mod openapi;
+pub mod outbound;
 
 use crate::error::FieldError;
 
@@ -16,6 +18,16 @@ use crate::error::FieldError;
 /// U+200A, line and paragraph separators, U+202F, U+205F, U+3000 and the BOM.
 pub fn is_space(c: char) -> bool {
     matches!(c, '\u{9}'..='\u{d}' | ' ' | '\u{a0}' | '\u{1680}' | '\u{2000}'..='\u{200a}' | '\u{2028}' | '\u{2029}' | '\u{202f}' | '\u{205f}' | '\u{3000}' | '\u{feff}')
+}
+
+/// For a field that may be absent (`None`: leave it), `null` (`Some(None)`: clear it) or a
+/// value: `#[serde(default, deserialize_with = "crate::http::present")]`.
+pub fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(deserializer).map(Some)
 }
 
 /// Parses a `limit` query parameter: 1 to `max`, `default` when absent.

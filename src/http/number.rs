@@ -21,6 +21,19 @@ pub fn u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     u32::try_from(v).map_err(|_| D::Error::custom(format!("{v} is too large")))
 }
 
+/// A `u16` field (a port).
+pub fn u16<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    let v = integral(d)?;
+    u16::try_from(v).map_err(|_| D::Error::custom(format!("{v} is too large")))
+}
+
+/// An optional `u16` field (`null` or absent: `None`).
+pub fn opt_u16<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    #[derive(Deserialize)]
+    struct Port(#[serde(deserialize_with = "u16")] u16);
+    Ok(Option::<Port>::deserialize(d)?.map(|p| p.0))
+}
+
 /// An optional `u64` field (`null` or absent: `None`).
 pub fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     #[derive(Deserialize)]

@@ -14,6 +14,7 @@ pub mod blobs;
 pub mod bootstrap;
 pub mod consumers;
 pub mod keys;
+pub mod mail;
 pub mod model;
 pub mod notes;
 pub mod notifications;
@@ -394,6 +395,8 @@ pub trait TenantStore: Send + Sync + 'static {
     fn notes(&self) -> &dyn NoteStore;
     /// The workspace's attachments and storage quota (their own trait: see `attachments.rs`).
     fn attachments(&self) -> &dyn attachments::AttachmentStore;
+    /// The workspace's mail channels (their own trait: see `mail.rs`).
+    fn mail(&self) -> &dyn mail::MailStore;
 
     /// Makes the workspace's copy of `user`'s membership (for bootstrap and the log) equal to
     /// `member` (`None`: not a member), recording `member.added`, `member.updated` or

@@ -710,4 +710,5 @@ pub enum TenantRow {
     Storage(crate::store::attachments::StorageRecord),
     Attachment(crate::store::attachments::AttachmentRecord),
     AttachmentVersion(crate::store::attachments::AttachmentVersion),
+    MailChannel(crate::store::mail::ChannelRecord),
 }

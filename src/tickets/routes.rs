@@ -2,7 +2,7 @@
 
 use axum::extract::FromRef;
 use axum::http::StatusCode;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -204,14 +204,6 @@ async fn get_ticket(conn: TenantConn, ApiPath(path): ApiPath<TicketPath>) -> App
     conn.store.ticket(conn.audience(), path.id).await?.map(axum::Json).ok_or(AppError::NotFound)
 }
 
-fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(deserializer).map(Some)
-}
-
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchTicketRequest {
@@ -221,7 +213,7 @@ pub struct PatchTicketRequest {
     /// Staff only.
     pub priority: Option<Priority>,
     /// Staff only. `null` unassigns.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::http::present")]
     #[schema(value_type = Option<String>, format = Uuid)]
     pub assignee_id: Option<Option<UserId>>,
     /// Staff only. Replaces the whole set.

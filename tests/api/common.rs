@@ -363,3 +363,8 @@ pub async fn all_pages(server: &TestServer, token: &str, path_and_query: &str) -
         }
     }
 }
+
+/// A test input kept in `fixtures/` (a real artefact: an `.eml` message, a Yjs update).
+pub fn fixture(relative: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(relative)
+}

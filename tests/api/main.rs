@@ -16,6 +16,8 @@ mod feed;
 mod isolation;
 mod keys;
 mod live;
+mod mail;
+mod mailservers;
 mod notes;
 mod notes_crash;
 mod notes_npm;

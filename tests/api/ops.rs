@@ -65,6 +65,12 @@ const ROUTES: &[(&str, &str)] = &[
     ("put", "/api/me/keys"),
     ("get", "/api/me/keys/{version}"),
     ("get", "/api/workspaces/{ws}/members/{user}/keys"),
+    ("get", "/api/workspaces/{ws}/mail/channels"),
+    ("post", "/api/workspaces/{ws}/mail/channels"),
+    ("get", "/api/workspaces/{ws}/mail/channels/{id}"),
+    ("patch", "/api/workspaces/{ws}/mail/channels/{id}"),
+    ("delete", "/api/workspaces/{ws}/mail/channels/{id}"),
+    ("post", "/api/workspaces/{ws}/mail/channels/{id}/test"),
     ("get", "/metrics"),
 ];
 

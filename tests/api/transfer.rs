@@ -155,6 +155,13 @@ async fn a_workspace_moves_from_sqlite_to_postgres_and_back_unchanged() {
     }
     let keys_before =
         (s.get("/api/me/keys/1", &agent.token).await.ok(200).clone(), s.get("/api/me/keys", &agent.token).await.ok(200).clone());
+    // A mail channel, its passwords sealed under this server's master key.
+    let channels = format!("/api/workspaces/{ws}/mail/channels");
+    let server =
+        |port: u16| json!({ "host": "mail.example.test", "port": port, "security": "tls", "user": "desk", "password": "sealed-here" });
+    let channel = json!({ "address": "help@moving.test", "imap": server(993), "smtp": server(465) });
+    s.post(&channels, &admin.token, channel).await.ok(201);
+    let channels_before = s.get(&channels, &admin.token).await.ok(200).clone();
     let files_before = files(&s, &admin.token, &ws, &ids).await;
     assert_eq!(files_before.len(), 2);
     let usage_before = s.get(&format!("/api/workspaces/{ws}/storage"), &admin.token).await.ok(200).clone();
@@ -228,6 +235,14 @@ async fn a_workspace_moves_from_sqlite_to_postgres_and_back_unchanged() {
         keys_before,
         "the key bundles moved with their owner"
     );
+    // The channel moved with its passwords still sealed; this server has another master
+    // key, so they do not open here, and the test says to set them again.
+    let pg_channels = format!("/api/workspaces/{ws}/mail/channels");
+    assert_eq!(on_pg.get(&pg_channels, &pg_admin.token).await.ok(200), &channels_before);
+    let channel_id = channels_before[0]["id"].as_str().unwrap();
+    let report = on_pg.post(&format!("{pg_channels}/{channel_id}/test"), &pg_admin.token, json!({})).await.ok(200).clone();
+    assert!(report["imap"]["detail"].as_str().unwrap().contains("another master key"), "{report}");
+    assert!(!file.windows(11).any(|w| w == b"sealed-here"), "no password in clear in the export");
     // The note's snapshot and updates, byte for byte, under the same sync_ids.
     let pg_note = loaded(on_pg.app().store().tenants.open(id).await.unwrap()).await;
     assert_eq!((&pg_note.snapshot, pg_note.snapshot_seq), (&stored.snapshot, stored.snapshot_seq));

@@ -35,6 +35,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(5, "0005_notes"),
     migration!(6, "0006_attachments"),
     migration!(7, "0007_key_bundles"),
+    migration!(8, "0008_mail"),
 ];
 
 /// "edgedesk" in ASCII: the advisory lock migrations hold.
@@ -92,6 +93,7 @@ const GRANTS: &[(&str, &str)] = &[
     ("storage_quota", "SELECT, INSERT, UPDATE"),
     ("quota_reservations", "SELECT, INSERT, DELETE"),
     ("key_bundles", "SELECT, INSERT"),
+    ("mail_channels", "SELECT, INSERT, UPDATE, DELETE"),
     ("schema_migrations", "SELECT"),
 ];
 

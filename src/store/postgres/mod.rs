@@ -14,6 +14,7 @@ mod consumers;
 mod feed;
 mod keys;
 mod log;
+mod mail;
 pub mod migrate;
 mod notes;
 mod notifications;

@@ -192,6 +192,10 @@ impl TenantStore for PgTenant {
         self
     }
 
+    fn mail(&self) -> &dyn crate::store::mail::MailStore {
+        self
+    }
+
     async fn mirror_member(&self, actor: Option<UserId>, user: UserId, member: Option<&Member>) -> StoreResult<()> {
         let mut client = self.client().await?;
         let mut w = self.write_tx(&mut client).await?;

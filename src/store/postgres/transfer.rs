@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use super::attachments::{VERSION_COLS, version_from_row};
 use super::error;
 use super::log::{EVENT_COLS, Param, event_from_row, scope};
+use super::mail::{CHANNEL_COLS, channel_from_row};
 use super::notes::{NOTE_COLS, note_record_from_row, update_from_row};
 use super::tenant::{COMMENT_COLS, LINK_COLS, TICKET_COLS, comment_from_row, link_from_row, ticket_from_row};
 use super::types::{member_from_row, workspace_from_row};
@@ -95,6 +96,14 @@ pub async fn export(tx: &Transaction<'_>, workspace: WorkspaceId, out: &mpsc::Se
     count += export_consumers(tx, workspace, out).await?;
     count += export_notes(tx, workspace, out).await?;
     count += export_attachments(tx, workspace, out).await?;
+    let channels = tx
+        .query(&format!("SELECT {CHANNEL_COLS} FROM mail_channels WHERE workspace_id = $1 ORDER BY created_at, id"), &[&workspace])
+        .await
+        .map_err(error)?;
+    for row in &channels {
+        send(out, TenantRow::MailChannel(channel_from_row(row)?)).await?;
+        count += 1;
+    }
     Ok(count)
 }
 
@@ -432,6 +441,16 @@ pub async fn import(tx: &Transaction<'_>, workspace: &Workspace, rows: &mut mpsc
                     "INSERT INTO attachment_versions (workspace_id, id, attachment_id, number, size, sha256, content_type, encryption, created_by, created_at)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                     &[&ws, &v.id, &v.attachment_id, &number, &size, &v.sha256, &v.content_type, &encryption, &v.created_by, &v.created_at],
+                )
+                .await
+                .map_err(error)?;
+            }
+            TenantRow::MailChannel(c) => {
+                let settings = serde_json::to_value(&c.settings).map_err(StoreError::internal)?;
+                tx.execute(
+                    "INSERT INTO mail_channels (workspace_id, id, address, settings, imap_password, smtp_password, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    &[&ws, &c.id, &c.settings.address_key(), &settings, &c.imap_password, &c.smtp_password, &c.created_at, &c.updated_at],
                 )
                 .await
                 .map_err(error)?;

@@ -12,6 +12,7 @@ use super::error;
 use crate::store::StoreResult;
 use crate::store::attachments::ReservationId;
 use crate::store::blobs::{AttachmentId, VersionId};
+use crate::store::mail::ChannelId;
 use crate::store::model::*;
 use crate::store::notifications::{FollowReason, NotificationId, NotificationKind};
 
@@ -35,7 +36,20 @@ macro_rules! uuid_column {
     )+};
 }
 
-uuid_column!(UserId, WorkspaceId, TicketId, CommentId, LinkId, SessionId, TokenId, NotificationId, AttachmentId, VersionId, ReservationId);
+uuid_column!(
+    UserId,
+    WorkspaceId,
+    TicketId,
+    CommentId,
+    LinkId,
+    SessionId,
+    TokenId,
+    NotificationId,
+    AttachmentId,
+    VersionId,
+    ReservationId,
+    ChannelId
+);
 
 impl ToSql for Millis {
     fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {

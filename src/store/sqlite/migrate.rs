@@ -37,6 +37,7 @@ pub const TENANT: &[Migration] = &[
     migration!(2, "tenant", "0002_consumers_notifications"),
     migration!(3, "tenant", "0003_notes"),
     migration!(4, "tenant", "0004_attachments"),
+    migration!(5, "tenant", "0005_mail"),
 ];
 
 /// Applies every migration newer than the file's `user_version`. Returns how many ran.

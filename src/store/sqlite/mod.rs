@@ -13,6 +13,7 @@ mod feed;
 mod hints;
 mod keys;
 mod log;
+mod mail;
 mod migrate;
 mod notes;
 mod notifications;

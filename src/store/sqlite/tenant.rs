@@ -194,6 +194,10 @@ impl TenantStore for SqliteTenant {
         self
     }
 
+    fn mail(&self) -> &dyn crate::store::mail::MailStore {
+        self
+    }
+
     async fn mirror_member(&self, actor: Option<UserId>, user: UserId, member: Option<&Member>) -> StoreResult<()> {
         let wanted = member.cloned();
         self.write(move |tx| {

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use super::attachments::{VERSION_COLS, version_from_row};
 use super::error;
 use super::log::{EVENT_COLS, event_from_row};
+use super::mail::{CHANNEL_COLS, channel_from_row};
 use super::notes::{NOTE_COLS, note_record_from_row};
 use super::tenant::{COMMENT_COLS, LINK_COLS, TICKET_COLS, comment_from_row, link_from_row, ticket_from_row};
 use super::types::{member_from_row, workspace_from_row};
@@ -89,6 +90,14 @@ pub fn export(conn: &mut Connection, out: &mpsc::Sender<TenantRow>) -> StoreResu
     count += export_consumers(&tx, out)?;
     count += export_notes(&tx, out)?;
     count += export_attachments(&tx, out)?;
+    {
+        let mut stmt = tx.prepare(&format!("SELECT {CHANNEL_COLS} FROM mail_channels ORDER BY created_at, id")).map_err(error)?;
+        let mut rows = stmt.query([]).map_err(error)?;
+        while let Some(row) = rows.next().map_err(error)? {
+            send(out, TenantRow::MailChannel(channel_from_row(row).map_err(error)?))?;
+            count += 1;
+        }
+    }
     Ok(count)
 }
 
@@ -383,6 +392,15 @@ pub fn import(
                 .and_then(|mut s| {
                     s.execute(params![v.id, v.attachment_id, v.number, v.size as i64, v.sha256, v.content_type, encryption, v.created_by, v.created_at])
                 })
+                .map_err(error)?;
+            }
+            TenantRow::MailChannel(c) => {
+                let settings = serde_json::to_string(&c.settings).map_err(StoreError::internal)?;
+                tx.execute(
+                    "INSERT INTO mail_channels (id, address, settings, imap_password, smtp_password, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![c.id, c.settings.address_key(), settings, c.imap_password, c.smtp_password, c.created_at, c.updated_at],
+                )
                 .map_err(error)?;
             }
         }

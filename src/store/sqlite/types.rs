@@ -6,6 +6,7 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, 
 
 use crate::store::attachments::ReservationId;
 use crate::store::blobs::{AttachmentId, VersionId};
+use crate::store::mail::ChannelId;
 use crate::store::model::*;
 use crate::store::notifications::{FollowReason, NotificationId, NotificationKind};
 
@@ -25,7 +26,20 @@ macro_rules! uuid_column {
     )+};
 }
 
-uuid_column!(UserId, WorkspaceId, TicketId, CommentId, LinkId, SessionId, TokenId, NotificationId, AttachmentId, VersionId, ReservationId);
+uuid_column!(
+    UserId,
+    WorkspaceId,
+    TicketId,
+    CommentId,
+    LinkId,
+    SessionId,
+    TokenId,
+    NotificationId,
+    AttachmentId,
+    VersionId,
+    ReservationId,
+    ChannelId
+);
 
 impl ToSql for Millis {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
