@@ -46,6 +46,8 @@ struct AppInner {
     notes: Arc<crate::notes::Notes>,
     attachments: crate::attachments::AttachmentsState,
     mail: crate::mail::MailState,
+    /// The mail delivery workers, on instances that run the consumers.
+    delivery: Option<Arc<crate::mail::Delivery>>,
     /// Every log consumer's drain loop (see `sync::runner`).
     runner: Arc<Runner>,
     memberships: Arc<TtlCache<(WorkspaceId, UserId), Option<Role>>>,
@@ -94,16 +96,33 @@ impl App {
         let memberships = Arc::new(TtlCache::new(config.auth_cache_ttl, CACHE_CAPACITY));
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let durable: Vec<Arc<dyn Consumer>> = if config.run_consumers {
-            vec![Arc::new(NotificationsConsumer::new(store.notification_preferences.clone()))]
-        } else {
-            Vec::new()
+        let seal_key = Arc::new(crate::crypto::derive_key(&master, crate::mail::secrets::PURPOSE)?);
+        let delivery = config.run_consumers.then(|| {
+            crate::mail::Delivery::start(
+                store.tenants.clone(),
+                store.consumers.clone(),
+                seal_key.clone(),
+                config.mail,
+                config.delivery,
+                shutdown.child_token(),
+                &tasks,
+            )
+        });
+        let durable: Vec<Arc<dyn Consumer>> = match &delivery {
+            Some(delivery) => vec![
+                Arc::new(NotificationsConsumer::new(store.notification_preferences.clone())),
+                Arc::new(crate::mail::MailConsumer::new(delivery.clone(), config.delivery.lease)),
+            ],
+            None => Vec::new(),
         };
         let pacing = Pacing {
             retry: crate::backoff::Backoff { cap: config.consumer_retry_cap, ..crate::sync::runner::RETRY },
             idle: config.consumer_idle,
         };
         let runner = Runner::start(store.tenants.clone(), store.consumers.clone(), durable, pacing, shutdown.child_token(), tasks.clone());
+        if let Some(delivery) = &delivery {
+            delivery.attach(&runner);
+        }
         let bus = Bus::start(
             runner.clone(),
             BusConfig { ring: config.sse_ring, lag: config.sse_lag, heartbeat: config.sse_heartbeat },
@@ -115,10 +134,7 @@ impl App {
         let blobs = open_blobs(&config)?;
         tasks.spawn(crate::attachments::sweep_forever(store.clone(), blobs.clone(), shutdown.child_token()));
         let attachments = crate::attachments::AttachmentsState { blobs, upload_limit: config.upload_limit };
-        let mail = crate::mail::MailState {
-            seal_key: Arc::new(crate::crypto::derive_key(&master, crate::mail::secrets::PURPOSE)?),
-            config: config.mail,
-        };
+        let mail = crate::mail::MailState { seal_key, config: config.mail };
         let live = LiveState { bus, limits, watch };
         let sync = SyncState {
             bootstraps: BootstrapGate::new(GateLimits {
@@ -127,7 +143,21 @@ impl App {
                 max_open: config.bootstrap_max_open,
             }),
         };
-        Ok(Self(Arc::new(AppInner { config, store, auth, live, sync, notes, attachments, mail, runner, memberships, shutdown, tasks })))
+        Ok(Self(Arc::new(AppInner {
+            config,
+            store,
+            auth,
+            live,
+            sync,
+            notes,
+            attachments,
+            mail,
+            delivery,
+            runner,
+            memberships,
+            shutdown,
+            tasks,
+        })))
     }
 
     pub fn config(&self) -> &Config {
@@ -152,6 +182,11 @@ impl App {
 
     pub fn runner(&self) -> &Arc<Runner> {
         &self.0.runner
+    }
+
+    /// The mail delivery workers (`None` on an instance that does not run the consumers).
+    pub fn delivery(&self) -> Option<&Arc<crate::mail::Delivery>> {
+        self.0.delivery.as_ref()
     }
 
     pub fn shutdown_token(&self) -> CancellationToken {

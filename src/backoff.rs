@@ -56,8 +56,12 @@ mod tests {
         assert_eq!(B.delay(30, 0.5), Duration::from_secs(15));
         assert_eq!(B.delay(u32::MAX, 1.0), Duration::from_secs(30));
         assert_eq!(B.delay(2, 7.0), B.ceiling(2), "samples outside [0, 1) are clamped");
-        for attempt in 0..64 {
+        // Far past the point where base · 2^attempt overflows: no panic, no wrap, capped.
+        for attempt in (0..200).chain([u32::MAX - 1]) {
             assert!(B.ceiling(attempt) <= B.ceiling(attempt + 1));
+            if attempt >= 9 {
+                assert_eq!(B.ceiling(attempt), B.cap, "100 ms · 2^9 is past the 30 s cap");
+            }
             for unit in [0.0, 0.25, 0.5, 0.75, 0.999] {
                 assert!(B.delay(attempt, unit) <= B.ceiling(attempt));
                 assert!(B.delay(attempt, unit) <= B.cap);

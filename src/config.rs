@@ -104,6 +104,8 @@ pub struct Config {
     pub upload_limit: u64,
     /// How mail servers are reached (see `mail::MailConfig`).
     pub mail: crate::mail::MailConfig,
+    /// How outgoing mail is retried, expired and held back (see `mail::DeliveryConfig`).
+    pub delivery: crate::mail::DeliveryConfig,
     /// Collaborative notes (see `notes::NotesConfig` for what each bounds).
     pub notes: crate::notes::NotesConfig,
     /// Whether this instance runs the durable log consumers (notifications, and later mail,
@@ -256,6 +258,22 @@ impl Config {
                     crate::http::outbound::Reach::Public
                 },
                 timeout: Duration::from_secs(src.parse::<u64>("EDGEDESK_MAIL_TIMEOUT_SECS", 30)?.max(1)),
+            },
+            delivery: crate::mail::DeliveryConfig {
+                backoff: crate::backoff::Backoff::new(
+                    Duration::from_millis(src.parse::<u64>("EDGEDESK_MAIL_RETRY_BASE_MS", 30_000)?.max(1)),
+                    Duration::from_millis(src.parse::<u64>("EDGEDESK_MAIL_RETRY_CAP_MS", 3_600_000)?.max(1)),
+                ),
+                expiry: Duration::from_secs(src.parse::<u64>("EDGEDESK_MAIL_EXPIRY_SECS", 4 * 24 * 3600)?),
+                lease: Duration::from_millis(src.parse::<u64>("EDGEDESK_MAIL_LEASE_MS", 300_000)?.max(100)),
+                workers: src.parse::<usize>("EDGEDESK_MAIL_WORKERS", 2)?.max(1),
+                batch: 20,
+                breaker: crate::mail::breaker::BreakerConfig {
+                    window: Duration::from_millis(src.parse::<u64>("EDGEDESK_MAIL_BREAKER_WINDOW_MS", 60_000)?.max(1)),
+                    min_tries: src.parse::<usize>("EDGEDESK_MAIL_BREAKER_MIN_TRIES", 5)?.max(1),
+                    failure_rate: f64::from(src.parse::<u8>("EDGEDESK_MAIL_BREAKER_FAILURE_PERCENT", 50)?.clamp(1, 100)) / 100.0,
+                    open_for: Duration::from_millis(src.parse::<u64>("EDGEDESK_MAIL_BREAKER_OPEN_MS", 60_000)?.max(1)),
+                },
             },
             notes: crate::notes::NotesConfig {
                 max_frame: src.parse::<usize>("EDGEDESK_NOTE_MAX_FRAME_BYTES", 2 * 1024 * 1024)?.max(1024),

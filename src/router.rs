@@ -159,5 +159,8 @@ async fn metrics(State(app): State<App>) -> Response {
     body.push_str(&app.notes().render_metrics());
     body.push_str(&app.store().metrics.render());
     body.push_str(&app.runner().render_metrics());
+    if let Some(delivery) = app.delivery() {
+        body.push_str(&delivery.render_metrics());
+    }
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

@@ -22,7 +22,7 @@ use crate::store::mail::{ChannelId, ChannelRecord, ChannelSettings, MailChannel,
 use crate::store::{Millis, WorkspaceId};
 use crate::tenants::{Guarded, TenantAdmin, TenantConn, TenantsState};
 
-pub fn routes<S>() -> OpenApiRouter<S>
+pub(super) fn routes<S>() -> OpenApiRouter<S>
 where
     AuthState: FromRef<S>,
     TenantsState: FromRef<S>,

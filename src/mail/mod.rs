@@ -12,21 +12,32 @@
 //!   STARTTLS (refused when the server does not offer it: no silent downgrade) or, where
 //!   the owner chose it, none; every step under a timeout.
 //!
-//! The log is the outbox (ARCHITECTURE.md, "Mail"): the mail consumer turns committed
-//! public replies into outbox rows in the same transaction as its watermark, and delivery
-//! workers send them under leases with full-jitter retries and a circuit breaker per
-//! relay; inbound, one IMAP session per channel turns messages into tickets and comments.
+//! - The log is the outbox (ARCHITECTURE.md, "Mail"): the mail consumer (`outbox.rs`)
+//!   turns committed public replies into mails (`compose.rs`: deterministic Message-ID,
+//!   threading headers, text and HTML) in the same transaction as its watermark; delivery
+//!   workers (`delivery.rs`) send them under leases with full-jitter retries, an expiry, and
+//!   a circuit breaker per relay (`breaker.rs`). Staff see each mail's state on its ticket
+//!   (`GET …/tickets/{id}/mail`, and `mail.*` events).
+//! - Inbound, one IMAP session per channel will turn messages into tickets and comments.
+//!
 //! Features never call the mailer: they write to the log, and mail reacts.
 
+pub mod breaker;
 mod channels;
+pub mod compose;
+pub mod delivery;
 pub mod net;
+pub mod outbox;
 pub mod probe;
+mod routes;
 pub mod secrets;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use channels::routes;
+pub use delivery::{Delivery, DeliveryConfig};
+pub use outbox::MailConsumer;
+pub use routes::routes;
 use zeroize::Zeroizing;
 
 use crate::http::outbound::Reach;

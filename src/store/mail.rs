@@ -1,5 +1,6 @@
 //! What mail keeps in the workspace's store, behind its own trait ([`MailStore`], reached
-//! through [`TenantStore::mail`](super::TenantStore::mail)): the workspace's mail channels.
+//! through [`TenantStore::mail`](super::TenantStore::mail)): the workspace's mail channels
+//! and its outbox.
 //!
 //! A channel is one support address with the IMAP server its mail is read from and the
 //! SMTP server replies are sent through. The store keeps each password only as the sealed
@@ -12,7 +13,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{Event, Millis, StoreResult, UserId};
+use super::consumers::Advance;
+use super::{Comment, CommentId, Event, Millis, StoreResult, TicketId, UserId};
 
 /// Why a channel's write is refused when its address is another channel's (`Conflict`).
 pub const ADDRESS_TAKEN: &str = "another mail channel of this workspace has this address";
@@ -172,7 +174,146 @@ impl<'a> Event<'a, ChannelRemoved> {
     }
 }
 
-/// One workspace's mail channels.
+crate::store::model::id_type!(/// A mail in the outbox.
+    MailId);
+
+/// Where an outgoing mail stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MailStatus {
+    /// Waiting for its first try.
+    Queued,
+    /// A worker holds it under a lease and is handing it to the relay.
+    Sending,
+    /// The relay took it (`relay_answer` says what it said).
+    Sent,
+    /// The relay failed or refused for now; tried again at `next_attempt_at`.
+    Retrying,
+    /// Given up: the relay refused it for good, or it kept failing past the expiry.
+    Failed,
+}
+
+crate::store::model::text_enum!(MailStatus {
+    Queued = "queued",
+    Sending = "sending",
+    Sent = "sent",
+    Retrying = "retrying",
+    Failed = "failed",
+});
+
+/// One outgoing mail as staff see it on its ticket, and as the `data` of its events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OutboxMail {
+    pub id: MailId,
+    pub ticket_id: TicketId,
+    /// The reply it carries.
+    pub comment_id: Option<CommentId>,
+    pub channel_id: ChannelId,
+    /// Its `Message-ID` (without the angle brackets): the same on every try, so a receiver
+    /// drops a duplicate.
+    pub message_id: String,
+    pub to: String,
+    pub subject: String,
+    pub status: MailStatus,
+    /// Tries so far.
+    pub attempts: u32,
+    /// When it is tried next (queued and retrying mail).
+    pub next_attempt_at: Option<Millis>,
+    /// What the relay last answered (or why it could not be reached).
+    pub relay_answer: Option<String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub sent_at: Option<Millis>,
+}
+
+/// A mail the consumer composed, for the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMail {
+    pub id: MailId,
+    pub ticket_id: TicketId,
+    pub comment_id: Option<CommentId>,
+    pub channel_id: ChannelId,
+    pub message_id: String,
+    /// The envelope: the channel's address, and the recipient's.
+    pub from: String,
+    pub to: String,
+    pub subject: String,
+    /// The whole message as it will be sent, every try the same bytes.
+    pub message: Vec<u8>,
+    /// The log event it was made for: at most one mail per event.
+    pub source_sync_id: i64,
+}
+
+/// What the consumer knows about one public reply when composing its mail, read in the
+/// store's write transaction.
+#[derive(Debug, Clone)]
+pub struct ReplyContext {
+    pub sync_id: i64,
+    pub comment: Comment,
+    pub ticket_number: i64,
+    pub ticket_title: String,
+    /// The requester's address and name (`None`: no longer a member, nobody to write to).
+    pub requester: Option<(String, String)>,
+    /// The author's name and whether they are staff (`None`: not a member any more).
+    pub author: Option<(String, bool)>,
+    /// The channel mail goes out through: the workspace's first enabled one.
+    pub channel: Option<ChannelRecord>,
+    /// The `Message-ID`s already on the ticket's thread, oldest first.
+    pub thread: Vec<String>,
+}
+
+/// Composes a reply's mail, or decides there is none (an internal note, a requester's own
+/// reply, no address to write to, no channel). Pure: it runs inside the store's write.
+pub type Composer = Box<dyn FnMut(&ReplyContext) -> Result<Option<NewMail>, String> + Send>;
+
+/// A claimed mail: the row and what to send.
+#[derive(Debug, Clone)]
+pub struct ClaimedMail {
+    pub mail: OutboxMail,
+    pub from: String,
+    pub message: Vec<u8>,
+}
+
+/// How a try ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivered {
+    Sent {
+        answer: String,
+    },
+    /// Not now: tried (`attempted`) and failed, or held back (an open circuit breaker).
+    Retry {
+        at: Millis,
+        answer: String,
+        attempted: bool,
+    },
+    Failed {
+        answer: String,
+    },
+}
+
+impl<'a> Event<'a, OutboxMail> {
+    /// `mail.queued`, `mail.sending`, `mail.sent`, `mail.retrying`, `mail.failed`: staff see
+    /// on the ticket whether the customer got the answer.
+    pub fn mail(mail: &'a OutboxMail) -> Self {
+        Event {
+            kind: match mail.status {
+                MailStatus::Queued => "mail.queued",
+                MailStatus::Sending => "mail.sending",
+                MailStatus::Sent => "mail.sent",
+                MailStatus::Retrying => "mail.retrying",
+                MailStatus::Failed => "mail.failed",
+            },
+            entity: "mail",
+            entity_id: mail.id.to_string(),
+            data: mail,
+            ticket: Some(mail.ticket_id),
+            staff_only: true,
+            recipient: None,
+        }
+    }
+}
+
+/// One workspace's mail channels and outbox.
 #[async_trait]
 pub trait MailStore: Send + Sync {
     /// Every channel, oldest first.
@@ -186,4 +327,21 @@ pub trait MailStore: Send + Sync {
     async fn update_channel(&self, actor: UserId, channel: &ChannelRecord) -> StoreResult<()>;
     /// Removes the channel (`mail_channel.deleted`); `NotFound` when there is none.
     async fn delete_channel(&self, actor: UserId, id: ChannelId) -> StoreResult<()>;
+
+    /// The mail consumer's page: for each public reply `(sync_id, comment)`, reads its
+    /// [`ReplyContext`], lets `compose` decide its mail, and writes the mails (each with its
+    /// `mail.queued` event) and `advance` in ONE transaction. A reply that already has its
+    /// mail (a replayed page) gets no second one. Returns how many were queued.
+    async fn enqueue(&self, advance: Advance, replies: Vec<(i64, Comment)>, compose: Composer) -> StoreResult<usize>;
+    /// Claims up to `limit` mails that are due at `now` (queued, retrying, or sending under a
+    /// lease that expired: a dead worker's) for `owner` until `lease_until`, so that no two
+    /// workers, here or on another instance, send one at once.
+    async fn claim(&self, owner: &str, now: Millis, lease_until: Millis, limit: usize) -> StoreResult<Vec<ClaimedMail>>;
+    /// Records how `owner`'s try of `mail` ended; `Conflict` when the lease is no longer
+    /// theirs (it expired and another worker took the mail).
+    async fn settle(&self, owner: &str, mail: MailId, outcome: Delivered) -> StoreResult<OutboxMail>;
+    /// The earliest time a mail here is due (`None`: nothing left to send).
+    async fn next_due(&self) -> StoreResult<Option<Millis>>;
+    /// The ticket's mails, oldest first.
+    async fn ticket_mail(&self, ticket: TicketId) -> StoreResult<Vec<OutboxMail>>;
 }

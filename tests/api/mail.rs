@@ -192,3 +192,262 @@ async fn private_addresses_are_refused_by_default() {
         assert!(detail.contains("a private or reserved address that this server does not connect to"), "{detail}");
     }
 }
+
+/// Polls `check` until it gives a value, for at most `secs` seconds (a bounded wait).
+async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
+
+fn header<'m>(message: &'m str, name: &str) -> Option<&'m str> {
+    let head = message.split("\r\n\r\n").next().unwrap_or_default();
+    head.split("\r\n").find_map(|line| line.strip_prefix(&format!("{name}: ")))
+}
+
+both_backends! {
+    async fn public_replies_go_out_once_threaded_and_retried_and_internal_notes_never(b: Backend) {
+        if !mailservers::available() {
+            return;
+        }
+        let s = TestServer::start_with(b, relaxed_limits(), |c| {
+            c.mail.reach = Reach::Any;
+            c.delivery.backoff = edgedesk::backoff::Backoff::new(std::time::Duration::from_millis(50), std::time::Duration::from_millis(200));
+            c.delivery.breaker.min_tries = 1000;
+        })
+        .await;
+        let (imap, smtp) = (Imap::start().await, Smtp::with_login("relay-user", "smtp-secret").await);
+        let admin = s.admin().await;
+        let agent = s.user(&admin, "agent").await;
+        let customer = s.user(&admin, "customer").await;
+        let ws = s.workspace(&admin, "Mail").await;
+        s.add_member(&admin, &ws, &agent, "agent").await;
+        s.add_member(&admin, &ws, &customer, "requester").await;
+        s.post(&format!("/api/workspaces/{ws}/mail/channels"), &admin.token, channel_body(&imap, &smtp)).await.ok(201);
+        let ticket = s.ticket(&customer, &ws, json!({ "title": "Printer on fire" })).await;
+        let (id, number) = (ticket["id"].as_str().unwrap().to_string(), ticket["number"].as_i64().unwrap());
+        let comments = format!("/api/workspaces/{ws}/tickets/{id}/comments");
+        let mail_of = format!("/api/workspaces/{ws}/tickets/{id}/mail");
+
+        // The customer's own reply and an internal note send nothing; the agent's reply does.
+        s.post(&comments, &customer.token, json!({ "body": "Still burning." })).await.ok(201);
+        s.post(&comments, &agent.token, json!({ "body": "Internal: call facilities", "internal": true })).await.ok(201);
+        s.post(&comments, &agent.token, json!({ "body": "We are on our way <with> an extinguisher.\nStay calm." })).await.ok(201);
+        let first = eventually(20, "the first reply's mail", || async {
+            let received = smtp.received();
+            (received.len() == 1).then(|| received[0].clone())
+        })
+        .await;
+        let (envelope, raw) = first;
+        assert_eq!(envelope["from"], "Support@Example.test");
+        assert_eq!(envelope["to"], json!([customer.email]));
+        let raw = String::from_utf8(raw).unwrap();
+        assert_eq!(header(&raw, "Subject"), Some(format!("Re: [#{number}] Printer on fire").as_str()), "{raw}");
+        let first_id = header(&raw, "Message-ID").unwrap().to_string();
+        assert!(first_id.starts_with('<') && first_id.ends_with("@Example.test>"), "{first_id}");
+        assert!(header(&raw, "In-Reply-To").is_none(), "the first mail of the thread");
+        assert!(raw.contains("Content-Type: text/plain") && raw.contains("Content-Type: text/html"), "{raw}");
+        assert!(raw.contains("&lt;with&gt;"), "the HTML part escapes the reply: {raw}");
+        assert!(!raw.contains("call facilities"), "never the internal note");
+        let mails = eventually(10, "the mail's row to say sent", || async {
+            let mails = s.get(&mail_of, &agent.token).await.ok(200).clone();
+            (mails[0]["status"] == "sent").then_some(mails)
+        })
+        .await;
+        assert_eq!(mails.as_array().unwrap().len(), 1, "one mail for one public staff reply: {mails}");
+        assert_eq!(format!("<{}>", mails[0]["message_id"].as_str().unwrap()), first_id);
+        assert!(mails[0]["relay_answer"].as_str().unwrap().starts_with("250"), "{mails}");
+        assert_eq!(mails[0]["attempts"], 1);
+        s.get(&mail_of, &customer.token).await.problem(403);
+
+        // A relay that says "later": retried with backoff, then sent, the same message.
+        smtp.steer("451");
+        s.post(&comments, &agent.token, json!({ "body": "Second answer." })).await.ok(201);
+        let retrying = eventually(20, "a retry after a 451", || async {
+            let mails = s.get(&mail_of, &agent.token).await.ok(200).clone();
+            let second = mails.as_array().unwrap().get(1).cloned()?;
+            (second["status"] == "retrying" && second["attempts"].as_u64() >= Some(2)).then_some(second)
+        })
+        .await;
+        assert!(retrying["relay_answer"].as_str().unwrap().contains("451"), "{retrying}");
+        assert!(retrying["next_attempt_at"].is_string() || retrying["next_attempt_at"].is_number(), "{retrying}");
+        smtp.steer("");
+        let (_, second) = eventually(20, "the second mail once the relay recovers", || async {
+            let received = smtp.received();
+            (received.len() == 2).then(|| received[1].clone())
+        })
+        .await;
+        let second = String::from_utf8(second).unwrap();
+        assert_eq!(header(&second, "In-Reply-To"), Some(first_id.as_str()), "threaded under the first");
+        assert_eq!(header(&second, "References"), Some(first_id.as_str()));
+
+        // A permanent refusal: failed at once, with the relay's words.
+        smtp.steer("550");
+        s.post(&comments, &agent.token, json!({ "body": "Third answer." })).await.ok(201);
+        let failed = eventually(20, "a failure after a 550", || async {
+            let mails = s.get(&mail_of, &agent.token).await.ok(200).clone();
+            let third = mails.as_array().unwrap().get(2).cloned()?;
+            (third["status"] == "failed").then_some(third)
+        })
+        .await;
+        assert!(failed["relay_answer"].as_str().unwrap().contains("550"), "{failed}");
+        assert_eq!(failed["attempts"], 1);
+        assert_eq!(smtp.received().len(), 2);
+
+        // Staff see the mail's life in the log; the customer does not.
+        let delta = s.get(&format!("/api/workspaces/{ws}/sync/delta?after=0&limit=1000"), &agent.token).await.ok(200).clone();
+        let kinds: Vec<&str> = delta["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+        for kind in ["mail.queued", "mail.sending", "mail.sent", "mail.retrying", "mail.failed"] {
+            assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+        }
+        let customer_delta = s.get(&format!("/api/workspaces/{ws}/sync/delta?after=0&limit=1000"), &customer.token).await.ok(200).clone();
+        assert!(!serde_json::to_string(&customer_delta).unwrap().contains("\"mail."), "staff only");
+        let metrics = s.http.get(format!("{}/metrics", s.base)).send().await.unwrap().text().await.unwrap();
+        for line in ["edgedesk_mail_workers{state=\"running\"} 2", "edgedesk_mail_workers{state=\"stopped\"} 0",
+            "edgedesk_mail_deliveries_total{outcome=\"sent\"} 2", "edgedesk_mail_deliveries_total{outcome=\"failed\"} 1"] {
+            assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+        }
+    }
+}
+
+/// A workspace with a mail channel on `smtp` and a ticket the customer opened; returns
+/// (agent token, comments path, mail path).
+async fn mail_desk(s: &TestServer, imap: &Imap, smtp: &Smtp) -> (String, String, String) {
+    let admin = s.admin().await;
+    let agent = s.user(&admin, "agent").await;
+    let customer = s.user(&admin, "customer").await;
+    let ws = s.workspace(&admin, "Mail").await;
+    s.add_member(&admin, &ws, &agent, "agent").await;
+    s.add_member(&admin, &ws, &customer, "requester").await;
+    s.post(&format!("/api/workspaces/{ws}/mail/channels"), &admin.token, channel_body(imap, smtp)).await.ok(201);
+    let ticket = s.ticket(&customer, &ws, json!({ "title": "Printer on fire" })).await;
+    let id = ticket["id"].as_str().unwrap();
+    (agent.token, format!("/api/workspaces/{ws}/tickets/{id}/comments"), format!("/api/workspaces/{ws}/tickets/{id}/mail"))
+}
+
+#[tokio::test]
+async fn a_failing_relay_is_held_back_by_its_breaker_and_probed_until_it_recovers() {
+    if !mailservers::available() {
+        return;
+    }
+    let s = TestServer::start_with(Backend::Sqlite, relaxed_limits(), |c| {
+        c.mail.reach = Reach::Any;
+        c.delivery.backoff = edgedesk::backoff::Backoff::new(std::time::Duration::from_millis(10), std::time::Duration::from_millis(30));
+        c.delivery.breaker = edgedesk::mail::breaker::BreakerConfig {
+            window: std::time::Duration::from_secs(60),
+            min_tries: 3,
+            failure_rate: 0.5,
+            open_for: std::time::Duration::from_millis(1500),
+        };
+    })
+    .await;
+    let (imap, smtp) = (Imap::start().await, Smtp::with_login("relay-user", "smtp-secret").await);
+    let (agent, comments, mail_of) = mail_desk(&s, &imap, &smtp).await;
+    smtp.steer("451");
+    s.post(&comments, &agent, json!({ "body": "An answer the relay will not take yet." })).await.ok(201);
+    // Three failed tries open the breaker; then the mail is held back, not tried.
+    let held = eventually(10, "the breaker to hold the mail back", || async {
+        let mail = s.get(&mail_of, &agent).await.ok(200)[0].clone();
+        mail["relay_answer"].as_str().is_some_and(|a| a.starts_with("held back")).then_some(mail)
+    })
+    .await;
+    assert_eq!(held["status"], "retrying");
+    assert_eq!(held["attempts"], 3, "held-back turns count no attempt: {held}");
+    assert_eq!(smtp.attempts(), 3);
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    assert_eq!(smtp.attempts(), 3, "nothing reaches the relay while the breaker is open");
+    // Half-open after the open period: one probe, still refused, so open again.
+    eventually(10, "the first probe", || async { (smtp.attempts() == 4).then_some(()) }).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(smtp.attempts(), 4, "one probe, then open again");
+    // The relay recovers: the next probe delivers the mail, once.
+    smtp.steer("");
+    let mail = eventually(10, "delivery after the relay recovered", || async {
+        let mail = s.get(&mail_of, &agent).await.ok(200)[0].clone();
+        (mail["status"] == "sent").then_some(mail)
+    })
+    .await;
+    assert_eq!(mail["attempts"], 5);
+    assert_eq!(smtp.received().len(), 1);
+}
+
+#[tokio::test]
+async fn a_mail_whose_worker_stopped_answering_is_claimed_again_when_its_lease_ends() {
+    if !mailservers::available() {
+        return;
+    }
+    let s = TestServer::start_with(Backend::Sqlite, relaxed_limits(), |c| {
+        c.mail.reach = Reach::Any;
+        c.mail.timeout = std::time::Duration::from_secs(5);
+        c.delivery.lease = std::time::Duration::from_millis(800);
+        c.delivery.backoff = edgedesk::backoff::Backoff::new(std::time::Duration::from_millis(10), std::time::Duration::from_millis(30));
+    })
+    .await;
+    let (imap, smtp) = (Imap::start().await, Smtp::with_login("relay-user", "smtp-secret").await);
+    let (agent, comments, mail_of) = mail_desk(&s, &imap, &smtp).await;
+    // The first worker's DATA hangs (a relay, or the worker, gone quiet mid-send).
+    smtp.steer("hang");
+    s.post(&comments, &agent, json!({ "body": "Sent by whoever holds the lease." })).await.ok(201);
+    eventually(10, "the first try to reach the relay", || async { (smtp.attempts() == 1).then_some(()) }).await;
+    smtp.steer("");
+    // Its lease ends long before its timeout: another worker claims the mail and sends it.
+    let (_, raw) = eventually(10, "the mail sent by the second claim", || async { smtp.received().first().cloned() }).await;
+    let mail = eventually(10, "the row to say sent", || async {
+        let mail = s.get(&mail_of, &agent).await.ok(200)[0].clone();
+        (mail["status"] == "sent").then_some(mail)
+    })
+    .await;
+    assert!(String::from_utf8(raw).unwrap().contains(&format!("Message-ID: <{}>", mail["message_id"].as_str().unwrap())));
+    // The first worker's late answer does not overwrite what the second recorded.
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    let after = s.get(&mail_of, &agent).await.ok(200)[0].clone();
+    assert_eq!(after["status"], "sent", "{after}");
+    assert_eq!(after["relay_answer"], mail["relay_answer"]);
+}
+
+#[tokio::test]
+async fn two_instances_send_every_mail_once() {
+    if !mailservers::available() || !Backend::postgres_available() {
+        return;
+    }
+    let tweak = |c: &mut edgedesk::config::Config| {
+        c.mail.reach = Reach::Any;
+        c.delivery.workers = 3;
+        c.delivery.batch = 2;
+    };
+    let one = TestServer::start_with(Backend::Postgres, relaxed_limits(), tweak).await;
+    let key = one.data_dir().join("master.key");
+    let two = TestServer::start_on_with(tempfile::tempdir().unwrap(), one.pg.clone(), |c| {
+        tweak(c);
+        c.master_key_file = key;
+    })
+    .await;
+    let (imap, smtp) = (Imap::start().await, Smtp::with_login("relay-user", "smtp-secret").await);
+    let (agent, comments, mail_of) = mail_desk(&one, &imap, &smtp).await;
+    let replies = 30;
+    for i in 0..replies {
+        let server = if i % 2 == 0 { &one } else { &two };
+        server.post(&comments, &agent, json!({ "body": format!("Answer {i}") })).await.ok(201);
+    }
+    eventually(60, "every mail sent", || async {
+        let mails = two.get(&mail_of, &agent).await.ok(200).clone();
+        let sent = mails.as_array().unwrap().iter().filter(|m| m["status"] == "sent").count();
+        (sent == replies).then_some(())
+    })
+    .await;
+    let received = smtp.received();
+    let mut ids: Vec<String> =
+        received.iter().map(|(_, raw)| header(&String::from_utf8_lossy(raw), "Message-ID").unwrap().to_string()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!((received.len(), ids.len(), smtp.attempts()), (replies, replies, replies), "each mail handed over exactly once");
+}

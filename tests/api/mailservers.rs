@@ -182,6 +182,16 @@ impl Smtp {
         Self { port, credentials, spool, child }
     }
 
+    /// Makes the server answer every message with `mode` (`451`, `550`, `hang`; `""` accepts).
+    pub fn steer(&self, mode: &str) {
+        std::fs::write(self.spool.path().join("control"), mode).unwrap();
+    }
+
+    /// How many messages clients tried to hand over (DATA commands), accepted or not.
+    pub fn attempts(&self) -> usize {
+        std::fs::read_to_string(self.spool.path().join("attempts")).map_or(0, |a| a.lines().count())
+    }
+
     /// The messages accepted so far, in order: (envelope JSON, raw message).
     pub fn received(&self) -> Vec<(serde_json::Value, Vec<u8>)> {
         let mut out = Vec::new();

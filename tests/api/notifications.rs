@@ -383,6 +383,8 @@ async fn an_event_that_keeps_failing_stops_its_consumer_in_that_workspace_only(b
     repair_event(&s, &ws, bad, &comment).await;
     let ws_id: edgedesk::store::WorkspaceId = ws.parse().unwrap();
     assert!(s.app().runner().resume(ws_id, "notifications").await.unwrap());
+    // The mail consumer reads replies too, and stopped at the same event.
+    assert!(s.app().runner().resume(ws_id, "mail").await.unwrap());
     s.consumers_caught_up(&ws).await;
     assert_eq!(kinds(&notifications(&s, &alice, &ws).await), ["assigned"]);
     assert!(!metrics(&s).await.contains("edgedesk_consumer_stopped{"));

@@ -71,6 +71,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("patch", "/api/workspaces/{ws}/mail/channels/{id}"),
     ("delete", "/api/workspaces/{ws}/mail/channels/{id}"),
     ("post", "/api/workspaces/{ws}/mail/channels/{id}/test"),
+    ("get", "/api/workspaces/{ws}/tickets/{id}/mail"),
     ("get", "/metrics"),
 ];
 

@@ -7,7 +7,7 @@ use super::error;
 use super::log::{self, PgWrite};
 use super::tenant::PgTenant;
 use crate::store::mail::*;
-use crate::store::{Event, StoreError, StoreResult, TenantStore, UserId, WorkspaceId};
+use crate::store::{Advance, Comment, Event, Millis, Role, StoreError, StoreResult, TenantStore, TicketId, UserId, WorkspaceId};
 
 pub(super) const CHANNEL_COLS: &str = "id, settings, imap_password, smtp_password, created_at, updated_at";
 
@@ -67,6 +67,91 @@ async fn write_channel(w: &mut PgWrite<'_>, ws: WorkspaceId, actor: UserId, c: &
     Ok(())
 }
 
+const MAIL_COLS: &str = "id, ticket_id, comment_id, channel_id, message_id, mail_to, subject, status, attempts, due_at, \
+     relay_answer, created_at, updated_at, sent_at";
+
+fn mail_from_row(row: &Row) -> StoreResult<OutboxMail> {
+    let status: MailStatus = row.try_get(7).map_err(error)?;
+    let due: Option<Millis> = row.try_get(9).map_err(error)?;
+    Ok(OutboxMail {
+        id: row.try_get(0).map_err(error)?,
+        ticket_id: row.try_get(1).map_err(error)?,
+        comment_id: row.try_get(2).map_err(error)?,
+        channel_id: row.try_get(3).map_err(error)?,
+        message_id: row.try_get(4).map_err(error)?,
+        to: row.try_get(5).map_err(error)?,
+        subject: row.try_get(6).map_err(error)?,
+        status,
+        attempts: row.try_get::<_, i32>(8).map_err(error)?.max(0) as u32,
+        // A sending mail's due time is its lease's end, not a next attempt.
+        next_attempt_at: if matches!(status, MailStatus::Queued | MailStatus::Retrying) { due } else { None },
+        relay_answer: row.try_get(10).map_err(error)?,
+        created_at: row.try_get(11).map_err(error)?,
+        updated_at: row.try_get(12).map_err(error)?,
+        sent_at: row.try_get(13).map_err(error)?,
+    })
+}
+
+async fn mail(tx: &Transaction<'_>, ws: WorkspaceId, id: MailId) -> StoreResult<OutboxMail> {
+    let row = tx
+        .query_one(&format!("SELECT {MAIL_COLS} FROM mail_outbox WHERE workspace_id = $1 AND id = $2"), &[&ws, &id])
+        .await
+        .map_err(error)?;
+    mail_from_row(&row)
+}
+
+/// The ticket's `Message-ID`s so far, oldest first.
+async fn thread(tx: &Transaction<'_>, ws: WorkspaceId, ticket: TicketId) -> StoreResult<Vec<String>> {
+    let rows = tx
+        .query(
+            "SELECT message_id FROM mail_outbox WHERE workspace_id = $1 AND ticket_id = $2 ORDER BY created_at, source_sync_id",
+            &[&ws, &ticket],
+        )
+        .await
+        .map_err(error)?;
+    rows.iter().map(|r| r.try_get(0).map_err(error)).collect()
+}
+
+async fn member(tx: &Transaction<'_>, ws: WorkspaceId, user: UserId) -> StoreResult<Option<(String, String, Role)>> {
+    let row = tx
+        .query_opt("SELECT email, name, role FROM members WHERE workspace_id = $1 AND user_id = $2", &[&ws, &user])
+        .await
+        .map_err(error)?;
+    row.map(|r| Ok((r.try_get(0).map_err(error)?, r.try_get(1).map_err(error)?, r.try_get(2).map_err(error)?))).transpose()
+}
+
+/// What a reply's mail is composed from, read inside the write.
+async fn reply_context(
+    tx: &Transaction<'_>,
+    ws: WorkspaceId,
+    sync_id: i64,
+    comment: Comment,
+    channel: &Option<ChannelRecord>,
+) -> StoreResult<Option<ReplyContext>> {
+    let ticket = tx
+        .query_opt(
+            "SELECT number, title, requester_id FROM tickets WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL",
+            &[&ws, &comment.ticket_id],
+        )
+        .await
+        .map_err(error)?;
+    let Some(ticket) = ticket else { return Ok(None) };
+    let (ticket_number, ticket_title, requester): (i64, String, UserId) =
+        (ticket.try_get(0).map_err(error)?, ticket.try_get(1).map_err(error)?, ticket.try_get(2).map_err(error)?);
+    let requester = member(tx, ws, requester).await?.map(|(email, name, _)| (email, name));
+    let author = member(tx, ws, comment.author_id).await?.map(|(_, name, role)| (name, role != Role::Requester));
+    Ok(Some(ReplyContext {
+        sync_id,
+        ticket_number,
+        ticket_title,
+        requester,
+        author,
+        channel: channel.clone(),
+        thread: thread(tx, ws, comment.ticket_id).await?,
+        comment,
+    }))
+}
+
 #[async_trait]
 impl MailStore for PgTenant {
     async fn channels(&self) -> StoreResult<Vec<ChannelRecord>> {
@@ -110,5 +195,149 @@ impl MailStore for PgTenant {
         w.tx().execute("DELETE FROM mail_channels WHERE workspace_id = $1 AND id = $2", &[&ws, &id]).await.map_err(error)?;
         w.record(Some(actor), Event::mail_channel_deleted(&ChannelRemoved { id, address: removed.settings.address })).await?;
         w.commit().await
+    }
+
+    async fn enqueue(&self, advance: Advance, replies: Vec<(i64, Comment)>, mut compose: Composer) -> StoreResult<usize> {
+        let ws = self.workspace_id();
+        let mut client = self.client().await?;
+        let mut w = PgWrite::begin_consumer(&mut client, ws, advance).await?;
+        let channels = w
+            .tx()
+            .query(&format!("SELECT {CHANNEL_COLS} FROM mail_channels WHERE workspace_id = $1 ORDER BY created_at, id"), &[&ws])
+            .await
+            .map_err(error)?;
+        let channel = channels.iter().map(channel_from_row).collect::<StoreResult<Vec<_>>>()?.into_iter().find(|c| c.settings.enabled);
+        let mut queued = 0;
+        for (sync_id, comment) in replies {
+            let done: bool = w
+                .tx()
+                .query_one("SELECT EXISTS (SELECT 1 FROM mail_outbox WHERE workspace_id = $1 AND source_sync_id = $2)", &[&ws, &sync_id])
+                .await
+                .map_err(error)?
+                .try_get(0)
+                .map_err(error)?;
+            if done {
+                continue;
+            }
+            let Some(context) = reply_context(w.tx(), ws, sync_id, comment, &channel).await? else { continue };
+            let Some(new) = compose(&context).map_err(|e| StoreError::invalid("mail", e))? else { continue };
+            let now = w.now();
+            w.tx()
+                .execute(
+                    "INSERT INTO mail_outbox (workspace_id, id, ticket_id, comment_id, channel_id, source_sync_id, message_id, mail_from,
+                        mail_to, subject, message, status, attempts, due_at, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'queued', 0, $12, $12, $12)",
+                    &[
+                        &ws,
+                        &new.id,
+                        &new.ticket_id,
+                        &new.comment_id,
+                        &new.channel_id,
+                        &new.source_sync_id,
+                        &new.message_id,
+                        &new.from,
+                        &new.to,
+                        &new.subject,
+                        &new.message,
+                        &now,
+                    ],
+                )
+                .await
+                .map_err(error)?;
+            let row = mail(w.tx(), ws, new.id).await?;
+            w.record(None, Event::mail(&row)).await?;
+            queued += 1;
+        }
+        if queued == 0 {
+            w.exempt("bookkeeping: the mail consumer's watermark, for a page that sends nothing");
+        }
+        w.commit().await?;
+        Ok(queued)
+    }
+
+    async fn claim(&self, owner: &str, now: Millis, lease_until: Millis, limit: usize) -> StoreResult<Vec<ClaimedMail>> {
+        let ws = self.workspace_id();
+        let mut client = self.client().await?;
+        let mut w = self.write_tx(&mut client).await?;
+        // SKIP LOCKED: a mail another worker is claiming right now is left to it.
+        let rows = w
+            .tx()
+            .query(
+                &format!(
+                    "UPDATE mail_outbox SET status = 'sending', due_at = $3, lease_owner = $4, updated_at = $5
+                     WHERE workspace_id = $1 AND id IN (
+                        SELECT id FROM mail_outbox WHERE workspace_id = $1 AND due_at IS NOT NULL AND due_at <= $2
+                        ORDER BY due_at LIMIT $6 FOR UPDATE SKIP LOCKED)
+                     RETURNING {MAIL_COLS}, mail_from, message"
+                ),
+                &[&ws, &now, &lease_until, &owner, &w.now(), &(limit as i64)],
+            )
+            .await
+            .map_err(error)?;
+        if rows.is_empty() {
+            w.exempt("nothing was due: no mail changed");
+        }
+        let mut claimed = Vec::new();
+        for row in rows {
+            let mail = mail_from_row(&row)?;
+            w.record(None, Event::mail(&mail)).await?;
+            claimed.push(ClaimedMail { mail, from: row.try_get(14).map_err(error)?, message: row.try_get(15).map_err(error)? });
+        }
+        w.commit().await?;
+        Ok(claimed)
+    }
+
+    async fn settle(&self, owner: &str, id: MailId, outcome: Delivered) -> StoreResult<OutboxMail> {
+        let ws = self.workspace_id();
+        let mut client = self.client().await?;
+        let mut w = self.write_tx(&mut client).await?;
+        let now = w.now();
+        let (status, due, answer, tried, sent_at) = match outcome {
+            Delivered::Sent { answer } => (MailStatus::Sent, None, answer, 1i32, Some(now)),
+            Delivered::Retry { at, answer, attempted } => (MailStatus::Retrying, Some(at), answer, i32::from(attempted), None),
+            Delivered::Failed { answer } => (MailStatus::Failed, None, answer, 1, None),
+        };
+        let changed = w
+            .tx()
+            .execute(
+                "UPDATE mail_outbox SET status = $4, due_at = $5, relay_answer = $6, attempts = attempts + $7, sent_at = $8,
+                    lease_owner = NULL, updated_at = $9
+                 WHERE workspace_id = $1 AND id = $2 AND status = 'sending' AND lease_owner = $3",
+                &[&ws, &id, &owner, &status, &due, &answer, &tried, &sent_at, &now],
+            )
+            .await
+            .map_err(error)?;
+        if changed == 0 {
+            return Err(StoreError::Conflict("the mail's lease is no longer this worker's".into()));
+        }
+        let row = mail(w.tx(), ws, id).await?;
+        w.record(None, Event::mail(&row)).await?;
+        w.commit().await?;
+        Ok(row)
+    }
+
+    async fn next_due(&self) -> StoreResult<Option<Millis>> {
+        let mut client = self.client().await?;
+        let tx = log::read_tx(&mut client, self.workspace_id(), false).await?;
+        let row = tx
+            .query_one("SELECT MIN(due_at) FROM mail_outbox WHERE workspace_id = $1 AND due_at IS NOT NULL", &[&self.workspace_id()])
+            .await
+            .map_err(error)?;
+        row.try_get(0).map_err(error)
+    }
+
+    async fn ticket_mail(&self, ticket: TicketId) -> StoreResult<Vec<OutboxMail>> {
+        let mut client = self.client().await?;
+        let tx = log::read_tx(&mut client, self.workspace_id(), false).await?;
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT {MAIL_COLS} FROM mail_outbox WHERE workspace_id = $1 AND ticket_id = $2 ORDER BY created_at, source_sync_id"
+                ),
+                &[&self.workspace_id(), &ticket],
+            )
+            .await
+            .map_err(error)?;
+        rows.iter().map(mail_from_row).collect()
     }
 }

@@ -36,6 +36,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(6, "0006_attachments"),
     migration!(7, "0007_key_bundles"),
     migration!(8, "0008_mail"),
+    migration!(9, "0009_outbox"),
 ];
 
 /// "edgedesk" in ASCII: the advisory lock migrations hold.
@@ -94,6 +95,7 @@ const GRANTS: &[(&str, &str)] = &[
     ("quota_reservations", "SELECT, INSERT, DELETE"),
     ("key_bundles", "SELECT, INSERT"),
     ("mail_channels", "SELECT, INSERT, UPDATE, DELETE"),
+    ("mail_outbox", "SELECT, INSERT, UPDATE"),
     ("schema_migrations", "SELECT"),
 ];
 

@@ -12,7 +12,7 @@ use super::error;
 use crate::store::StoreResult;
 use crate::store::attachments::ReservationId;
 use crate::store::blobs::{AttachmentId, VersionId};
-use crate::store::mail::ChannelId;
+use crate::store::mail::{ChannelId, MailId, MailStatus};
 use crate::store::model::*;
 use crate::store::notifications::{FollowReason, NotificationId, NotificationKind};
 
@@ -48,7 +48,8 @@ uuid_column!(
     AttachmentId,
     VersionId,
     ReservationId,
-    ChannelId
+    ChannelId,
+    MailId
 );
 
 impl ToSql for Millis {
@@ -85,7 +86,7 @@ macro_rules! text_enum_column {
     )+};
 }
 
-text_enum_column!(Role, Status, Priority, LinkKind, NotificationKind, FollowReason);
+text_enum_column!(Role, Status, Priority, LinkKind, NotificationKind, FollowReason, MailStatus);
 
 /// `user_id, email, name, role, joined_at`, the column order every member query uses.
 pub fn member_from_row(row: &Row) -> StoreResult<Member> {

@@ -3,11 +3,12 @@
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::consumers::advance_watermark;
 use super::error;
 use super::log::WriteTx;
 use super::tenant::SqliteTenant;
 use crate::store::mail::*;
-use crate::store::{Event, StoreError, StoreResult, UserId};
+use crate::store::{Advance, Comment, Event, Millis, Role, StoreError, StoreResult, TicketId, UserId};
 
 pub(super) const CHANNEL_COLS: &str = "id, settings, imap_password, smtp_password, created_at, updated_at";
 
@@ -62,6 +63,79 @@ fn write_channel(tx: &mut WriteTx<'_>, actor: UserId, c: &ChannelRecord, created
     Ok(())
 }
 
+const MAIL_COLS: &str = "id, ticket_id, comment_id, channel_id, message_id, mail_to, subject, status, attempts, due_at, \
+     relay_answer, created_at, updated_at, sent_at";
+
+fn mail_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxMail> {
+    let status: MailStatus = row.get(7)?;
+    let due: Option<Millis> = row.get(9)?;
+    Ok(OutboxMail {
+        id: row.get(0)?,
+        ticket_id: row.get(1)?,
+        comment_id: row.get(2)?,
+        channel_id: row.get(3)?,
+        message_id: row.get(4)?,
+        to: row.get(5)?,
+        subject: row.get(6)?,
+        status,
+        attempts: row.get::<_, i64>(8)?.clamp(0, u32::MAX as i64) as u32,
+        // A sending mail's due time is its lease's end, not a next attempt.
+        next_attempt_at: if matches!(status, MailStatus::Queued | MailStatus::Retrying) { due } else { None },
+        relay_answer: row.get(10)?,
+        created_at: row.get(11)?,
+        updated_at: row.get(12)?,
+        sent_at: row.get(13)?,
+    })
+}
+
+fn mail(conn: &Connection, id: MailId) -> StoreResult<OutboxMail> {
+    conn.prepare_cached(&format!("SELECT {MAIL_COLS} FROM mail_outbox WHERE id = ?1"))
+        .and_then(|mut stmt| stmt.query_row(params![id], mail_from_row))
+        .map_err(error)
+}
+
+/// What a reply's mail is composed from, read inside the write.
+fn reply_context(conn: &Connection, sync_id: i64, comment: Comment, channel: &Option<ChannelRecord>) -> StoreResult<Option<ReplyContext>> {
+    let ticket: Option<(i64, String, UserId)> = conn
+        .prepare_cached("SELECT number, title, requester_id FROM tickets WHERE id = ?1 AND deleted_at IS NULL")
+        .and_then(|mut stmt| stmt.query_row(params![comment.ticket_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional())
+        .map_err(error)?;
+    let Some((ticket_number, ticket_title, requester)) = ticket else { return Ok(None) };
+    let member = |user: UserId| -> StoreResult<Option<(String, String, Role)>> {
+        conn.prepare_cached("SELECT email, name, role FROM members WHERE user_id = ?1")
+            .and_then(|mut stmt| stmt.query_row(params![user], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional())
+            .map_err(error)
+    };
+    let requester = member(requester)?.map(|(email, name, _)| (email, name));
+    let author = member(comment.author_id)?.map(|(_, name, role)| (name, role != Role::Requester));
+    Ok(Some(ReplyContext {
+        sync_id,
+        ticket_number,
+        ticket_title,
+        requester,
+        author,
+        channel: channel.clone(),
+        thread: thread(conn, comment.ticket_id)?,
+        comment,
+    }))
+}
+
+/// The ticket's `Message-ID`s so far, oldest first.
+fn thread(conn: &Connection, ticket: TicketId) -> StoreResult<Vec<String>> {
+    conn.prepare_cached("SELECT message_id FROM mail_outbox WHERE ticket_id = ?1 ORDER BY created_at, source_sync_id")
+        .and_then(|mut stmt| stmt.query_map(params![ticket], |r| r.get(0))?.collect::<Result<Vec<String>, _>>())
+        .map_err(error)
+}
+
+/// The channel replies go out through: the first enabled one.
+fn sending_channel(conn: &Connection) -> StoreResult<Option<ChannelRecord>> {
+    let channels = conn
+        .prepare_cached(&format!("SELECT {CHANNEL_COLS} FROM mail_channels ORDER BY created_at, id"))
+        .and_then(|mut stmt| stmt.query_map([], channel_from_row)?.collect::<Result<Vec<_>, _>>())
+        .map_err(error)?;
+    Ok(channels.into_iter().find(|c| c.settings.enabled))
+}
+
 #[async_trait]
 impl MailStore for SqliteTenant {
     async fn channels(&self) -> StoreResult<Vec<ChannelRecord>> {
@@ -93,6 +167,132 @@ impl MailStore for SqliteTenant {
             tx.prepare_cached("DELETE FROM mail_channels WHERE id = ?1").and_then(|mut stmt| stmt.execute(params![id])).map_err(error)?;
             tx.record(Some(actor), Event::mail_channel_deleted(&ChannelRemoved { id, address: removed.settings.address }))?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn enqueue(&self, advance: Advance, replies: Vec<(i64, Comment)>, mut compose: Composer) -> StoreResult<usize> {
+        self.write(move |tx| {
+            let channel = sending_channel(tx)?;
+            let mut queued = 0;
+            for (sync_id, comment) in replies {
+                let done: bool = tx
+                    .prepare_cached("SELECT EXISTS (SELECT 1 FROM mail_outbox WHERE source_sync_id = ?1)")
+                    .and_then(|mut stmt| stmt.query_row(params![sync_id], |r| r.get(0)))
+                    .map_err(error)?;
+                if done {
+                    continue;
+                }
+                let Some(context) = reply_context(tx, sync_id, comment, &channel)? else { continue };
+                let Some(new) = compose(&context).map_err(|e| StoreError::invalid("mail", e))? else { continue };
+                let now = tx.now();
+                tx.prepare_cached(
+                    "INSERT INTO mail_outbox (id, ticket_id, comment_id, channel_id, source_sync_id, message_id, mail_from, mail_to,
+                        subject, message, status, attempts, due_at, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'queued', 0, ?11, ?11, ?11)",
+                )
+                .and_then(|mut stmt| {
+                    stmt.execute(params![
+                        new.id,
+                        new.ticket_id,
+                        new.comment_id,
+                        new.channel_id,
+                        new.source_sync_id,
+                        new.message_id,
+                        new.from,
+                        new.to,
+                        new.subject,
+                        new.message,
+                        now
+                    ])
+                })
+                .map_err(error)?;
+                let row = mail(tx, new.id)?;
+                tx.record(None, Event::mail(&row))?;
+                queued += 1;
+            }
+            if queued == 0 {
+                tx.exempt("bookkeeping: the mail consumer's watermark, for a page that sends nothing");
+            }
+            advance_watermark(tx, advance)?;
+            Ok(queued)
+        })
+        .await
+    }
+
+    async fn claim(&self, owner: &str, now: Millis, lease_until: Millis, limit: usize) -> StoreResult<Vec<ClaimedMail>> {
+        let owner = owner.to_string();
+        // Inside the one write transaction (BEGIN IMMEDIATE): no other claim runs between
+        // the read and the update.
+        self.write(move |tx| {
+            let due: Vec<MailId> = tx
+                .prepare_cached("SELECT id FROM mail_outbox WHERE due_at IS NOT NULL AND due_at <= ?1 ORDER BY due_at LIMIT ?2")
+                .and_then(|mut stmt| stmt.query_map(params![now, limit as i64], |r| r.get(0))?.collect::<Result<Vec<_>, _>>())
+                .map_err(error)?;
+            if due.is_empty() {
+                tx.exempt("nothing was due: no mail changed");
+            }
+            let mut claimed = Vec::new();
+            for id in due {
+                tx.prepare_cached(
+                    "UPDATE mail_outbox SET status = 'sending', due_at = ?2, lease_owner = ?3, updated_at = ?4 WHERE id = ?1",
+                )
+                .and_then(|mut stmt| stmt.execute(params![id, lease_until, owner, tx.now()]))
+                .map_err(error)?;
+                let row = mail(tx, id)?;
+                let (from, message): (String, Vec<u8>) = tx
+                    .prepare_cached("SELECT mail_from, message FROM mail_outbox WHERE id = ?1")
+                    .and_then(|mut stmt| stmt.query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?))))
+                    .map_err(error)?;
+                tx.record(None, Event::mail(&row))?;
+                claimed.push(ClaimedMail { mail: row, from, message });
+            }
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn settle(&self, owner: &str, id: MailId, outcome: Delivered) -> StoreResult<OutboxMail> {
+        let owner = owner.to_string();
+        self.write(move |tx| {
+            let now = tx.now();
+            let (status, due, answer, tried, sent_at) = match outcome {
+                Delivered::Sent { answer } => (MailStatus::Sent, None, answer, 1, Some(now)),
+                Delivered::Retry { at, answer, attempted } => (MailStatus::Retrying, Some(at), answer, i64::from(attempted), None),
+                Delivered::Failed { answer } => (MailStatus::Failed, None, answer, 1, None),
+            };
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE mail_outbox SET status = ?3, due_at = ?4, relay_answer = ?5, attempts = attempts + ?6, sent_at = ?7,
+                        lease_owner = NULL, updated_at = ?8
+                     WHERE id = ?1 AND status = 'sending' AND lease_owner = ?2",
+                )
+                .and_then(|mut stmt| stmt.execute(params![id, owner, status, due, answer, tried, sent_at, now]))
+                .map_err(error)?;
+            if changed == 0 {
+                return Err(StoreError::Conflict("the mail's lease is no longer this worker's".into()));
+            }
+            let row = mail(tx, id)?;
+            tx.record(None, Event::mail(&row))?;
+            Ok(row)
+        })
+        .await
+    }
+
+    async fn next_due(&self) -> StoreResult<Option<Millis>> {
+        self.read(|conn| {
+            conn.prepare_cached("SELECT MIN(due_at) FROM mail_outbox WHERE due_at IS NOT NULL")
+                .and_then(|mut stmt| stmt.query_row([], |r| r.get(0)))
+                .map_err(error)
+        })
+        .await
+    }
+
+    async fn ticket_mail(&self, ticket: TicketId) -> StoreResult<Vec<OutboxMail>> {
+        self.read(move |conn| {
+            conn.prepare_cached(&format!("SELECT {MAIL_COLS} FROM mail_outbox WHERE ticket_id = ?1 ORDER BY created_at, source_sync_id"))
+                .and_then(|mut stmt| stmt.query_map(params![ticket], mail_from_row)?.collect::<Result<Vec<_>, _>>())
+                .map_err(error)
         })
         .await
     }

@@ -38,6 +38,7 @@ pub const TENANT: &[Migration] = &[
     migration!(3, "tenant", "0003_notes"),
     migration!(4, "tenant", "0004_attachments"),
     migration!(5, "tenant", "0005_mail"),
+    migration!(6, "tenant", "0006_outbox"),
 ];
 
 /// Applies every migration newer than the file's `user_version`. Returns how many ran.

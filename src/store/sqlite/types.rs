@@ -6,7 +6,7 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, 
 
 use crate::store::attachments::ReservationId;
 use crate::store::blobs::{AttachmentId, VersionId};
-use crate::store::mail::ChannelId;
+use crate::store::mail::{ChannelId, MailId, MailStatus};
 use crate::store::model::*;
 use crate::store::notifications::{FollowReason, NotificationId, NotificationKind};
 
@@ -38,7 +38,8 @@ uuid_column!(
     AttachmentId,
     VersionId,
     ReservationId,
-    ChannelId
+    ChannelId,
+    MailId
 );
 
 impl ToSql for Millis {
@@ -69,7 +70,7 @@ macro_rules! text_enum_column {
     )+};
 }
 
-text_enum_column!(Role, Status, Priority, LinkKind, NotificationKind, FollowReason);
+text_enum_column!(Role, Status, Priority, LinkKind, NotificationKind, FollowReason, MailStatus);
 
 /// `user_id, email, name, role, joined_at`, the column order every member query uses.
 pub fn member_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Member> {

@@ -4,7 +4,8 @@
 
 Prints `PORT <n>` once it listens on an ephemeral port. Every accepted message is written
 to DIR as <n>.eml (the bytes as received) with <n>.json beside it (envelope sender and
-recipients), the .json last, so a reader that sees it sees the whole message.
+recipients), the .json last, so a reader that sees it sees the whole message. Every DATA,
+accepted or not, adds a line to DIR/attempts.
 
 With --user, clients must log in (AUTH PLAIN or LOGIN, allowed without TLS: loopback).
 What the server answers is steered by DIR/control, read at every MAIL, RCPT and DATA:
@@ -37,6 +38,8 @@ class Handler:
         self.count = 0
 
     async def handle_DATA(self, server, session, envelope):
+        with open(os.path.join(self.spool, "attempts"), "a") as f:
+            f.write("data\n")
         mode = control(self.spool)
         if mode == "hang":
             await asyncio.sleep(60)

@@ -1,0 +1,108 @@
+//! Turning a public staff reply into the mail the customer gets. Pure: no clock, no
+//! randomness, no I/O, so the same reply always makes the same bytes and a replayed page
+//! makes the same mail.
+//!
+//! - `Message-ID`: derived from (workspace, ticket, sync_id) and the channel's domain
+//!   ([`message_id`]): every retry, every instance and every replay after a crash carries
+//!   the same one, so a receiver drops a duplicate.
+//! - Threading (RFC 5322 §3.6.4): `In-Reply-To` is the newest message already on the
+//!   ticket's thread, `References` all of them, oldest first; the subject carries the
+//!   ticket number (`Re: [#42] Printer on fire`), which also threads a reply whose
+//!   headers were lost.
+//! - A text part and an HTML part (the reply escaped, never interpreted as markup).
+//! - A reply is a person's answer, so it carries no `Auto-Submitted` (RFC 3834 reserves
+//!   that for machine-made mail, which the notification mails will set).
+
+use lettre::message::{Mailbox, MultiPart, SinglePart};
+
+use crate::store::WorkspaceId;
+use crate::store::mail::{MailId, NewMail, ReplyContext};
+
+/// The `Message-ID` (without angle brackets) of the mail for the event `sync_id` on
+/// `ticket`, sent from an address at `domain`.
+pub fn message_id(workspace: WorkspaceId, ticket: crate::store::TicketId, sync_id: i64, domain: &str) -> String {
+    let input = format!("edgedesk message-id v1\0{workspace}\0{ticket}\0{sync_id}");
+    let digest = ring::digest::digest(&ring::digest::SHA256, input.as_bytes());
+    format!("{}@{domain}", hex::encode(&digest.as_ref()[..16]))
+}
+
+/// The subject of a reply on ticket `number` titled `title`.
+pub fn subject(number: i64, title: &str) -> String {
+    format!("Re: [#{number}] {title}")
+}
+
+fn html_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            '\n' => out.push_str("<br>\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The reply's mail, or `None` when it gets none: an internal note, a reply by the
+/// requester themselves (or by someone no longer a member), a ticket whose requester has
+/// no address to write to, or a workspace with no enabled channel.
+pub fn reply(workspace: WorkspaceId, id: MailId, context: &ReplyContext) -> Result<Option<NewMail>, String> {
+    let c = &context.comment;
+    let (Some(channel), Some((to, to_name)), Some((author, true))) = (&context.channel, &context.requester, &context.author) else {
+        return Ok(None);
+    };
+    if c.internal {
+        return Ok(None);
+    }
+    let s = &channel.settings;
+    let domain = s.address.rsplit_once('@').map(|(_, d)| d).unwrap_or("localhost");
+    let message_id = message_id(workspace, c.ticket_id, context.sync_id, domain);
+    let subject = subject(context.ticket_number, &context.ticket_title);
+    let from_address = s.address.parse().map_err(|e| format!("the channel's address {:?}: {e}", s.address))?;
+    let to_address = match to.parse() {
+        Ok(address) => address,
+        // A requester whose address no mail server takes gets no mail, not a stopped consumer.
+        Err(_) => return Ok(None),
+    };
+    let signature = match &s.display_name {
+        Some(team) => format!("{author}, {team}"),
+        None => author.clone(),
+    };
+    let text = format!("{}\n\n-- \n{signature}\n", c.body.trim_end());
+    let html = format!(
+        "<!DOCTYPE html>\n<html><body>\n<div>{}</div>\n<p style=\"color:#555\">-- <br>\n{}</p>\n</body></html>\n",
+        html_escape(c.body.trim_end()),
+        html_escape(&signature)
+    );
+    let mut builder = lettre::Message::builder()
+        .from(Mailbox::new(s.display_name.clone(), from_address))
+        .to(Mailbox::new(Some(to_name.clone()), to_address))
+        .subject(&subject)
+        .message_id(Some(format!("<{message_id}>")))
+        .date(std::time::UNIX_EPOCH + std::time::Duration::from_millis(c.created_at.0.max(0) as u64));
+    if let Some(last) = context.thread.last() {
+        builder = builder
+            .in_reply_to(format!("<{last}>"))
+            .references(context.thread.iter().map(|m| format!("<{m}>")).collect::<Vec<_>>().join(" "));
+    }
+    // The boundary comes from the Message-ID too, so the whole message is deterministic.
+    let boundary = format!("=_edgedesk_{}", &message_id[..32]);
+    let body = MultiPart::alternative().boundary(boundary).singlepart(SinglePart::plain(text)).singlepart(SinglePart::html(html));
+    let message = builder.multipart(body).map_err(|e| format!("composing the reply's mail: {e}"))?;
+    Ok(Some(NewMail {
+        id,
+        ticket_id: c.ticket_id,
+        comment_id: Some(c.id),
+        channel_id: channel.id,
+        message_id,
+        from: s.address.clone(),
+        to: to.clone(),
+        subject,
+        message: message.formatted(),
+        source_sync_id: context.sync_id,
+    }))
+}
