@@ -226,6 +226,17 @@ pub struct OutboxMail {
     pub sent_at: Option<Millis>,
 }
 
+/// An outbox row as stored (export/import only): the mail, and what sending it needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxRecord {
+    pub mail: OutboxMail,
+    pub source_sync_id: i64,
+    pub from: String,
+    pub message: crate::store::notes::Base64Bytes,
+    /// When it is due (or its lease ends); `None` once sent or failed.
+    pub due_at: Option<Millis>,
+}
+
 /// A mail the consumer composed, for the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewMail {

@@ -711,4 +711,5 @@ pub enum TenantRow {
     Attachment(crate::store::attachments::AttachmentRecord),
     AttachmentVersion(crate::store::attachments::AttachmentVersion),
     MailChannel(crate::store::mail::ChannelRecord),
+    Mail(crate::store::mail::OutboxRecord),
 }

@@ -17,6 +17,7 @@ mod isolation;
 mod keys;
 mod live;
 mod mail;
+mod mail_crash;
 mod mailservers;
 mod notes;
 mod notes_crash;

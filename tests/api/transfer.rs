@@ -334,3 +334,52 @@ async fn a_crafted_export_cannot_make_platform_administrators() {
     assert_eq!(other.get("/api/me", &token).await.ok(200)["is_admin"], false);
     other.get("/api/users", &token).await.problem(403);
 }
+
+/// A workspace's outgoing mail moves with it: each mail's row, state and relay answer, on
+/// the same ticket, and nothing is sent again on the new server.
+#[tokio::test]
+async fn outgoing_mail_moves_with_its_workspace() {
+    if !crate::mailservers::available() {
+        return;
+    }
+    let s = TestServer::start_with(Backend::Sqlite, crate::common::relaxed_limits(), |c| {
+        c.mail.reach = edgedesk::http::outbound::Reach::Any;
+    })
+    .await;
+    let smtp = crate::mailservers::Smtp::open_relay().await;
+    let admin = s.admin().await;
+    let customer = s.user(&admin, "customer").await;
+    let ws = s.workspace(&admin, "Moving mail").await;
+    s.add_member(&admin, &ws, &customer, "requester").await;
+    let server = |port: u16| json!({ "host": "127.0.0.1", "port": port, "security": "none", "user": "" });
+    let channel = json!({ "address": "help@moving.test", "imap": server(1), "smtp": server(smtp.port) });
+    s.post(&format!("/api/workspaces/{ws}/mail/channels"), &admin.token, channel).await.ok(201);
+    let ticket = s.ticket(&customer, &ws, json!({ "title": "Moving" })).await;
+    let id = ticket["id"].as_str().unwrap();
+    s.post(&format!("/api/workspaces/{ws}/tickets/{id}/comments"), &admin.token, json!({ "body": "On its way." })).await.ok(201);
+    let mail_of = format!("/api/workspaces/{ws}/tickets/{id}/mail");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let before = loop {
+        let mails = s.get(&mail_of, &admin.token).await.ok(200).clone();
+        if mails[0]["status"] == "sent" {
+            break mails;
+        }
+        assert!(std::time::Instant::now() < deadline, "the mail was not sent: {mails}");
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    };
+    s.consumers_caught_up(&ws).await;
+    let id_of: WorkspaceId = ws.parse().unwrap();
+    let mut file = Vec::new();
+    let (sqlite, local) = store_for(s.dir.path(), None, None).await;
+    export_workspace(&sqlite, local.as_ref(), id_of, &mut file).await.expect("export");
+    let dir = tempfile::tempdir().unwrap();
+    let (fresh, to_local) = store_for(dir.path(), None, None).await;
+    import_workspace(&fresh, &to_local, &mut &file[..]).await.expect("import");
+    drop(fresh);
+    let moved = TestServer::start_on_with(dir, None, |c| c.mail.reach = edgedesk::http::outbound::Reach::Any).await;
+    moved.consumers_caught_up(&ws).await;
+    let admin = admin_on(&moved).await;
+    assert_eq!(moved.get(&mail_of, &admin.token).await.ok(200), &before);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(smtp.received().len(), 1, "a sent mail is not sent again after the move");
+}

@@ -67,10 +67,10 @@ async fn write_channel(w: &mut PgWrite<'_>, ws: WorkspaceId, actor: UserId, c: &
     Ok(())
 }
 
-const MAIL_COLS: &str = "id, ticket_id, comment_id, channel_id, message_id, mail_to, subject, status, attempts, due_at, \
+pub(super) const MAIL_COLS: &str = "id, ticket_id, comment_id, channel_id, message_id, mail_to, subject, status, attempts, due_at, \
      relay_answer, created_at, updated_at, sent_at";
 
-fn mail_from_row(row: &Row) -> StoreResult<OutboxMail> {
+pub(super) fn mail_from_row(row: &Row) -> StoreResult<OutboxMail> {
     let status: MailStatus = row.try_get(7).map_err(error)?;
     let due: Option<Millis> = row.try_get(9).map_err(error)?;
     Ok(OutboxMail {

@@ -12,11 +12,12 @@ use tokio::sync::mpsc;
 use super::attachments::{VERSION_COLS, version_from_row};
 use super::error;
 use super::log::{EVENT_COLS, Param, event_from_row, scope};
-use super::mail::{CHANNEL_COLS, channel_from_row};
+use super::mail::{CHANNEL_COLS, MAIL_COLS, channel_from_row, mail_from_row};
 use super::notes::{NOTE_COLS, note_record_from_row, update_from_row};
 use super::tenant::{COMMENT_COLS, LINK_COLS, TICKET_COLS, comment_from_row, link_from_row, ticket_from_row};
 use super::types::{member_from_row, workspace_from_row};
 use crate::store::attachments::{AttachmentRecord, StorageRecord};
+use crate::store::mail::OutboxRecord;
 use crate::store::notes::{Base64Bytes, NoteUpdateRecord};
 use crate::store::notifications::{Follower, Notification, TicketView};
 use crate::store::*;
@@ -102,6 +103,27 @@ pub async fn export(tx: &Transaction<'_>, workspace: WorkspaceId, out: &mpsc::Se
         .map_err(error)?;
     for row in &channels {
         send(out, TenantRow::MailChannel(channel_from_row(row)?)).await?;
+        count += 1;
+    }
+    let mails = tx
+        .query(
+            &format!(
+                "SELECT {MAIL_COLS}, source_sync_id, mail_from, message, due_at FROM mail_outbox WHERE workspace_id = $1 ORDER BY created_at, id"
+            ),
+            &[&workspace],
+        )
+        .await
+        .map_err(error)?;
+    for row in &mails {
+        let message: Vec<u8> = row.try_get(16).map_err(error)?;
+        let record = OutboxRecord {
+            mail: mail_from_row(row)?,
+            source_sync_id: row.try_get(14).map_err(error)?,
+            from: row.try_get(15).map_err(error)?,
+            message: Base64Bytes(message.into()),
+            due_at: row.try_get(17).map_err(error)?,
+        };
+        send(out, TenantRow::Mail(record)).await?;
         count += 1;
     }
     Ok(count)
@@ -441,6 +463,37 @@ pub async fn import(tx: &Transaction<'_>, workspace: &Workspace, rows: &mut mpsc
                     "INSERT INTO attachment_versions (workspace_id, id, attachment_id, number, size, sha256, content_type, encryption, created_by, created_at)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                     &[&ws, &v.id, &v.attachment_id, &number, &size, &v.sha256, &v.content_type, &encryption, &v.created_by, &v.created_at],
+                )
+                .await
+                .map_err(error)?;
+            }
+            TenantRow::Mail(r) => {
+                let m = &r.mail;
+                let attempts = m.attempts.min(i32::MAX as u32) as i32;
+                tx.execute(
+                    "INSERT INTO mail_outbox (workspace_id, id, ticket_id, comment_id, channel_id, source_sync_id, message_id, mail_from,
+                        mail_to, subject, message, status, attempts, due_at, relay_answer, created_at, updated_at, sent_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+                    &[
+                        &ws,
+                        &m.id,
+                        &m.ticket_id,
+                        &m.comment_id,
+                        &m.channel_id,
+                        &r.source_sync_id,
+                        &m.message_id,
+                        &r.from,
+                        &m.to,
+                        &m.subject,
+                        &r.message.0.as_ref(),
+                        &m.status,
+                        &attempts,
+                        &r.due_at,
+                        &m.relay_answer,
+                        &m.created_at,
+                        &m.updated_at,
+                        &m.sent_at,
+                    ],
                 )
                 .await
                 .map_err(error)?;

@@ -63,10 +63,10 @@ fn write_channel(tx: &mut WriteTx<'_>, actor: UserId, c: &ChannelRecord, created
     Ok(())
 }
 
-const MAIL_COLS: &str = "id, ticket_id, comment_id, channel_id, message_id, mail_to, subject, status, attempts, due_at, \
+pub(super) const MAIL_COLS: &str = "id, ticket_id, comment_id, channel_id, message_id, mail_to, subject, status, attempts, due_at, \
      relay_answer, created_at, updated_at, sent_at";
 
-fn mail_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxMail> {
+pub(super) fn mail_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxMail> {
     let status: MailStatus = row.get(7)?;
     let due: Option<Millis> = row.get(9)?;
     Ok(OutboxMail {

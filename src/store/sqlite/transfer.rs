@@ -11,11 +11,12 @@ use tokio::sync::mpsc;
 use super::attachments::{VERSION_COLS, version_from_row};
 use super::error;
 use super::log::{EVENT_COLS, event_from_row};
-use super::mail::{CHANNEL_COLS, channel_from_row};
+use super::mail::{CHANNEL_COLS, MAIL_COLS, channel_from_row, mail_from_row};
 use super::notes::{NOTE_COLS, note_record_from_row};
 use super::tenant::{COMMENT_COLS, LINK_COLS, TICKET_COLS, comment_from_row, link_from_row, ticket_from_row};
 use super::types::{member_from_row, workspace_from_row};
 use crate::store::attachments::{AttachmentRecord, StorageRecord};
+use crate::store::mail::OutboxRecord;
 use crate::store::notes::{Base64Bytes, NoteUpdateRecord};
 use crate::store::notifications::{Follower, Notification, TicketView};
 use crate::store::*;
@@ -95,6 +96,24 @@ pub fn export(conn: &mut Connection, out: &mpsc::Sender<TenantRow>) -> StoreResu
         let mut rows = stmt.query([]).map_err(error)?;
         while let Some(row) = rows.next().map_err(error)? {
             send(out, TenantRow::MailChannel(channel_from_row(row).map_err(error)?))?;
+            count += 1;
+        }
+    }
+    {
+        let mut stmt = tx
+            .prepare(&format!("SELECT {MAIL_COLS}, source_sync_id, mail_from, message, due_at FROM mail_outbox ORDER BY created_at, id"))
+            .map_err(error)?;
+        let mut rows = stmt.query([]).map_err(error)?;
+        while let Some(row) = rows.next().map_err(error)? {
+            let message: Vec<u8> = row.get(16).map_err(error)?;
+            let record = OutboxRecord {
+                mail: mail_from_row(row).map_err(error)?,
+                source_sync_id: row.get(14).map_err(error)?,
+                from: row.get(15).map_err(error)?,
+                message: Base64Bytes(message.into()),
+                due_at: row.get(17).map_err(error)?,
+            };
+            send(out, TenantRow::Mail(record))?;
             count += 1;
         }
     }
@@ -392,6 +411,34 @@ pub fn import(
                 .and_then(|mut s| {
                     s.execute(params![v.id, v.attachment_id, v.number, v.size as i64, v.sha256, v.content_type, encryption, v.created_by, v.created_at])
                 })
+                .map_err(error)?;
+            }
+            TenantRow::Mail(r) => {
+                let m = &r.mail;
+                tx.execute(
+                    "INSERT INTO mail_outbox (id, ticket_id, comment_id, channel_id, source_sync_id, message_id, mail_from, mail_to, subject,
+                        message, status, attempts, due_at, relay_answer, created_at, updated_at, sent_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                    params![
+                        m.id,
+                        m.ticket_id,
+                        m.comment_id,
+                        m.channel_id,
+                        r.source_sync_id,
+                        m.message_id,
+                        r.from,
+                        m.to,
+                        m.subject,
+                        r.message.0.as_ref(),
+                        m.status,
+                        m.attempts,
+                        r.due_at,
+                        m.relay_answer,
+                        m.created_at,
+                        m.updated_at,
+                        m.sent_at
+                    ],
+                )
                 .map_err(error)?;
             }
             TenantRow::MailChannel(c) => {
