@@ -1,7 +1,7 @@
 //! Load and speed harness for the foundation. Prints its figures; see docs/benchmarks.md.
 //!
 //! ```text
-//! cargo bench --bench load -- [creates|get|bootstrap|tenants|sse|pg-creates|consumers|sqlite-fanin|pg-fanin|notes|attachments|all] [--secs S] [--clients C] [--threads T] [--eager-read] [--rows N] [--tenants N]
+//! cargo bench --bench load -- [creates|get|bootstrap|tenants|sse|pg-creates|consumers|sqlite-fanin|pg-fanin|notes|attachments|mail|all] [--secs S] [--clients C] [--threads T] [--eager-read] [--rows N] [--tenants N]
 //! ```
 //!
 //! The server runs as its own process (the real `edgedesk serve` binary, release build)
@@ -25,7 +25,9 @@
 //!   connection, and opening a note of 10,000 updates before and after compaction;
 //! - attachments: upload/download MB/s for 1 MB and 100 MB files beside a raw copy to the
 //!   same disk (local) and the `object_store` crate used directly (S3), and the server's
-//!   RSS growth while 1 GB goes up and down.
+//!   RSS growth while 1 GB goes up and down;
+//! - mail: messages per second from the outbox to a local SMTP sink beside lettre sending
+//!   the same number of messages straight to it.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -48,6 +50,8 @@ mod consumers;
 mod fleet;
 #[path = "load/hardening.rs"]
 mod hardening;
+#[path = "load/mail.rs"]
+mod mail;
 #[path = "load/notes.rs"]
 mod notes;
 #[path = "../tests/api/pgdb.rs"]
@@ -781,6 +785,10 @@ async fn main() {
     if all || args.which == "notes" {
         let (_keep, dir) = scratch("notes");
         notes::bench_notes(&dir, args.secs).await;
+    }
+    if all || args.which == "mail" {
+        let (_keep, dir) = scratch("mail");
+        mail::bench_mail(&dir).await;
     }
     if all || args.which == "attachments" {
         let (_keep, dir) = scratch("attachments");

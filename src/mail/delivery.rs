@@ -97,6 +97,7 @@ struct Counters {
     retried: AtomicU64,
     failed: AtomicU64,
     held: AtomicU64,
+    breaker_opened: AtomicU64,
 }
 
 pub struct Delivery {
@@ -265,7 +266,12 @@ impl Delivery {
         let result = self.send(tenant.workspace_id(), &channel, claimed).await;
         let healthy = !matches!(result, Err(Failure::Transient(_)));
         if let Some(breaker) = self.breakers.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&relay) {
+            let was_closed = breaker.state(Millis::now()) == super::breaker::State::Closed;
             breaker.record(Millis::now(), healthy);
+            if was_closed && breaker.state(Millis::now()) != super::breaker::State::Closed {
+                self.counters.breaker_opened.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(relay = %relay, "a mail relay keeps failing: its circuit breaker opened");
+            }
         }
         match result {
             Ok(answer) => Delivered::Sent { answer },
@@ -338,10 +344,39 @@ impl Delivery {
         Ok(format!("{} {}", response.code(), response.message().collect::<Vec<_>>().join(" ")))
     }
 
-    /// The workers' gauge and the outcome counters, Prometheus text.
+    /// The workers' gauge, the outcome counters and each relay's breaker, Prometheus text.
     pub fn render_metrics(&self) -> String {
         let c = &self.counters;
-        format!(
+        let now = Millis::now();
+        let mut breakers: Vec<(String, &'static str)> = self
+            .breakers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(relay, b)| {
+                let state = match b.state(now) {
+                    super::breaker::State::Closed => "closed",
+                    super::breaker::State::Open { .. } => "open",
+                    super::breaker::State::HalfOpen => "half_open",
+                };
+                (relay.clone(), state)
+            })
+            .collect();
+        breakers.sort();
+        let mut out = String::from(
+            "# HELP edgedesk_mail_breaker Each relay's circuit breaker on this instance (1 for its current state).\n\
+             # TYPE edgedesk_mail_breaker gauge\n",
+        );
+        for (relay, state) in &breakers {
+            out.push_str(&format!("edgedesk_mail_breaker{{relay=\"{relay}\",state=\"{state}\"}} 1\n"));
+        }
+        out.push_str(&format!(
+            "# HELP edgedesk_mail_breaker_opened_total Times a relay's circuit breaker opened.\n\
+             # TYPE edgedesk_mail_breaker_opened_total counter\n\
+             edgedesk_mail_breaker_opened_total {}\n",
+            c.breaker_opened.load(Ordering::Relaxed)
+        ));
+        out + &format!(
             "# HELP edgedesk_mail_workers Mail delivery workers on this instance, by state (a stopped one panicked).\n\
              # TYPE edgedesk_mail_workers gauge\n\
              edgedesk_mail_workers{{state=\"running\"}} {}\n\

@@ -363,6 +363,10 @@ async fn a_failing_relay_is_held_back_by_its_breaker_and_probed_until_it_recover
     assert_eq!(held["status"], "retrying");
     assert_eq!(held["attempts"], 3, "held-back turns count no attempt: {held}");
     assert_eq!(smtp.attempts(), 3);
+    let metrics = || async { s.http.get(format!("{}/metrics", s.base)).send().await.unwrap().text().await.unwrap() };
+    let breaker = |state: &str| format!("edgedesk_mail_breaker{{relay=\"127.0.0.1:{}\",state=\"{state}\"}} 1", smtp.port);
+    let shown = metrics().await;
+    assert!(shown.contains(&breaker("open")) && shown.contains("edgedesk_mail_breaker_opened_total 1"), "{shown}");
     tokio::time::sleep(std::time::Duration::from_millis(700)).await;
     assert_eq!(smtp.attempts(), 3, "nothing reaches the relay while the breaker is open");
     // Half-open after the open period: one probe, still refused, so open again.
@@ -378,6 +382,8 @@ async fn a_failing_relay_is_held_back_by_its_breaker_and_probed_until_it_recover
     .await;
     assert_eq!(mail["attempts"], 5);
     assert_eq!(smtp.received().len(), 1);
+    let shown = metrics().await;
+    assert!(shown.contains(&breaker("closed")) && shown.contains("edgedesk_mail_breaker_opened_total 1"), "recovered: {shown}");
 }
 
 #[tokio::test]
