@@ -111,7 +111,7 @@ impl App {
         let durable: Vec<Arc<dyn Consumer>> = match &delivery {
             Some(delivery) => vec![
                 Arc::new(NotificationsConsumer::new(store.notification_preferences.clone())),
-                Arc::new(crate::mail::MailConsumer::new(delivery.clone(), config.delivery.lease)),
+                Arc::new(crate::mail::MailConsumer::new(delivery.clone(), store.notification_preferences.clone(), config.delivery.lease)),
             ],
             None => Vec::new(),
         };

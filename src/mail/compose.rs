@@ -10,13 +10,35 @@
 //!   ticket number (`Re: [#42] Printer on fire`), which also threads a reply whose
 //!   headers were lost.
 //! - A text part and an HTML part (the reply escaped, never interpreted as markup).
-//! - A reply is a person's answer, so it carries no `Auto-Submitted` (RFC 3834 reserves
-//!   that for machine-made mail, which the notification mails will set).
+//! - A reply is a person's answer, so it carries no `Auto-Submitted`; a notification mail
+//!   (`assigned to you`, `new reply`, …, to staff who want them by mail) is machine-made and
+//!   says so (`Auto-Submitted: auto-generated`, RFC 3834), so an autoresponder does not
+//!   answer it. Notification mails are not part of the customer's thread.
 
+use lettre::message::header::{Header, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 
 use crate::store::WorkspaceId;
-use crate::store::mail::{MailId, NewMail, ReplyContext};
+use crate::store::mail::{MailContext, MailId, NewMail, Outgoing};
+use crate::store::notifications::{Notification, NotificationKind};
+
+/// `Auto-Submitted` (RFC 3834), which lettre has no type for.
+#[derive(Debug, Clone)]
+struct AutoSubmitted(String);
+
+impl Header for AutoSubmitted {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("Auto-Submitted")
+    }
+
+    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Self(s.to_string()))
+    }
+
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), self.0.clone())
+    }
+}
 
 /// The `Message-ID` (without angle brackets) of the mail for the event `sync_id` on
 /// `ticket`, sent from an address at `domain`.
@@ -47,17 +69,26 @@ fn html_escape(text: &str) -> String {
     out
 }
 
+/// The mail for one item, or `None` (see [`reply`] and [`notification`]).
+pub fn mail(workspace: WorkspaceId, id: MailId, context: &MailContext) -> Result<Option<NewMail>, String> {
+    match &context.outgoing {
+        Outgoing::Reply(_) => reply(workspace, id, context),
+        Outgoing::Notification(n) => notification(workspace, id, context, n),
+    }
+}
+
 /// The reply's mail, or `None` when it gets none: an internal note, a reply by the
 /// requester themselves (or by someone no longer a member), a ticket whose requester has
 /// no address to write to, or a workspace with no enabled channel.
-pub fn reply(workspace: WorkspaceId, id: MailId, context: &ReplyContext) -> Result<Option<NewMail>, String> {
-    let c = &context.comment;
-    let (Some(channel), Some((to, to_name)), Some((author, true))) = (&context.channel, &context.requester, &context.author) else {
+pub fn reply(workspace: WorkspaceId, id: MailId, context: &MailContext) -> Result<Option<NewMail>, String> {
+    let Outgoing::Reply(c) = &context.outgoing else { return Ok(None) };
+    let (Some(channel), Some(to), Some(author)) = (&context.channel, &context.recipient, &context.actor) else {
         return Ok(None);
     };
-    if c.internal {
+    if c.internal || !author.staff {
         return Ok(None);
     }
+    let (to, to_name, author) = (&to.email, &to.name, &author.name);
     let s = &channel.settings;
     let domain = s.address.rsplit_once('@').map(|(_, d)| d).unwrap_or("localhost");
     let message_id = message_id(workspace, c.ticket_id, context.sync_id, domain);
@@ -101,6 +132,65 @@ pub fn reply(workspace: WorkspaceId, id: MailId, context: &ReplyContext) -> Resu
         message_id,
         from: s.address.clone(),
         to: to.clone(),
+        subject,
+        message: message.formatted(),
+        source_sync_id: context.sync_id,
+    }))
+}
+
+/// What a notification mail says it is about.
+fn label(kind: NotificationKind) -> (&'static str, &'static str) {
+    match kind {
+        NotificationKind::Assigned => ("Assigned to you", "assigned you"),
+        NotificationKind::Reply => ("New reply", "replied on"),
+        NotificationKind::InternalNote => ("New internal note", "added an internal note on"),
+        NotificationKind::Mention => ("You were mentioned", "mentioned you on"),
+    }
+}
+
+/// A notification's mail to its recipient, or `None`: nobody to write to, no channel, or a
+/// requester's reply notification (the reply's own mail is what tells them).
+pub fn notification(workspace: WorkspaceId, id: MailId, context: &MailContext, n: &Notification) -> Result<Option<NewMail>, String> {
+    let (Some(channel), Some(to)) = (&context.channel, &context.recipient) else { return Ok(None) };
+    if !to.staff && n.kind == NotificationKind::Reply {
+        return Ok(None);
+    }
+    let s = &channel.settings;
+    let domain = s.address.rsplit_once('@').map(|(_, d)| d).unwrap_or("localhost");
+    let message_id = message_id(workspace, n.ticket_id, context.sync_id, domain);
+    let (what, verb) = label(n.kind);
+    let subject = format!("[#{}] {what}: {}", context.ticket_number, context.ticket_title);
+    let from_address = s.address.parse().map_err(|e| format!("the channel's address {:?}: {e}", s.address))?;
+    let Ok(to_address) = to.email.parse() else { return Ok(None) };
+    let actor = context.actor.as_ref().map_or("Someone", |a| a.name.as_str());
+    let lead = format!("{actor} {verb} #{} \u{201c}{}\u{201d}.", context.ticket_number, context.ticket_title);
+    let excerpt = n.excerpt.as_deref().unwrap_or_default();
+    let footer = "You get this because of your notification preferences in edgedesk.";
+    let text = format!("{lead}\n\n{excerpt}\n\n-- \n{footer}\n");
+    let html = format!(
+        "<!DOCTYPE html>\n<html><body>\n<p>{}</p>\n<blockquote>{}</blockquote>\n<p style=\"color:#555\">-- <br>\n{footer}</p>\n</body></html>\n",
+        html_escape(&lead),
+        html_escape(excerpt)
+    );
+    let boundary = format!("=_edgedesk_{}", &message_id[..32]);
+    let body = MultiPart::alternative().boundary(boundary).singlepart(SinglePart::plain(text)).singlepart(SinglePart::html(html));
+    let message = lettre::Message::builder()
+        .from(Mailbox::new(s.display_name.clone(), from_address))
+        .to(Mailbox::new(Some(to.name.clone()), to_address))
+        .subject(&subject)
+        .message_id(Some(format!("<{message_id}>")))
+        .date(std::time::UNIX_EPOCH + std::time::Duration::from_millis(n.created_at.0.max(0) as u64))
+        .header(AutoSubmitted("auto-generated".into()))
+        .multipart(body)
+        .map_err(|e| format!("composing a notification's mail: {e}"))?;
+    Ok(Some(NewMail {
+        id,
+        ticket_id: n.ticket_id,
+        comment_id: None,
+        channel_id: channel.id,
+        message_id,
+        from: s.address.clone(),
+        to: to.email.clone(),
         subject,
         message: message.formatted(),
         source_sync_id: context.sync_id,

@@ -2,7 +2,8 @@
 //! (`MailStore::claim`: SKIP LOCKED on Postgres, inside `BEGIN IMMEDIATE` on SQLite, so no
 //! two workers on any instance send one mail at once, and a dead worker's mail is claimed
 //! again when its lease ends), hand each mail to its channel's relay with lettre over a
-//! connection from `net.rs`, and record how it went.
+//! connection from `net.rs` (one connection serves a workspace's whole batch while the
+//! relay keeps it open), and record how it went.
 //!
 //! - The relay took it: sent, with its answer.
 //! - A 5xx answer (the relay refuses this mail for good): failed at once, with the answer.
@@ -88,6 +89,15 @@ pub fn after_failure(config: &DeliveryConfig, attempts: u32, queued_at: Millis, 
     let at = now.plus(config.backoff.delay(attempts.saturating_sub(1), unit));
     // The last try is at the expiry, not beyond it.
     Delivered::Retry { at: if at.0 > gives_up.0 { gives_up } else { at }, answer, attempted: true }
+}
+
+/// An open connection to a channel's relay, kept for the rest of a workspace's batch.
+struct Session {
+    channel: crate::store::mail::ChannelId,
+    /// The channel's settings it was opened with (`updated_at`): changed settings, new
+    /// connection.
+    version: Millis,
+    conn: lettre::transport::smtp::client::AsyncSmtpConnection,
 }
 
 /// Counters for `/metrics`.
@@ -210,6 +220,8 @@ impl Delivery {
     /// next mail there is due.
     async fn deliver(&self, workspace: WorkspaceId) -> Result<(), StoreError> {
         let tenant = self.tenants.open(workspace).await?;
+        // One SMTP connection serves a workspace's mail while it lasts.
+        let mut session: Option<Session> = None;
         loop {
             let now = Millis::now();
             let claimed = tenant.mail().claim(&self.owner, now, now.plus(self.config.lease), self.config.batch).await?;
@@ -217,7 +229,7 @@ impl Delivery {
                 break;
             }
             for mail in claimed {
-                let outcome = self.try_one(&tenant, &mail).await;
+                let outcome = self.try_one(&tenant, &mail, &mut session).await;
                 match &outcome {
                     Delivered::Sent { .. } => self.counters.sent.fetch_add(1, Ordering::Relaxed),
                     Delivered::Retry { attempted: true, .. } => self.counters.retried.fetch_add(1, Ordering::Relaxed),
@@ -232,6 +244,9 @@ impl Delivery {
                 }
             }
         }
+        if let Some(mut done) = session {
+            let _ = tokio::time::timeout(self.net.timeout, done.conn.quit()).await;
+        }
         if let Some(at) = tenant.mail().next_due().await? {
             self.schedule(workspace, at).await?;
         }
@@ -239,7 +254,7 @@ impl Delivery {
     }
 
     /// One try of one mail, as the outcome to record.
-    async fn try_one(&self, tenant: &Arc<dyn TenantStore>, claimed: &ClaimedMail) -> Delivered {
+    async fn try_one(&self, tenant: &Arc<dyn TenantStore>, claimed: &ClaimedMail, session: &mut Option<Session>) -> Delivered {
         let mail = &claimed.mail;
         let now = Millis::now();
         let channel = match tenant.mail().channel(mail.channel_id).await {
@@ -263,7 +278,7 @@ impl Delivery {
             let answer = format!("held back: the relay {relay} is failing; it is tried again from {}", until.0);
             return Delivered::Retry { at: until, answer, attempted: false };
         }
-        let result = self.send(tenant.workspace_id(), &channel, claimed).await;
+        let result = self.send(tenant.workspace_id(), &channel, claimed, session).await;
         let healthy = !matches!(result, Err(Failure::Transient(_)));
         if let Some(breaker) = self.breakers.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&relay) {
             let was_closed = breaker.state(Millis::now()) == super::breaker::State::Closed;
@@ -284,10 +299,78 @@ impl Delivery {
         after_failure(&self.config, attempts_before + 1, queued_at, Millis::now(), answer, crate::backoff::unit_sample())
     }
 
-    /// Hands the message to the channel's relay: connect, STARTTLS when set, log in when a
-    /// user is set, MAIL/RCPT/DATA. The relay's answer on success.
-    async fn send(&self, workspace: WorkspaceId, channel: &ChannelRecord, claimed: &ClaimedMail) -> Result<String, Failure> {
+    /// Hands the message to the channel's relay, over `session` when it is this channel's
+    /// and still open (a connection the relay dropped meanwhile is replaced once), else over
+    /// a new connection that then becomes the session. The relay's answer on success.
+    async fn send(
+        &self,
+        workspace: WorkspaceId,
+        channel: &ChannelRecord,
+        claimed: &ClaimedMail,
+        session: &mut Option<Session>,
+    ) -> Result<String, Failure> {
         use lettre::address::Envelope;
+        let from = claimed.from.parse().map_err(|e| Failure::Permanent(format!("the sender {:?}: {e}", claimed.from)))?;
+        let to = claimed.mail.to.parse().map_err(|e| Failure::Permanent(format!("the recipient {:?}: {e}", claimed.mail.to)))?;
+        let envelope = Envelope::new(Some(from), vec![to]).map_err(|e| Failure::Permanent(format!("the envelope: {e}")))?;
+        let reusable = session.as_ref().is_some_and(|s| s.channel == channel.id && s.version == channel.updated_at && !s.conn.has_broken());
+        if !reusable {
+            if let Some(mut old) = session.take() {
+                let _ = tokio::time::timeout(self.net.timeout, old.conn.quit()).await;
+            }
+        } else if let Some(open) = session.as_mut() {
+            match self.transaction(&mut open.conn, &envelope, &claimed.message).await {
+                Ok(answer) => return Ok(answer),
+                // The relay answered (4xx, 5xx): about this mail, and the session goes on.
+                Err((failure, true)) => return Err(failure),
+                // The connection failed: a new one, once.
+                Err((_, false)) => *session = None,
+            }
+        }
+        let mut conn = self.connect(workspace, channel).await?;
+        match self.transaction(&mut conn, &envelope, &claimed.message).await {
+            Ok(answer) => {
+                *session = Some(Session { channel: channel.id, version: channel.updated_at, conn });
+                Ok(answer)
+            }
+            Err((failure, answered)) => {
+                if answered {
+                    *session = Some(Session { channel: channel.id, version: channel.updated_at, conn });
+                } else {
+                    let _ = tokio::time::timeout(self.net.timeout, conn.quit()).await;
+                }
+                Err(failure)
+            }
+        }
+    }
+
+    /// MAIL, RCPT, DATA on an open connection. On failure, whether the relay answered (the
+    /// connection is still good) or the connection failed.
+    async fn transaction(
+        &self,
+        conn: &mut lettre::transport::smtp::client::AsyncSmtpConnection,
+        envelope: &lettre::address::Envelope,
+        message: &[u8],
+    ) -> Result<String, (Failure, bool)> {
+        let timeout = self.net.timeout;
+        match tokio::time::timeout(timeout, conn.send(envelope, message)).await {
+            Ok(Ok(response)) => Ok(format!("{} {}", response.code(), response.message().collect::<Vec<_>>().join(" "))),
+            Ok(Err(e)) => {
+                let answered = e.is_response();
+                let text = format!("the relay answered: {e}");
+                Err((if e.is_permanent() { Failure::Permanent(text) } else { Failure::Transient(text) }, answered))
+            }
+            Err(_) => Err((Failure::Transient(format!("sending: no answer within {} s", timeout.as_secs())), false)),
+        }
+    }
+
+    /// A new connection to the channel's relay: connect, greeting and EHLO, STARTTLS when
+    /// set, a login when a user is set.
+    async fn connect(
+        &self,
+        workspace: WorkspaceId,
+        channel: &ChannelRecord,
+    ) -> Result<lettre::transport::smtp::client::AsyncSmtpConnection, Failure> {
         use lettre::transport::smtp::authentication::{Credentials, Mechanism};
         use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
         use lettre::transport::smtp::extension::ClientId;
@@ -306,12 +389,8 @@ impl Delivery {
                     .map_err(|_| Failure::Transient("the stored SMTP password cannot be opened: set it again".into()))?,
             ),
         };
-        let from = claimed.from.parse().map_err(|e| Failure::Permanent(format!("the sender {:?}: {e}", claimed.from)))?;
-        let to = claimed.mail.to.parse().map_err(|e| Failure::Permanent(format!("the recipient {:?}: {e}", claimed.mail.to)))?;
-        let envelope = Envelope::new(Some(from), vec![to]).map_err(|e| Failure::Permanent(format!("the envelope: {e}")))?;
         let timeout = self.net.timeout;
         let within = |what: &'static str| move |_| Failure::Transient(format!("{what}: no answer within {} s", timeout.as_secs()));
-
         let stream = net::open(server, &self.net).await.map_err(|e| transient("connecting", &e))?;
         let hello = ClientId::default();
         let mut conn = tokio::time::timeout(timeout, AsyncSmtpConnection::connect_with_transport(Box::new(stream), &hello))
@@ -336,12 +415,7 @@ impl Delivery {
                 // A refused login is the channel's settings, not this mail: try again later.
                 .map_err(|e| Failure::Transient(format!("the login as {:?}: {e}", server.user)))?;
         }
-        let response = tokio::time::timeout(timeout, conn.send(&envelope, &claimed.message))
-            .await
-            .map_err(within("sending"))?
-            .map_err(|e| smtp_error("the relay answered", e))?;
-        let _ = tokio::time::timeout(timeout, conn.quit()).await;
-        Ok(format!("{} {}", response.code(), response.message().collect::<Vec<_>>().join(" ")))
+        Ok(conn)
     }
 
     /// The workers' gauge, the outcome counters and each relay's breaker, Prometheus text.

@@ -2,7 +2,9 @@
 //! reads the events past its watermark and, for every public reply by staff, writes the
 //! mail (composed by `compose.rs`) and its watermark in ONE transaction
 //! (`MailStore::enqueue`): a committed reply yields its mail exactly once, across crashes,
-//! restarts and instances, and an internal note never yields one.
+//! restarts and instances, and an internal note never yields one. Notifications (the
+//! notifications consumer's `notification.created` events) become mail too for recipients
+//! whose preferences say so, through the same outbox.
 //!
 //! Its wakes are the outbox's clock: when it queues mail it asks to be woken at once, a
 //! delivery worker asks for the next due time after each batch, and a wake hands the
@@ -10,39 +12,61 @@
 //! asks for a later one as a safety net, so a crash between a wake and its delivery leaves
 //! the mail late, never forgotten.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use super::compose;
 use super::delivery::{CONSUMER, Delivery};
-use crate::store::mail::{Composer, MailId};
-use crate::store::{Advance, Comment, FeedEvent, Millis, TenantStore};
+use crate::store::mail::{Composer, MailId, Outgoing};
+use crate::store::notifications::{Notification, NotificationKind};
+use crate::store::{Advance, Comment, FeedEvent, Millis, NotificationPreferences, TenantStore, UserId};
 use crate::sync::runner::{Consumer, ConsumerError, Handled};
 
 pub struct MailConsumer {
     delivery: Arc<Delivery>,
+    preferences: Arc<dyn NotificationPreferences>,
     /// How long after a wake the safety-net wake comes (a worker's lease).
     safety: std::time::Duration,
 }
 
 impl MailConsumer {
-    pub fn new(delivery: Arc<Delivery>, safety: std::time::Duration) -> Self {
-        Self { delivery, safety }
+    pub fn new(delivery: Arc<Delivery>, preferences: Arc<dyn NotificationPreferences>, safety: std::time::Duration) -> Self {
+        Self { delivery, preferences, safety }
     }
-}
 
-/// The page's public replies, with the sync_id each was recorded under.
-fn replies(page: &[FeedEvent]) -> Result<Vec<(i64, Comment)>, ConsumerError> {
-    let mut out = Vec::new();
-    for e in page.iter().filter(|e| e.event.kind == "comment.created" && !e.visibility.staff_only) {
-        let comment: Comment = serde_json::from_value(e.event.data.clone())
-            .map_err(|err| ConsumerError::Failed(format!("event {} (comment.created): {err}", e.event.sync_id)))?;
-        if !comment.internal {
-            out.push((e.event.sync_id, comment));
+    /// The page's public replies and its notifications whose recipients want them by mail,
+    /// with the sync_id each was recorded under.
+    async fn items(&self, page: &[FeedEvent]) -> Result<Vec<(i64, Outgoing)>, ConsumerError> {
+        let unreadable =
+            |e: &FeedEvent, err: serde_json::Error| ConsumerError::Failed(format!("event {} ({}): {err}", e.event.sync_id, e.event.kind));
+        let mut out = Vec::new();
+        let mut wanted: HashMap<UserId, Vec<(NotificationKind, bool)>> = HashMap::new();
+        for e in page {
+            match e.event.kind.as_str() {
+                "comment.created" if !e.visibility.staff_only => {
+                    let comment: Comment = serde_json::from_value(e.event.data.clone()).map_err(|err| unreadable(e, err))?;
+                    if !comment.internal {
+                        out.push((e.event.sync_id, Outgoing::Reply(comment)));
+                    }
+                }
+                "notification.created" => {
+                    let n: Notification = serde_json::from_value(e.event.data.clone()).map_err(|err| unreadable(e, err))?;
+                    if let std::collections::hash_map::Entry::Vacant(slot) = wanted.entry(n.recipient_id) {
+                        let preferences = self.preferences.preferences(n.recipient_id).await?;
+                        slot.insert(preferences.iter().map(|p| (p.kind, p.email)).collect());
+                    }
+                    let by_mail = wanted.get(&n.recipient_id).is_some_and(|p| p.iter().any(|(kind, email)| *kind == n.kind && *email));
+                    if by_mail {
+                        out.push((e.event.sync_id, Outgoing::Notification(n)));
+                    }
+                }
+                _ => {}
+            }
         }
+        Ok(out)
     }
-    Ok(out)
 }
 
 #[async_trait]
@@ -52,14 +76,14 @@ impl Consumer for MailConsumer {
     }
 
     async fn handle(&self, tenant: &Arc<dyn TenantStore>, page: &[FeedEvent], advance: Advance) -> Result<Handled, ConsumerError> {
-        let replies = replies(page)?;
-        if replies.is_empty() {
+        let items = self.items(page).await?;
+        if items.is_empty() {
             tenant.consumers().advance(advance).await?;
             return Ok(Handled::default());
         }
         let workspace = tenant.workspace_id();
-        let compose: Composer = Box::new(move |context| compose::reply(workspace, MailId::new(), context));
-        let queued = tenant.mail().enqueue(advance, replies, compose).await?;
+        let compose: Composer = Box::new(move |context| compose::mail(workspace, MailId::new(), context));
+        let queued = tenant.mail().enqueue(advance, items, compose).await?;
         Ok(Handled { wake_at: (queued > 0).then(Millis::now) })
     }
 

@@ -255,27 +255,69 @@ pub struct NewMail {
     pub source_sync_id: i64,
 }
 
-/// What the consumer knows about one public reply when composing its mail, read in the
-/// store's write transaction.
+/// What the mail consumer turns into mail: a public reply (mailed to the ticket's
+/// requester), or a notification (mailed to its recipient, when they want it by mail).
 #[derive(Debug, Clone)]
-pub struct ReplyContext {
+pub enum Outgoing {
+    Reply(Comment),
+    Notification(crate::store::notifications::Notification),
+}
+
+impl Outgoing {
+    pub fn ticket(&self) -> TicketId {
+        match self {
+            Self::Reply(c) => c.ticket_id,
+            Self::Notification(n) => n.ticket_id,
+        }
+    }
+
+    /// Who the mail is for: the requester (a reply) or the recipient (a notification).
+    pub fn recipient(&self, requester: UserId) -> UserId {
+        match self {
+            Self::Reply(_) => requester,
+            Self::Notification(n) => n.recipient_id,
+        }
+    }
+
+    /// Whose action it is about: the reply's author, the notification's actor.
+    pub fn actor(&self) -> Option<UserId> {
+        match self {
+            Self::Reply(c) => Some(c.author_id),
+            Self::Notification(n) => n.actor_id,
+        }
+    }
+}
+
+/// A member a mail is to or about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailMember {
+    pub email: String,
+    pub name: String,
+    pub staff: bool,
+}
+
+/// What the consumer knows about one thing to mail when composing it, read in the store's
+/// write transaction.
+#[derive(Debug, Clone)]
+pub struct MailContext {
     pub sync_id: i64,
-    pub comment: Comment,
+    pub outgoing: Outgoing,
     pub ticket_number: i64,
     pub ticket_title: String,
-    /// The requester's address and name (`None`: no longer a member, nobody to write to).
-    pub requester: Option<(String, String)>,
-    /// The author's name and whether they are staff (`None`: not a member any more).
-    pub author: Option<(String, bool)>,
+    /// Who it goes to (`None`: not a member any more, nobody to write to).
+    pub recipient: Option<MailMember>,
+    /// Whose action it is (`None`: nobody, or no longer a member).
+    pub actor: Option<MailMember>,
     /// The channel mail goes out through: the workspace's first enabled one.
     pub channel: Option<ChannelRecord>,
     /// The `Message-ID`s already on the ticket's thread, oldest first.
     pub thread: Vec<String>,
 }
 
-/// Composes a reply's mail, or decides there is none (an internal note, a requester's own
-/// reply, no address to write to, no channel). Pure: it runs inside the store's write.
-pub type Composer = Box<dyn FnMut(&ReplyContext) -> Result<Option<NewMail>, String> + Send>;
+/// Composes one item's mail, or decides there is none (an internal note, a requester's own
+/// reply, nobody to write to, no channel, a notification its recipient does not want by
+/// mail). Pure: it runs inside the store's write.
+pub type Composer = Box<dyn FnMut(&MailContext) -> Result<Option<NewMail>, String> + Send>;
 
 /// A claimed mail: the row and what to send.
 #[derive(Debug, Clone)]
@@ -339,11 +381,11 @@ pub trait MailStore: Send + Sync {
     /// Removes the channel (`mail_channel.deleted`); `NotFound` when there is none.
     async fn delete_channel(&self, actor: UserId, id: ChannelId) -> StoreResult<()>;
 
-    /// The mail consumer's page: for each public reply `(sync_id, comment)`, reads its
-    /// [`ReplyContext`], lets `compose` decide its mail, and writes the mails (each with its
-    /// `mail.queued` event) and `advance` in ONE transaction. A reply that already has its
+    /// The mail consumer's page: for each item `(sync_id, outgoing)`, reads its
+    /// [`MailContext`], lets `compose` decide its mail, and writes the mails (each with its
+    /// `mail.queued` event) and `advance` in ONE transaction. An item that already has its
     /// mail (a replayed page) gets no second one. Returns how many were queued.
-    async fn enqueue(&self, advance: Advance, replies: Vec<(i64, Comment)>, compose: Composer) -> StoreResult<usize>;
+    async fn enqueue(&self, advance: Advance, items: Vec<(i64, Outgoing)>, compose: Composer) -> StoreResult<usize>;
     /// Claims up to `limit` mails that are due at `now` (queued, retrying, or sending under a
     /// lease that expired: a dead worker's) for `owner` until `lease_until`, so that no two
     /// workers, here or on another instance, send one at once.

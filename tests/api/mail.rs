@@ -457,3 +457,50 @@ async fn two_instances_send_every_mail_once() {
     ids.dedup();
     assert_eq!((received.len(), ids.len(), smtp.attempts()), (replies, replies, replies), "each mail handed over exactly once");
 }
+
+both_backends! {
+    async fn notifications_are_mailed_to_staff_who_want_them_and_never_double_a_reply(b: Backend) {
+        if !mailservers::available() {
+            return;
+        }
+        let s = TestServer::start_with(b, relaxed_limits(), |c| c.mail.reach = Reach::Any).await;
+        let (imap, smtp) = (Imap::start().await, Smtp::with_login("relay-user", "smtp-secret").await);
+        let admin = s.admin().await;
+        let agent = s.user(&admin, "agent").await;
+        let customer = s.user(&admin, "customer").await;
+        let ws = s.workspace(&admin, "Mail").await;
+        s.add_member(&admin, &ws, &agent, "agent").await;
+        s.add_member(&admin, &ws, &customer, "requester").await;
+        s.post(&format!("/api/workspaces/{ws}/mail/channels"), &admin.token, channel_body(&imap, &smtp)).await.ok(201);
+        let ticket = s.ticket(&customer, &ws, json!({ "title": "Printer on fire" })).await;
+        let (id, number) = (ticket["id"].as_str().unwrap().to_string(), ticket["number"].as_i64().unwrap());
+        // The agent wants assignments by mail (the default), but not replies.
+        let prefs = json!({ "preferences": [{ "kind": "reply", "in_app": true, "email": false }] });
+        s.call(reqwest::Method::PUT, "/api/me/notification-preferences", Some(&agent.token), Some(prefs)).await.ok(200);
+
+        s.patch(&format!("/api/workspaces/{ws}/tickets/{id}"), &admin.token, json!({ "assignee_id": agent.id })).await.ok(200);
+        let (envelope, raw) = eventually(20, "the assignment's mail", || async { smtp.received().first().cloned() }).await;
+        assert_eq!(envelope["to"], json!([agent.email]));
+        let raw = String::from_utf8(raw).unwrap();
+        assert_eq!(header(&raw, "Subject"), Some(format!("[#{number}] Assigned to you: Printer on fire").as_str()), "{raw}");
+        assert_eq!(header(&raw, "Auto-Submitted"), Some("auto-generated"), "machine-made mail says so");
+        assert!(header(&raw, "In-Reply-To").is_none());
+
+        // The customer's reply notifies the agent in the app only; the agent's answer mails
+        // the customer once: the reply itself, no notification mail beside it.
+        let comments = format!("/api/workspaces/{ws}/tickets/{id}/comments");
+        s.post(&comments, &customer.token, json!({ "body": "Any news?" })).await.ok(201);
+        s.post(&comments, &agent.token, json!({ "body": "On our way." })).await.ok(201);
+        let (envelope, raw) = eventually(20, "the reply's mail", || async { smtp.received().get(1).cloned() }).await;
+        assert_eq!(envelope["to"], json!([customer.email]));
+        let raw = String::from_utf8(raw).unwrap();
+        assert!(header(&raw, "Auto-Submitted").is_none(), "a person's reply is not auto-submitted");
+        assert!(header(&raw, "In-Reply-To").is_none(), "notification mails are not on the customer's thread: {raw}");
+        s.consumers_caught_up(&ws).await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let received = smtp.received();
+        assert_eq!(received.len(), 2, "{:?}", received.iter().map(|(e, _)| e.clone()).collect::<Vec<_>>());
+        let in_app = s.get(&format!("/api/workspaces/{ws}/notifications"), &agent.token).await.ok(200).clone();
+        assert!(serde_json::to_string(&in_app).unwrap().contains("\"reply\""), "the reply notification is in the app: {in_app}");
+    }
+}

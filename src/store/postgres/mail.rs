@@ -7,7 +7,7 @@ use super::error;
 use super::log::{self, PgWrite};
 use super::tenant::PgTenant;
 use crate::store::mail::*;
-use crate::store::{Advance, Comment, Event, Millis, Role, StoreError, StoreResult, TenantStore, TicketId, UserId, WorkspaceId};
+use crate::store::{Advance, Event, Millis, Role, StoreError, StoreResult, TenantStore, TicketId, UserId, WorkspaceId};
 
 pub(super) const CHANNEL_COLS: &str = "id, settings, imap_password, smtp_password, created_at, updated_at";
 
@@ -100,11 +100,11 @@ async fn mail(tx: &Transaction<'_>, ws: WorkspaceId, id: MailId) -> StoreResult<
     mail_from_row(&row)
 }
 
-/// The ticket's `Message-ID`s so far, oldest first.
+/// The `Message-ID`s of the ticket's thread with its requester (reply mails), oldest first.
 async fn thread(tx: &Transaction<'_>, ws: WorkspaceId, ticket: TicketId) -> StoreResult<Vec<String>> {
     let rows = tx
         .query(
-            "SELECT message_id FROM mail_outbox WHERE workspace_id = $1 AND ticket_id = $2 ORDER BY created_at, source_sync_id",
+            "SELECT message_id FROM mail_outbox WHERE workspace_id = $1 AND ticket_id = $2 AND comment_id IS NOT NULL ORDER BY created_at, source_sync_id",
             &[&ws, &ticket],
         )
         .await
@@ -112,43 +112,46 @@ async fn thread(tx: &Transaction<'_>, ws: WorkspaceId, ticket: TicketId) -> Stor
     rows.iter().map(|r| r.try_get(0).map_err(error)).collect()
 }
 
-async fn member(tx: &Transaction<'_>, ws: WorkspaceId, user: UserId) -> StoreResult<Option<(String, String, Role)>> {
+async fn member(tx: &Transaction<'_>, ws: WorkspaceId, user: Option<UserId>) -> StoreResult<Option<MailMember>> {
+    let Some(user) = user else { return Ok(None) };
     let row = tx
         .query_opt("SELECT email, name, role FROM members WHERE workspace_id = $1 AND user_id = $2", &[&ws, &user])
         .await
         .map_err(error)?;
-    row.map(|r| Ok((r.try_get(0).map_err(error)?, r.try_get(1).map_err(error)?, r.try_get(2).map_err(error)?))).transpose()
+    row.map(|r| {
+        let role: Role = r.try_get(2).map_err(error)?;
+        Ok(MailMember { email: r.try_get(0).map_err(error)?, name: r.try_get(1).map_err(error)?, staff: role != Role::Requester })
+    })
+    .transpose()
 }
 
-/// What a reply's mail is composed from, read inside the write.
-async fn reply_context(
+/// What an item's mail is composed from, read inside the write.
+async fn mail_context(
     tx: &Transaction<'_>,
     ws: WorkspaceId,
     sync_id: i64,
-    comment: Comment,
+    outgoing: Outgoing,
     channel: &Option<ChannelRecord>,
-) -> StoreResult<Option<ReplyContext>> {
+) -> StoreResult<Option<MailContext>> {
     let ticket = tx
         .query_opt(
             "SELECT number, title, requester_id FROM tickets WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL",
-            &[&ws, &comment.ticket_id],
+            &[&ws, &outgoing.ticket()],
         )
         .await
         .map_err(error)?;
     let Some(ticket) = ticket else { return Ok(None) };
     let (ticket_number, ticket_title, requester): (i64, String, UserId) =
         (ticket.try_get(0).map_err(error)?, ticket.try_get(1).map_err(error)?, ticket.try_get(2).map_err(error)?);
-    let requester = member(tx, ws, requester).await?.map(|(email, name, _)| (email, name));
-    let author = member(tx, ws, comment.author_id).await?.map(|(_, name, role)| (name, role != Role::Requester));
-    Ok(Some(ReplyContext {
+    Ok(Some(MailContext {
         sync_id,
         ticket_number,
         ticket_title,
-        requester,
-        author,
+        recipient: member(tx, ws, Some(outgoing.recipient(requester))).await?,
+        actor: member(tx, ws, outgoing.actor()).await?,
         channel: channel.clone(),
-        thread: thread(tx, ws, comment.ticket_id).await?,
-        comment,
+        thread: thread(tx, ws, outgoing.ticket()).await?,
+        outgoing,
     }))
 }
 
@@ -197,7 +200,7 @@ impl MailStore for PgTenant {
         w.commit().await
     }
 
-    async fn enqueue(&self, advance: Advance, replies: Vec<(i64, Comment)>, mut compose: Composer) -> StoreResult<usize> {
+    async fn enqueue(&self, advance: Advance, items: Vec<(i64, Outgoing)>, mut compose: Composer) -> StoreResult<usize> {
         let ws = self.workspace_id();
         let mut client = self.client().await?;
         let mut w = PgWrite::begin_consumer(&mut client, ws, advance).await?;
@@ -208,7 +211,7 @@ impl MailStore for PgTenant {
             .map_err(error)?;
         let channel = channels.iter().map(channel_from_row).collect::<StoreResult<Vec<_>>>()?.into_iter().find(|c| c.settings.enabled);
         let mut queued = 0;
-        for (sync_id, comment) in replies {
+        for (sync_id, outgoing) in items {
             let done: bool = w
                 .tx()
                 .query_one("SELECT EXISTS (SELECT 1 FROM mail_outbox WHERE workspace_id = $1 AND source_sync_id = $2)", &[&ws, &sync_id])
@@ -219,7 +222,7 @@ impl MailStore for PgTenant {
             if done {
                 continue;
             }
-            let Some(context) = reply_context(w.tx(), ws, sync_id, comment, &channel).await? else { continue };
+            let Some(context) = mail_context(w.tx(), ws, sync_id, outgoing, &channel).await? else { continue };
             let Some(new) = compose(&context).map_err(|e| StoreError::invalid("mail", e))? else { continue };
             let now = w.now();
             w.tx()

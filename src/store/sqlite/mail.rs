@@ -8,7 +8,7 @@ use super::error;
 use super::log::WriteTx;
 use super::tenant::SqliteTenant;
 use crate::store::mail::*;
-use crate::store::{Advance, Comment, Event, Millis, Role, StoreError, StoreResult, TicketId, UserId};
+use crate::store::{Advance, Event, Millis, Role, StoreError, StoreResult, TicketId, UserId};
 
 pub(super) const CHANNEL_COLS: &str = "id, settings, imap_password, smtp_password, created_at, updated_at";
 
@@ -94,37 +94,43 @@ fn mail(conn: &Connection, id: MailId) -> StoreResult<OutboxMail> {
         .map_err(error)
 }
 
-/// What a reply's mail is composed from, read inside the write.
-fn reply_context(conn: &Connection, sync_id: i64, comment: Comment, channel: &Option<ChannelRecord>) -> StoreResult<Option<ReplyContext>> {
+/// What an item's mail is composed from, read inside the write.
+fn mail_context(conn: &Connection, sync_id: i64, outgoing: Outgoing, channel: &Option<ChannelRecord>) -> StoreResult<Option<MailContext>> {
     let ticket: Option<(i64, String, UserId)> = conn
         .prepare_cached("SELECT number, title, requester_id FROM tickets WHERE id = ?1 AND deleted_at IS NULL")
-        .and_then(|mut stmt| stmt.query_row(params![comment.ticket_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional())
+        .and_then(|mut stmt| stmt.query_row(params![outgoing.ticket()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional())
         .map_err(error)?;
     let Some((ticket_number, ticket_title, requester)) = ticket else { return Ok(None) };
-    let member = |user: UserId| -> StoreResult<Option<(String, String, Role)>> {
+    let member = |user: Option<UserId>| -> StoreResult<Option<MailMember>> {
+        let Some(user) = user else { return Ok(None) };
         conn.prepare_cached("SELECT email, name, role FROM members WHERE user_id = ?1")
-            .and_then(|mut stmt| stmt.query_row(params![user], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional())
+            .and_then(|mut stmt| {
+                stmt.query_row(params![user], |r| {
+                    Ok(MailMember { email: r.get(0)?, name: r.get(1)?, staff: r.get::<_, Role>(2)? != Role::Requester })
+                })
+                .optional()
+            })
             .map_err(error)
     };
-    let requester = member(requester)?.map(|(email, name, _)| (email, name));
-    let author = member(comment.author_id)?.map(|(_, name, role)| (name, role != Role::Requester));
-    Ok(Some(ReplyContext {
+    Ok(Some(MailContext {
         sync_id,
         ticket_number,
         ticket_title,
-        requester,
-        author,
+        recipient: member(Some(outgoing.recipient(requester)))?,
+        actor: member(outgoing.actor())?,
         channel: channel.clone(),
-        thread: thread(conn, comment.ticket_id)?,
-        comment,
+        thread: thread(conn, outgoing.ticket())?,
+        outgoing,
     }))
 }
 
-/// The ticket's `Message-ID`s so far, oldest first.
+/// The `Message-ID`s of the ticket's thread with its requester (reply mails), oldest first.
 fn thread(conn: &Connection, ticket: TicketId) -> StoreResult<Vec<String>> {
-    conn.prepare_cached("SELECT message_id FROM mail_outbox WHERE ticket_id = ?1 ORDER BY created_at, source_sync_id")
-        .and_then(|mut stmt| stmt.query_map(params![ticket], |r| r.get(0))?.collect::<Result<Vec<String>, _>>())
-        .map_err(error)
+    conn.prepare_cached(
+        "SELECT message_id FROM mail_outbox WHERE ticket_id = ?1 AND comment_id IS NOT NULL ORDER BY created_at, source_sync_id",
+    )
+    .and_then(|mut stmt| stmt.query_map(params![ticket], |r| r.get(0))?.collect::<Result<Vec<String>, _>>())
+    .map_err(error)
 }
 
 /// The channel replies go out through: the first enabled one.
@@ -171,11 +177,11 @@ impl MailStore for SqliteTenant {
         .await
     }
 
-    async fn enqueue(&self, advance: Advance, replies: Vec<(i64, Comment)>, mut compose: Composer) -> StoreResult<usize> {
+    async fn enqueue(&self, advance: Advance, items: Vec<(i64, Outgoing)>, mut compose: Composer) -> StoreResult<usize> {
         self.write(move |tx| {
             let channel = sending_channel(tx)?;
             let mut queued = 0;
-            for (sync_id, comment) in replies {
+            for (sync_id, outgoing) in items {
                 let done: bool = tx
                     .prepare_cached("SELECT EXISTS (SELECT 1 FROM mail_outbox WHERE source_sync_id = ?1)")
                     .and_then(|mut stmt| stmt.query_row(params![sync_id], |r| r.get(0)))
@@ -183,7 +189,7 @@ impl MailStore for SqliteTenant {
                 if done {
                     continue;
                 }
-                let Some(context) = reply_context(tx, sync_id, comment, &channel)? else { continue };
+                let Some(context) = mail_context(tx, sync_id, outgoing, &channel)? else { continue };
                 let Some(new) = compose(&context).map_err(|e| StoreError::invalid("mail", e))? else { continue };
                 let now = tx.now();
                 tx.prepare_cached(
