@@ -439,11 +439,14 @@ async fn two_instances_send_every_mail_once() {
     .await;
     let (imap, smtp) = (Imap::start().await, Smtp::with_login("relay-user", "smtp-secret").await);
     let (agent, comments, mail_of) = mail_desk(&one, &imap, &smtp).await;
-    let replies = 30;
-    for i in 0..replies {
-        let server = if i % 2 == 0 { &one } else { &two };
-        server.post(&comments, &agent, json!({ "body": format!("Answer {i}") })).await.ok(201);
-    }
+    let replies = 200;
+    // Eight at a time, half through each instance.
+    use futures::StreamExt;
+    let posts = futures::stream::iter(0..replies).map(|i| {
+        let (server, comments, agent) = (if i % 2 == 0 { &one } else { &two }, &comments, &agent);
+        async move { server.post(comments, agent, json!({ "body": format!("Answer {i}") })).await.ok(201).clone() }
+    });
+    posts.buffer_unordered(8).collect::<Vec<_>>().await;
     eventually(60, "every mail sent", || async {
         let mails = two.get(&mail_of, &agent).await.ok(200).clone();
         let sent = mails.as_array().unwrap().iter().filter(|m| m["status"] == "sent").count();
@@ -456,6 +459,17 @@ async fn two_instances_send_every_mail_once() {
     ids.sort();
     ids.dedup();
     assert_eq!((received.len(), ids.len(), smtp.attempts()), (replies, replies, replies), "each mail handed over exactly once");
+    // Both instances' workers took part.
+    for server in [&one, &two] {
+        let metrics = server.http.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
+        let sent: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("edgedesk_mail_deliveries_total{outcome=\"sent\"} "))
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        assert!(sent > 0, "an instance sent nothing:\n{metrics}");
+        eprintln!("{} sent {sent} of {replies}", server.base);
+    }
 }
 
 both_backends! {
@@ -503,4 +517,34 @@ both_backends! {
         let in_app = s.get(&format!("/api/workspaces/{ws}/notifications"), &agent.token).await.ok(200).clone();
         assert!(serde_json::to_string(&in_app).unwrap().contains("\"reply\""), "the reply notification is in the app: {in_app}");
     }
+}
+
+#[tokio::test]
+async fn a_relay_that_hangs_times_the_worker_out_and_the_mail_is_retried() {
+    if !mailservers::available() {
+        return;
+    }
+    let s = TestServer::start_with(Backend::Sqlite, relaxed_limits(), |c| {
+        c.mail.reach = Reach::Any;
+        c.mail.timeout = std::time::Duration::from_secs(1);
+        c.delivery.backoff = edgedesk::backoff::Backoff::new(std::time::Duration::from_millis(10), std::time::Duration::from_millis(30));
+    })
+    .await;
+    let (imap, smtp) = (Imap::start().await, Smtp::with_login("relay-user", "smtp-secret").await);
+    let (agent, comments, mail_of) = mail_desk(&s, &imap, &smtp).await;
+    smtp.steer("hang");
+    s.post(&comments, &agent, json!({ "body": "Patience." })).await.ok(201);
+    let retrying = eventually(10, "the timed-out try to be recorded", || async {
+        let mail = s.get(&mail_of, &agent).await.ok(200)[0].clone();
+        (mail["status"] == "retrying").then_some(mail)
+    })
+    .await;
+    assert!(retrying["relay_answer"].as_str().unwrap().contains("no answer within 1 s"), "{retrying}");
+    smtp.steer("");
+    let sent = eventually(10, "the retry to go through", || async {
+        let mail = s.get(&mail_of, &agent).await.ok(200)[0].clone();
+        (mail["status"] == "sent").then_some(mail)
+    })
+    .await;
+    assert!(sent["attempts"].as_u64().unwrap() >= 2, "{sent}");
 }
