@@ -18,7 +18,9 @@
 //!   workers (`delivery.rs`) send them under leases with full-jitter retries, an expiry, and
 //!   a circuit breaker per relay (`breaker.rs`). Staff see each mail's state on its ticket
 //!   (`GET …/tickets/{id}/mail`, and `mail.*` events).
-//! - Inbound, one IMAP session per channel will turn messages into tickets and comments.
+//! - Inbound: `inbound.rs` parses a fetched message and judges it (loop protection,
+//!   threading, dedupe key, the quoted history marked); the IMAP session per channel that
+//!   fetches and files messages is the next part.
 //!
 //! Features never call the mailer: they write to the log, and mail reacts.
 
@@ -26,6 +28,7 @@ pub mod breaker;
 mod channels;
 pub mod compose;
 pub mod delivery;
+pub mod inbound;
 pub mod net;
 pub mod outbox;
 pub mod probe;
