@@ -34,7 +34,7 @@ use super::breaker::{Breaker, BreakerConfig};
 use super::secrets::{self, Which};
 use super::{MailConfig, net};
 use crate::backoff::Backoff;
-use crate::store::mail::{ChannelRecord, ClaimedMail, Delivered, Security};
+use crate::store::mail::{ChannelId, ChannelRecord, ClaimedMail, Delivered, Security};
 use crate::store::{ConsumerIndex, Millis, StoreError, TenantStore, TenantStores, WorkspaceId};
 
 /// The runner's name for the mail consumer, under which its wakes are kept.
@@ -183,7 +183,7 @@ impl Delivery {
     }
 
     /// Asks for the mail consumer to be woken in `workspace` at `at` (durable).
-    async fn schedule(&self, workspace: WorkspaceId, at: Millis) -> Result<(), StoreError> {
+    pub(super) async fn schedule(&self, workspace: WorkspaceId, at: Millis) -> Result<(), StoreError> {
         match self.runner.get().and_then(Weak::upgrade) {
             Some(runner) => runner.schedule(workspace, CONSUMER, at).await,
             None => self.index.schedule(workspace, CONSUMER, at).await,
@@ -228,20 +228,33 @@ impl Delivery {
             if claimed.is_empty() {
                 break;
             }
-            for mail in claimed {
-                let outcome = self.try_one(&tenant, &mail, &mut session).await;
+            // The batch's channels are read once, and its outcomes are recorded together: in
+            // one transaction at its end, or at once after a try that did not go through (a
+            // slow relay must not keep sent mail unrecorded until its lease ends).
+            let claimed_at = std::time::Instant::now();
+            let mut channels = HashMap::new();
+            let mut outcomes = Vec::with_capacity(claimed.len());
+            let mut settled = 0;
+            for mail in &claimed {
+                let outcome = self.try_one(&tenant, mail, &mut channels, &mut session).await;
                 match &outcome {
                     Delivered::Sent { .. } => self.counters.sent.fetch_add(1, Ordering::Relaxed),
                     Delivered::Retry { attempted: true, .. } => self.counters.retried.fetch_add(1, Ordering::Relaxed),
                     Delivered::Retry { attempted: false, .. } => self.counters.held.fetch_add(1, Ordering::Relaxed),
                     Delivered::Failed { .. } => self.counters.failed.fetch_add(1, Ordering::Relaxed),
                 };
-                match tenant.mail().settle(&self.owner, mail.mail.id, outcome).await {
-                    Ok(_) => {}
-                    // The lease ran out and another worker has it: theirs to record.
-                    Err(StoreError::Conflict(_)) => tracing::warn!(mail = %mail.mail.id, "a mail's lease ended before its try did"),
-                    Err(err) => return Err(err),
+                let flush = !matches!(outcome, Delivered::Sent { .. }) || claimed_at.elapsed() > self.config.lease / 2;
+                outcomes.push((mail.mail.id, outcome));
+                if flush {
+                    settled += tenant.mail().settle(&self.owner, std::mem::take(&mut outcomes)).await?.len();
                 }
+            }
+            if !outcomes.is_empty() {
+                settled += tenant.mail().settle(&self.owner, outcomes).await?.len();
+            }
+            if settled < claimed.len() {
+                // Their leases ran out and other workers have them: theirs to record.
+                tracing::warn!(workspace = %workspace, mails = claimed.len() - settled, "mail leases ended before their tries did");
             }
         }
         if let Some(mut done) = session {
@@ -254,13 +267,25 @@ impl Delivery {
     }
 
     /// One try of one mail, as the outcome to record.
-    async fn try_one(&self, tenant: &Arc<dyn TenantStore>, claimed: &ClaimedMail, session: &mut Option<Session>) -> Delivered {
+    async fn try_one(
+        &self,
+        tenant: &Arc<dyn TenantStore>,
+        claimed: &ClaimedMail,
+        channels: &mut HashMap<ChannelId, Option<ChannelRecord>>,
+        session: &mut Option<Session>,
+    ) -> Delivered {
         let mail = &claimed.mail;
         let now = Millis::now();
-        let channel = match tenant.mail().channel(mail.channel_id).await {
-            Ok(Some(channel)) => channel,
-            Ok(None) => return Delivered::Failed { answer: "the mail channel it was queued for was removed".into() },
-            Err(err) => return self.failed_try(mail.attempts, mail.created_at, format!("the store: {err}")),
+        if let std::collections::hash_map::Entry::Vacant(slot) = channels.entry(mail.channel_id) {
+            match tenant.mail().channel(mail.channel_id).await {
+                Ok(channel) => {
+                    slot.insert(channel);
+                }
+                Err(err) => return self.failed_try(mail.attempts, mail.created_at, format!("the store: {err}")),
+            }
+        }
+        let Some(Some(channel)) = channels.get(&mail.channel_id).cloned() else {
+            return Delivered::Failed { answer: "the mail channel it was queued for was removed".into() };
         };
         if !channel.settings.enabled {
             let at = now.plus(self.config.backoff.cap);

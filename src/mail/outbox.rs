@@ -6,7 +6,9 @@
 //! notifications consumer's `notification.created` events) become mail too for recipients
 //! whose preferences say so, through the same outbox.
 //!
-//! Its wakes are the outbox's clock: when it queues mail it asks to be woken at once, a
+//! Its wakes are the outbox's clock: before it queues mail it asks to be woken at once (so
+//! a crash between the two leaves a wake that finds nothing, never mail nothing wakes), and
+//! again after the commit (that first wake may have come too early); a
 //! delivery worker asks for the next due time after each batch, and a wake hands the
 //! workspace to the workers ([`Delivery::submit`]). While mail is pending, each wake also
 //! asks for a later one as a safety net, so a crash between a wake and its delivery leaves
@@ -82,8 +84,15 @@ impl Consumer for MailConsumer {
             return Ok(Handled::default());
         }
         let workspace = tenant.workspace_id();
+        // The wake is asked for before the mail is queued: a crash between the two leaves a
+        // wake that finds nothing, never queued mail that nothing wakes. A workspace without
+        // an enabled channel queues nothing, and gets no wake.
+        if tenant.mail().channels().await?.iter().any(|c| c.settings.enabled) {
+            self.delivery.schedule(workspace, Millis::now()).await?;
+        }
         let compose: Composer = Box::new(move |context| compose::mail(workspace, MailId::new(), context));
         let queued = tenant.mail().enqueue(advance, items, compose).await?;
+        // And again after the commit: the first wake may have found the mail not yet queued.
         Ok(Handled { wake_at: (queued > 0).then(Millis::now) })
     }
 

@@ -16,6 +16,11 @@ use utoipa::ToSchema;
 use super::consumers::Advance;
 use super::{Comment, CommentId, Event, Millis, StoreResult, TicketId, UserId};
 
+/// How many of a ticket's earlier mails a reply names in `References`: the thread's first
+/// and the most recent ones (mail programs trim long threads the same way), so a ticket
+/// with a thousand replies does not send a thousand Message-IDs with each.
+pub const THREAD_REFERENCES: usize = 10;
+
 /// Why a channel's write is refused when its address is another channel's (`Conflict`).
 pub const ADDRESS_TAKEN: &str = "another mail channel of this workspace has this address";
 
@@ -310,8 +315,18 @@ pub struct MailContext {
     pub actor: Option<MailMember>,
     /// The channel mail goes out through: the workspace's first enabled one.
     pub channel: Option<ChannelRecord>,
-    /// The `Message-ID`s already on the ticket's thread, oldest first.
+    /// The `Message-ID`s already on the ticket's thread, oldest first: its first and the
+    /// most recent, at most [`THREAD_REFERENCES`].
     pub thread: Vec<String>,
+}
+
+/// A thread from its first mail and its latest ones (newest first, as read), oldest first
+/// and without the first twice.
+pub fn trimmed_thread(first: Vec<String>, mut latest: Vec<String>) -> Vec<String> {
+    latest.reverse();
+    let mut thread = first;
+    thread.extend(latest.into_iter().filter(|id| !thread.contains(id)).collect::<Vec<_>>());
+    thread
 }
 
 /// Composes one item's mail, or decides there is none (an internal note, a requester's own
@@ -342,6 +357,30 @@ pub enum Delivered {
     Failed {
         answer: String,
     },
+}
+
+/// How a try's outcome is written to its row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settled {
+    pub status: MailStatus,
+    /// The next attempt (retrying), else none.
+    pub due_at: Option<Millis>,
+    pub answer: String,
+    /// Tries to add: 1, or 0 for a mail held back without being tried.
+    pub tried: u32,
+    pub sent_at: Option<Millis>,
+}
+
+impl Delivered {
+    pub fn settled(self, now: Millis) -> Settled {
+        match self {
+            Self::Sent { answer } => Settled { status: MailStatus::Sent, due_at: None, answer, tried: 1, sent_at: Some(now) },
+            Self::Retry { at, answer, attempted } => {
+                Settled { status: MailStatus::Retrying, due_at: Some(at), answer, tried: u32::from(attempted), sent_at: None }
+            }
+            Self::Failed { answer } => Settled { status: MailStatus::Failed, due_at: None, answer, tried: 1, sent_at: None },
+        }
+    }
 }
 
 impl<'a> Event<'a, OutboxMail> {
@@ -390,11 +429,25 @@ pub trait MailStore: Send + Sync {
     /// lease that expired: a dead worker's) for `owner` until `lease_until`, so that no two
     /// workers, here or on another instance, send one at once.
     async fn claim(&self, owner: &str, now: Millis, lease_until: Millis, limit: usize) -> StoreResult<Vec<ClaimedMail>>;
-    /// Records how `owner`'s try of `mail` ended; `Conflict` when the lease is no longer
-    /// theirs (it expired and another worker took the mail).
-    async fn settle(&self, owner: &str, mail: MailId, outcome: Delivered) -> StoreResult<OutboxMail>;
+    /// Records how `owner`'s tries ended, all in one transaction (each with its event). A
+    /// mail whose lease is no longer theirs (it expired and another worker took it) is left
+    /// as it is and not among the rows returned.
+    async fn settle(&self, owner: &str, outcomes: Vec<(MailId, Delivered)>) -> StoreResult<Vec<OutboxMail>>;
     /// The earliest time a mail here is due (`None`: nothing left to send).
     async fn next_due(&self) -> StoreResult<Option<Millis>>;
     /// The ticket's mails, oldest first.
     async fn ticket_mail(&self, ticket: TicketId) -> StoreResult<Vec<OutboxMail>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_thread_keeps_its_first_and_latest_mails_in_order() {
+        let ids = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(trimmed_thread(ids(&["a"]), ids(&["j", "i", "h"])), ids(&["a", "h", "i", "j"]));
+        assert_eq!(trimmed_thread(ids(&["a"]), ids(&["b", "a"])), ids(&["a", "b"]), "a short thread, the first once");
+        assert_eq!(trimmed_thread(Vec::new(), Vec::new()), Vec::<String>::new());
+    }
 }

@@ -102,14 +102,22 @@ async fn mail(tx: &Transaction<'_>, ws: WorkspaceId, id: MailId) -> StoreResult<
 
 /// The `Message-ID`s of the ticket's thread with its requester (reply mails), oldest first.
 async fn thread(tx: &Transaction<'_>, ws: WorkspaceId, ticket: TicketId) -> StoreResult<Vec<String>> {
-    let rows = tx
-        .query(
-            "SELECT message_id FROM mail_outbox WHERE workspace_id = $1 AND ticket_id = $2 AND comment_id IS NOT NULL ORDER BY created_at, source_sync_id",
-            &[&ws, &ticket],
-        )
-        .await
-        .map_err(error)?;
-    rows.iter().map(|r| r.try_get(0).map_err(error)).collect()
+    let mut ends = Vec::new();
+    for (order, limit) in [("ASC", 1i64), ("DESC", THREAD_REFERENCES as i64 - 1)] {
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT message_id FROM mail_outbox WHERE workspace_id = $1 AND ticket_id = $2 AND comment_id IS NOT NULL
+                     ORDER BY created_at {order}, source_sync_id {order} LIMIT $3"
+                ),
+                &[&ws, &ticket, &limit],
+            )
+            .await
+            .map_err(error)?;
+        ends.push(rows.iter().map(|r| r.try_get(0).map_err(error)).collect::<StoreResult<Vec<String>>>()?);
+    }
+    let latest = ends.pop().unwrap_or_default();
+    Ok(trimmed_thread(ends.pop().unwrap_or_default(), latest))
 }
 
 async fn member(tx: &Transaction<'_>, ws: WorkspaceId, user: Option<UserId>) -> StoreResult<Option<MailMember>> {
@@ -290,33 +298,36 @@ impl MailStore for PgTenant {
         Ok(claimed)
     }
 
-    async fn settle(&self, owner: &str, id: MailId, outcome: Delivered) -> StoreResult<OutboxMail> {
+    async fn settle(&self, owner: &str, outcomes: Vec<(MailId, Delivered)>) -> StoreResult<Vec<OutboxMail>> {
         let ws = self.workspace_id();
         let mut client = self.client().await?;
         let mut w = self.write_tx(&mut client).await?;
         let now = w.now();
-        let (status, due, answer, tried, sent_at) = match outcome {
-            Delivered::Sent { answer } => (MailStatus::Sent, None, answer, 1i32, Some(now)),
-            Delivered::Retry { at, answer, attempted } => (MailStatus::Retrying, Some(at), answer, i32::from(attempted), None),
-            Delivered::Failed { answer } => (MailStatus::Failed, None, answer, 1, None),
-        };
-        let changed = w
-            .tx()
-            .execute(
-                "UPDATE mail_outbox SET status = $4, due_at = $5, relay_answer = $6, attempts = attempts + $7, sent_at = $8,
-                    lease_owner = NULL, updated_at = $9
-                 WHERE workspace_id = $1 AND id = $2 AND status = 'sending' AND lease_owner = $3",
-                &[&ws, &id, &owner, &status, &due, &answer, &tried, &sent_at, &now],
-            )
-            .await
-            .map_err(error)?;
-        if changed == 0 {
-            return Err(StoreError::Conflict("the mail's lease is no longer this worker's".into()));
+        let mut settled = Vec::new();
+        for (id, outcome) in outcomes {
+            let s = outcome.settled(now);
+            let tried = s.tried.min(i32::MAX as u32) as i32;
+            let changed = w
+                .tx()
+                .execute(
+                    "UPDATE mail_outbox SET status = $4, due_at = $5, relay_answer = $6, attempts = attempts + $7, sent_at = $8,
+                        lease_owner = NULL, updated_at = $9
+                     WHERE workspace_id = $1 AND id = $2 AND status = 'sending' AND lease_owner = $3",
+                    &[&ws, &id, &owner, &s.status, &s.due_at, &s.answer, &tried, &s.sent_at, &now],
+                )
+                .await
+                .map_err(error)?;
+            if changed == 1 {
+                let row = mail(w.tx(), ws, id).await?;
+                w.record(None, Event::mail(&row)).await?;
+                settled.push(row);
+            }
         }
-        let row = mail(w.tx(), ws, id).await?;
-        w.record(None, Event::mail(&row)).await?;
+        if settled.is_empty() {
+            w.exempt("every lease had passed to another worker: nothing changed");
+        }
         w.commit().await?;
-        Ok(row)
+        Ok(settled)
     }
 
     async fn next_due(&self) -> StoreResult<Option<Millis>> {

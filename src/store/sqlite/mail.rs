@@ -126,11 +126,15 @@ fn mail_context(conn: &Connection, sync_id: i64, outgoing: Outgoing, channel: &O
 
 /// The `Message-ID`s of the ticket's thread with its requester (reply mails), oldest first.
 fn thread(conn: &Connection, ticket: TicketId) -> StoreResult<Vec<String>> {
-    conn.prepare_cached(
-        "SELECT message_id FROM mail_outbox WHERE ticket_id = ?1 AND comment_id IS NOT NULL ORDER BY created_at, source_sync_id",
-    )
-    .and_then(|mut stmt| stmt.query_map(params![ticket], |r| r.get(0))?.collect::<Result<Vec<String>, _>>())
-    .map_err(error)
+    let ids = |order: &str, limit: usize| -> StoreResult<Vec<String>> {
+        conn.prepare_cached(&format!(
+            "SELECT message_id FROM mail_outbox WHERE ticket_id = ?1 AND comment_id IS NOT NULL
+             ORDER BY created_at {order}, source_sync_id {order} LIMIT ?2"
+        ))
+        .and_then(|mut stmt| stmt.query_map(params![ticket, limit as i64], |r| r.get(0))?.collect::<Result<Vec<String>, _>>())
+        .map_err(error)
+    };
+    Ok(trimmed_thread(ids("ASC", 1)?, ids("DESC", THREAD_REFERENCES - 1)?))
 }
 
 /// The channel replies go out through: the first enabled one.
@@ -258,29 +262,31 @@ impl MailStore for SqliteTenant {
         .await
     }
 
-    async fn settle(&self, owner: &str, id: MailId, outcome: Delivered) -> StoreResult<OutboxMail> {
+    async fn settle(&self, owner: &str, outcomes: Vec<(MailId, Delivered)>) -> StoreResult<Vec<OutboxMail>> {
         let owner = owner.to_string();
         self.write(move |tx| {
             let now = tx.now();
-            let (status, due, answer, tried, sent_at) = match outcome {
-                Delivered::Sent { answer } => (MailStatus::Sent, None, answer, 1, Some(now)),
-                Delivered::Retry { at, answer, attempted } => (MailStatus::Retrying, Some(at), answer, i64::from(attempted), None),
-                Delivered::Failed { answer } => (MailStatus::Failed, None, answer, 1, None),
-            };
-            let changed = tx
-                .prepare_cached(
-                    "UPDATE mail_outbox SET status = ?3, due_at = ?4, relay_answer = ?5, attempts = attempts + ?6, sent_at = ?7,
-                        lease_owner = NULL, updated_at = ?8
-                     WHERE id = ?1 AND status = 'sending' AND lease_owner = ?2",
-                )
-                .and_then(|mut stmt| stmt.execute(params![id, owner, status, due, answer, tried, sent_at, now]))
-                .map_err(error)?;
-            if changed == 0 {
-                return Err(StoreError::Conflict("the mail's lease is no longer this worker's".into()));
+            let mut settled = Vec::new();
+            for (id, outcome) in outcomes {
+                let s = outcome.settled(now);
+                let changed = tx
+                    .prepare_cached(
+                        "UPDATE mail_outbox SET status = ?3, due_at = ?4, relay_answer = ?5, attempts = attempts + ?6, sent_at = ?7,
+                            lease_owner = NULL, updated_at = ?8
+                         WHERE id = ?1 AND status = 'sending' AND lease_owner = ?2",
+                    )
+                    .and_then(|mut stmt| stmt.execute(params![id, owner, s.status, s.due_at, s.answer, s.tried, s.sent_at, now]))
+                    .map_err(error)?;
+                if changed == 1 {
+                    let row = mail(tx, id)?;
+                    tx.record(None, Event::mail(&row))?;
+                    settled.push(row);
+                }
             }
-            let row = mail(tx, id)?;
-            tx.record(None, Event::mail(&row))?;
-            Ok(row)
+            if settled.is_empty() {
+                tx.exempt("every lease had passed to another worker: nothing changed");
+            }
+            Ok(settled)
         })
         .await
     }
