@@ -334,14 +334,27 @@ async fn mail_desk(s: &TestServer, imap: &Imap, smtp: &Smtp) -> (String, String,
     (agent.token, format!("/api/workspaces/{ws}/tickets/{id}/comments"), format!("/api/workspaces/{ws}/tickets/{id}/mail"))
 }
 
+/// A SQLite server whose mail may go to loopback servers and is retried within
+/// milliseconds, with `tweak` on top, and its [`mail_desk`] on real servers:
+/// (server, IMAP, SMTP, agent token, comments path, mail path).
+async fn fast_mail_desk(tweak: impl FnOnce(&mut edgedesk::config::Config)) -> (TestServer, Imap, Smtp, String, String, String) {
+    let s = TestServer::start_with(Backend::Sqlite, relaxed_limits(), |c| {
+        c.mail.reach = Reach::Any;
+        c.delivery.backoff = edgedesk::backoff::Backoff::new(std::time::Duration::from_millis(10), std::time::Duration::from_millis(30));
+        tweak(c);
+    })
+    .await;
+    let (imap, smtp) = (Imap::start().await, Smtp::with_login("relay-user", "smtp-secret").await);
+    let (agent, comments, mail_of) = mail_desk(&s, &imap, &smtp).await;
+    (s, imap, smtp, agent, comments, mail_of)
+}
+
 #[tokio::test]
 async fn a_failing_relay_is_held_back_by_its_breaker_and_probed_until_it_recovers() {
     if !mailservers::available() {
         return;
     }
-    let s = TestServer::start_with(Backend::Sqlite, relaxed_limits(), |c| {
-        c.mail.reach = Reach::Any;
-        c.delivery.backoff = edgedesk::backoff::Backoff::new(std::time::Duration::from_millis(10), std::time::Duration::from_millis(30));
+    let (s, _imap, smtp, agent, comments, mail_of) = fast_mail_desk(|c| {
         c.delivery.breaker = edgedesk::mail::breaker::BreakerConfig {
             window: std::time::Duration::from_secs(60),
             min_tries: 3,
@@ -350,8 +363,6 @@ async fn a_failing_relay_is_held_back_by_its_breaker_and_probed_until_it_recover
         };
     })
     .await;
-    let (imap, smtp) = (Imap::start().await, Smtp::with_login("relay-user", "smtp-secret").await);
-    let (agent, comments, mail_of) = mail_desk(&s, &imap, &smtp).await;
     smtp.steer("451");
     s.post(&comments, &agent, json!({ "body": "An answer the relay will not take yet." })).await.ok(201);
     // Three failed tries open the breaker; then the mail is held back, not tried.
@@ -391,15 +402,11 @@ async fn a_mail_whose_worker_stopped_answering_is_claimed_again_when_its_lease_e
     if !mailservers::available() {
         return;
     }
-    let s = TestServer::start_with(Backend::Sqlite, relaxed_limits(), |c| {
-        c.mail.reach = Reach::Any;
+    let (s, _imap, smtp, agent, comments, mail_of) = fast_mail_desk(|c| {
         c.mail.timeout = std::time::Duration::from_secs(5);
         c.delivery.lease = std::time::Duration::from_millis(800);
-        c.delivery.backoff = edgedesk::backoff::Backoff::new(std::time::Duration::from_millis(10), std::time::Duration::from_millis(30));
     })
     .await;
-    let (imap, smtp) = (Imap::start().await, Smtp::with_login("relay-user", "smtp-secret").await);
-    let (agent, comments, mail_of) = mail_desk(&s, &imap, &smtp).await;
     // The first worker's DATA hangs (a relay, or the worker, gone quiet mid-send).
     smtp.steer("hang");
     s.post(&comments, &agent, json!({ "body": "Sent by whoever holds the lease." })).await.ok(201);
@@ -524,14 +531,10 @@ async fn a_relay_that_hangs_times_the_worker_out_and_the_mail_is_retried() {
     if !mailservers::available() {
         return;
     }
-    let s = TestServer::start_with(Backend::Sqlite, relaxed_limits(), |c| {
-        c.mail.reach = Reach::Any;
+    let (s, _imap, smtp, agent, comments, mail_of) = fast_mail_desk(|c| {
         c.mail.timeout = std::time::Duration::from_secs(1);
-        c.delivery.backoff = edgedesk::backoff::Backoff::new(std::time::Duration::from_millis(10), std::time::Duration::from_millis(30));
     })
     .await;
-    let (imap, smtp) = (Imap::start().await, Smtp::with_login("relay-user", "smtp-secret").await);
-    let (agent, comments, mail_of) = mail_desk(&s, &imap, &smtp).await;
     smtp.steer("hang");
     s.post(&comments, &agent, json!({ "body": "Patience." })).await.ok(201);
     let retrying = eventually(10, "the timed-out try to be recorded", || async {
