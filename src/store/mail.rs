@@ -8,13 +8,19 @@
 //! copied database or an export discloses no password. Channel changes are log events for
 //! staff, carrying the channel as the API shows it (`password_set`, never the password), so
 //! the audit trail says who pointed the workspace at which mailbox.
+//!
+//! Incoming mail leaves a row per message (`mail_inbound`), keyed by its dedupe key and
+//! written in the same transaction as the ticket or comment it made ([`MailStore::file`]),
+//! so a message fetched twice is filed once. Which mailboxes are read, and by whom, is the
+//! one cross-workspace part ([`Mailboxes`]): a registry every instance reads, with a reader
+//! lease per channel so that one IMAP session reads a mailbox.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::consumers::Advance;
-use super::{Comment, CommentId, Event, Millis, StoreResult, TicketId, UserId};
+use super::{Comment, CommentId, Event, Millis, StoreResult, Ticket, TicketId, UserId, WorkspaceId};
 
 /// How many of a ticket's earlier mails a reply names in `References`: the thread's first
 /// and the most recent ones (mail programs trim long threads the same way), so a ticket
@@ -405,7 +411,128 @@ impl<'a> Event<'a, OutboxMail> {
     }
 }
 
-/// One workspace's mail channels and outbox.
+/// What became of an incoming message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InboundOutcome {
+    /// It opened a ticket.
+    Ticket,
+    /// It was added to a ticket as a comment.
+    Comment,
+    /// Set aside, not answered: an auto-reply, a list, our own mail, a flood (`detail` says).
+    Ignored,
+    /// A delivery status notification: the mail it returns is marked failed.
+    Bounce,
+}
+
+crate::store::model::text_enum!(InboundOutcome {
+    Ticket = "ticket",
+    Comment = "comment",
+    Ignored = "ignored",
+    Bounce = "bounce",
+});
+
+/// An incoming message as the store keeps it: its dedupe row, and the `data` of its
+/// `mail_inbound.*` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct InboundRecord {
+    pub dedupe_key: String,
+    pub channel_id: ChannelId,
+    pub message_id: Option<String>,
+    /// The sender's address.
+    pub sender: String,
+    pub subject: String,
+    pub outcome: InboundOutcome,
+    /// Why it was set aside, or what a bounce said.
+    pub detail: Option<String>,
+    pub ticket_id: Option<TicketId>,
+    pub comment_id: Option<CommentId>,
+    /// Its attachments are stored (each is its own upload, after the comment).
+    pub attachments_done: bool,
+    pub received_at: Millis,
+}
+
+/// Where a message goes, decided by the mail feature before the write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Filing {
+    /// A new ticket requested by `requester`, its first comment the message.
+    NewTicket { requester: UserId, title: String, body: String },
+    /// A public comment by `author` on `ticket` (`NotFound` if it is gone: file it anew).
+    Comment { ticket: TicketId, author: UserId, body: String },
+    /// Recorded, not answered.
+    Ignored { why: String },
+    /// A bounce: the outbox mail with the Message-ID `returned` (if any of ours) is failed
+    /// with `answer`.
+    Bounce { returned: Option<String>, answer: String },
+}
+
+/// A message to file, with its dedupe key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundMessage {
+    pub dedupe_key: String,
+    pub channel_id: ChannelId,
+    pub message_id: Option<String>,
+    pub sender: String,
+    pub subject: String,
+    pub filing: Filing,
+    /// Attachments follow (the row says they are not stored yet).
+    pub has_attachments: bool,
+}
+
+/// What filing did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filed {
+    pub record: InboundRecord,
+    /// False: the message was filed before (fetched again), nothing was written now.
+    pub new: bool,
+}
+
+impl<'a> Event<'a, InboundRecord> {
+    /// `mail_inbound.ignored` / `mail_inbound.bounce`: staff see mail that was set aside.
+    /// (A filed message's events are its ticket's and comment's.)
+    pub fn inbound(record: &'a InboundRecord) -> Self {
+        Event {
+            kind: match record.outcome {
+                InboundOutcome::Bounce => "mail_inbound.bounce",
+                _ => "mail_inbound.ignored",
+            },
+            entity: "mail_inbound",
+            entity_id: record.dedupe_key.clone(),
+            data: record,
+            ticket: record.ticket_id,
+            staff_only: true,
+            recipient: None,
+        }
+    }
+}
+
+/// The mailboxes that are read, across workspaces, and who reads each (a reader lease):
+/// the registry is written by the mail consumer from `mail_channel.*` events, so it
+/// follows every channel change, and every instance reads it to find channels no session
+/// holds.
+#[async_trait]
+pub trait Mailboxes: Send + Sync {
+    /// Records that the channel is read (`true`: it exists and is enabled) or not.
+    async fn set_readable(&self, workspace: WorkspaceId, channel: ChannelId, readable: bool) -> StoreResult<()>;
+    /// Every channel that is read, with its reader lease (holder, until) if any.
+    async fn readable(&self) -> StoreResult<Vec<MailboxLease>>;
+    /// Takes or renews the channel's reader lease for `holder` until `until`: false when
+    /// another holder's lease has not ended at `now`, or the channel is no longer read.
+    async fn hold(&self, workspace: WorkspaceId, channel: ChannelId, holder: &str, now: Millis, until: Millis) -> StoreResult<bool>;
+    /// Gives the lease up (a session that ends), if `holder` has it.
+    async fn release(&self, workspace: WorkspaceId, channel: ChannelId, holder: &str) -> StoreResult<()>;
+}
+
+/// A channel that is read, and who reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxLease {
+    pub workspace: WorkspaceId,
+    pub channel: ChannelId,
+    pub reader: Option<String>,
+    pub reader_until: Option<Millis>,
+}
+
+/// One workspace's mail channels, outbox and inbound record.
 #[async_trait]
 pub trait MailStore: Send + Sync {
     /// Every channel, oldest first.
@@ -437,6 +564,20 @@ pub trait MailStore: Send + Sync {
     async fn next_due(&self) -> StoreResult<Option<Millis>>;
     /// The ticket's mails, oldest first.
     async fn ticket_mail(&self, ticket: TicketId) -> StoreResult<Vec<OutboxMail>>;
+
+    /// The tickets of the messages with these Message-IDs: mails we sent and messages filed
+    /// earlier. Deleted tickets are not among them.
+    async fn threads(&self, message_ids: Vec<String>) -> StoreResult<Vec<(String, TicketId)>>;
+    /// The live ticket with this number.
+    async fn ticket_by_number(&self, number: i64) -> StoreResult<Option<Ticket>>;
+    /// Files an incoming message: in ONE transaction, its dedupe row and what it makes (a
+    /// ticket and its first comment, a comment, a failed outbox mail, or only the record).
+    /// A message filed before is not filed again: its earlier row comes back, `new` false.
+    async fn file(&self, message: InboundMessage) -> StoreResult<Filed>;
+    /// Records that the message's attachments are stored.
+    async fn attachments_filed(&self, dedupe_key: &str) -> StoreResult<()>;
+    /// How many messages from `sender` were filed or set aside since `since` (flood control).
+    async fn received_from(&self, sender: &str, since: Millis) -> StoreResult<u64>;
 }
 
 #[cfg(test)]

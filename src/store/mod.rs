@@ -257,6 +257,8 @@ pub struct Store {
     pub tenants: Arc<dyn TenantStores>,
     /// The log consumers' cross-workspace bookkeeping (the runner's only).
     pub consumers: Arc<dyn ConsumerIndex>,
+    /// The mailboxes that are read, and their reader leases (mail's only).
+    pub mailboxes: Arc<dyn mail::Mailboxes>,
     pub notification_preferences: Arc<dyn NotificationPreferences>,
     /// Users' key bundles for client-side encryption.
     pub keys: Arc<dyn keys::KeyStore>,

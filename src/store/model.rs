@@ -412,6 +412,11 @@ pub struct NewTicket {
 }
 
 impl NewTicket {
+    /// A ticket as its requester opens it (by mail): open, normal priority, unassigned.
+    pub fn opened_by(requester: UserId, title: String) -> Self {
+        Self { title, status: Status::Open, priority: Priority::Normal, requester_id: requester, assignee_id: None, tags: Vec::new() }
+    }
+
     /// The ticket as first stored: version 1, created and updated at `now`.
     pub fn into_ticket(self, id: TicketId, number: i64, now: Millis) -> Ticket {
         Ticket {

@@ -5,9 +5,9 @@ use tokio_postgres::{Row, Transaction};
 
 use super::error;
 use super::log::{self, PgWrite};
-use super::tenant::PgTenant;
+use super::tenant::{PgTenant, TICKET_COLS, insert_comment, insert_ticket, ticket_from_row, visible_ticket};
 use crate::store::mail::*;
-use crate::store::{Advance, Event, Millis, Role, StoreError, StoreResult, TenantStore, TicketId, UserId, WorkspaceId};
+use crate::store::{Advance, Event, Millis, NewTicket, Role, StoreError, StoreResult, TenantStore, Ticket, TicketId, UserId, WorkspaceId};
 
 pub(super) const CHANNEL_COLS: &str = "id, settings, imap_password, smtp_password, created_at, updated_at";
 
@@ -29,6 +29,45 @@ async fn channel(tx: &Transaction<'_>, ws: WorkspaceId, id: ChannelId) -> StoreR
         .await
         .map_err(error)?;
     row.as_ref().map(channel_from_row).transpose()
+}
+
+const INBOUND_COLS: &str =
+    "dedupe_key, channel_id, message_id, sender, subject, outcome, detail, ticket_id, comment_id, attachments_done, received_at";
+
+fn inbound_from_row(row: &Row) -> StoreResult<InboundRecord> {
+    Ok(InboundRecord {
+        dedupe_key: row.try_get(0).map_err(error)?,
+        channel_id: row.try_get(1).map_err(error)?,
+        message_id: row.try_get(2).map_err(error)?,
+        sender: row.try_get(3).map_err(error)?,
+        subject: row.try_get(4).map_err(error)?,
+        outcome: row.try_get(5).map_err(error)?,
+        detail: row.try_get(6).map_err(error)?,
+        ticket_id: row.try_get(7).map_err(error)?,
+        comment_id: row.try_get(8).map_err(error)?,
+        attachments_done: row.try_get(9).map_err(error)?,
+        received_at: row.try_get(10).map_err(error)?,
+    })
+}
+
+/// Fails the outbox mail a bounce returns (if it is ours and not failed already).
+async fn fail_returned(w: &mut PgWrite<'_>, ws: WorkspaceId, message_id: &str, answer: &str) -> StoreResult<Option<OutboxMail>> {
+    let now = w.now();
+    let row = w
+        .tx()
+        .query_opt(
+            &format!(
+                "UPDATE mail_outbox SET status = 'failed', due_at = NULL, lease_owner = NULL, relay_answer = $3, updated_at = $4
+                 WHERE workspace_id = $1 AND message_id = $2 AND status <> 'failed' RETURNING {MAIL_COLS}"
+            ),
+            &[&ws, &message_id, &answer, &now],
+        )
+        .await
+        .map_err(error)?;
+    let Some(row) = row else { return Ok(None) };
+    let mail = mail_from_row(&row)?;
+    w.record(None, Event::mail(&mail)).await?;
+    Ok(Some(mail))
 }
 
 /// The store's error for a write, with a unique address named as such.
@@ -353,5 +392,220 @@ impl MailStore for PgTenant {
             .await
             .map_err(error)?;
         rows.iter().map(mail_from_row).collect()
+    }
+
+    async fn threads(&self, message_ids: Vec<String>) -> StoreResult<Vec<(String, TicketId)>> {
+        let ws = self.workspace_id();
+        let mut client = self.client().await?;
+        let tx = log::read_tx(&mut client, ws, false).await?;
+        let rows = tx
+            .query(
+                "SELECT m.id, (SELECT t.id FROM tickets t WHERE t.workspace_id = $1 AND t.deleted_at IS NULL AND t.id IN (
+                        SELECT ticket_id FROM mail_outbox WHERE workspace_id = $1 AND message_id = m.id
+                        UNION SELECT ticket_id FROM mail_inbound WHERE workspace_id = $1 AND message_id = m.id AND ticket_id IS NOT NULL)
+                     LIMIT 1)
+                 FROM unnest($2::text[]) WITH ORDINALITY AS m(id, n) ORDER BY m.n",
+                &[&ws, &message_ids],
+            )
+            .await
+            .map_err(error)?;
+        let mut found = Vec::new();
+        for row in rows {
+            let ticket: Option<TicketId> = row.try_get(1).map_err(error)?;
+            if let Some(ticket) = ticket {
+                found.push((row.try_get(0).map_err(error)?, ticket));
+            }
+        }
+        Ok(found)
+    }
+
+    async fn ticket_by_number(&self, number: i64) -> StoreResult<Option<Ticket>> {
+        let ws = self.workspace_id();
+        let mut client = self.client().await?;
+        let tx = log::read_tx(&mut client, ws, false).await?;
+        let row = tx
+            .query_opt(
+                &format!("SELECT {TICKET_COLS} FROM tickets t WHERE t.workspace_id = $1 AND t.number = $2 AND t.deleted_at IS NULL"),
+                &[&ws, &number],
+            )
+            .await
+            .map_err(error)?;
+        row.as_ref().map(ticket_from_row).transpose()
+    }
+
+    async fn file(&self, message: InboundMessage) -> StoreResult<Filed> {
+        let ws = self.workspace_id();
+        let mut client = self.client().await?;
+        let mut w = self.write_tx(&mut client).await?;
+        let earlier = w
+            .tx()
+            .query_opt(
+                &format!("SELECT {INBOUND_COLS} FROM mail_inbound WHERE workspace_id = $1 AND dedupe_key = $2"),
+                &[&ws, &message.dedupe_key],
+            )
+            .await
+            .map_err(error)?;
+        if let Some(row) = earlier {
+            let record = inbound_from_row(&row)?;
+            w.exempt("a message filed before: nothing is written again");
+            w.commit().await?;
+            return Ok(Filed { record, new: false });
+        }
+        let (outcome, detail, ticket_id, comment_id) = match message.filing {
+            Filing::NewTicket { requester, title, body } => {
+                let ticket = insert_ticket(&mut w, ws, requester, NewTicket::opened_by(requester, title)).await?;
+                let comment = insert_comment(&mut w, ws, requester, ticket.id, body, false).await?;
+                (InboundOutcome::Ticket, None, Some(ticket.id), Some(comment.id))
+            }
+            Filing::Comment { ticket, author, body } => {
+                visible_ticket(w.tx(), ws, None, ticket).await?.ok_or(StoreError::NotFound)?;
+                let comment = insert_comment(&mut w, ws, author, ticket, body, false).await?;
+                (InboundOutcome::Comment, None, Some(ticket), Some(comment.id))
+            }
+            Filing::Ignored { why } => (InboundOutcome::Ignored, Some(why), None, None),
+            Filing::Bounce { returned, answer } => {
+                let failed = match returned {
+                    Some(id) => fail_returned(&mut w, ws, &id, &answer).await?,
+                    None => None,
+                };
+                (InboundOutcome::Bounce, Some(answer), failed.map(|m| m.ticket_id), None)
+            }
+        };
+        let record = InboundRecord {
+            dedupe_key: message.dedupe_key,
+            channel_id: message.channel_id,
+            message_id: message.message_id,
+            sender: message.sender,
+            subject: message.subject,
+            outcome,
+            detail,
+            ticket_id,
+            comment_id,
+            attachments_done: !message.has_attachments || comment_id.is_none(),
+            received_at: w.now(),
+        };
+        w.tx()
+            .execute(
+                &format!(
+                    "INSERT INTO mail_inbound (workspace_id, {INBOUND_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+                ),
+                &[
+                    &ws,
+                    &record.dedupe_key,
+                    &record.channel_id,
+                    &record.message_id,
+                    &record.sender,
+                    &record.subject,
+                    &record.outcome,
+                    &record.detail,
+                    &record.ticket_id,
+                    &record.comment_id,
+                    &record.attachments_done,
+                    &record.received_at,
+                ],
+            )
+            .await
+            .map_err(error)?;
+        if comment_id.is_none() {
+            w.record(None, Event::inbound(&record)).await?;
+        }
+        w.commit().await?;
+        Ok(Filed { record, new: true })
+    }
+
+    async fn attachments_filed(&self, dedupe_key: &str) -> StoreResult<()> {
+        let ws = self.workspace_id();
+        let mut client = self.client().await?;
+        let mut w = self.write_tx(&mut client).await?;
+        w.exempt("bookkeeping: an incoming message's attachments are stored (their own events say so)");
+        w.tx()
+            .execute("UPDATE mail_inbound SET attachments_done = true WHERE workspace_id = $1 AND dedupe_key = $2", &[&ws, &dedupe_key])
+            .await
+            .map_err(error)?;
+        w.commit().await
+    }
+
+    async fn received_from(&self, sender: &str, since: Millis) -> StoreResult<u64> {
+        let ws = self.workspace_id();
+        let mut client = self.client().await?;
+        let tx = log::read_tx(&mut client, ws, false).await?;
+        let row = tx
+            .query_one(
+                "SELECT COUNT(*) FROM mail_inbound WHERE workspace_id = $1 AND sender = $2 AND received_at >= $3",
+                &[&ws, &sender, &since],
+            )
+            .await
+            .map_err(error)?;
+        Ok(row.try_get::<_, i64>(0).map_err(error)? as u64)
+    }
+}
+
+/// The mailboxes that are read: readable by every instance, each row written only in a
+/// transaction scoped to its workspace (schema/postgres/0010). Bookkeeping: no event.
+#[async_trait]
+impl Mailboxes for super::tenant::PgTenants {
+    async fn set_readable(&self, workspace: WorkspaceId, channel: ChannelId, readable: bool) -> StoreResult<()> {
+        let sql = match readable {
+            true => "INSERT INTO mailboxes (workspace_id, channel_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            false => "DELETE FROM mailboxes WHERE workspace_id = $1 AND channel_id = $2",
+        };
+        self.mailbox_write(workspace, sql, &[&workspace, &channel]).await.map(drop)
+    }
+
+    async fn readable(&self) -> StoreResult<Vec<MailboxLease>> {
+        let client = self.pool().get().await.map_err(super::pool_error)?;
+        let rows = client
+            .query("SELECT workspace_id, channel_id, reader, reader_until FROM mailboxes ORDER BY workspace_id, channel_id", &[])
+            .await
+            .map_err(error)?;
+        rows.iter()
+            .map(|r| {
+                Ok(MailboxLease {
+                    workspace: r.try_get(0).map_err(error)?,
+                    channel: r.try_get(1).map_err(error)?,
+                    reader: r.try_get(2).map_err(error)?,
+                    reader_until: r.try_get(3).map_err(error)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn hold(&self, workspace: WorkspaceId, channel: ChannelId, holder: &str, now: Millis, until: Millis) -> StoreResult<bool> {
+        let changed = self
+            .mailbox_write(
+                workspace,
+                "UPDATE mailboxes SET reader = $3, reader_until = $5
+                 WHERE workspace_id = $1 AND channel_id = $2 AND (reader IS NULL OR reader = $3 OR reader_until < $4)",
+                &[&workspace, &channel, &holder, &now, &until],
+            )
+            .await?;
+        Ok(changed == 1)
+    }
+
+    async fn release(&self, workspace: WorkspaceId, channel: ChannelId, holder: &str) -> StoreResult<()> {
+        self.mailbox_write(
+            workspace,
+            "UPDATE mailboxes SET reader = NULL, reader_until = NULL WHERE workspace_id = $1 AND channel_id = $2 AND reader = $3",
+            &[&workspace, &channel, &holder],
+        )
+        .await
+        .map(drop)
+    }
+}
+
+impl super::tenant::PgTenants {
+    /// One statement on `mailboxes` in a transaction scoped to `workspace`; rows changed.
+    async fn mailbox_write(
+        &self,
+        workspace: WorkspaceId,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> StoreResult<u64> {
+        let mut client = self.pool().get().await.map_err(super::pool_error)?;
+        let mut b = log::Bookkeeping::begin(&mut client, workspace).await?;
+        b.exempt("bookkeeping: which mailboxes are read, and by whom");
+        let changed = b.tx().execute(sql, params).await.map_err(error)?;
+        b.commit().await?;
+        Ok(changed)
     }
 }

@@ -37,6 +37,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(7, "0007_key_bundles"),
     migration!(8, "0008_mail"),
     migration!(9, "0009_outbox"),
+    migration!(10, "0010_inbound"),
 ];
 
 /// "edgedesk" in ASCII: the advisory lock migrations hold.
@@ -63,6 +64,10 @@ pub const TENANT_TABLES: &[&str] = &[
     "attachment_versions",
     "storage_quota",
     "quota_reservations",
+    "mail_channels",
+    "mail_outbox",
+    "mail_inbound",
+    "mailboxes",
 ];
 
 /// What the app role may do, table by table.
@@ -96,6 +101,8 @@ const GRANTS: &[(&str, &str)] = &[
     ("key_bundles", "SELECT, INSERT"),
     ("mail_channels", "SELECT, INSERT, UPDATE, DELETE"),
     ("mail_outbox", "SELECT, INSERT, UPDATE"),
+    ("mail_inbound", "SELECT, INSERT, UPDATE"),
+    ("mailboxes", "SELECT, INSERT, UPDATE, DELETE"),
     ("schema_migrations", "SELECT"),
 ];
 

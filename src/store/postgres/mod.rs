@@ -70,6 +70,7 @@ pub async fn open(options: &PgOptions) -> StoreResult<Store> {
         access: platform.clone(),
         tenants: tenants.clone(),
         consumers: tenants.clone(),
+        mailboxes: tenants.clone(),
         notification_preferences: platform.clone(),
         keys: platform,
         metrics: tenants,

@@ -57,6 +57,63 @@ pub fn link_from_row(row: &Row) -> StoreResult<TicketLink> {
     })
 }
 
+/// Writes a new ticket and its `ticket.created` event inside `w` (the one way tickets are
+/// made: the route's, and mail's when a message opens one).
+pub(super) async fn insert_ticket(w: &mut PgWrite<'_>, ws: WorkspaceId, actor: UserId, new: NewTicket) -> StoreResult<Ticket> {
+    let number = w.next_ticket_number().await?;
+    let now = w.now();
+    let ticket = new.into_ticket(TicketId::new(), number, now);
+    let stmt = w
+        .tx()
+        .prepare_cached(
+            "INSERT INTO tickets (workspace_id, id, number, title, status, priority, requester_id, assignee_id, tags, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+        )
+        .await
+        .map_err(error)?;
+    w.tx()
+        .execute(
+            &stmt,
+            &[
+                &ws,
+                &ticket.id,
+                &ticket.number,
+                &ticket.title,
+                &ticket.status,
+                &ticket.priority,
+                &ticket.requester_id,
+                &ticket.assignee_id,
+                &ticket.tags,
+                &now,
+            ],
+        )
+        .await
+        .map_err(error)?;
+    w.record(Some(actor), Event::ticket_created(&ticket)).await?;
+    Ok(ticket)
+}
+
+/// Writes a comment and its `comment.created` event inside `w` (the route's, and mail's).
+pub(super) async fn insert_comment(
+    w: &mut PgWrite<'_>,
+    ws: WorkspaceId,
+    actor: UserId,
+    ticket: TicketId,
+    body: String,
+    internal: bool,
+) -> StoreResult<Comment> {
+    let comment = Comment { id: CommentId::new(), ticket_id: ticket, author_id: actor, body, internal, created_at: w.now() };
+    w.tx()
+        .execute(
+            "INSERT INTO comments (workspace_id, id, ticket_id, author_id, body, internal, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[&ws, &comment.id, &comment.ticket_id, &comment.author_id, &comment.body, &comment.internal, &comment.created_at],
+        )
+        .await
+        .map_err(error)?;
+    w.record(Some(actor), Event::comment_created(&comment)).await?;
+    Ok(comment)
+}
+
 /// A live ticket (not deleted), if `requester` is given only one they requested.
 pub(super) async fn visible_ticket(
     tx: &Transaction<'_>,
@@ -236,36 +293,7 @@ impl TenantStore for PgTenant {
     async fn create_ticket(&self, actor: UserId, new: NewTicket) -> StoreResult<Ticket> {
         let mut client = self.client().await?;
         let mut w = self.write_tx(&mut client).await?;
-        let number = w.next_ticket_number().await?;
-        let now = w.now();
-        let ticket = new.into_ticket(TicketId::new(), number, now);
-        let stmt = w
-            .tx()
-            .prepare_cached(
-                "INSERT INTO tickets (workspace_id, id, number, title, status, priority, requester_id, assignee_id, tags, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
-            )
-            .await
-            .map_err(error)?;
-        w.tx()
-            .execute(
-                &stmt,
-                &[
-                    &self.workspace,
-                    &ticket.id,
-                    &ticket.number,
-                    &ticket.title,
-                    &ticket.status,
-                    &ticket.priority,
-                    &ticket.requester_id,
-                    &ticket.assignee_id,
-                    &ticket.tags,
-                    &now,
-                ],
-            )
-            .await
-            .map_err(error)?;
-        w.record(Some(actor), Event::ticket_created(&ticket)).await?;
+        let ticket = insert_ticket(&mut w, self.workspace, actor, new).await?;
         w.commit().await?;
         Ok(ticket)
     }
@@ -381,15 +409,7 @@ impl TenantStore for PgTenant {
         let mut client = self.client().await?;
         let mut w = self.write_tx(&mut client).await?;
         visible_ticket(w.tx(), self.workspace, audience.requester(), ticket).await?.ok_or(StoreError::NotFound)?;
-        let comment = Comment { id: CommentId::new(), ticket_id: ticket, author_id: actor, body, internal, created_at: w.now() };
-        w.tx()
-            .execute(
-                "INSERT INTO comments (workspace_id, id, ticket_id, author_id, body, internal, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                &[&self.workspace, &comment.id, &comment.ticket_id, &comment.author_id, &comment.body, &comment.internal, &comment.created_at],
-            )
-            .await
-            .map_err(error)?;
-        w.record(Some(actor), Event::comment_created(&comment)).await?;
+        let comment = insert_comment(&mut w, self.workspace, actor, ticket, body, internal).await?;
         w.commit().await?;
         Ok(comment)
     }

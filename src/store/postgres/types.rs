@@ -12,7 +12,7 @@ use super::error;
 use crate::store::StoreResult;
 use crate::store::attachments::ReservationId;
 use crate::store::blobs::{AttachmentId, VersionId};
-use crate::store::mail::{ChannelId, MailId, MailStatus};
+use crate::store::mail::{ChannelId, InboundOutcome, MailId, MailStatus};
 use crate::store::model::*;
 use crate::store::notifications::{FollowReason, NotificationId, NotificationKind};
 
@@ -86,7 +86,7 @@ macro_rules! text_enum_column {
     )+};
 }
 
-text_enum_column!(Role, Status, Priority, LinkKind, NotificationKind, FollowReason, MailStatus);
+text_enum_column!(Role, Status, Priority, LinkKind, NotificationKind, FollowReason, MailStatus, InboundOutcome);
 
 /// `user_id, email, name, role, joined_at`, the column order every member query uses.
 pub fn member_from_row(row: &Row) -> StoreResult<Member> {

@@ -6,9 +6,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::consumers::advance_watermark;
 use super::error;
 use super::log::WriteTx;
-use super::tenant::SqliteTenant;
+use super::tenant::{SqliteTenant, TICKET_COLS, insert_comment, insert_ticket, ticket_from_row, visible_ticket};
 use crate::store::mail::*;
-use crate::store::{Advance, Event, Millis, Role, StoreError, StoreResult, TicketId, UserId};
+use crate::store::{Advance, Event, Millis, NewTicket, Role, StoreError, StoreResult, Ticket, TicketId, UserId, WorkspaceId};
 
 pub(super) const CHANNEL_COLS: &str = "id, settings, imap_password, smtp_password, created_at, updated_at";
 
@@ -29,6 +29,47 @@ fn channel(conn: &Connection, id: ChannelId) -> StoreResult<Option<ChannelRecord
     conn.prepare_cached(&format!("SELECT {CHANNEL_COLS} FROM mail_channels WHERE id = ?1"))
         .and_then(|mut stmt| stmt.query_row(params![id], channel_from_row).optional())
         .map_err(error)
+}
+
+const INBOUND_COLS: &str =
+    "dedupe_key, channel_id, message_id, sender, subject, outcome, detail, ticket_id, comment_id, attachments_done, received_at";
+
+fn inbound_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<InboundRecord> {
+    Ok(InboundRecord {
+        dedupe_key: row.get(0)?,
+        channel_id: row.get(1)?,
+        message_id: row.get(2)?,
+        sender: row.get(3)?,
+        subject: row.get(4)?,
+        outcome: row.get(5)?,
+        detail: row.get(6)?,
+        ticket_id: row.get(7)?,
+        comment_id: row.get(8)?,
+        attachments_done: row.get(9)?,
+        received_at: row.get(10)?,
+    })
+}
+
+fn inbound(conn: &Connection, dedupe_key: &str) -> StoreResult<Option<InboundRecord>> {
+    conn.prepare_cached(&format!("SELECT {INBOUND_COLS} FROM mail_inbound WHERE dedupe_key = ?1"))
+        .and_then(|mut stmt| stmt.query_row(params![dedupe_key], inbound_from_row).optional())
+        .map_err(error)
+}
+
+/// Fails the outbox mail a bounce returns (if it is ours and not failed already).
+fn fail_returned(tx: &mut WriteTx<'_>, message_id: &str, answer: &str) -> StoreResult<Option<OutboxMail>> {
+    let now = tx.now();
+    let id: Option<MailId> = tx
+        .prepare_cached(
+            "UPDATE mail_outbox SET status = 'failed', due_at = NULL, lease_owner = NULL, relay_answer = ?2, updated_at = ?3
+             WHERE message_id = ?1 AND status <> 'failed' RETURNING id",
+        )
+        .and_then(|mut stmt| stmt.query_row(params![message_id, answer, now], |r| r.get(0)).optional())
+        .map_err(error)?;
+    let Some(id) = id else { return Ok(None) };
+    let row = mail(tx, id)?;
+    tx.record(None, Event::mail(&row))?;
+    Ok(Some(row))
 }
 
 /// The store's error for a write, with a unique address named as such.
@@ -305,6 +346,179 @@ impl MailStore for SqliteTenant {
             conn.prepare_cached(&format!("SELECT {MAIL_COLS} FROM mail_outbox WHERE ticket_id = ?1 ORDER BY created_at, source_sync_id"))
                 .and_then(|mut stmt| stmt.query_map(params![ticket], mail_from_row)?.collect::<Result<Vec<_>, _>>())
                 .map_err(error)
+        })
+        .await
+    }
+
+    async fn threads(&self, message_ids: Vec<String>) -> StoreResult<Vec<(String, TicketId)>> {
+        self.read(move |conn| {
+            let mut found = Vec::new();
+            for id in message_ids {
+                let ticket: Option<TicketId> = conn
+                    .prepare_cached(
+                        "SELECT t.id FROM tickets t WHERE t.deleted_at IS NULL AND t.id IN (
+                            SELECT ticket_id FROM mail_outbox WHERE message_id = ?1
+                            UNION SELECT ticket_id FROM mail_inbound WHERE message_id = ?1 AND ticket_id IS NOT NULL)
+                         LIMIT 1",
+                    )
+                    .and_then(|mut stmt| stmt.query_row(params![id], |r| r.get(0)).optional())
+                    .map_err(error)?;
+                if let Some(ticket) = ticket {
+                    found.push((id, ticket));
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn ticket_by_number(&self, number: i64) -> StoreResult<Option<Ticket>> {
+        self.read(move |conn| {
+            conn.prepare_cached(&format!("SELECT {TICKET_COLS} FROM tickets t WHERE t.number = ?1 AND t.deleted_at IS NULL"))
+                .and_then(|mut stmt| stmt.query_row(params![number], ticket_from_row).optional())
+                .map_err(error)
+        })
+        .await
+    }
+
+    async fn file(&self, message: InboundMessage) -> StoreResult<Filed> {
+        self.write(move |tx| {
+            if let Some(record) = inbound(tx, &message.dedupe_key)? {
+                tx.exempt("a message filed before: nothing is written again");
+                return Ok(Filed { record, new: false });
+            }
+            let (outcome, detail, ticket_id, comment_id) = match message.filing {
+                Filing::NewTicket { requester, title, body } => {
+                    let ticket = insert_ticket(tx, requester, NewTicket::opened_by(requester, title))?;
+                    let comment = insert_comment(tx, requester, ticket.id, body, false)?;
+                    (InboundOutcome::Ticket, None, Some(ticket.id), Some(comment.id))
+                }
+                Filing::Comment { ticket, author, body } => {
+                    visible_ticket(tx, None, ticket)?.ok_or(StoreError::NotFound)?;
+                    let comment = insert_comment(tx, author, ticket, body, false)?;
+                    (InboundOutcome::Comment, None, Some(ticket), Some(comment.id))
+                }
+                Filing::Ignored { why } => (InboundOutcome::Ignored, Some(why), None, None),
+                Filing::Bounce { returned, answer } => {
+                    let failed = match returned {
+                        Some(id) => fail_returned(tx, &id, &answer)?,
+                        None => None,
+                    };
+                    (InboundOutcome::Bounce, Some(answer), failed.map(|m| m.ticket_id), None)
+                }
+            };
+            let record = InboundRecord {
+                dedupe_key: message.dedupe_key,
+                channel_id: message.channel_id,
+                message_id: message.message_id,
+                sender: message.sender,
+                subject: message.subject,
+                outcome,
+                detail,
+                ticket_id,
+                comment_id,
+                attachments_done: !message.has_attachments || comment_id.is_none(),
+                received_at: tx.now(),
+            };
+            tx.prepare_cached(&format!("INSERT INTO mail_inbound ({INBOUND_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"))
+                .and_then(|mut stmt| {
+                    stmt.execute(params![
+                        record.dedupe_key,
+                        record.channel_id,
+                        record.message_id,
+                        record.sender,
+                        record.subject,
+                        record.outcome,
+                        record.detail,
+                        record.ticket_id,
+                        record.comment_id,
+                        record.attachments_done,
+                        record.received_at
+                    ])
+                })
+                .map_err(error)?;
+            if comment_id.is_none() {
+                tx.record(None, Event::inbound(&record))?;
+            }
+            Ok(Filed { record, new: true })
+        })
+        .await
+    }
+
+    async fn attachments_filed(&self, dedupe_key: &str) -> StoreResult<()> {
+        let key = dedupe_key.to_string();
+        self.write(move |tx| {
+            tx.exempt("bookkeeping: an incoming message's attachments are stored (their own events say so)");
+            tx.execute("UPDATE mail_inbound SET attachments_done = 1 WHERE dedupe_key = ?1", params![key]).map_err(error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn received_from(&self, sender: &str, since: Millis) -> StoreResult<u64> {
+        let sender = sender.to_string();
+        self.read(move |conn| {
+            conn.prepare_cached("SELECT COUNT(*) FROM mail_inbound WHERE sender = ?1 AND received_at >= ?2")
+                .and_then(|mut stmt| stmt.query_row(params![sender, since], |r| r.get::<_, i64>(0)))
+                .map(|n| n as u64)
+                .map_err(error)
+        })
+        .await
+    }
+}
+
+/// The mailboxes that are read, in `platform.db` (finding them opens no tenant file).
+#[async_trait]
+impl Mailboxes for super::tenants::SqliteTenants {
+    async fn set_readable(&self, workspace: WorkspaceId, channel: ChannelId, readable: bool) -> StoreResult<()> {
+        super::blocking(self.exec(), &self.platform, move |conn| {
+            let sql = match readable {
+                true => "INSERT INTO mailboxes (workspace_id, channel_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                false => "DELETE FROM mailboxes WHERE workspace_id = ?1 AND channel_id = ?2",
+            };
+            conn.prepare_cached(sql).and_then(|mut stmt| stmt.execute(params![workspace, channel])).map_err(error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn readable(&self) -> StoreResult<Vec<MailboxLease>> {
+        super::blocking(self.exec(), &self.platform, move |conn| {
+            conn.prepare_cached("SELECT workspace_id, channel_id, reader, reader_until FROM mailboxes ORDER BY workspace_id, channel_id")
+                .and_then(|mut stmt| {
+                    stmt.query_map([], |r| {
+                        Ok(MailboxLease { workspace: r.get(0)?, channel: r.get(1)?, reader: r.get(2)?, reader_until: r.get(3)? })
+                    })?
+                    .collect()
+                })
+                .map_err(error)
+        })
+        .await
+    }
+
+    async fn hold(&self, workspace: WorkspaceId, channel: ChannelId, holder: &str, now: Millis, until: Millis) -> StoreResult<bool> {
+        let holder = holder.to_string();
+        super::blocking(self.exec(), &self.platform, move |conn| {
+            conn.prepare_cached(
+                "UPDATE mailboxes SET reader = ?3, reader_until = ?5
+                 WHERE workspace_id = ?1 AND channel_id = ?2 AND (reader IS NULL OR reader = ?3 OR reader_until < ?4)",
+            )
+            .and_then(|mut stmt| stmt.execute(params![workspace, channel, holder, now, until]))
+            .map(|changed| changed == 1)
+            .map_err(error)
+        })
+        .await
+    }
+
+    async fn release(&self, workspace: WorkspaceId, channel: ChannelId, holder: &str) -> StoreResult<()> {
+        let holder = holder.to_string();
+        super::blocking(self.exec(), &self.platform, move |conn| {
+            conn.prepare_cached(
+                "UPDATE mailboxes SET reader = NULL, reader_until = NULL WHERE workspace_id = ?1 AND channel_id = ?2 AND reader = ?3",
+            )
+            .and_then(|mut stmt| stmt.execute(params![workspace, channel, holder]))
+            .map_err(error)?;
+            Ok(())
         })
         .await
     }

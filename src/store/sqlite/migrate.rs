@@ -31,6 +31,7 @@ pub const PLATFORM: &[Migration] = &[
     migration!(2, "platform", "0002_consumers"),
     migration!(3, "platform", "0003_member_mirrors"),
     migration!(4, "platform", "0004_key_bundles"),
+    migration!(5, "platform", "0005_mailboxes"),
 ];
 pub const TENANT: &[Migration] = &[
     migration!(1, "tenant", "0001_init"),
@@ -39,6 +40,7 @@ pub const TENANT: &[Migration] = &[
     migration!(4, "tenant", "0004_attachments"),
     migration!(5, "tenant", "0005_mail"),
     migration!(6, "tenant", "0006_outbox"),
+    migration!(7, "tenant", "0007_inbound"),
 ];
 
 /// Applies every migration newer than the file's `user_version`. Returns how many ran.

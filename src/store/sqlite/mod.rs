@@ -81,6 +81,7 @@ pub fn open(data_dir: &Path, options: SqliteOptions) -> StoreResult<Store> {
         access: platform.clone(),
         tenants: tenants.clone(),
         consumers: tenants.clone(),
+        mailboxes: tenants.clone(),
         notification_preferences: platform.clone(),
         keys: platform,
         metrics: tenants,

@@ -65,6 +65,47 @@ pub fn link_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TicketLink> {
     })
 }
 
+/// Writes a new ticket and its `ticket.created` event inside `tx` (the one way tickets are
+/// made: the route's, and mail's when a message opens one).
+pub(super) fn insert_ticket(tx: &mut WriteTx<'_>, actor: UserId, new: NewTicket) -> StoreResult<Ticket> {
+    let now = tx.now();
+    let id = TicketId::new();
+    tx.prepare_cached(
+        "INSERT INTO tickets (id, title, status, priority, requester_id, assignee_id, tags, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            id,
+            new.title,
+            new.status,
+            new.priority,
+            new.requester_id,
+            new.assignee_id,
+            tags_json(&new.tags).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
+            now
+        ])
+    })
+    .map_err(error)?;
+    let number = tx.last_insert_rowid();
+    write_tags(tx, id, &new.tags, true)?;
+    let ticket = new.into_ticket(id, number, now);
+    tx.record(Some(actor), Event::ticket_created(&ticket))?;
+    Ok(ticket)
+}
+
+/// Writes a comment and its `comment.created` event inside `tx` (the route's, and mail's).
+pub(super) fn insert_comment(tx: &mut WriteTx<'_>, actor: UserId, ticket: TicketId, body: String, internal: bool) -> StoreResult<Comment> {
+    let comment = Comment { id: CommentId::new(), ticket_id: ticket, author_id: actor, body, internal, created_at: tx.now() };
+    tx.prepare_cached("INSERT INTO comments (id, ticket_id, author_id, body, internal, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+        .and_then(|mut stmt| {
+            stmt.execute(params![comment.id, comment.ticket_id, comment.author_id, comment.body, comment.internal, comment.created_at])
+        })
+        .map_err(error)?;
+    tx.record(Some(actor), Event::comment_created(&comment))?;
+    Ok(comment)
+}
+
 /// A live ticket (not deleted), if `requester` is given only one they requested.
 pub(super) fn visible_ticket(conn: &Connection, requester: Option<UserId>, id: TicketId) -> StoreResult<Option<Ticket>> {
     conn.prepare_cached(&format!(
@@ -232,33 +273,7 @@ impl TenantStore for SqliteTenant {
     }
 
     async fn create_ticket(&self, actor: UserId, new: NewTicket) -> StoreResult<Ticket> {
-        self.write(move |tx| {
-            let now = tx.now();
-            let id = TicketId::new();
-            tx.prepare_cached(
-                "INSERT INTO tickets (id, title, status, priority, requester_id, assignee_id, tags, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    id,
-                    new.title,
-                    new.status,
-                    new.priority,
-                    new.requester_id,
-                    new.assignee_id,
-                    tags_json(&new.tags).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
-                    now
-                ])
-            })
-            .map_err(error)?;
-            let number = tx.last_insert_rowid();
-            write_tags(tx, id, &new.tags, true)?;
-            let ticket = new.into_ticket(id, number, now);
-            tx.record(Some(actor), Event::ticket_created(&ticket))?;
-            Ok(ticket)
-        })
-        .await
+        self.write(move |tx| insert_ticket(tx, actor, new)).await
     }
 
     async fn list_tickets(&self, audience: Audience, query: &TicketQuery) -> StoreResult<Page<Ticket>> {
@@ -376,16 +391,7 @@ impl TenantStore for SqliteTenant {
         }
         self.write(move |tx| {
             visible_ticket(tx, audience.requester(), ticket)?.ok_or(StoreError::NotFound)?;
-            let comment = Comment { id: CommentId::new(), ticket_id: ticket, author_id: actor, body, internal, created_at: tx.now() };
-            tx.prepare_cached(
-                "INSERT INTO comments (id, ticket_id, author_id, body, internal, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![comment.id, comment.ticket_id, comment.author_id, comment.body, comment.internal, comment.created_at])
-            })
-            .map_err(error)?;
-            tx.record(Some(actor), Event::comment_created(&comment))?;
-            Ok(comment)
+            insert_comment(tx, actor, ticket, body, internal)
         })
         .await
     }

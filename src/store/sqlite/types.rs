@@ -6,7 +6,7 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, 
 
 use crate::store::attachments::ReservationId;
 use crate::store::blobs::{AttachmentId, VersionId};
-use crate::store::mail::{ChannelId, MailId, MailStatus};
+use crate::store::mail::{ChannelId, InboundOutcome, MailId, MailStatus};
 use crate::store::model::*;
 use crate::store::notifications::{FollowReason, NotificationId, NotificationKind};
 
@@ -70,7 +70,7 @@ macro_rules! text_enum_column {
     )+};
 }
 
-text_enum_column!(Role, Status, Priority, LinkKind, NotificationKind, FollowReason, MailStatus);
+text_enum_column!(Role, Status, Priority, LinkKind, NotificationKind, FollowReason, MailStatus, InboundOutcome);
 
 /// `user_id, email, name, role, joined_at`, the column order every member query uses.
 pub fn member_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Member> {
