@@ -48,6 +48,8 @@ struct AppInner {
     mail: crate::mail::MailState,
     /// The mail delivery workers, on instances that run the consumers.
     delivery: Option<Arc<crate::mail::Delivery>>,
+    /// The mailbox readers, likewise.
+    ingest: Option<Arc<crate::mail::ingest::Ingest>>,
     /// Every log consumer's drain loop (see `sync::runner`).
     runner: Arc<Runner>,
     memberships: Arc<TtlCache<(WorkspaceId, UserId), Option<Role>>>,
@@ -111,7 +113,12 @@ impl App {
         let durable: Vec<Arc<dyn Consumer>> = match &delivery {
             Some(delivery) => vec![
                 Arc::new(NotificationsConsumer::new(store.notification_preferences.clone())),
-                Arc::new(crate::mail::MailConsumer::new(delivery.clone(), store.notification_preferences.clone(), config.delivery.lease)),
+                Arc::new(crate::mail::MailConsumer::new(
+                    delivery.clone(),
+                    store.mailboxes.clone(),
+                    store.notification_preferences.clone(),
+                    config.delivery.lease,
+                )),
             ],
             None => Vec::new(),
         };
@@ -134,6 +141,21 @@ impl App {
         let blobs = open_blobs(&config)?;
         tasks.spawn(crate::attachments::sweep_forever(store.clone(), blobs.clone(), shutdown.child_token()));
         let attachments = crate::attachments::AttachmentsState { blobs, upload_limit: config.upload_limit };
+        // Mailboxes are read where the background work runs.
+        let ingest = config.run_consumers.then(|| {
+            let filer =
+                crate::mail::filing::Filer { platform: store.platform.clone(), attachments: attachments.clone(), limits: config.filing };
+            crate::mail::ingest::Ingest::start(
+                store.tenants.clone(),
+                store.mailboxes.clone(),
+                filer,
+                seal_key.clone(),
+                config.mail,
+                config.ingest,
+                shutdown.child_token(),
+                &tasks,
+            )
+        });
         let mail = crate::mail::MailState { seal_key, config: config.mail };
         let live = LiveState { bus, limits, watch };
         let sync = SyncState {
@@ -153,6 +175,7 @@ impl App {
             attachments,
             mail,
             delivery,
+            ingest,
             runner,
             memberships,
             shutdown,
@@ -187,6 +210,11 @@ impl App {
     /// The mail delivery workers (`None` on an instance that does not run the consumers).
     pub fn delivery(&self) -> Option<&Arc<crate::mail::Delivery>> {
         self.0.delivery.as_ref()
+    }
+
+    /// The mailbox readers (`None` on an instance that does not run the consumers).
+    pub fn ingest(&self) -> Option<&Arc<crate::mail::ingest::Ingest>> {
+        self.0.ingest.as_ref()
     }
 
     pub fn shutdown_token(&self) -> CancellationToken {

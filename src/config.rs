@@ -106,6 +106,10 @@ pub struct Config {
     pub mail: crate::mail::MailConfig,
     /// How outgoing mail is retried, expired and held back (see `mail::DeliveryConfig`).
     pub delivery: crate::mail::DeliveryConfig,
+    /// How mailboxes are read (see `mail::ingest::IngestConfig`).
+    pub ingest: crate::mail::ingest::IngestConfig,
+    /// What an incoming message may bring (see `mail::filing::FilingLimits`).
+    pub filing: crate::mail::filing::FilingLimits,
     /// Collaborative notes (see `notes::NotesConfig` for what each bounds).
     pub notes: crate::notes::NotesConfig,
     /// Whether this instance runs the durable log consumers (notifications, and later mail,
@@ -274,6 +278,21 @@ impl Config {
                     failure_rate: f64::from(src.parse::<u8>("EDGEDESK_MAIL_BREAKER_FAILURE_PERCENT", 50)?.clamp(1, 100)) / 100.0,
                     open_for: Duration::from_millis(src.parse::<u64>("EDGEDESK_MAIL_BREAKER_OPEN_MS", 60_000)?.max(1)),
                 },
+            },
+            ingest: crate::mail::ingest::IngestConfig {
+                scan: Duration::from_millis(src.parse::<u64>("EDGEDESK_MAIL_IMAP_SCAN_MS", 10_000)?.max(10)),
+                lease: Duration::from_millis(src.parse::<u64>("EDGEDESK_MAIL_IMAP_LEASE_MS", 60_000)?.max(100)),
+                idle: Duration::from_secs(src.parse::<u64>("EDGEDESK_MAIL_IMAP_IDLE_SECS", 20 * 60)?.clamp(1, 29 * 60)),
+                poll: Duration::from_secs(src.parse::<u64>("EDGEDESK_MAIL_IMAP_POLL_SECS", 60)?.max(1)),
+                reconnect: crate::backoff::Backoff::new(
+                    Duration::from_millis(src.parse::<u64>("EDGEDESK_MAIL_IMAP_RECONNECT_BASE_MS", 1_000)?.max(1)),
+                    Duration::from_millis(src.parse::<u64>("EDGEDESK_MAIL_IMAP_RECONNECT_CAP_MS", 300_000)?.max(1)),
+                ),
+            },
+            filing: crate::mail::filing::FilingLimits {
+                max_message_bytes: src.parse::<u64>("EDGEDESK_MAIL_MAX_MESSAGE_BYTES", 30 * 1024 * 1024)?.max(1024),
+                max_attachments: src.parse::<usize>("EDGEDESK_MAIL_MAX_ATTACHMENTS", 20)?,
+                per_sender_hourly: src.parse::<u64>("EDGEDESK_MAIL_PER_SENDER_HOURLY", 30)?.max(1),
             },
             notes: crate::notes::NotesConfig {
                 max_frame: src.parse::<usize>("EDGEDESK_NOTE_MAX_FRAME_BYTES", 2 * 1024 * 1024)?.max(1024),

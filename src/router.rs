@@ -162,5 +162,8 @@ async fn metrics(State(app): State<App>) -> Response {
     if let Some(delivery) = app.delivery() {
         body.push_str(&delivery.render_metrics());
     }
+    if let Some(ingest) = app.ingest() {
+        body.push_str(&ingest.render_metrics());
+    }
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

@@ -30,6 +30,7 @@ CREATE POLICY workspace_isolation ON mail_inbound
 CREATE TABLE mailboxes (
     workspace_id uuid NOT NULL,
     channel_id   uuid NOT NULL,
+    changed_at   bigint NOT NULL,
     reader       text,
     reader_until bigint,
     PRIMARY KEY (workspace_id, channel_id)

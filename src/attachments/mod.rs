@@ -33,8 +33,10 @@ use std::sync::Arc;
 
 pub use routes::routes;
 
-use crate::store::TenantStore;
-use crate::store::blobs::{AttachmentId, BlobKey, BlobStore};
+use crate::error::{AppError, AppResult};
+use crate::store::attachments::{Attachment, EncryptionHeader, NewVersion};
+use crate::store::blobs::{AttachmentId, BlobError, BlobKey, BlobStore, ByteStream, VersionId};
+use crate::store::{CommentId, Millis, TenantStore, TicketId, UserId, WorkspaceId};
 
 /// What the attachment routes need from the application.
 #[derive(Clone)]
@@ -51,6 +53,96 @@ impl AttachmentsState {
         if let Err(err) = self.blobs.delete(key).await {
             tracing::error!(key = %key.relative(), error = %err, "cannot delete an upload that has no row; the orphan sweep will");
         }
+    }
+}
+
+/// One file to store as an attachment version: where it goes, what it is called and what
+/// its sender says it is. The caller has checked that its actor may put it there.
+pub struct Upload {
+    pub ticket: TicketId,
+    pub comment: Option<CommentId>,
+    /// A new version of this attachment; `None`: a new attachment named `name`.
+    pub existing: Option<AttachmentId>,
+    pub name: String,
+    pub declared_type: Option<String>,
+    /// The length the sender declared (checked against the bytes), if any.
+    pub declared_length: Option<u64>,
+    pub encryption: Option<EncryptionHeader>,
+}
+
+/// How long a reservation holds its bytes if its upload never ends (a crash).
+const RESERVATION_TTL_MS: i64 = 60 * 60 * 1000;
+
+/// Stores `body` as `upload`, in the order the module header gives: reserve against the
+/// quota, write the object (counted, hashed, cut at the limit), write the row with its
+/// event, and undo the object and the reservation if a later step fails. The one upload
+/// path: the routes' and incoming mail's.
+pub async fn store_file(
+    store: &Arc<dyn TenantStore>,
+    state: &AttachmentsState,
+    workspace: WorkspaceId,
+    actor: UserId,
+    upload: Upload,
+    body: ByteStream,
+) -> AppResult<Attachment> {
+    let attachments = store.attachments();
+    let limit = upload.declared_length.unwrap_or(state.upload_limit).min(state.upload_limit);
+    let reservation = attachments.reserve(limit, Millis(Millis::now().0 + RESERVATION_TTL_MS)).await?;
+    let key = BlobKey { workspace, attachment: upload.existing.unwrap_or_default(), version: VersionId::new() };
+    let written = match state.blobs.put(&key, body, limit).await {
+        Ok(written) => written,
+        Err(err) => {
+            let _ = attachments.release(reservation).await;
+            return Err(blob_error(err));
+        }
+    };
+    if upload.declared_length.is_some_and(|d| d != written.size) {
+        state.discard(&key).await;
+        let _ = attachments.release(reservation).await;
+        return Err(AppError::BadRequest("the body is shorter than its Content-Length".into()));
+    }
+    let version = NewVersion {
+        attachment: key.attachment,
+        new: upload.existing.is_none(),
+        version: key.version,
+        ticket: upload.ticket,
+        comment: upload.comment,
+        name: upload.name,
+        content_type: match upload.encryption {
+            // Ciphertext: whatever the client calls it, it is bytes to the server.
+            Some(_) => content::OCTETS.to_string(),
+            None => content::stored_type(upload.declared_type.as_deref(), &written.head),
+        },
+        size: written.size,
+        sha256: written.sha256,
+        encryption: upload.encryption,
+        reservation,
+    };
+    match attachments.record(actor, version).await {
+        Ok(attachment) => {
+            prune_later(store.clone(), state.blobs.clone(), attachment.id, attachment.latest.number);
+            Ok(attachment)
+        }
+        Err(err) => {
+            // No row: the object must not stay either.
+            state.discard(&key).await;
+            let _ = attachments.release(reservation).await;
+            Err(err.into())
+        }
+    }
+}
+
+pub(crate) fn blob_error(err: BlobError) -> AppError {
+    match err {
+        BlobError::NotFound => AppError::NotFound,
+        BlobError::TooLarge { .. } => AppError::PayloadTooLarge,
+        BlobError::Cut(why) => AppError::BadRequest(format!("the upload was cut off: {why}")),
+        BlobError::BadRange => AppError::BadRequest("range not satisfiable".into()),
+        BlobError::Unavailable(why) => {
+            tracing::warn!(error = %why, "blob store unavailable");
+            AppError::Unavailable
+        }
+        BlobError::Internal(why) => AppError::Internal(why),
     }
 }
 

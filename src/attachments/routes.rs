@@ -13,13 +13,13 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{AttachmentsState, content, prune_later};
+use super::{AttachmentsState, Upload, blob_error, content, store_file};
 use crate::auth::AuthState;
 use crate::error::{AppError, AppResult, Problem};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, TicketPath};
-use crate::store::attachments::{Attachment, AttachmentVersion, EncryptionHeader, NewVersion, Usage};
-use crate::store::blobs::{AttachmentId, BlobError, BlobKey, VersionId};
-use crate::store::{CommentId, Millis, Role, TicketId, WorkspaceId};
+use crate::store::attachments::{Attachment, AttachmentVersion, EncryptionHeader, Usage};
+use crate::store::blobs::{AttachmentId, BlobKey, VersionId};
+use crate::store::{CommentId, Role, TicketId, WorkspaceId};
 use crate::tenants::{Guarded, TenantConn, TenantStaff, TenantsState};
 
 pub fn routes<S>() -> OpenApiRouter<S>
@@ -151,9 +151,6 @@ impl EncryptionParams {
     }
 }
 
-/// How long a reservation holds its bytes if its upload never ends (a crash).
-const RESERVATION_TTL_MS: i64 = 60 * 60 * 1000;
-
 /// The declared length, if any; beyond the limit, 413 before a byte is read.
 fn declared_length(headers: &HeaderMap, limit: u64) -> AppResult<Option<u64>> {
     let Some(value) = headers.get(header::CONTENT_LENGTH) else { return Ok(None) };
@@ -163,20 +160,6 @@ fn declared_length(headers: &HeaderMap, limit: u64) -> AppResult<Option<u64>> {
         return Err(AppError::PayloadTooLarge);
     }
     Ok(Some(length))
-}
-
-fn blob_error(err: BlobError) -> AppError {
-    match err {
-        BlobError::NotFound => AppError::NotFound,
-        BlobError::TooLarge { .. } => AppError::PayloadTooLarge,
-        BlobError::Cut(why) => AppError::BadRequest(format!("the upload was cut off: {why}")),
-        BlobError::BadRange => AppError::BadRequest("range not satisfiable".into()),
-        BlobError::Unavailable(why) => {
-            tracing::warn!(error = %why, "blob store unavailable");
-            AppError::Unavailable
-        }
-        BlobError::Internal(why) => AppError::Internal(why),
-    }
 }
 
 /// Where an upload goes: a new attachment on the ticket, or a new version of `existing`.
@@ -201,56 +184,20 @@ async fn store_upload(
         None if params.name.chars().count() > 255 => return Err(AppError::invalid("name", "at most 255 characters")),
         None => content::clean_name(&params.name).ok_or_else(|| AppError::invalid("name", "must name the file (1–255 characters)"))?,
     };
-    let attachments = conn.store.attachments();
     // The caller may see where it goes.
-    attachments.target(conn.audience(), ticket, params.comment_id, existing).await?;
+    conn.store.attachments().target(conn.audience(), ticket, params.comment_id, existing).await?;
     let declared = declared_length(headers, state.upload_limit)?;
-    let limit = declared.unwrap_or(state.upload_limit);
-    let reservation = attachments.reserve(limit, Millis(Millis::now().0 + RESERVATION_TTL_MS)).await?;
-    let key = BlobKey { workspace: conn.workspace, attachment: existing.unwrap_or_default(), version: VersionId::new() };
-    let stream = body.into_data_stream().map_err(std::io::Error::other);
-    let written = match state.blobs.put(&key, Box::pin(stream), limit).await {
-        Ok(written) => written,
-        Err(err) => {
-            let _ = attachments.release(reservation).await;
-            return Err(blob_error(err));
-        }
-    };
-    if declared.is_some_and(|d| d != written.size) {
-        state.discard(&key).await;
-        let _ = attachments.release(reservation).await;
-        return Err(AppError::BadRequest("the body is shorter than its Content-Length".into()));
-    }
-    let declared_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let version = NewVersion {
-        attachment: key.attachment,
-        new: existing.is_none(),
-        version: key.version,
+    let upload = Upload {
         ticket,
         comment: params.comment_id,
+        existing,
         name,
-        content_type: match encryption {
-            // Ciphertext: whatever the client calls it, it is bytes to the server.
-            Some(_) => content::OCTETS.to_string(),
-            None => content::stored_type(declared_type, &written.head),
-        },
-        size: written.size,
-        sha256: written.sha256,
+        declared_type: headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string),
+        declared_length: declared,
         encryption,
-        reservation,
     };
-    match attachments.record(conn.user(), version).await {
-        Ok(attachment) => {
-            prune_later(conn.store.clone(), state.blobs.clone(), attachment.id, attachment.latest.number);
-            Ok(attachment)
-        }
-        Err(err) => {
-            // No row: the object must not stay either.
-            state.discard(&key).await;
-            let _ = attachments.release(reservation).await;
-            Err(err.into())
-        }
-    }
+    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    store_file(&conn.store, state, conn.workspace, conn.user(), upload, Box::pin(stream)).await
 }
 
 /// Attaches a file to the ticket (or, with `comment_id`, to one of its comments). The body

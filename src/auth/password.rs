@@ -33,6 +33,10 @@ pub fn bcrypt_input(password: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
 }
 
+/// The stored "hash" of a user who has no password yet (someone whose mail made them a
+/// requester): no password matches it, and it is not a bcrypt hash that could be cracked.
+pub const NO_PASSWORD: &str = "!none";
+
 /// How long a password check may wait for its turn before the request answers 503.
 pub const QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -90,7 +94,10 @@ impl Passwords {
     /// 503 when the check could not get its turn within [`QUEUE_WAIT`]. A `suspect` (a
     /// client that failed recently) first waits for the suspects' single place.
     pub async fn verify(&self, password: String, hash: Option<String>, suspect: bool) -> AppResult<bool> {
-        let hash = hash.unwrap_or_else(|| self.dummy_hash.clone());
+        // A user without a password is checked against the dummy hash (the same time as
+        // anyone's) and never matches.
+        let settable = hash.as_deref() != Some(NO_PASSWORD);
+        let hash = hash.filter(|_| settable).unwrap_or_else(|| self.dummy_hash.clone());
         let _place = match suspect {
             true => match tokio::time::timeout(QUEUE_WAIT, self.suspects.acquire()).await {
                 Ok(Ok(permit)) => Some(permit),
@@ -100,7 +107,7 @@ impl Passwords {
         };
         let _turn = self.turn().await?;
         Ok(match tokio::task::spawn_blocking(move || bcrypt::verify(bcrypt_input(&password), &hash)).await {
-            Ok(Ok(matches)) => matches,
+            Ok(Ok(matches)) => matches && settable,
             Ok(Err(err)) => {
                 tracing::error!(error = %err, "stored password hash is unreadable");
                 false

@@ -18,9 +18,11 @@
 //!   workers (`delivery.rs`) send them under leases with full-jitter retries, an expiry, and
 //!   a circuit breaker per relay (`breaker.rs`). Staff see each mail's state on its ticket
 //!   (`GET …/tickets/{id}/mail`, and `mail.*` events).
-//! - Inbound: `inbound.rs` parses a fetched message and judges it (loop protection,
-//!   threading, dedupe key, the quoted history marked); the IMAP session per channel that
-//!   fetches and files messages is the next part.
+//! - Inbound: `ingest.rs` reads each channel's mailbox with one IMAP session (`imap.rs`;
+//!   IDLE, a reader lease across instances, reconnects with backoff); `inbound.rs` parses a
+//!   fetched message and judges it (loop protection, threading, dedupe key, the quoted
+//!   history marked); `filing.rs` files it (sender as member, ticket or comment,
+//!   attachments) before the session marks it seen.
 //!
 //! Features never call the mailer: they write to the log, and mail reacts.
 
@@ -28,7 +30,10 @@ pub mod breaker;
 mod channels;
 pub mod compose;
 pub mod delivery;
+pub mod filing;
+pub mod imap;
 pub mod inbound;
+pub mod ingest;
 pub mod net;
 pub mod outbox;
 pub mod probe;

@@ -21,21 +21,27 @@ use async_trait::async_trait;
 
 use super::compose;
 use super::delivery::{CONSUMER, Delivery};
-use crate::store::mail::{Composer, MailId, Outgoing};
+use crate::store::mail::{Composer, MailChannel, MailId, Mailboxes, Outgoing};
 use crate::store::notifications::{Notification, NotificationKind};
 use crate::store::{Advance, Comment, FeedEvent, Millis, NotificationPreferences, TenantStore, UserId};
 use crate::sync::runner::{Consumer, ConsumerError, Handled};
 
 pub struct MailConsumer {
     delivery: Arc<Delivery>,
+    mailboxes: Arc<dyn Mailboxes>,
     preferences: Arc<dyn NotificationPreferences>,
     /// How long after a wake the safety-net wake comes (a worker's lease).
     safety: std::time::Duration,
 }
 
 impl MailConsumer {
-    pub fn new(delivery: Arc<Delivery>, preferences: Arc<dyn NotificationPreferences>, safety: std::time::Duration) -> Self {
-        Self { delivery, preferences, safety }
+    pub fn new(
+        delivery: Arc<Delivery>,
+        mailboxes: Arc<dyn Mailboxes>,
+        preferences: Arc<dyn NotificationPreferences>,
+        safety: std::time::Duration,
+    ) -> Self {
+        Self { delivery, mailboxes, preferences, safety }
     }
 
     /// The page's public replies and its notifications whose recipients want them by mail,
@@ -71,6 +77,33 @@ impl MailConsumer {
     }
 }
 
+impl MailConsumer {
+    /// Keeps the registry of mailboxes to read in step with the page's channel changes
+    /// (before the watermark moves: a crash repeats it, and it is idempotent).
+    async fn register_mailboxes(&self, tenant: &Arc<dyn TenantStore>, page: &[FeedEvent]) -> Result<(), ConsumerError> {
+        for e in page {
+            let readable = match e.event.kind.as_str() {
+                "mail_channel.created" | "mail_channel.updated" => {
+                    let channel: MailChannel = serde_json::from_value(e.event.data.clone())
+                        .map_err(|err| ConsumerError::Failed(format!("event {} ({}): {err}", e.event.sync_id, e.event.kind)))?;
+                    (channel.id, channel.enabled.then_some(channel.updated_at))
+                }
+                "mail_channel.deleted" => {
+                    let id = e
+                        .event
+                        .entity_id
+                        .parse()
+                        .map_err(|_| ConsumerError::Failed(format!("event {}: not a channel id", e.event.sync_id)))?;
+                    (id, None)
+                }
+                _ => continue,
+            };
+            self.mailboxes.set_readable(tenant.workspace_id(), readable.0, readable.1).await?;
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Consumer for MailConsumer {
     fn name(&self) -> &'static str {
@@ -78,6 +111,7 @@ impl Consumer for MailConsumer {
     }
 
     async fn handle(&self, tenant: &Arc<dyn TenantStore>, page: &[FeedEvent], advance: Advance) -> Result<Handled, ConsumerError> {
+        self.register_mailboxes(tenant, page).await?;
         let items = self.items(page).await?;
         if items.is_empty() {
             tenant.consumers().advance(advance).await?;

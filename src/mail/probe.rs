@@ -7,6 +7,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::MailConfig;
+use super::imap::{Opened, step};
 use super::net::{self, MailStream};
 use crate::store::mail::{Security, Server};
 
@@ -39,14 +40,6 @@ pub struct ProbeReport {
 /// Why a step failed, for a [`Check`]'s detail.
 type Step<T> = Result<T, String>;
 
-async fn step<T, E: std::fmt::Display>(config: &MailConfig, what: &str, work: impl Future<Output = Result<T, E>>) -> Step<T> {
-    match tokio::time::timeout(config.timeout, work).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(format!("{what}: {e}")),
-        Err(_) => Err(format!("{what}: no answer within {} s", config.timeout.as_secs())),
-    }
-}
-
 /// Tries the IMAP server: `password` is the opened password, or why there is none.
 pub async fn imap(server: &Server, mailbox: &str, password: Result<&str, &str>, config: &MailConfig) -> Check {
     match try_imap(server, mailbox, password, config).await {
@@ -58,30 +51,11 @@ pub async fn imap(server: &Server, mailbox: &str, password: Result<&str, &str>, 
 async fn try_imap(server: &Server, mailbox: &str, password: Result<&str, &str>, config: &MailConfig) -> Step<String> {
     // Without a password there is nothing to try: say so before connecting.
     let password = password.map_err(str::to_string)?;
-    let host = &server.host;
-    let stream = net::open(server, config).await.map_err(|e| e.to_string())?;
-    let mut client = async_imap::Client::new(stream);
-    let greeting = step(config, &format!("{host} did not greet"), client.read_response()).await?;
-    if greeting.is_none() {
-        return Err(format!("{host} closed the connection before greeting"));
-    }
-    if server.security == Security::Starttls {
-        step(config, &format!("{host} refused STARTTLS"), client.run_command_and_check_ok("STARTTLS", None)).await?;
-        let stream = net::upgrade(client.into_inner(), host, config).await.map_err(|e| e.to_string())?;
-        client = async_imap::Client::new(stream);
-    }
-    let login = tokio::time::timeout(config.timeout, client.login(&server.user, password)).await;
-    let mut session = match login {
-        Ok(Ok(session)) => session,
-        Ok(Err((e, _))) => return Err(format!("{host} refused the login as {:?}: {e}", server.user)),
-        Err(_) => return Err(format!("{host} did not answer the login within {} s", config.timeout.as_secs())),
-    };
-    let opened = step(config, &format!("the mailbox {mailbox:?} cannot be opened"), session.select(mailbox)).await?;
-    let capabilities = step(config, &format!("{host} did not list its capabilities"), session.capabilities()).await?;
-    let idle = if capabilities.has_str("IDLE") { "IDLE supported" } else { "no IDLE: new mail is polled for" };
+    let Opened { mut session, exists, idle } = super::imap::open(server, mailbox, password, config).await?;
+    let idle = if idle { "IDLE supported" } else { "no IDLE: new mail is polled for" };
     let encrypted = if session.get_ref().is_encrypted() { "encrypted" } else { "NOT encrypted" };
     let _ = tokio::time::timeout(config.timeout, session.logout()).await;
-    Ok(format!("logged in as {:?} ({encrypted}); {mailbox} holds {} messages; {idle}", server.user, opened.exists))
+    Ok(format!("logged in as {:?} ({encrypted}); {mailbox} holds {exists} messages; {idle}", server.user))
 }
 
 /// Tries the SMTP server: `password` as for [`imap`]; a relay without a user is not logged in to.

@@ -512,8 +512,10 @@ impl<'a> Event<'a, InboundRecord> {
 /// holds.
 #[async_trait]
 pub trait Mailboxes: Send + Sync {
-    /// Records that the channel is read (`true`: it exists and is enabled) or not.
-    async fn set_readable(&self, workspace: WorkspaceId, channel: ChannelId, readable: bool) -> StoreResult<()>;
+    /// Records that the channel is read, as changed at `changed_at` (its `updated_at`: a
+    /// session started for an older version restarts), or with `None` that it is not (it
+    /// was disabled or deleted).
+    async fn set_readable(&self, workspace: WorkspaceId, channel: ChannelId, changed_at: Option<Millis>) -> StoreResult<()>;
     /// Every channel that is read, with its reader lease (holder, until) if any.
     async fn readable(&self) -> StoreResult<Vec<MailboxLease>>;
     /// Takes or renews the channel's reader lease for `holder` until `until`: false when
@@ -528,6 +530,7 @@ pub trait Mailboxes: Send + Sync {
 pub struct MailboxLease {
     pub workspace: WorkspaceId,
     pub channel: ChannelId,
+    pub changed_at: Option<Millis>,
     pub reader: Option<String>,
     pub reader_until: Option<Millis>,
 }
@@ -570,6 +573,8 @@ pub trait MailStore: Send + Sync {
     async fn threads(&self, message_ids: Vec<String>) -> StoreResult<Vec<(String, TicketId)>>;
     /// The live ticket with this number.
     async fn ticket_by_number(&self, number: i64) -> StoreResult<Option<Ticket>>;
+    /// The record of the message with this dedupe key, if it was filed or set aside.
+    async fn received(&self, dedupe_key: &str) -> StoreResult<Option<InboundRecord>>;
     /// Files an incoming message: in ONE transaction, its dedupe row and what it makes (a
     /// ticket and its first comment, a comment, a failed outbox mail, or only the record).
     /// A message filed before is not filed again: its earlier row comes back, `new` false.

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::common::{Backend, TestServer, both_backends, relaxed_limits};
 use crate::mailservers::{self, Imap, Smtp};
 
-fn channel_body(imap: &Imap, smtp: &Smtp) -> Value {
+pub(crate) fn channel_body(imap: &Imap, smtp: &Smtp) -> Value {
     let (smtp_user, smtp_password) = smtp.credentials.clone().unwrap_or_default();
     json!({
         "address": "Support@Example.test",
@@ -194,7 +194,7 @@ async fn private_addresses_are_refused_by_default() {
 }
 
 /// Polls `check` until it gives a value, for at most `secs` seconds (a bounded wait).
-async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -209,7 +209,7 @@ where
     }
 }
 
-fn header<'m>(message: &'m str, name: &str) -> Option<&'m str> {
+pub(crate) fn header<'m>(message: &'m str, name: &str) -> Option<&'m str> {
     let head = message.split("\r\n\r\n").next().unwrap_or_default();
     head.split("\r\n").find_map(|line| line.strip_prefix(&format!("{name}: ")))
 }

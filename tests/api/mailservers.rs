@@ -6,6 +6,7 @@
 //! their absence fails the test.
 
 use std::io::BufRead;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -87,6 +88,7 @@ impl Imap {
         std::fs::write(root.join("dovecot.conf"), config).unwrap();
         let dovecot = std::env::var_os("EDGEDESK_TEST_DOVECOT").unwrap_or_else(|| "/usr/sbin/dovecot".into());
         let child = Command::new(dovecot)
+            .process_group(0)
             .arg("-F")
             .arg("-c")
             .arg(root.join("dovecot.conf"))
@@ -96,6 +98,24 @@ impl Imap {
             .expect("dovecot starts");
         wait_for_port(port, "dovecot", &root.join("stderr")).await;
         Self { port, user, password, dir, child }
+    }
+
+    /// Stops dovecot and starts it again on the same port and mailbox (the server restarted
+    /// under an open session).
+    pub async fn restart(&mut self) {
+        self.kill();
+        let root = self.dir.path();
+        let dovecot = std::env::var_os("EDGEDESK_TEST_DOVECOT").unwrap_or_else(|| "/usr/sbin/dovecot".into());
+        self.child = Command::new(dovecot)
+            .process_group(0)
+            .arg("-F")
+            .arg("-c")
+            .arg(root.join("dovecot.conf"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(root.join("stderr")).unwrap())
+            .spawn()
+            .expect("dovecot starts again");
+        wait_for_port(self.port, "dovecot", &root.join("stderr")).await;
     }
 
     /// Puts `message` into the INBOX as a new message (what a delivery agent does).
@@ -113,10 +133,27 @@ impl Imap {
     }
 }
 
+impl Imap {
+    /// Kills dovecot and every process it started (the sessions' `imap` processes too).
+    fn kill(&mut self) {
+        use nix::unistd::Pid;
+        let pid = Pid::from_raw(self.child.id() as i32);
+        // Only its own group (it was started as the leader of one), never the tests'.
+        match nix::unistd::getpgid(Some(pid)) {
+            Ok(group) if group == pid && group != nix::unistd::getpgrp() => {
+                let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+            }
+            _ => {
+                let _ = self.child.kill();
+            }
+        }
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Imap {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
 

@@ -18,6 +18,7 @@ mod keys;
 mod live;
 mod mail;
 mod mail_crash;
+mod mail_inbound;
 mod mailservers;
 mod notes;
 mod notes_crash;

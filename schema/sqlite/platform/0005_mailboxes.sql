@@ -4,6 +4,8 @@
 CREATE TABLE mailboxes (
     workspace_id TEXT NOT NULL,
     channel_id   TEXT NOT NULL,
+    -- The channel's updated_at: a session started for an older one restarts.
+    changed_at   INTEGER NOT NULL,
     reader       TEXT,
     reader_until INTEGER,
     PRIMARY KEY (workspace_id, channel_id)

@@ -139,15 +139,21 @@ async fn mail(tx: &Transaction<'_>, ws: WorkspaceId, id: MailId) -> StoreResult<
     mail_from_row(&row)
 }
 
-/// The `Message-ID`s of the ticket's thread with its requester (reply mails), oldest first.
+/// The `Message-ID`s of the ticket's thread with its requester (our reply mails and the
+/// messages filed on it), oldest first.
 async fn thread(tx: &Transaction<'_>, ws: WorkspaceId, ticket: TicketId) -> StoreResult<Vec<String>> {
     let mut ends = Vec::new();
     for (order, limit) in [("ASC", 1i64), ("DESC", THREAD_REFERENCES as i64 - 1)] {
         let rows = tx
             .query(
                 &format!(
-                    "SELECT message_id FROM mail_outbox WHERE workspace_id = $1 AND ticket_id = $2 AND comment_id IS NOT NULL
-                     ORDER BY created_at {order}, source_sync_id {order} LIMIT $3"
+                    "SELECT message_id FROM (
+                        SELECT message_id, created_at AS at, source_sync_id AS n FROM mail_outbox
+                        WHERE workspace_id = $1 AND ticket_id = $2 AND comment_id IS NOT NULL
+                        UNION ALL
+                        SELECT message_id, received_at, 0 FROM mail_inbound
+                        WHERE workspace_id = $1 AND ticket_id = $2 AND comment_id IS NOT NULL AND message_id IS NOT NULL) m
+                     ORDER BY at {order}, n {order} LIMIT $3"
                 ),
                 &[&ws, &ticket, &limit],
             )
@@ -433,6 +439,17 @@ impl MailStore for PgTenant {
         row.as_ref().map(ticket_from_row).transpose()
     }
 
+    async fn received(&self, dedupe_key: &str) -> StoreResult<Option<InboundRecord>> {
+        let ws = self.workspace_id();
+        let mut client = self.client().await?;
+        let tx = log::read_tx(&mut client, ws, false).await?;
+        let row = tx
+            .query_opt(&format!("SELECT {INBOUND_COLS} FROM mail_inbound WHERE workspace_id = $1 AND dedupe_key = $2"), &[&ws, &dedupe_key])
+            .await
+            .map_err(error)?;
+        row.as_ref().map(inbound_from_row).transpose()
+    }
+
     async fn file(&self, message: InboundMessage) -> StoreResult<Filed> {
         let ws = self.workspace_id();
         let mut client = self.client().await?;
@@ -544,18 +561,32 @@ impl MailStore for PgTenant {
 /// transaction scoped to its workspace (schema/postgres/0010). Bookkeeping: no event.
 #[async_trait]
 impl Mailboxes for super::tenant::PgTenants {
-    async fn set_readable(&self, workspace: WorkspaceId, channel: ChannelId, readable: bool) -> StoreResult<()> {
-        let sql = match readable {
-            true => "INSERT INTO mailboxes (workspace_id, channel_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            false => "DELETE FROM mailboxes WHERE workspace_id = $1 AND channel_id = $2",
-        };
-        self.mailbox_write(workspace, sql, &[&workspace, &channel]).await.map(drop)
+    async fn set_readable(&self, workspace: WorkspaceId, channel: ChannelId, changed_at: Option<Millis>) -> StoreResult<()> {
+        match changed_at {
+            Some(at) => {
+                self.mailbox_write(
+                    workspace,
+                    "INSERT INTO mailboxes AS m (workspace_id, channel_id, changed_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (workspace_id, channel_id) DO UPDATE SET changed_at = GREATEST(m.changed_at, excluded.changed_at)",
+                    &[&workspace, &channel, &at],
+                )
+                .await
+            }
+            None => {
+                self.mailbox_write(workspace, "DELETE FROM mailboxes WHERE workspace_id = $1 AND channel_id = $2", &[&workspace, &channel])
+                    .await
+            }
+        }
+        .map(drop)
     }
 
     async fn readable(&self) -> StoreResult<Vec<MailboxLease>> {
         let client = self.pool().get().await.map_err(super::pool_error)?;
         let rows = client
-            .query("SELECT workspace_id, channel_id, reader, reader_until FROM mailboxes ORDER BY workspace_id, channel_id", &[])
+            .query(
+                "SELECT workspace_id, channel_id, changed_at, reader, reader_until FROM mailboxes ORDER BY workspace_id, channel_id",
+                &[],
+            )
             .await
             .map_err(error)?;
         rows.iter()
@@ -563,8 +594,9 @@ impl Mailboxes for super::tenant::PgTenants {
                 Ok(MailboxLease {
                     workspace: r.try_get(0).map_err(error)?,
                     channel: r.try_get(1).map_err(error)?,
-                    reader: r.try_get(2).map_err(error)?,
-                    reader_until: r.try_get(3).map_err(error)?,
+                    changed_at: r.try_get(2).map_err(error)?,
+                    reader: r.try_get(3).map_err(error)?,
+                    reader_until: r.try_get(4).map_err(error)?,
                 })
             })
             .collect()

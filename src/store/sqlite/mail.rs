@@ -165,12 +165,17 @@ fn mail_context(conn: &Connection, sync_id: i64, outgoing: Outgoing, channel: &O
     }))
 }
 
-/// The `Message-ID`s of the ticket's thread with its requester (reply mails), oldest first.
+/// The `Message-ID`s of the ticket's thread with its requester (our reply mails and the
+/// messages filed on it), oldest first.
 fn thread(conn: &Connection, ticket: TicketId) -> StoreResult<Vec<String>> {
     let ids = |order: &str, limit: usize| -> StoreResult<Vec<String>> {
         conn.prepare_cached(&format!(
-            "SELECT message_id FROM mail_outbox WHERE ticket_id = ?1 AND comment_id IS NOT NULL
-             ORDER BY created_at {order}, source_sync_id {order} LIMIT ?2"
+            "SELECT message_id FROM (
+                SELECT message_id, created_at AS at, source_sync_id AS n FROM mail_outbox WHERE ticket_id = ?1 AND comment_id IS NOT NULL
+                UNION ALL
+                SELECT message_id, received_at, 0 FROM mail_inbound
+                WHERE ticket_id = ?1 AND comment_id IS NOT NULL AND message_id IS NOT NULL)
+             ORDER BY at {order}, n {order} LIMIT ?2"
         ))
         .and_then(|mut stmt| stmt.query_map(params![ticket, limit as i64], |r| r.get(0))?.collect::<Result<Vec<String>, _>>())
         .map_err(error)
@@ -381,6 +386,11 @@ impl MailStore for SqliteTenant {
         .await
     }
 
+    async fn received(&self, dedupe_key: &str) -> StoreResult<Option<InboundRecord>> {
+        let key = dedupe_key.to_string();
+        self.read(move |conn| inbound(conn, &key)).await
+    }
+
     async fn file(&self, message: InboundMessage) -> StoreResult<Filed> {
         self.write(move |tx| {
             if let Some(record) = inbound(tx, &message.dedupe_key)? {
@@ -470,13 +480,20 @@ impl MailStore for SqliteTenant {
 /// The mailboxes that are read, in `platform.db` (finding them opens no tenant file).
 #[async_trait]
 impl Mailboxes for super::tenants::SqliteTenants {
-    async fn set_readable(&self, workspace: WorkspaceId, channel: ChannelId, readable: bool) -> StoreResult<()> {
+    async fn set_readable(&self, workspace: WorkspaceId, channel: ChannelId, changed_at: Option<Millis>) -> StoreResult<()> {
         super::blocking(self.exec(), &self.platform, move |conn| {
-            let sql = match readable {
-                true => "INSERT INTO mailboxes (workspace_id, channel_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-                false => "DELETE FROM mailboxes WHERE workspace_id = ?1 AND channel_id = ?2",
-            };
-            conn.prepare_cached(sql).and_then(|mut stmt| stmt.execute(params![workspace, channel])).map_err(error)?;
+            match changed_at {
+                Some(at) => conn
+                    .prepare_cached(
+                        "INSERT INTO mailboxes (workspace_id, channel_id, changed_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (workspace_id, channel_id) DO UPDATE SET changed_at = MAX(changed_at, excluded.changed_at)",
+                    )
+                    .and_then(|mut stmt| stmt.execute(params![workspace, channel, at])),
+                None => conn
+                    .prepare_cached("DELETE FROM mailboxes WHERE workspace_id = ?1 AND channel_id = ?2")
+                    .and_then(|mut stmt| stmt.execute(params![workspace, channel])),
+            }
+            .map_err(error)?;
             Ok(())
         })
         .await
@@ -484,14 +501,22 @@ impl Mailboxes for super::tenants::SqliteTenants {
 
     async fn readable(&self) -> StoreResult<Vec<MailboxLease>> {
         super::blocking(self.exec(), &self.platform, move |conn| {
-            conn.prepare_cached("SELECT workspace_id, channel_id, reader, reader_until FROM mailboxes ORDER BY workspace_id, channel_id")
-                .and_then(|mut stmt| {
-                    stmt.query_map([], |r| {
-                        Ok(MailboxLease { workspace: r.get(0)?, channel: r.get(1)?, reader: r.get(2)?, reader_until: r.get(3)? })
-                    })?
-                    .collect()
-                })
-                .map_err(error)
+            conn.prepare_cached(
+                "SELECT workspace_id, channel_id, changed_at, reader, reader_until FROM mailboxes ORDER BY workspace_id, channel_id",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map([], |r| {
+                    Ok(MailboxLease {
+                        workspace: r.get(0)?,
+                        channel: r.get(1)?,
+                        changed_at: r.get(2)?,
+                        reader: r.get(3)?,
+                        reader_until: r.get(4)?,
+                    })
+                })?
+                .collect()
+            })
+            .map_err(error)
         })
         .await
     }
