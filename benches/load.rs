@@ -1,7 +1,7 @@
 //! Load and speed harness for the foundation. Prints its figures; see docs/benchmarks.md.
 //!
 //! ```text
-//! cargo bench --bench load -- [creates|get|bootstrap|tenants|sse|pg-creates|consumers|sqlite-fanin|pg-fanin|notes|attachments|mail|all] [--secs S] [--clients C] [--threads T] [--eager-read] [--rows N] [--tenants N]
+//! cargo bench --bench load -- [creates|get|bootstrap|tenants|sse|pg-creates|consumers|sqlite-fanin|pg-fanin|notes|attachments|mail|imap|all] [--secs S] [--clients C] [--threads T] [--eager-read] [--rows N] [--tenants N]
 //! ```
 //!
 //! The server runs as its own process (the real `edgedesk serve` binary, release build)
@@ -27,7 +27,9 @@
 //!   same disk (local) and the `object_store` crate used directly (S3), and the server's
 //!   RSS growth while 1 GB goes up and down;
 //! - mail: messages per second from the outbox to a local SMTP sink beside lettre sending
-//!   the same number of messages straight to it.
+//!   the same number of messages straight to it;
+//! - imap: messages per second from a real dovecot mailbox to tickets beside a raw
+//!   async-imap client fetching the same messages the same way.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -50,8 +52,13 @@ mod consumers;
 mod fleet;
 #[path = "load/hardening.rs"]
 mod hardening;
+#[path = "load/imap.rs"]
+mod imap;
 #[path = "load/mail.rs"]
 mod mail;
+#[path = "../tests/api/mailservers.rs"]
+#[allow(dead_code)]
+mod mailservers;
 #[path = "load/notes.rs"]
 mod notes;
 #[path = "../tests/api/pgdb.rs"]
@@ -789,6 +796,10 @@ async fn main() {
     if all || args.which == "mail" {
         let (_keep, dir) = scratch("mail");
         mail::bench_mail(&dir).await;
+    }
+    if all || args.which == "imap" {
+        let (_keep, dir) = scratch("imap");
+        imap::bench_imap(&dir).await;
     }
     if all || args.which == "attachments" {
         let (_keep, dir) = scratch("attachments");

@@ -717,4 +717,6 @@ pub enum TenantRow {
     AttachmentVersion(crate::store::attachments::AttachmentVersion),
     MailChannel(crate::store::mail::ChannelRecord),
     Mail(crate::store::mail::OutboxRecord),
+    /// An incoming message's record (its dedupe key, and the ticket it went to).
+    Inbound(crate::store::mail::InboundRecord),
 }

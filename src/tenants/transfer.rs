@@ -377,5 +377,9 @@ async fn import_into(
             .await
             .map_err(StoreError::internal)?;
     }
+    // Its mailboxes are read here now.
+    for channel in tenant.mail().channels().await? {
+        store.mailboxes.set_readable(workspace.id, channel.id, channel.settings.enabled.then_some(channel.updated_at)).await?;
+    }
     Ok(Imported { workspace, users_created, admin_rights_dropped })
 }

@@ -226,7 +226,19 @@ async fn one_channel_is_read_by_one_of_two_instances() {
             text.lines().find_map(|l| l.strip_prefix("edgedesk_mail_imap_sessions ")).unwrap().parse::<u32>().unwrap()
         }
     };
-    assert_eq!(sessions(&one).await + sessions(&two).await, 1, "exactly one instance reads the channel");
+    let (a, b) = (sessions(&one).await, sessions(&two).await);
+    assert_eq!(a + b, 1, "exactly one instance reads the channel");
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(desk.tickets(&one).await.len(), 20, "each message once: {tickets:?}");
+    // The reader stops: the other takes the mailbox over once its lease has ended.
+    let (reader, other) = if a == 1 { (one, two) } else { (two, one) };
+    reader.stop().await;
+    imap.deliver(&message("Ada <ada@customer.test>", "After the handover", "after@customer.test", "", "?"));
+    let tickets = eventually(15, "the other instance to file new mail", || async {
+        let tickets = desk.tickets(&other).await;
+        (tickets.len() == 21).then_some(tickets)
+    })
+    .await;
+    assert_eq!(tickets[20]["title"], "After the handover");
+    assert_eq!(sessions(&other).await, 1);
 }

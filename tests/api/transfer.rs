@@ -342,29 +342,38 @@ async fn outgoing_mail_moves_with_its_workspace() {
     if !crate::mailservers::available() {
         return;
     }
-    let s = TestServer::start_with(Backend::Sqlite, crate::common::relaxed_limits(), |c| {
+    let fast = |c: &mut edgedesk::config::Config| {
         c.mail.reach = edgedesk::http::outbound::Reach::Any;
-    })
-    .await;
-    let smtp = crate::mailservers::Smtp::open_relay().await;
+        c.ingest.scan = std::time::Duration::from_millis(100);
+    };
+    let s = TestServer::start_with(Backend::Sqlite, crate::common::relaxed_limits(), fast).await;
+    let (imap, smtp) = (crate::mailservers::Imap::start().await, crate::mailservers::Smtp::open_relay().await);
     let admin = s.admin().await;
     let customer = s.user(&admin, "customer").await;
     let ws = s.workspace(&admin, "Moving mail").await;
     s.add_member(&admin, &ws, &customer, "requester").await;
-    let server = |port: u16| json!({ "host": "127.0.0.1", "port": port, "security": "none", "user": "" });
-    let channel = json!({ "address": "help@moving.test", "imap": server(1), "smtp": server(smtp.port) });
+    let channel = json!({
+        "address": "help@moving.test",
+        "imap": { "host": "127.0.0.1", "port": imap.port, "security": "none", "user": imap.user, "password": imap.password },
+        "smtp": { "host": "127.0.0.1", "port": smtp.port, "security": "none", "user": "" },
+    });
     s.post(&format!("/api/workspaces/{ws}/mail/channels"), &admin.token, channel).await.ok(201);
     let ticket = s.ticket(&customer, &ws, json!({ "title": "Moving" })).await;
     let id = ticket["id"].as_str().unwrap();
     s.post(&format!("/api/workspaces/{ws}/tickets/{id}/comments"), &admin.token, json!({ "body": "On its way." })).await.ok(201);
+    // A customer's mail opens a ticket: its record (and Message-ID) moves too.
+    let question = std::fs::read(crate::common::fixture("mail/customer-question.eml")).unwrap();
+    imap.deliver(&question);
+    let tickets = format!("/api/workspaces/{ws}/tickets?limit=10");
     let mail_of = format!("/api/workspaces/{ws}/tickets/{id}/mail");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let before = loop {
         let mails = s.get(&mail_of, &admin.token).await.ok(200).clone();
-        if mails[0]["status"] == "sent" {
+        let filed = s.get(&tickets, &admin.token).await.ok(200)["items"].as_array().unwrap().len() == 2;
+        if mails[0]["status"] == "sent" && filed {
             break mails;
         }
-        assert!(std::time::Instant::now() < deadline, "the mail was not sent: {mails}");
+        assert!(std::time::Instant::now() < deadline, "the mail was not sent or the question not filed: {mails}");
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     };
     s.consumers_caught_up(&ws).await;
@@ -372,14 +381,31 @@ async fn outgoing_mail_moves_with_its_workspace() {
     let mut file = Vec::new();
     let (sqlite, local) = store_for(s.dir.path(), None, None).await;
     export_workspace(&sqlite, local.as_ref(), id_of, &mut file).await.expect("export");
+    let key = std::fs::read(s.data_dir().join("master.key")).unwrap();
+    s.stop().await;
     let dir = tempfile::tempdir().unwrap();
     let (fresh, to_local) = store_for(dir.path(), None, None).await;
     import_workspace(&fresh, &to_local, &mut &file[..]).await.expect("import");
     drop(fresh);
-    let moved = TestServer::start_on_with(dir, None, |c| c.mail.reach = edgedesk::http::outbound::Reach::Any).await;
+    // The channel's passwords are sealed under the master key: it moves too.
+    std::fs::write(dir.path().join("data").join("master.key"), key).unwrap();
+    let moved = TestServer::start_on_with(dir, None, fast).await;
     moved.consumers_caught_up(&ws).await;
     let admin = admin_on(&moved).await;
     assert_eq!(moved.get(&mail_of, &admin.token).await.ok(200), &before);
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The moved workspace's mailbox is read here, and an answer that names only the
+    // customer's first message still finds its ticket.
+    let answer = "From: Ada Lovelace <ada@customer.test>\r\nTo: help@moving.test\r\nSubject: Still burning\r\n\
+                  Message-ID: <after-move@customer.test>\r\nReferences: <20261201091403.4242@customer.test>\r\n\r\nStill.\r\n";
+    imap.deliver(answer.as_bytes());
+    let listed = moved.get(&tickets, &admin.token).await.ok(200)["items"].clone();
+    let asked = listed.as_array().unwrap().iter().find(|t| t["title"] == "Printer on fire").expect("the mailed ticket moved").clone();
+    let comments = format!("/api/workspaces/{ws}/tickets/{}/comments", asked["id"].as_str().unwrap());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while moved.get(&comments, &admin.token).await.ok(200)["items"].as_array().unwrap().len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "the answer did not land on its ticket after the move");
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(moved.get(&tickets, &admin.token).await.ok(200)["items"].as_array().unwrap().len(), 2, "no new ticket");
     assert_eq!(smtp.received().len(), 1, "a sent mail is not sent again after the move");
 }

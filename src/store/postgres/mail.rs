@@ -31,10 +31,10 @@ async fn channel(tx: &Transaction<'_>, ws: WorkspaceId, id: ChannelId) -> StoreR
     row.as_ref().map(channel_from_row).transpose()
 }
 
-const INBOUND_COLS: &str =
+pub(super) const INBOUND_COLS: &str =
     "dedupe_key, channel_id, message_id, sender, subject, outcome, detail, ticket_id, comment_id, attachments_done, received_at";
 
-fn inbound_from_row(row: &Row) -> StoreResult<InboundRecord> {
+pub(super) fn inbound_from_row(row: &Row) -> StoreResult<InboundRecord> {
     Ok(InboundRecord {
         dedupe_key: row.try_get(0).map_err(error)?,
         channel_id: row.try_get(1).map_err(error)?,
@@ -48,6 +48,30 @@ fn inbound_from_row(row: &Row) -> StoreResult<InboundRecord> {
         attachments_done: row.try_get(9).map_err(error)?,
         received_at: row.try_get(10).map_err(error)?,
     })
+}
+
+/// Writes an incoming message's record (filed now, or moved with its workspace).
+pub(super) async fn insert_inbound(tx: &Transaction<'_>, ws: WorkspaceId, r: &InboundRecord) -> StoreResult<()> {
+    tx.execute(
+        &format!("INSERT INTO mail_inbound (workspace_id, {INBOUND_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"),
+        &[
+            &ws,
+            &r.dedupe_key,
+            &r.channel_id,
+            &r.message_id,
+            &r.sender,
+            &r.subject,
+            &r.outcome,
+            &r.detail,
+            &r.ticket_id,
+            &r.comment_id,
+            &r.attachments_done,
+            &r.received_at,
+        ],
+    )
+    .await
+    .map_err(error)?;
+    Ok(())
 }
 
 /// Fails the outbox mail a bounce returns (if it is ours and not failed already).
@@ -501,28 +525,7 @@ impl MailStore for PgTenant {
             attachments_done: !message.has_attachments || comment_id.is_none(),
             received_at: w.now(),
         };
-        w.tx()
-            .execute(
-                &format!(
-                    "INSERT INTO mail_inbound (workspace_id, {INBOUND_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-                ),
-                &[
-                    &ws,
-                    &record.dedupe_key,
-                    &record.channel_id,
-                    &record.message_id,
-                    &record.sender,
-                    &record.subject,
-                    &record.outcome,
-                    &record.detail,
-                    &record.ticket_id,
-                    &record.comment_id,
-                    &record.attachments_done,
-                    &record.received_at,
-                ],
-            )
-            .await
-            .map_err(error)?;
+        insert_inbound(w.tx(), ws, &record).await?;
         if comment_id.is_none() {
             w.record(None, Event::inbound(&record)).await?;
         }

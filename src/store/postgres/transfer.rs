@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use super::attachments::{VERSION_COLS, version_from_row};
 use super::error;
 use super::log::{EVENT_COLS, Param, event_from_row, scope};
-use super::mail::{CHANNEL_COLS, MAIL_COLS, channel_from_row, mail_from_row};
+use super::mail::{CHANNEL_COLS, INBOUND_COLS, MAIL_COLS, channel_from_row, inbound_from_row, insert_inbound, mail_from_row};
 use super::notes::{NOTE_COLS, note_record_from_row, update_from_row};
 use super::tenant::{COMMENT_COLS, LINK_COLS, TICKET_COLS, comment_from_row, link_from_row, ticket_from_row};
 use super::types::{member_from_row, workspace_from_row};
@@ -124,6 +124,14 @@ pub async fn export(tx: &Transaction<'_>, workspace: WorkspaceId, out: &mpsc::Se
             due_at: row.try_get(17).map_err(error)?,
         };
         send(out, TenantRow::Mail(record)).await?;
+        count += 1;
+    }
+    let inbound = tx
+        .query(&format!("SELECT {INBOUND_COLS} FROM mail_inbound WHERE workspace_id = $1 ORDER BY received_at, dedupe_key"), &[&workspace])
+        .await
+        .map_err(error)?;
+    for row in &inbound {
+        send(out, TenantRow::Inbound(inbound_from_row(row)?)).await?;
         count += 1;
     }
     Ok(count)
@@ -467,6 +475,7 @@ pub async fn import(tx: &Transaction<'_>, workspace: &Workspace, rows: &mut mpsc
                 .await
                 .map_err(error)?;
             }
+            TenantRow::Inbound(r) => insert_inbound(&tx, ws, &r).await?,
             TenantRow::Mail(r) => {
                 let m = &r.mail;
                 let attempts = m.attempts.min(i32::MAX as u32) as i32;

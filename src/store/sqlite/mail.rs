@@ -31,10 +31,10 @@ fn channel(conn: &Connection, id: ChannelId) -> StoreResult<Option<ChannelRecord
         .map_err(error)
 }
 
-const INBOUND_COLS: &str =
+pub(super) const INBOUND_COLS: &str =
     "dedupe_key, channel_id, message_id, sender, subject, outcome, detail, ticket_id, comment_id, attachments_done, received_at";
 
-fn inbound_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<InboundRecord> {
+pub(super) fn inbound_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<InboundRecord> {
     Ok(InboundRecord {
         dedupe_key: row.get(0)?,
         channel_id: row.get(1)?,
@@ -54,6 +54,28 @@ fn inbound(conn: &Connection, dedupe_key: &str) -> StoreResult<Option<InboundRec
     conn.prepare_cached(&format!("SELECT {INBOUND_COLS} FROM mail_inbound WHERE dedupe_key = ?1"))
         .and_then(|mut stmt| stmt.query_row(params![dedupe_key], inbound_from_row).optional())
         .map_err(error)
+}
+
+/// Writes an incoming message's record (filed now, or moved with its workspace).
+pub(super) fn insert_inbound(conn: &Connection, r: &InboundRecord) -> StoreResult<()> {
+    conn.prepare_cached(&format!("INSERT INTO mail_inbound ({INBOUND_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"))
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                r.dedupe_key,
+                r.channel_id,
+                r.message_id,
+                r.sender,
+                r.subject,
+                r.outcome,
+                r.detail,
+                r.ticket_id,
+                r.comment_id,
+                r.attachments_done,
+                r.received_at
+            ])
+        })
+        .map_err(error)?;
+    Ok(())
 }
 
 /// Fails the outbox mail a bounce returns (if it is ours and not failed already).
@@ -430,23 +452,7 @@ impl MailStore for SqliteTenant {
                 attachments_done: !message.has_attachments || comment_id.is_none(),
                 received_at: tx.now(),
             };
-            tx.prepare_cached(&format!("INSERT INTO mail_inbound ({INBOUND_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"))
-                .and_then(|mut stmt| {
-                    stmt.execute(params![
-                        record.dedupe_key,
-                        record.channel_id,
-                        record.message_id,
-                        record.sender,
-                        record.subject,
-                        record.outcome,
-                        record.detail,
-                        record.ticket_id,
-                        record.comment_id,
-                        record.attachments_done,
-                        record.received_at
-                    ])
-                })
-                .map_err(error)?;
+            insert_inbound(tx, &record)?;
             if comment_id.is_none() {
                 tx.record(None, Event::inbound(&record))?;
             }

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use super::attachments::{VERSION_COLS, version_from_row};
 use super::error;
 use super::log::{EVENT_COLS, event_from_row};
-use super::mail::{CHANNEL_COLS, MAIL_COLS, channel_from_row, mail_from_row};
+use super::mail::{CHANNEL_COLS, INBOUND_COLS, MAIL_COLS, channel_from_row, inbound_from_row, insert_inbound, mail_from_row};
 use super::notes::{NOTE_COLS, note_record_from_row};
 use super::tenant::{COMMENT_COLS, LINK_COLS, TICKET_COLS, comment_from_row, link_from_row, ticket_from_row};
 use super::types::{member_from_row, workspace_from_row};
@@ -114,6 +114,14 @@ pub fn export(conn: &mut Connection, out: &mpsc::Sender<TenantRow>) -> StoreResu
                 due_at: row.get(17).map_err(error)?,
             };
             send(out, TenantRow::Mail(record))?;
+            count += 1;
+        }
+    }
+    {
+        let mut stmt = tx.prepare(&format!("SELECT {INBOUND_COLS} FROM mail_inbound ORDER BY received_at, dedupe_key")).map_err(error)?;
+        let mut rows = stmt.query([]).map_err(error)?;
+        while let Some(row) = rows.next().map_err(error)? {
+            send(out, TenantRow::Inbound(inbound_from_row(row).map_err(error)?))?;
             count += 1;
         }
     }
@@ -441,6 +449,7 @@ pub fn import(
                 )
                 .map_err(error)?;
             }
+            TenantRow::Inbound(r) => insert_inbound(&tx, &r)?,
             TenantRow::MailChannel(c) => {
                 let settings = serde_json::to_string(&c.settings).map_err(StoreError::internal)?;
                 tx.execute(

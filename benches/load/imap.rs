@@ -1,0 +1,95 @@
+//! imap: messages per second from an IMAP mailbox to tickets. 1,000 messages (from 50
+//! senders, each with a few lines of text) are put into a real dovecot's INBOX; then, in
+//! the same run, a raw async-imap client fetches every one of them the way the server's
+//! session does (UID SEARCH, then one `UID FETCH BODY.PEEK[]` per message, nothing marked),
+//! and the server, given a channel on that mailbox, files them all (parse, thread, sender as
+//! member, ticket and first comment in one transaction, `\Seen` after the commit). The
+//! server's figure is from the channel's creation to the last ticket, read from
+//! `edgedesk_mail_inbound_total`.
+
+use std::time::{Duration, Instant};
+
+use futures::TryStreamExt;
+use serde_json::json;
+
+use super::mailservers::Imap;
+use super::{ServerProc, admin_and_workspace, client, post};
+
+fn message(i: usize) -> Vec<u8> {
+    format!(
+        "From: Customer {s} <customer{s}@bench.test>\r\nTo: help@bench.test\r\nSubject: Question {i}\r\n\
+         Message-ID: <q{i}@bench.test>\r\nDate: Tue, 1 Dec 2026 12:00:00 +0000\r\nMIME-Version: 1.0\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\r\nHello,\r\n\r\nquestion number {i}: the printer on floor {s} \
+         does not print, and the screen says nothing useful.\r\n\r\nThanks,\r\nCustomer {s}\r\n",
+        s = i % 50
+    )
+    .into_bytes()
+}
+
+/// What the server's session does, without filing: messages per second.
+async fn raw_fetch(imap: &Imap, n: usize) -> f64 {
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", imap.port)).await.expect("connect");
+    let mut client = async_imap::Client::new(stream);
+    client.read_response().await.expect("greeting");
+    let mut session = client.login(&imap.user, &imap.password).await.map_err(|(e, _)| e).expect("login");
+    session.select("INBOX").await.expect("select");
+    let started = Instant::now();
+    let mut uids: Vec<u32> = session.uid_search("UNSEEN").await.expect("search").into_iter().collect();
+    uids.sort_unstable();
+    assert_eq!(uids.len(), n, "every message is unseen");
+    let mut bytes = 0;
+    for uid in uids {
+        let fetches: Vec<_> = session.uid_fetch(uid.to_string(), "BODY.PEEK[]").await.expect("fetch").try_collect().await.expect("fetch");
+        bytes += fetches.iter().filter_map(|f| f.body()).map(<[u8]>::len).sum::<usize>();
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    assert!(bytes > 0);
+    let _ = session.logout().await;
+    rate
+}
+
+async fn filed(http: &reqwest::Client, base: &str) -> u64 {
+    let text = http.get(format!("{base}/metrics")).send().await.expect("metrics").text().await.expect("metrics");
+    text.lines().find_map(|l| l.strip_prefix("edgedesk_mail_inbound_total{outcome=\"ticket\"} ")).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+pub async fn bench_imap(dir: &std::path::Path) {
+    let n = 1000;
+    let imap = Imap::start().await;
+    for i in 0..n {
+        imap.deliver(&message(i));
+    }
+    let raw = raw_fetch(&imap, n).await;
+
+    let data = dir.join("data");
+    let server =
+        ServerProc::start_with(&data, &[("EDGEDESK_MAIL_ALLOW_PRIVATE_HOSTS", "true"), ("EDGEDESK_MAIL_IMAP_SCAN_MS", "50")]).await;
+    let http = client(4);
+    let base = server.base.clone();
+    let (token, ws) = admin_and_workspace(&http, &base).await;
+    let started = Instant::now();
+    post(
+        &http,
+        format!("{base}/api/workspaces/{ws}/mail/channels"),
+        Some(&token),
+        json!({
+            "address": "help@bench.test",
+            "imap": { "host": "127.0.0.1", "port": imap.port, "security": "none", "user": imap.user, "password": imap.password },
+            "smtp": { "host": "127.0.0.1", "port": 1, "security": "none", "user": "" },
+        }),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while filed(&http, &base).await < n as u64 {
+        assert!(Instant::now() < deadline, "the server did not file every message within 10 minutes");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ingest = n as f64 / started.elapsed().as_secs_f64();
+    server.stop().await;
+    println!("imap: {n} messages from a dovecot INBOX (50 senders)");
+    println!("  raw async-imap fetch (one UID FETCH per message): {raw:>8.0} msg/s");
+    println!(
+        "  server, mailbox to tickets:                       {ingest:>8.0} msg/s  ({:.0}% of raw; target >= 50%)",
+        100.0 * ingest / raw
+    );
+}
