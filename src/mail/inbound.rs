@@ -200,6 +200,32 @@ pub fn parse(raw: &[u8]) -> Result<InboundMail, NotAMessage> {
     })
 }
 
+/// A message's own Message-ID and the ones it answers or references, from its headers
+/// alone (cheap: for ordering a batch before it is parsed whole).
+pub fn thread_ids(raw: &[u8]) -> (Option<String>, Vec<String>) {
+    let Some(message) = MessageParser::default().parse_headers(raw) else { return (None, Vec::new()) };
+    let own = message.message_id().map(|id| id.trim_matches(['<', '>']).to_string()).filter(|id| !id.is_empty());
+    let mut refs = ids(message.in_reply_to());
+    refs.extend(ids(message.references()));
+    (own, refs)
+}
+
+/// Orders a batch of messages (their [`thread_ids`]) into waves that may each be filed
+/// concurrently: a message that answers or references another of the batch comes in a
+/// later wave than that one, so it finds its ticket. Returns indices, wave by wave.
+pub fn waves(batch: &[(Option<String>, Vec<String>)]) -> Vec<Vec<usize>> {
+    let mut level = vec![0usize; batch.len()];
+    for i in 0..batch.len() {
+        let deps = (0..i).filter(|&j| batch[j].0.as_ref().is_some_and(|own| batch[i].1.contains(own)));
+        level[i] = deps.map(|j| level[j] + 1).max().unwrap_or(0);
+    }
+    let mut out = vec![Vec::new(); level.iter().max().map_or(0, |m| m + 1)];
+    for (i, l) in level.into_iter().enumerate() {
+        out[l].push(i);
+    }
+    out
+}
+
 /// The ticket number a subject's tag names: `[#42]` anywhere in it.
 pub fn subject_tag(subject: &str) -> Option<i64> {
     let mut rest = subject;
@@ -273,6 +299,20 @@ mod tests {
         assert_eq!(thread(&mail, |id| id.ends_with("@Example.test").then_some(ours)), Threading::Ticket(ours));
         // Only an older message of the thread is known: found through References.
         assert_eq!(thread(&mail, |id| (id == "20261201091403.4242@customer.test").then_some(older)), Threading::Ticket(older));
+    }
+
+    #[test]
+    fn a_batch_files_answers_after_what_they_answer() {
+        let m = |own: &str, refs: &[&str]| (Some(own.to_string()), refs.iter().map(|r| r.to_string()).collect::<Vec<_>>());
+        let batch = [m("a", &[]), m("b", &["a"]), m("c", &[]), m("d", &["x", "b"]), m("e", &["c"])];
+        assert_eq!(waves(&batch), vec![vec![0, 2], vec![1, 4], vec![3]]);
+        assert_eq!(waves(&[]), Vec::<Vec<usize>>::new());
+        let (own, refs) = thread_ids(
+            &std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/mail/customer-reply-changed-subject.eml"))
+                .unwrap(),
+        );
+        assert_eq!(own.as_deref(), Some("20261201100211.77@customer.test"));
+        assert_eq!(refs.len(), 3, "In-Reply-To and both References: {refs:?}");
     }
 
     #[test]

@@ -61,6 +61,18 @@ impl Default for IngestConfig {
     }
 }
 
+/// Messages fetched with one command, at most.
+const BATCH: usize = 50;
+/// Bytes fetched with one command, at most (a single larger message is fetched alone).
+const BATCH_BYTES: u64 = 8 * 1024 * 1024;
+/// Messages of a batch filed at once (each its own transaction: the store's group commit
+/// takes them together).
+const FILING_AT_ONCE: usize = 8;
+
+fn uid_set(uids: &[u32]) -> String {
+    uids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
 /// Counters for `/metrics`.
 #[derive(Default)]
 struct Counters {
@@ -263,8 +275,11 @@ impl Ingest {
         step(&self.mail, "leaving IDLE failed", handle.done()).await
     }
 
-    /// Files every unseen message, oldest first, marking each seen once it is filed.
-    /// Returns how many were filed.
+    /// Files every unseen message, oldest first, and marks each seen once it is filed.
+    /// Messages are fetched in batches (at most [`BATCH`] of them and [`BATCH_BYTES`]
+    /// together), filed [`FILING_AT_ONCE`] at a time in the batch's waves (an answer after
+    /// what it answers), and the filed ones marked seen with one command. Returns how many
+    /// were filed.
     async fn drain(
         &self,
         session: &mut Session,
@@ -276,44 +291,91 @@ impl Ingest {
             step(&self.mail, "searching for unseen mail failed", session.uid_search("UNSEEN")).await?.into_iter().collect();
         unseen.sort_unstable();
         let mut filed = 0;
-        for chunk in unseen.chunks(100) {
-            let set = chunk.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
-            let sizes: Vec<(u32, u64)> = step(&self.mail, "reading message sizes failed", async {
-                let fetches: Vec<_> = session.uid_fetch(&set, "(UID RFC822.SIZE)").await?.try_collect().await?;
-                Ok::<_, async_imap::error::Error>(fetches.iter().filter_map(|f| Some((f.uid?, u64::from(f.size?)))).collect())
+        for chunk in unseen.chunks(BATCH) {
+            let sizes = step(&self.mail, "reading message sizes failed", async {
+                let fetches: Vec<_> = session.uid_fetch(uid_set(chunk), "(UID RFC822.SIZE)").await?.try_collect().await?;
+                Ok::<_, async_imap::error::Error>(fetches.iter().filter_map(|f| Some((f.uid?, u64::from(f.size?)))).collect::<Vec<_>>())
             })
             .await?;
-            for (uid, size) in sizes {
-                let too_large = size > self.filer.limits.max_message_bytes;
-                let query = if too_large { "BODY.PEEK[HEADER]" } else { "BODY.PEEK[]" };
-                let raw = step(&self.mail, "fetching a message failed", async {
-                    let fetches: Vec<_> = session.uid_fetch(uid.to_string(), query).await?.try_collect().await?;
-                    Ok::<_, async_imap::error::Error>(fetches.iter().find_map(|f| f.body().map(<[u8]>::to_vec)))
+            let max = self.filer.limits.max_message_bytes;
+            let (mut large, mut whole): (Vec<(u32, u64)>, Vec<(u32, u64)>) = sizes.into_iter().partition(|(_, size)| *size > max);
+            large.sort_unstable();
+            whole.sort_unstable();
+            // The large ones, by their headers alone.
+            let mut seen = Vec::new();
+            for (uid, size) in large {
+                let Some(headers) = self.fetch(session, &[uid], "BODY.PEEK[HEADER]").await?.pop().map(|(_, raw)| raw) else { continue };
+                if self.settle(tenant, channel, uid, self.filer.set_aside_large(tenant, channel, &headers, size).await) {
+                    seen.push(uid);
+                }
+            }
+            // The rest in batches bounded in bytes too.
+            let mut start = 0;
+            while start < whole.len() {
+                let mut end = start;
+                let mut bytes = 0;
+                while end < whole.len() && (end == start || bytes + whole[end].1 <= BATCH_BYTES) {
+                    bytes += whole[end].1;
+                    end += 1;
+                }
+                let uids: Vec<u32> = whole[start..end].iter().map(|(uid, _)| *uid).collect();
+                start = end;
+                let fetched = self.fetch(session, &uids, "BODY.PEEK[]").await?;
+                let ids: Vec<_> = fetched.iter().map(|(_, raw)| super::inbound::thread_ids(raw)).collect();
+                for wave in super::inbound::waves(&ids) {
+                    use futures::StreamExt;
+                    let outcomes: Vec<(u32, bool)> = futures::stream::iter(wave.into_iter().map(|i| {
+                        let (uid, raw) = &fetched[i];
+                        async move { (*uid, self.settle(tenant, channel, *uid, self.filer.file(tenant, channel, raw).await)) }
+                    }))
+                    .buffered(FILING_AT_ONCE)
+                    .collect()
+                    .await;
+                    seen.extend(outcomes.into_iter().filter(|(_, ok)| *ok).map(|(uid, _)| uid));
+                }
+            }
+            if !seen.is_empty() {
+                step(&self.mail, "marking messages seen failed", async {
+                    session.uid_store(uid_set(&seen), "+FLAGS.SILENT (\\Seen)").await?.try_collect::<Vec<_>>().await
                 })
                 .await?;
-                let Some(raw) = raw else { continue };
-                let outcome = match too_large {
-                    true => self.filer.set_aside_large(tenant, channel, &raw, size).await,
-                    false => self.filer.file(tenant, channel, &raw).await,
-                };
-                match outcome {
-                    Ok(record) => {
-                        self.count(record.outcome);
-                        step(&self.mail, "marking a message seen failed", async {
-                            session.uid_store(uid.to_string(), "+FLAGS.SILENT (\\Seen)").await?.try_collect::<Vec<_>>().await
-                        })
-                        .await?;
-                        filed += 1;
-                    }
-                    Err(err) => {
-                        // Left unseen: tried again at the next pass.
-                        self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(workspace = %tenant.workspace_id(), channel = %channel.id, uid, error = %err, "an incoming message could not be filed; it stays unseen");
-                    }
-                }
+                filed += seen.len();
             }
         }
         Ok(filed)
+    }
+
+    /// The bodies `query` names of these messages, by UID.
+    async fn fetch(&self, session: &mut Session, uids: &[u32], query: &str) -> Result<Vec<(u32, Vec<u8>)>, String> {
+        step(&self.mail, "fetching messages failed", async {
+            let fetches: Vec<_> = session.uid_fetch(uid_set(uids), query).await?.try_collect().await?;
+            let mut bodies: Vec<(u32, Vec<u8>)> = fetches.iter().filter_map(|f| Some((f.uid?, f.body()?.to_vec()))).collect();
+            bodies.sort_unstable_by_key(|(uid, _)| *uid);
+            Ok::<_, async_imap::error::Error>(bodies)
+        })
+        .await
+    }
+
+    /// Counts how a message's filing went; true when it may be marked seen.
+    fn settle(
+        &self,
+        tenant: &Arc<dyn crate::store::TenantStore>,
+        channel: &ChannelRecord,
+        uid: u32,
+        outcome: Result<crate::store::mail::InboundRecord, super::filing::FilingError>,
+    ) -> bool {
+        match outcome {
+            Ok(record) => {
+                self.count(record.outcome);
+                true
+            }
+            Err(err) => {
+                // Left unseen: tried again at the next pass.
+                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(workspace = %tenant.workspace_id(), channel = %channel.id, uid, error = %err, "an incoming message could not be filed; it stays unseen");
+                false
+            }
+        }
     }
 
     fn count(&self, outcome: InboundOutcome) {

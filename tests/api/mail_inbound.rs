@@ -197,6 +197,14 @@ async fn a_restarted_imap_server_is_reconnected_to_and_nothing_is_filed_twice() 
     assert_eq!(tickets_after.iter().map(|t| t["title"].as_str().unwrap()).collect::<Vec<_>>(), ["One", "Two", "Three"]);
     let metrics = s.http.get(format!("{}/metrics", s.base)).send().await.unwrap().text().await.unwrap();
     assert!(!metrics.contains("edgedesk_mail_imap_reconnects_total 0"), "the session reconnected: {metrics}");
+    // A question and its follow-up fetched in one batch: the follow-up is filed after it,
+    // onto its ticket (messages of a batch are filed concurrently otherwise).
+    imap.deliver(&message("Ada <ada@customer.test>", "Four", "four@customer.test", "", "Fourth."));
+    imap.deliver(&message("Ada <ada@customer.test>", "Re: Four", "four.re@customer.test", "In-Reply-To: <four@customer.test>\r\n", "More."));
+    let tickets = desk.wait_for_tickets(&s, 4, "the fourth question").await;
+    assert_eq!(tickets[3]["title"], "Four");
+    desk.wait_for_comments(&s, tickets[3]["id"].as_str().unwrap(), 2, "the follow-up on its ticket").await;
+    assert_eq!(desk.tickets(&s).await.len(), 4, "the follow-up opened no ticket");
 }
 
 #[tokio::test]
