@@ -110,11 +110,13 @@ impl App {
                 &tasks,
             )
         });
+        let blobs = open_blobs(&config)?;
         let durable: Vec<Arc<dyn Consumer>> = match &delivery {
             Some(delivery) => vec![
                 Arc::new(NotificationsConsumer::new(store.notification_preferences.clone())),
                 Arc::new(crate::mail::MailConsumer::new(
                     delivery.clone(),
+                    blobs.clone(),
                     store.mailboxes.clone(),
                     store.notification_preferences.clone(),
                     config.delivery.lease,
@@ -138,7 +140,6 @@ impl App {
         let limits = crate::live::limits::ConnectionLimits::new(config.sse_max_per_user, config.sse_max_connections);
         tasks.spawn(watch.clone().run(shutdown.child_token()));
         let notes = crate::notes::Notes::start(config.notes, runner.clone(), store.tenants.clone(), shutdown.child_token(), tasks.clone());
-        let blobs = open_blobs(&config)?;
         tasks.spawn(crate::attachments::sweep_forever(store.clone(), blobs.clone(), shutdown.child_token()));
         let attachments = crate::attachments::AttachmentsState { blobs, upload_limit: config.upload_limit };
         // Mailboxes are read where the background work runs.

@@ -9,7 +9,8 @@
 //!   ticket's thread, `References` all of them, oldest first; the subject carries the
 //!   ticket number (`Re: [#42] Printer on fire`), which also threads a reply whose
 //!   headers were lost.
-//! - A text part and an HTML part (the reply escaped, never interpreted as markup).
+//! - A text part and an HTML part (the reply escaped, never interpreted as markup), and the
+//!   files the reply carries as attachments (`multipart/mixed`), those left out named.
 //! - A reply is a person's answer, so it carries no `Auto-Submitted`; a notification mail
 //!   (`assigned to you`, `new reply`, …, to staff who want them by mail) is machine-made and
 //!   says so (`Auto-Submitted: auto-generated`, RFC 3834), so an autoresponder does not
@@ -81,7 +82,8 @@ pub fn mail(workspace: WorkspaceId, id: MailId, context: &MailContext) -> Result
 /// requester themselves (or by someone no longer a member), a ticket whose requester has
 /// no address to write to, or a workspace with no enabled channel.
 pub fn reply(workspace: WorkspaceId, id: MailId, context: &MailContext) -> Result<Option<NewMail>, String> {
-    let Outgoing::Reply(c) = &context.outgoing else { return Ok(None) };
+    let Outgoing::Reply(reply) = &context.outgoing else { return Ok(None) };
+    let c = &reply.comment;
     let (Some(channel), Some(to), Some(author)) = (&context.channel, &context.recipient, &context.actor) else {
         return Ok(None);
     };
@@ -103,10 +105,15 @@ pub fn reply(workspace: WorkspaceId, id: MailId, context: &MailContext) -> Resul
         Some(team) => format!("{author}, {team}"),
         None => author.clone(),
     };
-    let text = format!("{}\n\n-- \n{signature}\n", c.body.trim_end());
+    let left_out = match reply.left_out.is_empty() {
+        true => String::new(),
+        false => format!("\n\n(Not attached, on the ticket: {}.)", reply.left_out.join(", ")),
+    };
+    let text = format!("{}{left_out}\n\n-- \n{signature}\n", c.body.trim_end());
     let html = format!(
-        "<!DOCTYPE html>\n<html><body>\n<div>{}</div>\n<p style=\"color:#555\">-- <br>\n{}</p>\n</body></html>\n",
+        "<!DOCTYPE html>\n<html><body>\n<div>{}{}</div>\n<p style=\"color:#555\">-- <br>\n{}</p>\n</body></html>\n",
         html_escape(c.body.trim_end()),
+        html_escape(&left_out),
         html_escape(&signature)
     );
     let mut builder = lettre::Message::builder()
@@ -123,6 +130,18 @@ pub fn reply(workspace: WorkspaceId, id: MailId, context: &MailContext) -> Resul
     // The boundary comes from the Message-ID too, so the whole message is deterministic.
     let boundary = format!("=_edgedesk_{}", &message_id[..32]);
     let body = MultiPart::alternative().boundary(boundary).singlepart(SinglePart::plain(text)).singlepart(SinglePart::html(html));
+    let body = match reply.files.is_empty() {
+        true => body,
+        false => {
+            let mut mixed = MultiPart::mixed().boundary(format!("=_edgedesk_files_{}", &message_id[..32])).multipart(body);
+            for file in &reply.files {
+                let content_type = lettre::message::header::ContentType::parse(&file.content_type)
+                    .unwrap_or_else(|_| lettre::message::header::ContentType::parse("application/octet-stream").expect("a valid type"));
+                mixed = mixed.singlepart(lettre::message::Attachment::new(file.name.clone()).body(file.bytes.to_vec(), content_type));
+            }
+            mixed
+        }
+    };
     let message = builder.multipart(body).map_err(|e| format!("composing the reply's mail: {e}"))?;
     Ok(Some(NewMail {
         id,

@@ -69,6 +69,9 @@ const BATCH_BYTES: u64 = 8 * 1024 * 1024;
 /// takes them together).
 const FILING_AT_ONCE: usize = 8;
 
+/// A message's UID and size.
+type UidSize = (u32, u64);
+
 fn uid_set(uids: &[u32]) -> String {
     uids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
 }
@@ -298,7 +301,7 @@ impl Ingest {
             })
             .await?;
             let max = self.filer.limits.max_message_bytes;
-            let (mut large, mut whole): (Vec<(u32, u64)>, Vec<(u32, u64)>) = sizes.into_iter().partition(|(_, size)| *size > max);
+            let (mut large, mut whole): (Vec<UidSize>, Vec<UidSize>) = sizes.into_iter().partition(|(_, size)| *size > max);
             large.sort_unstable();
             whole.sort_unstable();
             // The large ones, by their headers alone.

@@ -4,7 +4,8 @@
 //! (`MailStore::enqueue`): a committed reply yields its mail exactly once, across crashes,
 //! restarts and instances, and an internal note never yields one. Notifications (the
 //! notifications consumer's `notification.created` events) become mail too for recipients
-//! whose preferences say so, through the same outbox.
+//! whose preferences say so, through the same outbox. A reply's mail carries the files put
+//! on it when it was written (read from the blob store before the transaction).
 //!
 //! Its wakes are the outbox's clock: before it queues mail it asks to be woken at once (so
 //! a crash between the two leaves a wake that finds nothing, never mail nothing wakes), and
@@ -21,13 +22,20 @@ use async_trait::async_trait;
 
 use super::compose;
 use super::delivery::{CONSUMER, Delivery};
-use crate::store::mail::{Composer, MailChannel, MailId, Mailboxes, Outgoing};
+use crate::store::attachments::Attachment;
+use crate::store::blobs::{BlobError, BlobKey, BlobStore};
+use crate::store::mail::{Composer, MailChannel, MailFile, MailId, Mailboxes, Outgoing, Reply};
 use crate::store::notifications::{Notification, NotificationKind};
-use crate::store::{Advance, Comment, FeedEvent, Millis, NotificationPreferences, TenantStore, UserId};
+use crate::store::{Advance, Audience, Comment, FeedEvent, Millis, NotificationPreferences, TenantStore, TicketId, UserId};
 use crate::sync::runner::{Consumer, ConsumerError, Handled};
+
+/// The most bytes of files one reply's mail carries (many receiving servers refuse more
+/// than 10–25 MB once base64 has grown it by a third).
+pub const MAIL_FILES_MAX_BYTES: u64 = 10 * 1024 * 1024;
 
 pub struct MailConsumer {
     delivery: Arc<Delivery>,
+    blobs: Arc<dyn BlobStore>,
     mailboxes: Arc<dyn Mailboxes>,
     preferences: Arc<dyn NotificationPreferences>,
     /// How long after a wake the safety-net wake comes (a worker's lease).
@@ -37,26 +45,28 @@ pub struct MailConsumer {
 impl MailConsumer {
     pub fn new(
         delivery: Arc<Delivery>,
+        blobs: Arc<dyn BlobStore>,
         mailboxes: Arc<dyn Mailboxes>,
         preferences: Arc<dyn NotificationPreferences>,
         safety: std::time::Duration,
     ) -> Self {
-        Self { delivery, mailboxes, preferences, safety }
+        Self { delivery, blobs, mailboxes, preferences, safety }
     }
 
     /// The page's public replies and its notifications whose recipients want them by mail,
     /// with the sync_id each was recorded under.
-    async fn items(&self, page: &[FeedEvent]) -> Result<Vec<(i64, Outgoing)>, ConsumerError> {
+    async fn items(&self, tenant: &Arc<dyn TenantStore>, page: &[FeedEvent]) -> Result<Vec<(i64, Outgoing)>, ConsumerError> {
         let unreadable =
             |e: &FeedEvent, err: serde_json::Error| ConsumerError::Failed(format!("event {} ({}): {err}", e.event.sync_id, e.event.kind));
         let mut out = Vec::new();
+        let mut replies = Vec::new();
         let mut wanted: HashMap<UserId, Vec<(NotificationKind, bool)>> = HashMap::new();
         for e in page {
             match e.event.kind.as_str() {
                 "comment.created" if !e.visibility.staff_only => {
                     let comment: Comment = serde_json::from_value(e.event.data.clone()).map_err(|err| unreadable(e, err))?;
                     if !comment.internal {
-                        out.push((e.event.sync_id, Outgoing::Reply(comment)));
+                        replies.push((e.event.sync_id, comment));
                     }
                 }
                 "notification.created" => {
@@ -73,7 +83,61 @@ impl MailConsumer {
                 _ => {}
             }
         }
+        for (sync_id, reply) in self.with_files(tenant, replies).await? {
+            out.push((sync_id, Outgoing::Reply(reply)));
+        }
+        out.sort_by_key(|(sync_id, _)| *sync_id);
         Ok(out)
+    }
+
+    /// The replies with the files they carry, read from the blob store: those put on them
+    /// when they were written, in upload order, up to [`MAIL_FILES_MAX_BYTES`] together;
+    /// the rest, and files encrypted in the browser, are named instead.
+    async fn with_files(&self, tenant: &Arc<dyn TenantStore>, replies: Vec<(i64, Comment)>) -> Result<Vec<(i64, Reply)>, ConsumerError> {
+        let mut by_ticket: HashMap<TicketId, Vec<Attachment>> = HashMap::new();
+        let mut out = Vec::new();
+        for (sync_id, comment) in replies {
+            if let std::collections::hash_map::Entry::Vacant(slot) = by_ticket.entry(comment.ticket_id) {
+                slot.insert(tenant.attachments().list(Audience::Staff(comment.author_id), comment.ticket_id).await?);
+            }
+            let mut on_it: Vec<&Attachment> =
+                by_ticket.get(&comment.ticket_id).into_iter().flatten().filter(|a| a.comment_id == Some(comment.id)).collect();
+            on_it.sort_by_key(|a| (a.created_at, a.id));
+            let (mut files, mut left_out, mut bytes) = (Vec::new(), Vec::new(), 0u64);
+            for a in on_it {
+                if a.latest.encryption.is_some() {
+                    left_out.push(format!("{} (encrypted)", a.name));
+                    continue;
+                }
+                if bytes + a.latest.size > MAIL_FILES_MAX_BYTES {
+                    left_out.push(a.name.clone());
+                    continue;
+                }
+                let key = BlobKey { workspace: tenant.workspace_id(), attachment: a.id, version: a.latest.id };
+                match self.read(&key).await {
+                    Ok(content) => {
+                        bytes += a.latest.size;
+                        files.push(MailFile { name: a.name.clone(), content_type: a.latest.content_type.clone(), bytes: content });
+                    }
+                    // Pruned or deleted since: the mail goes without it.
+                    Err(BlobError::NotFound) => left_out.push(a.name.clone()),
+                    Err(err) => return Err(ConsumerError::Failed(format!("reading {} for its reply's mail: {err}", a.name))),
+                }
+            }
+            out.push((sync_id, Reply { comment, files, left_out }));
+        }
+        Ok(out)
+    }
+
+    async fn read(&self, key: &BlobKey) -> Result<bytes::Bytes, BlobError> {
+        use futures::TryStreamExt;
+        let read = self.blobs.get(key, None).await?;
+        let mut content = bytes::BytesMut::with_capacity(read.total as usize);
+        let mut body = read.body;
+        while let Some(chunk) = body.try_next().await.map_err(|e| BlobError::Internal(e.to_string()))? {
+            content.extend_from_slice(&chunk);
+        }
+        Ok(content.freeze())
     }
 }
 
@@ -112,7 +176,7 @@ impl Consumer for MailConsumer {
 
     async fn handle(&self, tenant: &Arc<dyn TenantStore>, page: &[FeedEvent], advance: Advance) -> Result<Handled, ConsumerError> {
         self.register_mailboxes(tenant, page).await?;
-        let items = self.items(page).await?;
+        let items = self.items(tenant, page).await?;
         if items.is_empty() {
             tenant.consumers().advance(advance).await?;
             return Ok(Handled::default());

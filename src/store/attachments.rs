@@ -239,11 +239,23 @@ impl<'a> super::Event<'a, Attachment> {
         super::Event { kind: "attachment.versioned", ..Self::attachment_created(attachment, staff_only) }
     }
 
+    /// `attachment.updated`: a file uploaded to the ticket was put on a reply (its
+    /// `comment_id` is set; its visibility is unchanged: a public reply's files are public).
+    pub fn attachment_updated(attachment: &'a Attachment, staff_only: bool) -> Self {
+        super::Event { kind: "attachment.updated", ..Self::attachment_created(attachment, staff_only) }
+    }
+
     /// `attachment.created` for a new attachment's first version, `attachment.versioned` after.
     pub fn attachment_recorded(attachment: &'a Attachment, staff_only: bool, new: bool) -> Self {
         if new { Self::attachment_created(attachment, staff_only) } else { Self::attachment_versioned(attachment, staff_only) }
     }
 }
+
+/// How many uploaded files a reply may carry.
+pub const MAX_ON_REPLY: usize = 20;
+
+/// Why a reply cannot carry a file (`attachments`, 422).
+pub const NOT_ATTACHABLE: &str = "is not a file you uploaded to this ticket that is on no comment yet";
 
 impl<'a> super::Event<'a, AttachmentRemoved> {
     pub fn attachment_deleted(removed: &'a AttachmentRemoved, staff_only: bool) -> Self {

@@ -266,18 +266,37 @@ pub struct NewMail {
     pub source_sync_id: i64,
 }
 
+/// A public reply as it is mailed: the comment and the files it carries.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub comment: Comment,
+    /// Attached to the mail, in the order they were uploaded.
+    pub files: Vec<MailFile>,
+    /// The reply's files that are not attached (past the mail's size cap, or encrypted in
+    /// the browser, which the customer's mail program could not open): named in the text.
+    pub left_out: Vec<String>,
+}
+
+/// A file a mail carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailFile {
+    pub name: String,
+    pub content_type: String,
+    pub bytes: bytes::Bytes,
+}
+
 /// What the mail consumer turns into mail: a public reply (mailed to the ticket's
 /// requester), or a notification (mailed to its recipient, when they want it by mail).
 #[derive(Debug, Clone)]
 pub enum Outgoing {
-    Reply(Comment),
+    Reply(Reply),
     Notification(crate::store::notifications::Notification),
 }
 
 impl Outgoing {
     pub fn ticket(&self) -> TicketId {
         match self {
-            Self::Reply(c) => c.ticket_id,
+            Self::Reply(r) => r.comment.ticket_id,
             Self::Notification(n) => n.ticket_id,
         }
     }
@@ -293,7 +312,7 @@ impl Outgoing {
     /// Whose action it is about: the reply's author, the notification's actor.
     pub fn actor(&self) -> Option<UserId> {
         match self {
-            Self::Reply(c) => Some(c.author_id),
+            Self::Reply(r) => Some(r.comment.author_id),
             Self::Notification(n) => n.actor_id,
         }
     }

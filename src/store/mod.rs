@@ -413,7 +413,17 @@ pub trait TenantStore: Send + Sync + 'static {
     /// Soft delete: the ticket disappears from lists, bootstrap and lookups.
     async fn delete_ticket(&self, actor: UserId, id: TicketId) -> StoreResult<()>;
 
-    async fn add_comment(&self, actor: UserId, audience: Audience, ticket: TicketId, body: String, internal: bool) -> StoreResult<Comment>;
+    /// `attachments`: files the actor uploaded to the ticket, put on this (public) comment
+    /// in the same transaction (each `attachment.updated`); `Invalid` if one is not such a file.
+    async fn add_comment(
+        &self,
+        actor: UserId,
+        audience: Audience,
+        ticket: TicketId,
+        body: String,
+        internal: bool,
+        attachments: Vec<crate::store::blobs::AttachmentId>,
+    ) -> StoreResult<Comment>;
     async fn list_comments(&self, audience: Audience, ticket: TicketId, query: &CommentQuery) -> StoreResult<Page<Comment>>;
 
     async fn add_link(&self, actor: UserId, source: TicketId, target: TicketId, kind: LinkKind) -> StoreResult<TicketLink>;

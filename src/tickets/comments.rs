@@ -71,6 +71,12 @@ pub struct NewComment {
     /// An internal note, visible to staff only. Default false.
     #[serde(default)]
     pub internal: bool,
+    /// Files to carry on this public reply (and in its mail): ids of attachments the caller
+    /// uploaded to the ticket without a `comment_id`, at most 20. An internal note's files
+    /// are uploaded with its `comment_id` instead.
+    #[serde(default)]
+    #[schema(value_type = Vec<uuid::Uuid>, max_items = 20)]
+    pub attachments: Vec<crate::store::blobs::AttachmentId>,
 }
 
 /// Adds a public reply, or (staff only) an internal note.
@@ -86,6 +92,7 @@ async fn add_comment(
         return Err(AppError::Forbidden("requesters cannot write internal notes".into()));
     }
     let text = validate::body(&body.body).map_err(|e| AppError::Validation(vec![e]))?;
-    let comment = conn.store.add_comment(conn.user(), conn.audience(), path.id, text, body.internal).await?;
+    validate::reply_files(&body.attachments, body.internal).map_err(|e| AppError::Validation(vec![e]))?;
+    let comment = conn.store.add_comment(conn.user(), conn.audience(), path.id, text, body.internal, body.attachments).await?;
     Ok((StatusCode::CREATED, axum::Json(comment)))
 }

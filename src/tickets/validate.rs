@@ -23,6 +23,27 @@ pub fn body(value: &str) -> Result<String, FieldError> {
     Ok(value.to_string())
 }
 
+/// The uploaded files a reply carries: at most [`MAX_ON_REPLY`], each once, and only on a
+/// public reply (an internal note's files are uploaded with its `comment_id`, staff-only).
+///
+/// [`MAX_ON_REPLY`]: crate::store::attachments::MAX_ON_REPLY
+pub fn reply_files(ids: &[crate::store::blobs::AttachmentId], internal: bool) -> Result<(), FieldError> {
+    use crate::store::attachments::MAX_ON_REPLY;
+    if ids.is_empty() {
+        return Ok(());
+    }
+    if internal {
+        return Err(FieldError::new("attachments", "an internal note's files are uploaded with its comment_id, after it is written"));
+    }
+    if ids.len() > MAX_ON_REPLY {
+        return Err(FieldError::new("attachments", format!("at most {MAX_ON_REPLY} files")));
+    }
+    if ids.iter().enumerate().any(|(i, id)| ids[..i].contains(id)) {
+        return Err(FieldError::new("attachments", "names a file twice"));
+    }
+    Ok(())
+}
+
 /// Tags are trimmed and lower-cased, de-duplicated in order, 1–40 characters of
 /// `a-z 0-9 - _ : .`, at most 20 per ticket.
 pub fn tags(values: &[String]) -> Result<Vec<String>, FieldError> {

@@ -554,3 +554,41 @@ async fn a_relay_that_hangs_times_the_worker_out_and_the_mail_is_retried() {
     .await;
     assert!(sent["attempts"].as_u64().unwrap() >= 2, "{sent}");
 }
+
+both_backends! {
+    async fn a_reply_carries_the_files_put_on_it_in_its_mail(b: Backend) {
+        if !mailservers::available() {
+            return;
+        }
+        let s = TestServer::start_with(b, relaxed_limits(), |c| c.mail.reach = Reach::Any).await;
+        let (imap, smtp) = (Imap::start().await, Smtp::with_login("relay-user", "smtp-secret").await);
+        let (agent, comments, _) = mail_desk(&s, &imap, &smtp).await;
+        let files = comments.replace("/comments", "/attachments");
+        let shot = crate::attachments::png(5_000);
+        let up = crate::attachments::upload(&s, &agent, &format!("{files}?name=screen.png"), "image/png", shot.clone()).await;
+        assert_eq!(up.status(), 201);
+        let id = up.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+
+        // Refused, and nothing written: on an internal note, twice, someone else's file.
+        let refused = s.post(&comments, &agent, json!({ "body": "x", "internal": true, "attachments": [id] })).await;
+        assert!(refused.problem(422).body.to_string().contains("attachments"), "{}", refused.body);
+        s.post(&comments, &agent, json!({ "body": "x", "attachments": [id, id] })).await.problem(422);
+        let admin = s.login("admin@example.com", crate::common::PASSWORD).await.ok(200)["token"].as_str().unwrap().to_string();
+        let theirs = s.post(&comments, &admin, json!({ "body": "x", "attachments": [id] })).await;
+        assert!(theirs.problem(422).body.to_string().contains("is not a file you uploaded"), "{}", theirs.body);
+        assert_eq!(s.get(&comments, &agent).await.ok(200)["items"].as_array().unwrap().len(), 0, "no refused reply was written");
+
+        let reply = s.post(&comments, &agent, json!({ "body": "The screenshot you asked for.", "attachments": [id] })).await.ok(201).clone();
+        let listed = s.get(&files, &agent).await.ok(200).clone();
+        assert_eq!(listed[0]["comment_id"], reply["id"], "the file is on the reply now: {listed}");
+        // Once on a reply, it cannot be put on another.
+        s.post(&comments, &agent, json!({ "body": "again", "attachments": [id] })).await.problem(422);
+        let sent = eventually(10, "the reply's mail", || async { smtp.received().into_iter().next() }).await;
+        let message = mail_parser::MessageParser::default().parse(&sent.1[..]).unwrap();
+        assert_eq!(message.attachment_count(), 1, "{}", String::from_utf8_lossy(&sent.1));
+        let attached = message.attachment(0).unwrap();
+        assert_eq!(mail_parser::MimeHeaders::attachment_name(attached), Some("screen.png"));
+        assert!(attached.contents() == &shot[..], "the file arrives byte for byte");
+        assert!(message.body_text(0).unwrap().contains("The screenshot you asked for."));
+    }
+}

@@ -200,7 +200,13 @@ async fn a_restarted_imap_server_is_reconnected_to_and_nothing_is_filed_twice() 
     // A question and its follow-up fetched in one batch: the follow-up is filed after it,
     // onto its ticket (messages of a batch are filed concurrently otherwise).
     imap.deliver(&message("Ada <ada@customer.test>", "Four", "four@customer.test", "", "Fourth."));
-    imap.deliver(&message("Ada <ada@customer.test>", "Re: Four", "four.re@customer.test", "In-Reply-To: <four@customer.test>\r\n", "More."));
+    imap.deliver(&message(
+        "Ada <ada@customer.test>",
+        "Re: Four",
+        "four.re@customer.test",
+        "In-Reply-To: <four@customer.test>\r\n",
+        "More.",
+    ));
     let tickets = desk.wait_for_tickets(&s, 4, "the fourth question").await;
     assert_eq!(tickets[3]["title"], "Four");
     desk.wait_for_comments(&s, tickets[3]["id"].as_str().unwrap(), 2, "the follow-up on its ticket").await;

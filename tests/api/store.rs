@@ -119,7 +119,7 @@ async fn each_backends_delta_admits_exactly_what_the_one_visibility_rule_admits(
     let mine = tenant.create_ticket(staff, new_ticket("alice's", alice)).await.unwrap();
     let theirs = tenant.create_ticket(staff, new_ticket("bob's", bob)).await.unwrap();
     for (ticket, internal) in [(mine.id, false), (mine.id, true), (theirs.id, false), (theirs.id, true)] {
-        tenant.add_comment(staff, Audience::Staff(staff), ticket, "c".into(), internal).await.unwrap();
+        tenant.add_comment(staff, Audience::Staff(staff), ticket, "c".into(), internal, Vec::new()).await.unwrap();
     }
     tenant.add_link(staff, mine.id, theirs.id, LinkKind::RelatesTo).await.unwrap();
     // Notifications for several recipients, about public and internal comments.

@@ -11,7 +11,7 @@ use super::log::{self, Bookkeeping};
 use super::tenant::{PgTenant, visible_ticket};
 use crate::store::attachments::*;
 use crate::store::blobs::{AttachmentId, VersionId};
-use crate::store::{Audience, CommentId, Event, Millis, StoreError, StoreResult, TenantStore, TicketId, UserId, WorkspaceId};
+use crate::store::{Audience, Comment, CommentId, Event, Millis, StoreError, StoreResult, TenantStore, TicketId, UserId, WorkspaceId};
 
 pub(super) const ATTACHMENT_COLS: &str = "a.id, a.ticket_id, a.comment_id, a.name, a.created_at, \
      v.id, v.attachment_id, v.number, v.size, v.sha256, v.content_type, v.created_by, v.created_at, v.encryption";
@@ -46,6 +46,36 @@ pub(super) fn attachment_from_row(row: &tokio_postgres::Row) -> StoreResult<Atta
         created_at: row.try_get(4).map_err(error)?,
         latest: version_from_row(row, 5)?,
     })
+}
+
+/// Puts `actor`'s own files, uploaded to the ticket and on no comment yet, on their new
+/// public `comment`, each with its `attachment.updated` event, inside the comment's
+/// transaction. `Invalid` (`attachments`) when one is not such a file.
+pub(super) async fn attach_to_comment(
+    w: &mut super::log::PgWrite<'_>,
+    ws: WorkspaceId,
+    actor: UserId,
+    comment: &Comment,
+    ids: &[AttachmentId],
+) -> StoreResult<()> {
+    for id in ids {
+        let changed = w
+            .tx()
+            .execute(
+                "UPDATE attachments SET comment_id = $1
+                 WHERE workspace_id = $2 AND id = $3 AND ticket_id = $4 AND comment_id IS NULL AND deleted_at IS NULL
+                   AND created_by = $5 AND NOT staff_only",
+                &[&comment.id, &ws, id, &comment.ticket_id, &actor],
+            )
+            .await
+            .map_err(error)?;
+        if changed != 1 {
+            return Err(StoreError::invalid("attachments", format!("{id} {NOT_ATTACHABLE}")));
+        }
+        let attachment = attachments(w.tx(), ws, None, comment.ticket_id, Some(*id)).await?.pop().ok_or(StoreError::NotFound)?;
+        w.record(Some(actor), Event::attachment_updated(&attachment, false)).await?;
+    }
+    Ok(())
 }
 
 async fn attachments(

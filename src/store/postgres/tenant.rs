@@ -402,7 +402,15 @@ impl TenantStore for PgTenant {
         w.commit().await
     }
 
-    async fn add_comment(&self, actor: UserId, audience: Audience, ticket: TicketId, body: String, internal: bool) -> StoreResult<Comment> {
+    async fn add_comment(
+        &self,
+        actor: UserId,
+        audience: Audience,
+        ticket: TicketId,
+        body: String,
+        internal: bool,
+        attachments: Vec<crate::store::blobs::AttachmentId>,
+    ) -> StoreResult<Comment> {
         if internal && !audience.is_staff() {
             return Err(StoreError::invalid("internal", "only staff may write internal notes"));
         }
@@ -410,6 +418,7 @@ impl TenantStore for PgTenant {
         let mut w = self.write_tx(&mut client).await?;
         visible_ticket(w.tx(), self.workspace, audience.requester(), ticket).await?.ok_or(StoreError::NotFound)?;
         let comment = insert_comment(&mut w, self.workspace, actor, ticket, body, internal).await?;
+        super::attachments::attach_to_comment(&mut w, self.workspace, actor, &comment, &attachments).await?;
         w.commit().await?;
         Ok(comment)
     }

@@ -475,7 +475,7 @@ pub async fn import(tx: &Transaction<'_>, workspace: &Workspace, rows: &mut mpsc
                 .await
                 .map_err(error)?;
             }
-            TenantRow::Inbound(r) => insert_inbound(&tx, ws, &r).await?,
+            TenantRow::Inbound(r) => insert_inbound(tx, ws, &r).await?,
             TenantRow::Mail(r) => {
                 let m = &r.mail;
                 let attempts = m.attempts.min(i32::MAX as u32) as i32;

@@ -9,7 +9,7 @@ use super::log::WriteTx;
 use super::tenant::{SqliteTenant, visible_ticket};
 use crate::store::attachments::*;
 use crate::store::blobs::{AttachmentId, VersionId};
-use crate::store::{Audience, CommentId, Event, Millis, StoreError, StoreResult, TicketId, UserId};
+use crate::store::{Audience, Comment, CommentId, Event, Millis, StoreError, StoreResult, TicketId, UserId};
 
 pub(super) const ATTACHMENT_COLS: &str = "a.id, a.ticket_id, a.comment_id, a.name, a.created_at, \
      v.id, v.attachment_id, v.number, v.size, v.sha256, v.content_type, v.created_by, v.created_at, v.encryption";
@@ -47,6 +47,27 @@ pub(super) fn attachment_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<A
 }
 
 /// The live attachments of live tickets that `requester` (if given) may see.
+/// Puts `actor`'s own files, uploaded to the ticket and on no comment yet, on their new
+/// public `comment`, each with its `attachment.updated` event, inside the comment's
+/// transaction. `Invalid` (`attachments`) when one is not such a file.
+pub(super) fn attach_to_comment(tx: &mut WriteTx<'_>, actor: UserId, comment: &Comment, ids: &[AttachmentId]) -> StoreResult<()> {
+    for id in ids {
+        let changed = tx
+            .prepare_cached(
+                "UPDATE attachments SET comment_id = ?1
+                 WHERE id = ?2 AND ticket_id = ?3 AND comment_id IS NULL AND deleted_at IS NULL AND created_by = ?4 AND staff_only = 0",
+            )
+            .and_then(|mut stmt| stmt.execute(params![comment.id, id, comment.ticket_id, actor]))
+            .map_err(error)?;
+        if changed != 1 {
+            return Err(StoreError::invalid("attachments", format!("{id} {NOT_ATTACHABLE}")));
+        }
+        let attachment = attachments(tx, None, comment.ticket_id, Some(*id))?.pop().ok_or(StoreError::NotFound)?;
+        tx.record(Some(actor), Event::attachment_updated(&attachment, false))?;
+    }
+    Ok(())
+}
+
 fn visible(requester: Option<UserId>) -> (&'static str, Option<UserId>) {
     ("a.deleted_at IS NULL AND t.deleted_at IS NULL AND (?1 IS NULL OR (t.requester_id = ?1 AND a.staff_only = 0))", requester)
 }

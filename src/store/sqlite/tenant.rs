@@ -385,13 +385,23 @@ impl TenantStore for SqliteTenant {
         .await
     }
 
-    async fn add_comment(&self, actor: UserId, audience: Audience, ticket: TicketId, body: String, internal: bool) -> StoreResult<Comment> {
+    async fn add_comment(
+        &self,
+        actor: UserId,
+        audience: Audience,
+        ticket: TicketId,
+        body: String,
+        internal: bool,
+        attachments: Vec<crate::store::blobs::AttachmentId>,
+    ) -> StoreResult<Comment> {
         if internal && !audience.is_staff() {
             return Err(StoreError::invalid("internal", "only staff may write internal notes"));
         }
         self.write(move |tx| {
             visible_ticket(tx, audience.requester(), ticket)?.ok_or(StoreError::NotFound)?;
-            insert_comment(tx, actor, ticket, body, internal)
+            let comment = insert_comment(tx, actor, ticket, body, internal)?;
+            super::attachments::attach_to_comment(tx, actor, &comment, &attachments)?;
+            Ok(comment)
         })
         .await
     }
