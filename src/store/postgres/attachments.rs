@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use deadpool_postgres::Transaction;
 
 use super::error;
-use super::log::{self, Bookkeeping};
+use super::log::{self, Bookkeeping, PgWrite};
 use super::tenant::{PgTenant, visible_ticket};
 use crate::store::attachments::*;
 use crate::store::blobs::{AttachmentId, VersionId};
@@ -52,7 +52,7 @@ pub(super) fn attachment_from_row(row: &tokio_postgres::Row) -> StoreResult<Atta
 /// public `comment`, each with its `attachment.updated` event, inside the comment's
 /// transaction. `Invalid` (`attachments`) when one is not such a file.
 pub(super) async fn attach_to_comment(
-    w: &mut super::log::PgWrite<'_>,
+    w: &mut PgWrite<'_>,
     ws: WorkspaceId,
     actor: UserId,
     comment: &Comment,

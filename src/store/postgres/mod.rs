@@ -15,6 +15,7 @@ mod feed;
 mod keys;
 mod log;
 mod mail;
+mod mailboxes;
 pub mod migrate;
 mod notes;
 mod notifications;

@@ -8,7 +8,7 @@ use super::error;
 use super::log::WriteTx;
 use super::tenant::{SqliteTenant, TICKET_COLS, insert_comment, insert_ticket, ticket_from_row, visible_ticket};
 use crate::store::mail::*;
-use crate::store::{Advance, Event, Millis, NewTicket, Role, StoreError, StoreResult, Ticket, TicketId, UserId, WorkspaceId};
+use crate::store::{Advance, Event, Millis, NewTicket, Role, StoreError, StoreResult, Ticket, TicketId, UserId};
 
 pub(super) const CHANNEL_COLS: &str = "id, settings, imap_password, smtp_password, created_at, updated_at";
 
@@ -478,78 +478,6 @@ impl MailStore for SqliteTenant {
                 .and_then(|mut stmt| stmt.query_row(params![sender, since], |r| r.get::<_, i64>(0)))
                 .map(|n| n as u64)
                 .map_err(error)
-        })
-        .await
-    }
-}
-
-/// The mailboxes that are read, in `platform.db` (finding them opens no tenant file).
-#[async_trait]
-impl Mailboxes for super::tenants::SqliteTenants {
-    async fn set_readable(&self, workspace: WorkspaceId, channel: ChannelId, changed_at: Option<Millis>) -> StoreResult<()> {
-        super::blocking(self.exec(), &self.platform, move |conn| {
-            match changed_at {
-                Some(at) => conn
-                    .prepare_cached(
-                        "INSERT INTO mailboxes (workspace_id, channel_id, changed_at) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (workspace_id, channel_id) DO UPDATE SET changed_at = MAX(changed_at, excluded.changed_at)",
-                    )
-                    .and_then(|mut stmt| stmt.execute(params![workspace, channel, at])),
-                None => conn
-                    .prepare_cached("DELETE FROM mailboxes WHERE workspace_id = ?1 AND channel_id = ?2")
-                    .and_then(|mut stmt| stmt.execute(params![workspace, channel])),
-            }
-            .map_err(error)?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn readable(&self) -> StoreResult<Vec<MailboxLease>> {
-        super::blocking(self.exec(), &self.platform, move |conn| {
-            conn.prepare_cached(
-                "SELECT workspace_id, channel_id, changed_at, reader, reader_until FROM mailboxes ORDER BY workspace_id, channel_id",
-            )
-            .and_then(|mut stmt| {
-                stmt.query_map([], |r| {
-                    Ok(MailboxLease {
-                        workspace: r.get(0)?,
-                        channel: r.get(1)?,
-                        changed_at: r.get(2)?,
-                        reader: r.get(3)?,
-                        reader_until: r.get(4)?,
-                    })
-                })?
-                .collect()
-            })
-            .map_err(error)
-        })
-        .await
-    }
-
-    async fn hold(&self, workspace: WorkspaceId, channel: ChannelId, holder: &str, now: Millis, until: Millis) -> StoreResult<bool> {
-        let holder = holder.to_string();
-        super::blocking(self.exec(), &self.platform, move |conn| {
-            conn.prepare_cached(
-                "UPDATE mailboxes SET reader = ?3, reader_until = ?5
-                 WHERE workspace_id = ?1 AND channel_id = ?2 AND (reader IS NULL OR reader = ?3 OR reader_until < ?4)",
-            )
-            .and_then(|mut stmt| stmt.execute(params![workspace, channel, holder, now, until]))
-            .map(|changed| changed == 1)
-            .map_err(error)
-        })
-        .await
-    }
-
-    async fn release(&self, workspace: WorkspaceId, channel: ChannelId, holder: &str) -> StoreResult<()> {
-        let holder = holder.to_string();
-        super::blocking(self.exec(), &self.platform, move |conn| {
-            conn.prepare_cached(
-                "UPDATE mailboxes SET reader = NULL, reader_until = NULL WHERE workspace_id = ?1 AND channel_id = ?2 AND reader = ?3",
-            )
-            .and_then(|mut stmt| stmt.execute(params![workspace, channel, holder]))
-            .map_err(error)?;
-            Ok(())
         })
         .await
     }

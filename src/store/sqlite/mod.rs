@@ -14,6 +14,7 @@ mod hints;
 mod keys;
 mod log;
 mod mail;
+mod mailboxes;
 mod migrate;
 mod notes;
 mod notifications;
