@@ -6,7 +6,8 @@
 //! and the server, given a channel on that mailbox, files them all (parse, thread, sender as
 //! member, ticket and first comment in one transaction, `\Seen` after the commit). The
 //! server's figure is from the channel's creation to the last ticket, read from
-//! `edgedesk_mail_inbound_total`.
+//! `edgedesk_mail_inbound_total`. The floor beside them: the same server creating the same
+//! number of tickets, each with its first comment, over HTTP eight at a time.
 
 use std::time::{Duration, Instant};
 
@@ -90,6 +91,41 @@ pub async fn bench_imap(dir: &std::path::Path) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let ingest = n as f64 / started.elapsed().as_secs_f64();
+    // The floor: the same writes (a ticket, then its first comment) over HTTP, eight at a
+    // time, as the mailbox session files eight at a time.
+    let customer = post(
+        &http,
+        format!("{base}/api/users"),
+        Some(&token),
+        json!({ "email": "floor@bench.test", "password": super::PASSWORD, "name": "Floor" }),
+    )
+    .await;
+    post(&http, format!("{base}/api/workspaces/{ws}/members"), Some(&token), json!({ "user_id": customer["id"], "role": "requester" }))
+        .await;
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let floor_started = Instant::now();
+    let mut writers = Vec::new();
+    for _ in 0..8 {
+        let (http, base, token, ws, next, requester) =
+            (http.clone(), base.clone(), token.clone(), ws.clone(), next.clone(), customer["id"].clone());
+        writers.push(tokio::spawn(async move {
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
+                let ticket = post(
+                    &http,
+                    format!("{base}/api/workspaces/{ws}/tickets"),
+                    Some(&token),
+                    json!({ "title": "Question", "requester_id": requester }),
+                )
+                .await;
+                let comments = format!("{base}/api/workspaces/{ws}/tickets/{}/comments", ticket["id"].as_str().expect("id"));
+                post(&http, comments, Some(&token), json!({ "body": "question: the printer does not print." })).await;
+            }
+        }));
+    }
+    for w in writers {
+        w.await.expect("writer");
+    }
+    let floor = n as f64 / floor_started.elapsed().as_secs_f64();
     server.stop().await;
     println!("imap: {n} messages from a dovecot INBOX (50 senders)");
     println!("  raw async-imap fetch, one UID FETCH per message:  {one_by_one:>8.0} msg/s");

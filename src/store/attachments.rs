@@ -254,7 +254,7 @@ impl<'a> super::Event<'a, Attachment> {
 /// How many uploaded files a reply may carry.
 pub const MAX_ON_REPLY: usize = 20;
 
-/// Why a reply cannot carry a file (`attachments`, 422).
+/// Why a reply cannot carry a file (`attachments`, 409: the file is not in a state to go on it).
 pub const NOT_ATTACHABLE: &str = "is not a file you uploaded to this ticket that is on no comment yet";
 
 impl<'a> super::Event<'a, AttachmentRemoved> {

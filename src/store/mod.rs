@@ -414,7 +414,7 @@ pub trait TenantStore: Send + Sync + 'static {
     async fn delete_ticket(&self, actor: UserId, id: TicketId) -> StoreResult<()>;
 
     /// `attachments`: files the actor uploaded to the ticket, put on this (public) comment
-    /// in the same transaction (each `attachment.updated`); `Invalid` if one is not such a file.
+    /// in the same transaction (each `attachment.updated`); `Conflict` if one is not such a file.
     async fn add_comment(
         &self,
         actor: UserId,

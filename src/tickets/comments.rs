@@ -72,8 +72,8 @@ pub struct NewComment {
     #[serde(default)]
     pub internal: bool,
     /// Files to carry on this public reply (and in its mail): ids of attachments the caller
-    /// uploaded to the ticket without a `comment_id`, at most 20. An internal note's files
-    /// are uploaded with its `comment_id` instead.
+    /// uploaded to the ticket without a `comment_id`, at most 20 (one named twice counts
+    /// once). An internal note's files are uploaded with its `comment_id` instead.
     #[serde(default)]
     #[schema(value_type = Vec<uuid::Uuid>, max_items = 20)]
     pub attachments: Vec<crate::store::blobs::AttachmentId>,
@@ -82,7 +82,7 @@ pub struct NewComment {
 /// Adds a public reply, or (staff only) an internal note.
 #[utoipa::path(post, path = "/api/workspaces/{ws}/tickets/{id}/comments", tag = "tickets",
     params(("ws" = uuid::Uuid, Path, description = "Workspace id"), ("id" = uuid::Uuid, Path)), request_body = NewComment,
-    responses((status = 201, body = Comment), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 201, body = Comment), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
 async fn add_comment(
     conn: TenantConn,
     ApiPath(path): ApiPath<TicketPath>,
@@ -92,7 +92,12 @@ async fn add_comment(
         return Err(AppError::Forbidden("requesters cannot write internal notes".into()));
     }
     let text = validate::body(&body.body).map_err(|e| AppError::Validation(vec![e]))?;
-    validate::reply_files(&body.attachments, body.internal).map_err(|e| AppError::Validation(vec![e]))?;
-    let comment = conn.store.add_comment(conn.user(), conn.audience(), path.id, text, body.internal, body.attachments).await?;
+    let files = validate::reply_files(body.attachments).map_err(|e| AppError::Validation(vec![e]))?;
+    if body.internal && !files.is_empty() {
+        return Err(AppError::Conflict(
+            "attachments: an internal note's files are uploaded with its comment_id, after it is written".into(),
+        ));
+    }
+    let comment = conn.store.add_comment(conn.user(), conn.audience(), path.id, text, body.internal, files).await?;
     Ok((StatusCode::CREATED, axum::Json(comment)))
 }

@@ -23,25 +23,24 @@ pub fn body(value: &str) -> Result<String, FieldError> {
     Ok(value.to_string())
 }
 
-/// The uploaded files a reply carries: at most [`MAX_ON_REPLY`], each once, and only on a
-/// public reply (an internal note's files are uploaded with its `comment_id`, staff-only).
+/// The uploaded files a reply carries: at most [`MAX_ON_REPLY`] (422 otherwise, as the
+/// schema says), each once, in the order given. Only a public reply carries uploaded files:
+/// an internal note's are uploaded with its `comment_id` (staff-only from the start), so
+/// files on an internal note are a conflict (409) with what they are (public uploads).
 ///
 /// [`MAX_ON_REPLY`]: crate::store::attachments::MAX_ON_REPLY
-pub fn reply_files(ids: &[crate::store::blobs::AttachmentId], internal: bool) -> Result<(), FieldError> {
+pub fn reply_files(ids: Vec<crate::store::blobs::AttachmentId>) -> Result<Vec<crate::store::blobs::AttachmentId>, FieldError> {
     use crate::store::attachments::MAX_ON_REPLY;
-    if ids.is_empty() {
-        return Ok(());
-    }
-    if internal {
-        return Err(FieldError::new("attachments", "an internal note's files are uploaded with its comment_id, after it is written"));
-    }
     if ids.len() > MAX_ON_REPLY {
         return Err(FieldError::new("attachments", format!("at most {MAX_ON_REPLY} files")));
     }
-    if ids.iter().enumerate().any(|(i, id)| ids[..i].contains(id)) {
-        return Err(FieldError::new("attachments", "names a file twice"));
+    let mut once = Vec::with_capacity(ids.len());
+    for id in ids {
+        if !once.contains(&id) {
+            once.push(id);
+        }
     }
-    Ok(())
+    Ok(once)
 }
 
 /// Tags are trimmed and lower-cased, de-duplicated in order, 1–40 characters of

@@ -569,20 +569,22 @@ both_backends! {
         assert_eq!(up.status(), 201);
         let id = up.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
 
-        // Refused, and nothing written: on an internal note, twice, someone else's file.
+        // Refused, and nothing written: on an internal note, too many, someone else's file.
         let refused = s.post(&comments, &agent, json!({ "body": "x", "internal": true, "attachments": [id] })).await;
-        assert!(refused.problem(422).body.to_string().contains("attachments"), "{}", refused.body);
-        s.post(&comments, &agent, json!({ "body": "x", "attachments": [id, id] })).await.problem(422);
+        assert!(refused.problem(409).body.to_string().contains("attachments"), "{}", refused.body);
+        let many: Vec<String> = (0..21).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+        s.post(&comments, &agent, json!({ "body": "x", "attachments": many })).await.problem(422);
         let admin = s.login("admin@example.com", crate::common::PASSWORD).await.ok(200)["token"].as_str().unwrap().to_string();
         let theirs = s.post(&comments, &admin, json!({ "body": "x", "attachments": [id] })).await;
-        assert!(theirs.problem(422).body.to_string().contains("is not a file you uploaded"), "{}", theirs.body);
+        assert!(theirs.problem(409).body.to_string().contains("is not a file you uploaded"), "{}", theirs.body);
         assert_eq!(s.get(&comments, &agent).await.ok(200)["items"].as_array().unwrap().len(), 0, "no refused reply was written");
 
-        let reply = s.post(&comments, &agent, json!({ "body": "The screenshot you asked for.", "attachments": [id] })).await.ok(201).clone();
+        let reply =
+            s.post(&comments, &agent, json!({ "body": "The screenshot you asked for.", "attachments": [id, id] })).await.ok(201).clone();
         let listed = s.get(&files, &agent).await.ok(200).clone();
         assert_eq!(listed[0]["comment_id"], reply["id"], "the file is on the reply now: {listed}");
         // Once on a reply, it cannot be put on another.
-        s.post(&comments, &agent, json!({ "body": "again", "attachments": [id] })).await.problem(422);
+        s.post(&comments, &agent, json!({ "body": "again", "attachments": [id] })).await.problem(409);
         let sent = eventually(10, "the reply's mail", || async { smtp.received().into_iter().next() }).await;
         let message = mail_parser::MessageParser::default().parse(&sent.1[..]).unwrap();
         assert_eq!(message.attachment_count(), 1, "{}", String::from_utf8_lossy(&sent.1));

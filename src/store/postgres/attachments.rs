@@ -50,7 +50,7 @@ pub(super) fn attachment_from_row(row: &tokio_postgres::Row) -> StoreResult<Atta
 
 /// Puts `actor`'s own files, uploaded to the ticket and on no comment yet, on their new
 /// public `comment`, each with its `attachment.updated` event, inside the comment's
-/// transaction. `Invalid` (`attachments`) when one is not such a file.
+/// transaction. `Conflict` (naming `attachments`) when one is not such a file.
 pub(super) async fn attach_to_comment(
     w: &mut PgWrite<'_>,
     ws: WorkspaceId,
@@ -70,7 +70,7 @@ pub(super) async fn attach_to_comment(
             .await
             .map_err(error)?;
         if changed != 1 {
-            return Err(StoreError::invalid("attachments", format!("{id} {NOT_ATTACHABLE}")));
+            return Err(StoreError::Conflict(format!("attachments: {id} {NOT_ATTACHABLE}")));
         }
         let attachment = attachments(w.tx(), ws, None, comment.ticket_id, Some(*id)).await?.pop().ok_or(StoreError::NotFound)?;
         w.record(Some(actor), Event::attachment_updated(&attachment, false)).await?;

@@ -49,7 +49,7 @@ pub(super) fn attachment_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<A
 /// The live attachments of live tickets that `requester` (if given) may see.
 /// Puts `actor`'s own files, uploaded to the ticket and on no comment yet, on their new
 /// public `comment`, each with its `attachment.updated` event, inside the comment's
-/// transaction. `Invalid` (`attachments`) when one is not such a file.
+/// transaction. `Conflict` (naming `attachments`) when one is not such a file.
 pub(super) fn attach_to_comment(tx: &mut WriteTx<'_>, actor: UserId, comment: &Comment, ids: &[AttachmentId]) -> StoreResult<()> {
     for id in ids {
         let changed = tx
@@ -60,7 +60,7 @@ pub(super) fn attach_to_comment(tx: &mut WriteTx<'_>, actor: UserId, comment: &C
             .and_then(|mut stmt| stmt.execute(params![comment.id, id, comment.ticket_id, actor]))
             .map_err(error)?;
         if changed != 1 {
-            return Err(StoreError::invalid("attachments", format!("{id} {NOT_ATTACHABLE}")));
+            return Err(StoreError::Conflict(format!("attachments: {id} {NOT_ATTACHABLE}")));
         }
         let attachment = attachments(tx, None, comment.ticket_id, Some(*id))?.pop().ok_or(StoreError::NotFound)?;
         tx.record(Some(actor), Event::attachment_updated(&attachment, false))?;
