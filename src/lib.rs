@@ -24,6 +24,7 @@ pub mod notes;
 pub mod notifications;
 pub mod router;
 pub mod runtime;
+pub mod search;
 pub mod store;
 pub mod sync;
 pub mod tenants;

@@ -18,6 +18,7 @@ CREATE TABLE mail_inbound (
 );
 CREATE INDEX mail_inbound_message ON mail_inbound(workspace_id, message_id) WHERE message_id IS NOT NULL;
 CREATE INDEX mail_inbound_sender ON mail_inbound(workspace_id, sender, received_at);
+CREATE INDEX mail_inbound_ticket ON mail_inbound(workspace_id, ticket_id, received_at) WHERE ticket_id IS NOT NULL;
 CREATE INDEX mail_outbox_message ON mail_outbox(workspace_id, message_id);
 
 ALTER TABLE mail_inbound ENABLE ROW LEVEL SECURITY;

@@ -19,5 +19,7 @@ CREATE TABLE mail_inbound (
 ) WITHOUT ROWID;
 CREATE INDEX mail_inbound_message ON mail_inbound(message_id) WHERE message_id IS NOT NULL;
 CREATE INDEX mail_inbound_sender ON mail_inbound(sender, received_at);
+-- A ticket's thread: its messages, newest or oldest first.
+CREATE INDEX mail_inbound_ticket ON mail_inbound(ticket_id, received_at) WHERE ticket_id IS NOT NULL;
 -- Threading looks replies up by the Message-IDs we sent.
 CREATE INDEX mail_outbox_message ON mail_outbox(message_id);

@@ -172,11 +172,13 @@ async fn thread(tx: &Transaction<'_>, ws: WorkspaceId, ticket: TicketId) -> Stor
             .query(
                 &format!(
                     "SELECT message_id FROM (
-                        SELECT message_id, created_at AS at, source_sync_id AS n FROM mail_outbox
-                        WHERE workspace_id = $1 AND ticket_id = $2 AND comment_id IS NOT NULL
+                        (SELECT message_id, created_at AS at, source_sync_id AS n FROM mail_outbox
+                         WHERE workspace_id = $1 AND ticket_id = $2 AND comment_id IS NOT NULL
+                         ORDER BY created_at {order}, source_sync_id {order} LIMIT $3)
                         UNION ALL
-                        SELECT message_id, received_at, 0 FROM mail_inbound
-                        WHERE workspace_id = $1 AND ticket_id = $2 AND comment_id IS NOT NULL AND message_id IS NOT NULL) m
+                        (SELECT message_id, received_at, 0 FROM mail_inbound
+                         WHERE workspace_id = $1 AND ticket_id = $2 AND comment_id IS NOT NULL AND message_id IS NOT NULL
+                         ORDER BY received_at {order} LIMIT $3)) m
                      ORDER BY at {order}, n {order} LIMIT $3"
                 ),
                 &[&ws, &ticket, &limit],

@@ -193,10 +193,11 @@ fn thread(conn: &Connection, ticket: TicketId) -> StoreResult<Vec<String>> {
     let ids = |order: &str, limit: usize| -> StoreResult<Vec<String>> {
         conn.prepare_cached(&format!(
             "SELECT message_id FROM (
-                SELECT message_id, created_at AS at, source_sync_id AS n FROM mail_outbox WHERE ticket_id = ?1 AND comment_id IS NOT NULL
+                SELECT * FROM (SELECT message_id, created_at AS at, source_sync_id AS n FROM mail_outbox
+                    WHERE ticket_id = ?1 AND comment_id IS NOT NULL ORDER BY created_at {order}, source_sync_id {order} LIMIT ?2)
                 UNION ALL
-                SELECT message_id, received_at, 0 FROM mail_inbound
-                WHERE ticket_id = ?1 AND comment_id IS NOT NULL AND message_id IS NOT NULL)
+                SELECT * FROM (SELECT message_id, received_at, 0 FROM mail_inbound
+                    WHERE ticket_id = ?1 AND comment_id IS NOT NULL AND message_id IS NOT NULL ORDER BY received_at {order} LIMIT ?2))
              ORDER BY at {order}, n {order} LIMIT ?2"
         ))
         .and_then(|mut stmt| stmt.query_map(params![ticket, limit as i64], |r| r.get(0))?.collect::<Result<Vec<String>, _>>())
