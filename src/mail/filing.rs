@@ -89,7 +89,7 @@ impl Filer {
         let filed = match (tenant.mail().file(message(filing.clone())).await, &filing) {
             // Its ticket was deleted since it was found: the message opens a new one.
             (Err(StoreError::NotFound), Filing::Comment { author, .. }) => {
-                tenant.mail().file(message(new_ticket(*author, &mail, None))).await?
+                tenant.mail().file(message(new_ticket(*author, &mail, self.limits.max_attachments))).await?
             }
             (other, _) => other?,
         };
@@ -162,7 +162,7 @@ impl Filer {
             Threading::New => None,
         };
         Ok(match ticket {
-            None => new_ticket(author, mail, None),
+            None => new_ticket(author, mail, self.limits.max_attachments),
             Some(ticket) => {
                 let stranger = ticket.requester_id != author && !self.is_staff(tenant, author).await?;
                 let note = stranger.then(|| format!("Sent by {sender}, who is not this ticket's requester."));
@@ -270,13 +270,13 @@ fn set_aside(
     }
 }
 
-fn new_ticket(requester: UserId, mail: &InboundMail, note: Option<&str>) -> Filing {
+fn new_ticket(requester: UserId, mail: &InboundMail, max_attachments: usize) -> Filing {
     let title = match mail.subject.trim() {
         "" => summary(&mail.text),
         subject => subject.chars().take(200).collect(),
     };
     let title = if title.is_empty() { "(no subject)".to_string() } else { title };
-    Filing::NewTicket { requester, title, body: body(mail, note, usize::MAX) }
+    Filing::NewTicket { requester, title, body: body(mail, None, max_attachments) }
 }
 
 /// The first line of `text`, at most 200 characters.

@@ -200,24 +200,37 @@ pub fn parse(raw: &[u8]) -> Result<InboundMail, NotAMessage> {
     })
 }
 
-/// A message's own Message-ID and the ones it answers or references, from its headers
-/// alone (cheap: for ordering a batch before it is parsed whole).
-pub fn thread_ids(raw: &[u8]) -> (Option<String>, Vec<String>) {
-    let Some(message) = MessageParser::default().parse_headers(raw) else { return (None, Vec::new()) };
+/// What orders a message within a batch: its own Message-ID, the ones it answers or
+/// references, and its sender (lower-cased), from its headers alone (cheap: read before the
+/// message is parsed whole).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BatchKey {
+    pub own: Option<String>,
+    pub refs: Vec<String>,
+    pub sender: Option<String>,
+}
+
+pub fn batch_key(raw: &[u8]) -> BatchKey {
+    let Some(message) = MessageParser::default().parse_headers(raw) else { return BatchKey::default() };
     let own = message.message_id().map(|id| id.trim_matches(['<', '>']).to_string()).filter(|id| !id.is_empty());
     let mut refs = ids(message.in_reply_to());
     refs.extend(ids(message.references()));
-    (own, refs)
+    let sender = message.from().and_then(|a| a.first()).and_then(|a| a.address()).map(str::to_ascii_lowercase);
+    BatchKey { own, refs, sender }
 }
 
-/// Orders a batch of messages (their [`thread_ids`]) into waves that may each be filed
-/// concurrently: a message that answers or references another of the batch comes in a
-/// later wave than that one, so it finds its ticket. Returns indices, wave by wave.
-pub fn waves(batch: &[(Option<String>, Vec<String>)]) -> Vec<Vec<usize>> {
+/// Orders a batch of messages into waves that may each be filed concurrently: a message
+/// comes in a later wave than any earlier one of the batch it answers or references (so it
+/// finds its ticket) or that has its sender (so the sender is made a member once and the
+/// flood limit counts each message). Returns indices, wave by wave.
+pub fn waves(batch: &[BatchKey]) -> Vec<Vec<usize>> {
     let mut level = vec![0usize; batch.len()];
     for i in 0..batch.len() {
-        let deps = (0..i).filter(|&j| batch[j].0.as_ref().is_some_and(|own| batch[i].1.contains(own)));
-        level[i] = deps.map(|j| level[j] + 1).max().unwrap_or(0);
+        let after = |j: &usize| {
+            let (earlier, this) = (&batch[*j], &batch[i]);
+            earlier.own.as_ref().is_some_and(|own| this.refs.contains(own)) || (earlier.sender.is_some() && earlier.sender == this.sender)
+        };
+        level[i] = (0..i).filter(after).map(|j| level[j] + 1).max().unwrap_or(0);
     }
     let mut out = vec![Vec::new(); level.iter().max().map_or(0, |m| m + 1)];
     for (i, l) in level.into_iter().enumerate() {
@@ -302,17 +315,22 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_files_answers_after_what_they_answer() {
-        let m = |own: &str, refs: &[&str]| (Some(own.to_string()), refs.iter().map(|r| r.to_string()).collect::<Vec<_>>());
-        let batch = [m("a", &[]), m("b", &["a"]), m("c", &[]), m("d", &["x", "b"]), m("e", &["c"])];
-        assert_eq!(waves(&batch), vec![vec![0, 2], vec![1, 4], vec![3]]);
+    fn a_batch_files_answers_after_what_they_answer_and_a_sender_in_order() {
+        let m = |own: &str, refs: &[&str], sender: &str| BatchKey {
+            own: Some(own.to_string()),
+            refs: refs.iter().map(|r| r.to_string()).collect(),
+            sender: Some(sender.to_string()),
+        };
+        let batch =
+            [m("a", &[], "x"), m("b", &["a"], "y"), m("c", &[], "z"), m("d", &["q", "b"], "w"), m("e", &["c"], "v"), m("f", &[], "x")];
+        assert_eq!(waves(&batch), vec![vec![0, 2], vec![1, 4, 5], vec![3]]);
         assert_eq!(waves(&[]), Vec::<Vec<usize>>::new());
-        let (own, refs) = thread_ids(
-            &std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/mail/customer-reply-changed-subject.eml"))
-                .unwrap(),
-        );
-        assert_eq!(own.as_deref(), Some("20261201100211.77@customer.test"));
-        assert_eq!(refs.len(), 3, "In-Reply-To and both References: {refs:?}");
+        let raw = std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/mail/customer-reply-changed-subject.eml"))
+            .unwrap();
+        let key = batch_key(&raw);
+        assert_eq!(key.own.as_deref(), Some("20261201100211.77@customer.test"));
+        assert_eq!(key.refs.len(), 3, "In-Reply-To and both References: {:?}", key.refs);
+        assert_eq!(key.sender.as_deref(), Some("ada@customer.test"));
     }
 
     #[test]

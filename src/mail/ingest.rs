@@ -281,7 +281,7 @@ impl Ingest {
     /// Files every unseen message, oldest first, and marks each seen once it is filed.
     /// Messages are fetched in batches (at most [`BATCH`] of them and [`BATCH_BYTES`]
     /// together), filed [`FILING_AT_ONCE`] at a time in the batch's waves (an answer after
-    /// what it answers), and the filed ones marked seen with one command. Returns how many
+    /// what it answers, a sender's messages in order), and the filed ones marked seen with one command. Returns how many
     /// were filed.
     async fn drain(
         &self,
@@ -307,7 +307,7 @@ impl Ingest {
             // The large ones, by their headers alone.
             let mut seen = Vec::new();
             for (uid, size) in large {
-                let Some(headers) = self.fetch(session, &[uid], "BODY.PEEK[HEADER]").await?.pop().map(|(_, raw)| raw) else { continue };
+                let Some((_, headers)) = self.fetch(session, &[uid], "BODY.PEEK[HEADER]").await?.pop() else { continue };
                 if self.settle(tenant, channel, uid, self.filer.set_aside_large(tenant, channel, &headers, size).await) {
                     seen.push(uid);
                 }
@@ -324,8 +324,8 @@ impl Ingest {
                 let uids: Vec<u32> = whole[start..end].iter().map(|(uid, _)| *uid).collect();
                 start = end;
                 let fetched = self.fetch(session, &uids, "BODY.PEEK[]").await?;
-                let ids: Vec<_> = fetched.iter().map(|(_, raw)| super::inbound::thread_ids(raw)).collect();
-                for wave in super::inbound::waves(&ids) {
+                let keys: Vec<_> = fetched.iter().map(|(_, raw)| super::inbound::batch_key(raw)).collect();
+                for wave in super::inbound::waves(&keys) {
                     use futures::StreamExt;
                     let outcomes: Vec<(u32, bool)> = futures::stream::iter(wave.into_iter().map(|i| {
                         let (uid, raw) = &fetched[i];
@@ -352,7 +352,8 @@ impl Ingest {
     async fn fetch(&self, session: &mut Session, uids: &[u32], query: &str) -> Result<Vec<(u32, Vec<u8>)>, String> {
         step(&self.mail, "fetching messages failed", async {
             let fetches: Vec<_> = session.uid_fetch(uid_set(uids), query).await?.try_collect().await?;
-            let mut bodies: Vec<(u32, Vec<u8>)> = fetches.iter().filter_map(|f| Some((f.uid?, f.body()?.to_vec()))).collect();
+            let mut bodies: Vec<(u32, Vec<u8>)> =
+                fetches.iter().filter_map(|f| Some((f.uid?, f.body().or_else(|| f.header())?.to_vec()))).collect();
             bodies.sort_unstable_by_key(|(uid, _)| *uid);
             Ok::<_, async_imap::error::Error>(bodies)
         })

@@ -256,3 +256,46 @@ async fn one_channel_is_read_by_one_of_two_instances() {
     assert_eq!(tickets[20]["title"], "After the handover");
     assert_eq!(sessions(&other).await, 1);
 }
+
+#[tokio::test]
+async fn oversized_mail_and_floods_are_set_aside_and_recorded() {
+    if !mailservers::available() {
+        return;
+    }
+    let s = TestServer::start_with(Backend::Sqlite, relaxed_limits(), |c| {
+        c.mail.reach = Reach::Any;
+        c.ingest.scan = std::time::Duration::from_millis(100);
+        c.filing.max_message_bytes = 4096;
+        c.filing.per_sender_hourly = 3;
+        c.filing.max_attachments = 0;
+    })
+    .await;
+    let (imap, smtp) = (Imap::start().await, Smtp::with_login("relay-user", "smtp-secret").await);
+    let desk = Desk::open(&s, &imap, &smtp).await;
+    imap.deliver(&message("Big <big@customer.test>", "Huge", "huge@customer.test", "", &"x".repeat(10_000)));
+    for i in 0..4 {
+        imap.deliver(&message("Flood <flood@customer.test>", &format!("Flood {i}"), &format!("flood{i}@customer.test"), "", "again"));
+    }
+    // Over the attachment cap (0 here): named in the comment, not stored.
+    imap.deliver(&eml("html-with-attachment.eml"));
+    let tickets = desk.wait_for_tickets(&s, 4, "the flood's first three and the last message").await;
+    // Messages from different senders are filed concurrently: compare as a set.
+    let mut titles: Vec<&str> = tickets.iter().map(|t| t["title"].as_str().unwrap()).collect();
+    titles.sort_unstable();
+    assert_eq!(
+        titles,
+        ["Flood 0", "Flood 1", "Flood 2", "Re: [#42] Printer on fire"],
+        "the large one and the fourth flood message open nothing"
+    );
+    let last = tickets.iter().find(|t| t["title"] == "Re: [#42] Printer on fire").unwrap()["id"].as_str().unwrap();
+    let body = desk.comments(&s, last).await[0]["body"].as_str().unwrap().to_string();
+    assert!(body.contains("Not stored (more than 0 attachments): printer.png"), "{body}");
+    let files = s.get(&format!("/api/workspaces/{}/tickets/{last}/attachments", desk.ws), &desk.admin.token).await.ok(200).clone();
+    assert_eq!(files.as_array().unwrap().len(), 0);
+    // Both set-aside messages are on the record, with why.
+    let audit = s.get(&format!("/api/workspaces/{}/audit?limit=200", desk.ws), &desk.admin.token).await.ok(200).to_string();
+    assert!(audit.contains("larger than the 4096 byte cap"), "{audit}");
+    assert!(audit.contains("flood limit"), "{audit}");
+    let metrics = s.http.get(format!("{}/metrics", s.base)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("edgedesk_mail_inbound_total{outcome=\"ignored\"} 2"), "{metrics}");
+}
