@@ -144,8 +144,11 @@ impl App {
         let attachments = crate::attachments::AttachmentsState { blobs, upload_limit: config.upload_limit };
         // Mailboxes are read where the background work runs.
         let ingest = config.run_consumers.then(|| {
-            let filer =
-                crate::mail::filing::Filer { platform: store.platform.clone(), attachments: attachments.clone(), limits: config.filing };
+            let filer = crate::mail::filing::Filer {
+                platform: store.platform.clone(),
+                uploads: Arc::new(attachments.clone()),
+                limits: config.filing,
+            };
             crate::mail::ingest::Ingest::start(
                 store.tenants.clone(),
                 store.mailboxes.clone(),

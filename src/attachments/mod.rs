@@ -34,9 +34,9 @@ use std::sync::Arc;
 pub use routes::routes;
 
 use crate::error::{AppError, AppResult};
-use crate::store::attachments::{Attachment, EncryptionHeader, NewVersion};
+use crate::store::attachments::{Attachment, NewVersion, Upload, UploadError, Uploads};
 use crate::store::blobs::{AttachmentId, BlobError, BlobKey, BlobStore, ByteStream, VersionId};
-use crate::store::{CommentId, Millis, TenantStore, TicketId, UserId, WorkspaceId};
+use crate::store::{Millis, TenantStore, UserId, WorkspaceId};
 
 /// What the attachment routes need from the application.
 #[derive(Clone)]
@@ -56,27 +56,13 @@ impl AttachmentsState {
     }
 }
 
-/// One file to store as an attachment version: where it goes, what it is called and what
-/// its sender says it is. The caller has checked that its actor may put it there.
-pub struct Upload {
-    pub ticket: TicketId,
-    pub comment: Option<CommentId>,
-    /// A new version of this attachment; `None`: a new attachment named `name`.
-    pub existing: Option<AttachmentId>,
-    pub name: String,
-    pub declared_type: Option<String>,
-    /// The length the sender declared (checked against the bytes), if any.
-    pub declared_length: Option<u64>,
-    pub encryption: Option<EncryptionHeader>,
-}
-
 /// How long a reservation holds its bytes if its upload never ends (a crash).
 const RESERVATION_TTL_MS: i64 = 60 * 60 * 1000;
 
 /// Stores `body` as `upload`, in the order the module header gives: reserve against the
 /// quota, write the object (counted, hashed, cut at the limit), write the row with its
 /// event, and undo the object and the reservation if a later step fails. The one upload
-/// path: the routes' and incoming mail's.
+/// path: the routes', and other features' through [`Uploads`].
 pub async fn store_file(
     store: &Arc<dyn TenantStore>,
     state: &AttachmentsState,
@@ -129,6 +115,27 @@ pub async fn store_file(
             let _ = attachments.release(reservation).await;
             Err(err.into())
         }
+    }
+}
+
+/// Other features (incoming mail) store files through this, without importing this feature:
+/// the application hands them the attachments' state as an [`Uploads`].
+#[async_trait::async_trait]
+impl Uploads for AttachmentsState {
+    async fn upload(
+        &self,
+        tenant: &Arc<dyn TenantStore>,
+        actor: UserId,
+        mut upload: Upload,
+        body: ByteStream,
+    ) -> Result<Attachment, UploadError> {
+        if upload.existing.is_none() {
+            upload.name = content::clean_name(&upload.name).unwrap_or_else(|| "attachment".into());
+        }
+        store_file(tenant, self, tenant.workspace_id(), actor, upload, body).await.map_err(|err| match err {
+            AppError::PayloadTooLarge | AppError::QuotaExceeded { .. } => UploadError::Refused(err.to_string()),
+            other => UploadError::Failed(other.to_string()),
+        })
     }
 }
 

@@ -13,11 +13,11 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{AttachmentsState, Upload, blob_error, content, store_file};
+use super::{AttachmentsState, blob_error, content, store_file};
 use crate::auth::AuthState;
 use crate::error::{AppError, AppResult, Problem};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, TicketPath};
-use crate::store::attachments::{Attachment, AttachmentVersion, EncryptionHeader, Usage};
+use crate::store::attachments::{Attachment, AttachmentVersion, EncryptionHeader, Upload, Usage};
 use crate::store::blobs::{AttachmentId, BlobKey, VersionId};
 use crate::store::{CommentId, Role, TicketId, WorkspaceId};
 use crate::tenants::{Guarded, TenantConn, TenantStaff, TenantsState};

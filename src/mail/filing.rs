@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use crate::attachments::{AttachmentsState, Upload, content, store_file};
+use crate::store::attachments::{Upload, UploadError, Uploads};
 use crate::store::mail::{ChannelRecord, Filing, InboundMessage, InboundRecord};
 use crate::store::{Audience, Millis, NewUser, PlatformStore, Role, StoreError, TenantStore, UserId};
 
@@ -50,11 +50,11 @@ impl From<crate::error::AppError> for FilingError {
     }
 }
 
-/// What filing needs beyond the workspace: the platform (senders become users), and where
-/// attachments go.
+/// What filing needs beyond the workspace: the platform (senders become users), and the
+/// upload path attachments are stored through.
 pub struct Filer {
     pub platform: Arc<dyn PlatformStore>,
-    pub attachments: AttachmentsState,
+    pub uploads: Arc<dyn Uploads>,
     pub limits: FilingLimits,
 }
 
@@ -206,7 +206,7 @@ impl Filer {
     }
 
     /// Stores the message's attachments on its comment, skipping any a crash left stored
-    /// already (same name and bytes), then records that they are all there. One the quota
+    /// already (the same bytes on that comment), then records that they are all there. One the quota
     /// refuses is logged and left out: the message itself is not lost over it.
     async fn store_attachments(
         &self,
@@ -222,28 +222,27 @@ impl Filer {
         };
         let stored = tenant.attachments().list(Audience::Staff(author), ticket).await?;
         for file in mail.attachments.iter().take(self.limits.max_attachments) {
-            let name = content::clean_name(&file.name).unwrap_or_else(|| "attachment".into());
             let sha256 = hex::encode(ring::digest::digest(&ring::digest::SHA256, &file.bytes).as_ref());
-            if stored.iter().any(|a| a.comment_id == Some(comment) && a.name == name && a.latest.sha256 == sha256) {
+            if stored.iter().any(|a| a.comment_id == Some(comment) && a.latest.sha256 == sha256) {
                 continue;
             }
             let upload = Upload {
                 ticket,
                 comment: Some(comment),
                 existing: None,
-                name: name.clone(),
+                name: file.name.clone(),
                 declared_type: Some(file.content_type.clone()),
                 declared_length: Some(file.bytes.len() as u64),
                 encryption: None,
             };
             let bytes = bytes::Bytes::copy_from_slice(&file.bytes);
             let body: crate::store::blobs::ByteStream = Box::pin(futures::stream::once(async move { Ok(bytes) }));
-            match store_file(tenant, &self.attachments, tenant.workspace_id(), author, upload, body).await {
+            match self.uploads.upload(tenant, author, upload, body).await {
                 Ok(_) => {}
-                Err(err @ (crate::error::AppError::PayloadTooLarge | crate::error::AppError::QuotaExceeded { .. })) => {
-                    tracing::warn!(workspace = %tenant.workspace_id(), file = %name, error = %err, "an incoming attachment was not stored");
+                Err(err @ UploadError::Refused(_)) => {
+                    tracing::warn!(workspace = %tenant.workspace_id(), file = %file.name, error = %err, "an incoming attachment was not stored");
                 }
-                Err(err) => return Err(err.into()),
+                Err(UploadError::Failed(why)) => return Err(FilingError(why)),
             }
         }
         tenant.mail().attachments_filed(&record.dedupe_key).await?;

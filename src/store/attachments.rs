@@ -251,6 +251,45 @@ impl<'a> super::Event<'a, Attachment> {
     }
 }
 
+/// One file to store as an attachment version: where it goes, what it is called and what
+/// its sender says it is. The caller has checked that its actor may put it there.
+pub struct Upload {
+    pub ticket: TicketId,
+    pub comment: Option<CommentId>,
+    /// A new version of this attachment; `None`: a new attachment named `name`.
+    pub existing: Option<AttachmentId>,
+    pub name: String,
+    pub declared_type: Option<String>,
+    /// The length the sender declared (checked against the bytes), if any.
+    pub declared_length: Option<u64>,
+    pub encryption: Option<EncryptionHeader>,
+}
+
+/// Why a file could not be stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UploadError {
+    /// Too large, or past the workspace's quota: the file is refused, nothing is kept.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The store or the blob store failed; try again.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The upload path, for features other than attachments (incoming mail): reserve against
+/// the quota, write the object, write the version's row with its event, undo on failure.
+/// The name is cleaned as a browser's upload's is. Implemented by the attachments feature.
+#[async_trait::async_trait]
+pub trait Uploads: Send + Sync {
+    async fn upload(
+        &self,
+        tenant: &std::sync::Arc<dyn super::TenantStore>,
+        actor: UserId,
+        upload: Upload,
+        body: super::blobs::ByteStream,
+    ) -> Result<Attachment, UploadError>;
+}
+
 /// How many uploaded files a reply may carry.
 pub const MAX_ON_REPLY: usize = 20;
 
