@@ -498,6 +498,53 @@ pub struct InboundMessage {
     pub has_attachments: bool,
 }
 
+impl InboundMessage {
+    /// Where the message goes, and the rest of it, which becomes its record once the store
+    /// has filed it.
+    pub fn split(self) -> (Filing, Unfiled) {
+        let Self { dedupe_key, channel_id, message_id, sender, subject, filing, has_attachments } = self;
+        (filing, Unfiled { dedupe_key, channel_id, message_id, sender, subject, has_attachments })
+    }
+}
+
+/// A message apart from where it goes ([`InboundMessage::split`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unfiled {
+    pub dedupe_key: String,
+    pub channel_id: ChannelId,
+    pub message_id: Option<String>,
+    pub sender: String,
+    pub subject: String,
+    pub has_attachments: bool,
+}
+
+impl Unfiled {
+    /// Its record, filed at `now` as `outcome` (with `detail`) onto this ticket and comment.
+    /// Its attachments are still to come only if it has some and made a comment.
+    pub fn filed(
+        self,
+        outcome: InboundOutcome,
+        detail: Option<String>,
+        ticket_id: Option<TicketId>,
+        comment_id: Option<CommentId>,
+        now: Millis,
+    ) -> InboundRecord {
+        InboundRecord {
+            dedupe_key: self.dedupe_key,
+            channel_id: self.channel_id,
+            message_id: self.message_id,
+            sender: self.sender,
+            subject: self.subject,
+            outcome,
+            detail,
+            ticket_id,
+            comment_id,
+            attachments_done: !self.has_attachments || comment_id.is_none(),
+            received_at: now,
+        }
+    }
+}
+
 /// What filing did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Filed {

@@ -86,16 +86,7 @@ impl Imap {
              service stats {{\n  unix_listener stats-reader {{\n    mode = 0666\n  }}\n  unix_listener stats-writer {{\n    mode = 0666\n  }}\n}}\n"
         );
         std::fs::write(root.join("dovecot.conf"), config).unwrap();
-        let dovecot = std::env::var_os("EDGEDESK_TEST_DOVECOT").unwrap_or_else(|| "/usr/sbin/dovecot".into());
-        let child = Command::new(dovecot)
-            .process_group(0)
-            .arg("-F")
-            .arg("-c")
-            .arg(root.join("dovecot.conf"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(root.join("stderr")).unwrap())
-            .spawn()
-            .expect("dovecot starts");
+        let child = spawn_dovecot(root);
         wait_for_port(port, "dovecot", &root.join("stderr")).await;
         Self { port, user, password, dir, child }
     }
@@ -105,16 +96,7 @@ impl Imap {
     pub async fn restart(&mut self) {
         self.kill();
         let root = self.dir.path();
-        let dovecot = std::env::var_os("EDGEDESK_TEST_DOVECOT").unwrap_or_else(|| "/usr/sbin/dovecot".into());
-        self.child = Command::new(dovecot)
-            .process_group(0)
-            .arg("-F")
-            .arg("-c")
-            .arg(root.join("dovecot.conf"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(root.join("stderr")).unwrap())
-            .spawn()
-            .expect("dovecot starts again");
+        self.child = spawn_dovecot(root);
         wait_for_port(self.port, "dovecot", &root.join("stderr")).await;
     }
 
@@ -149,6 +131,21 @@ impl Imap {
         }
         let _ = self.child.wait();
     }
+}
+
+/// Dovecot on the configuration in `root`, as the leader of a process group of its own (so
+/// that it can be killed with every session process it started).
+fn spawn_dovecot(root: &Path) -> Child {
+    let dovecot = std::env::var_os("EDGEDESK_TEST_DOVECOT").unwrap_or_else(|| "/usr/sbin/dovecot".into());
+    Command::new(dovecot)
+        .process_group(0)
+        .arg("-F")
+        .arg("-c")
+        .arg(root.join("dovecot.conf"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(root.join("stderr")).unwrap())
+        .spawn()
+        .expect("dovecot starts")
 }
 
 impl Drop for Imap {

@@ -494,7 +494,8 @@ impl MailStore for PgTenant {
             w.commit().await?;
             return Ok(Filed { record, new: false });
         }
-        let (outcome, detail, ticket_id, comment_id) = match message.filing {
+        let (filing, unfiled) = message.split();
+        let (outcome, detail, ticket_id, comment_id) = match filing {
             Filing::NewTicket { requester, title, body } => {
                 let ticket = insert_ticket(&mut w, ws, requester, NewTicket::opened_by(requester, title)).await?;
                 let comment = insert_comment(&mut w, ws, requester, ticket.id, body, false).await?;
@@ -514,19 +515,7 @@ impl MailStore for PgTenant {
                 (InboundOutcome::Bounce, Some(answer), failed.map(|m| m.ticket_id), None)
             }
         };
-        let record = InboundRecord {
-            dedupe_key: message.dedupe_key,
-            channel_id: message.channel_id,
-            message_id: message.message_id,
-            sender: message.sender,
-            subject: message.subject,
-            outcome,
-            detail,
-            ticket_id,
-            comment_id,
-            attachments_done: !message.has_attachments || comment_id.is_none(),
-            received_at: w.now(),
-        };
+        let record = unfiled.filed(outcome, detail, ticket_id, comment_id, w.now());
         insert_inbound(w.tx(), ws, &record).await?;
         if comment_id.is_none() {
             w.record(None, Event::inbound(&record)).await?;

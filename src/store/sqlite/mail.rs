@@ -420,7 +420,8 @@ impl MailStore for SqliteTenant {
                 tx.exempt("a message filed before: nothing is written again");
                 return Ok(Filed { record, new: false });
             }
-            let (outcome, detail, ticket_id, comment_id) = match message.filing {
+            let (filing, unfiled) = message.split();
+            let (outcome, detail, ticket_id, comment_id) = match filing {
                 Filing::NewTicket { requester, title, body } => {
                     let ticket = insert_ticket(tx, requester, NewTicket::opened_by(requester, title))?;
                     let comment = insert_comment(tx, requester, ticket.id, body, false)?;
@@ -440,19 +441,7 @@ impl MailStore for SqliteTenant {
                     (InboundOutcome::Bounce, Some(answer), failed.map(|m| m.ticket_id), None)
                 }
             };
-            let record = InboundRecord {
-                dedupe_key: message.dedupe_key,
-                channel_id: message.channel_id,
-                message_id: message.message_id,
-                sender: message.sender,
-                subject: message.subject,
-                outcome,
-                detail,
-                ticket_id,
-                comment_id,
-                attachments_done: !message.has_attachments || comment_id.is_none(),
-                received_at: tx.now(),
-            };
+            let record = unfiled.filed(outcome, detail, ticket_id, comment_id, tx.now());
             insert_inbound(tx, &record)?;
             if comment_id.is_none() {
                 tx.record(None, Event::inbound(&record))?;
