@@ -44,6 +44,7 @@ struct AppInner {
     live: LiveState,
     sync: SyncState,
     notes: Arc<crate::notes::Notes>,
+    search: Arc<crate::search::Indexes>,
     attachments: crate::attachments::AttachmentsState,
     mail: crate::mail::MailState,
     /// The mail delivery workers, on instances that run the consumers.
@@ -111,9 +112,17 @@ impl App {
             )
         });
         let blobs = open_blobs(&config)?;
-        let durable: Vec<Arc<dyn Consumer>> = match &delivery {
+        // Every instance indexes for itself: the index is this instance's cache of the log.
+        let search = crate::search::Indexes::new(
+            crate::search::index::Place::new(&config.data_dir, &config.search, config.database_url.is_some()),
+            config.search.clone(),
+            shutdown.child_token(),
+            tasks.clone(),
+        );
+        let mut durable: Vec<Arc<dyn Consumer>> = vec![Arc::new(crate::search::SearchConsumer::new(search.clone()))];
+        durable.extend(match &delivery {
             Some(delivery) => vec![
-                Arc::new(NotificationsConsumer::new(store.notification_preferences.clone())),
+                Arc::new(NotificationsConsumer::new(store.notification_preferences.clone())) as Arc<dyn Consumer>,
                 Arc::new(crate::mail::MailConsumer::new(
                     delivery.clone(),
                     blobs.clone(),
@@ -123,7 +132,7 @@ impl App {
                 )),
             ],
             None => Vec::new(),
-        };
+        });
         let pacing = Pacing {
             retry: crate::backoff::Backoff { cap: config.consumer_retry_cap, ..crate::sync::runner::RETRY },
             idle: config.consumer_idle,
@@ -176,6 +185,7 @@ impl App {
             live,
             sync,
             notes,
+            search,
             attachments,
             mail,
             delivery,
@@ -205,6 +215,10 @@ impl App {
 
     pub fn notes(&self) -> &Arc<crate::notes::Notes> {
         &self.0.notes
+    }
+
+    pub fn search(&self) -> &Arc<crate::search::Indexes> {
+        &self.0.search
     }
 
     pub fn runner(&self) -> &Arc<Runner> {
@@ -265,6 +279,12 @@ impl FromRef<App> for crate::mail::MailState {
 impl FromRef<App> for crate::notes::NotesState {
     fn from_ref(app: &App) -> Self {
         crate::notes::NotesState { notes: app.0.notes.clone(), watch: app.0.auth.watch.clone() }
+    }
+}
+
+impl FromRef<App> for crate::search::SearchState {
+    fn from_ref(app: &App) -> Self {
+        crate::search::SearchState { indexes: app.0.search.clone(), runner: app.0.runner.clone() }
     }
 }
 

@@ -1,4 +1,4 @@
-//! The command line: `serve`, `migrate`, `tenant create|list`, `user create|set-password`.
+//! The command line: `serve`, `migrate`, `tenant …`, `user …`, `attachments …`, `search rebuild`.
 //!
 //! Commands other than `serve` work on the same data directory directly, so they can run
 //! while a server is up (SQLite serialises the writers).
@@ -38,6 +38,24 @@ pub enum Command {
     /// Attachment storage upkeep.
     #[command(subcommand)]
     Attachments(AttachmentsCommand),
+    /// Search index upkeep.
+    #[command(subcommand)]
+    Search(SearchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SearchCommand {
+    /// Build a workspace's search index anew from its log, beside the one in use, and put it
+    /// in its place (a running server switches to it). In Postgres mode this rebuilds the
+    /// indexes of the machine it runs on (`EDGEDESK_SEARCH_DIR`).
+    Rebuild {
+        /// The workspace to rebuild.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        workspace: Option<String>,
+        /// Every workspace.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -109,7 +127,67 @@ pub async fn run(cli: Cli, config: Config) -> Result<(), BoxError> {
         Command::Tenant(cmd) => tenant(&config, cmd).await,
         Command::User(cmd) => user(&config, cmd).await,
         Command::Attachments(cmd) => attachments(&config, cmd).await,
+        Command::Search(cmd) => search(&config, cmd).await,
     }
+}
+
+/// Draws `done` of `total` on one line of a terminal, or says it every tenth when stderr is
+/// not one.
+struct Progress {
+    label: String,
+    tty: bool,
+    shown: i64,
+}
+
+impl Progress {
+    fn new(label: String) -> Self {
+        use std::io::IsTerminal;
+        Self { label, tty: std::io::stderr().is_terminal(), shown: -1 }
+    }
+
+    fn show(&mut self, done: i64, total: i64) {
+        let total = total.max(done).max(1);
+        let percent = done * 100 / total;
+        if self.tty {
+            let filled = (percent / 4) as usize;
+            eprint!("\r{} [{}{}] {percent:>3}% {done}/{total} events", self.label, "#".repeat(filled), ".".repeat(25 - filled.min(25)));
+        } else if percent / 10 != self.shown / 10 {
+            eprintln!("{}: {percent}% ({done}/{total} events)", self.label);
+        }
+        self.shown = percent;
+    }
+
+    fn finish(&self) {
+        if self.tty {
+            eprintln!();
+        }
+    }
+}
+
+async fn search(config: &Config, cmd: SearchCommand) -> Result<(), BoxError> {
+    let SearchCommand::Rebuild { workspace, all } = cmd;
+    let store = app::open_store(config).await?;
+    let workspaces = match (workspace, all) {
+        (Some(w), _) => vec![w.parse().map_err(|_| format!("{w:?} is not a workspace id"))?],
+        (None, _) => store.platform.list_workspaces().await?.into_iter().map(|w| w.id).collect(),
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let tasks = tokio_util::task::TaskTracker::new();
+    let place = crate::search::index::Place::new(&config.data_dir, &config.search, config.database_url.is_some());
+    let indexes = crate::search::Indexes::new(place, config.search.clone(), shutdown.clone(), tasks.clone());
+    let count = workspaces.len();
+    for (i, id) in workspaces.into_iter().enumerate() {
+        let tenant = store.tenants.open(id).await?;
+        let mut progress = Progress::new(format!("[{}/{count}] {id}", i + 1));
+        let rebuilt = crate::search::indexer::rebuild(&indexes, &tenant, |done, total| progress.show(done, total)).await;
+        progress.finish();
+        let rebuilt = rebuilt.map_err(|e| format!("{id}: {e}"))?;
+        println!("{id}\t{} ticket(s) from {} event(s), through sync_id {}", rebuilt.documents, rebuilt.events, rebuilt.through);
+    }
+    shutdown.cancel();
+    tasks.close();
+    tasks.wait().await;
+    Ok(())
 }
 
 async fn attachments(config: &Config, cmd: AttachmentsCommand) -> Result<(), BoxError> {

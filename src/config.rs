@@ -112,6 +112,8 @@ pub struct Config {
     pub filing: crate::mail::filing::FilingLimits,
     /// Collaborative notes (see `notes::NotesConfig` for what each bounds).
     pub notes: crate::notes::NotesConfig,
+    /// Search indexes: where (Postgres mode) and how many open (see `search::SearchConfig`).
+    pub search: crate::search::SearchConfig,
     /// Whether this instance runs the durable log consumers (notifications, and later mail,
     /// search, webhooks). Off, it serves requests and live streams only, and leaves that
     /// work to the instances that have it on (several may: they never double an effect).
@@ -306,6 +308,14 @@ impl Config {
                 compact_after: src.parse::<u64>("EDGEDESK_NOTE_COMPACT_AFTER", 500)?.max(1),
                 compact_every: Duration::from_millis(src.parse::<u64>("EDGEDESK_NOTE_COMPACT_EVERY_MS", 30_000)?.max(10)),
                 ..crate::notes::NotesConfig::default()
+            },
+            search: crate::search::SearchConfig {
+                dir: src.get("EDGEDESK_SEARCH_DIR").map(PathBuf::from),
+                open_cap: src.parse::<usize>("EDGEDESK_SEARCH_OPEN_INDEXES", 128)?.max(1),
+                writers: src.parse::<usize>("EDGEDESK_SEARCH_WRITERS", 4)?.max(1),
+                writer_bytes: src.parse::<usize>("EDGEDESK_SEARCH_WRITER_MB", 32)?.clamp(15, 4_000) * 1024 * 1024,
+                commit_every: Duration::from_millis(src.parse::<u64>("EDGEDESK_SEARCH_COMMIT_MS", 500)?.max(10)),
+                writer_idle: Duration::from_millis(src.parse::<u64>("EDGEDESK_SEARCH_WRITER_IDLE_MS", 5_000)?.max(10)),
             },
             run_consumers: src.parse("EDGEDESK_RUN_CONSUMERS", true)?,
             consumer_idle: Duration::from_millis(src.parse::<u64>("EDGEDESK_CONSUMER_IDLE_MS", 10_000)?.max(1)),

@@ -38,6 +38,7 @@ use crate::error::AppError;
         (name = "keys", description = "Key bundles for client-side encryption"),
         (name = "mail", description = "Mail channels: the workspace's support address in (IMAP) and out (SMTP)"),
         (name = "notes", description = "Collaborative ticket notes (y-websocket)"),
+        (name = "search", description = "Full-text search over tickets, replies, notes and file names"),
         (name = "ops", description = "Health and readiness"),
     )
 )]
@@ -68,6 +69,7 @@ pub fn api() -> (Router<App>, Router<App>, utoipa::openapi::OpenApi) {
         .merge(crate::attachments::routes())
         .merge(crate::keys::routes())
         .merge(crate::mail::routes())
+        .merge(crate::search::routes())
         .split_for_parts();
     let (streams, streams_openapi) = crate::live::routes().merge(crate::notes::routes()).split_for_parts();
     openapi.merge(streams_openapi);
@@ -159,6 +161,7 @@ async fn metrics(State(app): State<App>) -> Response {
     body.push_str(&app.notes().render_metrics());
     body.push_str(&app.store().metrics.render());
     body.push_str(&app.runner().render_metrics());
+    body.push_str(&app.search().render_metrics());
     if let Some(delivery) = app.delivery() {
         body.push_str(&delivery.render_metrics());
     }

@@ -26,4 +26,41 @@
 //!   is missing, corrupt, or of an older schema version; `GET …/search/status` says how far
 //!   the index is behind the log.
 
+pub mod find;
+pub mod index;
+pub mod indexer;
 pub mod query;
+mod routes;
+pub mod schema;
+
+pub use index::{Indexes, SearchConfig};
+pub use indexer::SearchConsumer;
+pub use routes::routes;
+
+use std::sync::Arc;
+
+use crate::sync::runner::Runner;
+
+/// What the search routes need: this instance's indexes, and the runner whose lane feeds
+/// them (woken when a search finds its index behind).
+#[derive(Clone)]
+pub struct SearchState {
+    pub indexes: Arc<Indexes>,
+    pub runner: Arc<Runner>,
+}
+
+impl Indexes {
+    /// The search lines of `/metrics`.
+    pub fn render_metrics(&self) -> String {
+        format!(
+            "# HELP edgedesk_search_open_indexes Workspace search indexes open on this instance.\n\
+             # TYPE edgedesk_search_open_indexes gauge\n\
+             edgedesk_search_open_indexes {}\n\
+             # HELP edgedesk_search_writers Search index writers open on this instance.\n\
+             # TYPE edgedesk_search_writers gauge\n\
+             edgedesk_search_writers {}\n",
+            self.open_count(),
+            self.writer_count()
+        )
+    }
+}

@@ -19,6 +19,54 @@ pub struct Word {
     pub prefix: bool,
 }
 
+/// Words this long or longer are compared for highlighting by their first characters only.
+const MATCH_CHARS: usize = 64;
+
+impl Word {
+    /// Whether `token` (a word of the text, as the index spells it) is one this word
+    /// matches: within its typos, or, for a prefix, beginning with something within them.
+    /// The rule the index applies, repeated here to highlight what matched.
+    pub fn matches(&self, token: &str) -> bool {
+        let word: Vec<char> = self.text.chars().take(MATCH_CHARS).collect();
+        let token: Vec<char> = token.chars().take(MATCH_CHARS).collect();
+        let prefix = self.as_prefix();
+        if !prefix && word.len().abs_diff(token.len()) > self.typos as usize {
+            return false;
+        }
+        distance(&word, &token, prefix) <= self.typos as usize
+    }
+
+    /// Whether the index matches it as a prefix too (a single character would match too
+    /// much to mean anything).
+    pub fn as_prefix(&self) -> bool {
+        self.prefix && self.text.chars().count() >= 2
+    }
+}
+
+/// Edits (insert, delete, substitute, or swap two neighbours) from `word` to `token`, or
+/// with `prefix` to the closest beginning of `token`.
+fn distance(word: &[char], token: &[char], prefix: bool) -> usize {
+    let (n, m) = (word.len(), token.len());
+    let mut d = vec![vec![0usize; m + 1]; n + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=n {
+        for j in 1..=m {
+            let cost = usize::from(word[i - 1] != token[j - 1]);
+            let mut best = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && word[i - 1] == token[j - 2] && word[i - 2] == token[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    if prefix { d[n].iter().copied().min().unwrap_or(n) } else { d[n][m] }
+}
+
 /// A parsed query: every word and every phrase must match (AND).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Parsed {
@@ -132,6 +180,21 @@ mod tests {
         assert_eq!(parse(&"a ".repeat(33)), Err(QueryError::TooManyWords));
         assert_eq!(parse(&"x".repeat(501)), Err(QueryError::TooLong));
         assert!(QueryError::UnclosedQuote(9).to_string().contains("character 9"));
+    }
+
+    #[test]
+    fn a_word_matches_within_its_typos_and_a_prefix_its_beginnings() {
+        let printr = word("printr", 1, false);
+        assert!(printr.matches("printer"));
+        assert!(printr.matches("printr"));
+        assert!(!printr.matches("printers"), "two edits away");
+        assert!(word("fier", 1, false).matches("fire"), "a swap is one edit");
+        let fi = word("fi", 0, true);
+        assert!(fi.matches("fire") && fi.matches("fi") && !fi.matches("af"));
+        let prnt = word("prnt", 1, true);
+        assert!(prnt.matches("printer"), "prnt is one edit from the beginning print");
+        assert!(!word("on", 0, false).matches("one"));
+        assert!(!word("x", 0, true).matches("xylophone") && word("x", 0, true).matches("x"), "one character is no prefix");
     }
 
     #[test]

@@ -63,6 +63,12 @@ impl StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// `<data>/tenants/<ws>/`: the folder that holds one workspace on a single box (its
+/// database, files and search index), so that copying it copies the workspace.
+pub fn workspace_folder(data_dir: &std::path::Path, workspace: WorkspaceId) -> std::path::PathBuf {
+    data_dir.join("tenants").join(workspace.to_string())
+}
+
 /// One business event, as a backend appends it to the log.
 pub struct Event<'a, T: serde::Serialize> {
     /// `ticket.created`, `comment.created`, …
@@ -80,7 +86,7 @@ pub struct Event<'a, T: serde::Serialize> {
 }
 
 /// The `data` of a removal event: just the removed entity's id.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Removed<I: serde::Serialize> {
     pub id: I,
 }

@@ -535,6 +535,16 @@ pub enum AssigneeFilter {
     Unassigned,
 }
 
+/// The ticket list's filters, which search applies too.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TicketFilter {
+    pub status: Option<Status>,
+    pub priority: Option<Priority>,
+    pub assignee: Option<AssigneeFilter>,
+    pub requester: Option<UserId>,
+    pub tag: Option<String>,
+}
+
 /// A position in a ticket list: the sort key and id of the last row returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TicketCursor {

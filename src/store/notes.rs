@@ -109,6 +109,34 @@ impl<'a> Event<'a, NoteChange> {
     }
 }
 
+/// The `data` of a `note.text_updated` event: the note's plain text (its projection, written
+/// a moment after the edits that changed it) is now different; read it with
+/// [`NoteStore::summary`]. What search indexes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NoteTextChange {
+    pub ticket_id: TicketId,
+    /// Length of the new text, in characters.
+    pub chars: u64,
+}
+
+impl<'a> Event<'a, NoteTextChange> {
+    /// Staff only, as the note is.
+    pub fn note_text_updated(change: &'a NoteTextChange) -> Self {
+        Event {
+            kind: NOTE_TEXT_UPDATED,
+            entity: "note",
+            entity_id: change.ticket_id.to_string(),
+            data: change,
+            ticket: Some(change.ticket_id),
+            staff_only: true,
+            recipient: None,
+        }
+    }
+}
+
+/// The event kind of a changed text projection.
+pub const NOTE_TEXT_UPDATED: &str = "note.text_updated";
+
 /// The event kind the relay between instances reads.
 pub const NOTE_UPDATED: &str = "note.updated";
 
@@ -135,7 +163,8 @@ pub trait NoteStore: Send + Sync {
     /// (another compaction won, or the updates up to `through` are not the ones counted).
     async fn compact(&self, compaction: Compaction) -> StoreResult<bool>;
 
-    /// Records the note's current plain text (a projection of its content: no event).
+    /// Records the note's current plain text (a projection of its content) and, when it
+    /// differs from what was recorded, a `note.text_updated` event in the same transaction.
     async fn set_text(&self, ticket: TicketId, text: String) -> StoreResult<()>;
 
     /// Notes of live tickets with at least `min_updates` updates after their snapshot.

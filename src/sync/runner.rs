@@ -97,11 +97,34 @@ pub struct Handled {
     pub wake_at: Option<Millis>,
 }
 
+/// Where a durable consumer keeps its watermark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watermark {
+    /// In the store, advanced in the same transaction as the consumer's output.
+    Store,
+    /// With the consumer's own output outside the database (the search index keeps it in
+    /// its commit), read through [`Consumer::position`]. The store knows nothing of it: its
+    /// workspace hints and the sweep look at the other consumers only (such a consumer
+    /// catches up when woken or asked), and an event that keeps failing never stops it: its
+    /// output is a cache it can always rebuild, so it is retried at the capped backoff.
+    Own,
+}
+
 /// A subsystem that reacts to the log.
 #[async_trait]
 pub trait Consumer: Send + Sync + 'static {
     /// Unique among consumers; the key of its watermarks.
     fn name(&self) -> &'static str;
+    /// Where its watermark lives (the store, unless it says otherwise).
+    fn watermark(&self) -> Watermark {
+        Watermark::Store
+    }
+    /// A [`Watermark::Own`] consumer's position in `tenant`'s workspace: every event up to
+    /// it has been handled. A handler given an `advance.from` other than this answers
+    /// `StoreError::Conflict`, and the lane asks again.
+    async fn position(&self, _tenant: &Arc<dyn TenantStore>) -> Result<i64, ConsumerError> {
+        Err(ConsumerError::Failed(format!("the watermark of {} is in the store", self.name())))
+    }
     /// Handles `page` (the events after `advance.from`, in order, up to `advance.to`). A
     /// durable consumer writes its output and `advance` in one transaction (or calls
     /// `tenant.consumers().advance(advance)` when the page produced nothing); returning
@@ -140,6 +163,8 @@ struct LaneShared {
     /// In-memory lanes: the watermark (durable lanes read theirs from the store).
     memory: Option<AtomicI64>,
     running: AtomicBool,
+    /// Set by [`Runner::reposition`]: read the watermark again before the next page.
+    reread: AtomicBool,
 }
 
 type LaneKey = (&'static str, WorkspaceId);
@@ -272,6 +297,16 @@ impl Runner {
         self.durable.iter().map(|c| c.name()).collect()
     }
 
+    /// The names of the durable consumers whose watermarks the store keeps.
+    pub fn stored_names(&self) -> Vec<&'static str> {
+        self.stored().map(|c| c.name()).collect()
+    }
+
+    /// The durable consumers whose watermarks the store keeps (what its hints are about).
+    fn stored(&self) -> impl Iterator<Item = &Arc<dyn Consumer>> {
+        self.durable.iter().filter(|c| c.watermark() == Watermark::Store)
+    }
+
     /// Consumers stopped in a workspace on this instance, for `/metrics`.
     pub fn stopped(&self) -> Vec<Stopped> {
         let mut out: Vec<Stopped> = self.stopped.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
@@ -338,6 +373,7 @@ impl Runner {
             stop: self.shutdown.child_token(),
             memory: Some(AtomicI64::new(from)),
             running: AtomicBool::new(true),
+            reread: AtomicBool::new(false),
         });
         // In-memory lanes are keyed apart from durable ones by their consumer's name.
         self.lanes().insert(lane.clone());
@@ -379,6 +415,7 @@ impl Runner {
             stop: self.shutdown.child_token(),
             memory: None,
             running: AtomicBool::new(true),
+            reread: AtomicBool::new(false),
         });
         lane.wake.notify_one();
         lanes.insert(lane.clone());
@@ -389,10 +426,10 @@ impl Runner {
 
     /// Starts the lanes of every workspace that may be behind.
     async fn catch_up(&self) {
-        if self.durable.is_empty() {
+        let names = self.stored_names();
+        if names.is_empty() {
             return;
         }
-        let names = self.durable_names();
         let mut after = None;
         loop {
             let page = match self.index.maybe_behind(&names, after, 500).await {
@@ -464,7 +501,7 @@ impl Runner {
         let behind = async {
             let tenant = self.tenants.open(workspace).await?;
             let head = tenant.head().await?;
-            for consumer in &self.durable {
+            for consumer in self.stored() {
                 let state = tenant.consumers().state(consumer.name()).await?;
                 if state.stopped.is_none() && state.position < head {
                     return Ok::<bool, StoreError>(true);
@@ -485,7 +522,7 @@ impl Runner {
     /// Called by a durable lane that found itself at the head: once every durable consumer
     /// stands there, the store may forget the workspace until it moves again.
     async fn report_caught_up(&self, tenant: &Arc<dyn TenantStore>, head: i64) {
-        for consumer in &self.durable {
+        for consumer in self.stored() {
             match tenant.consumers().state(consumer.name()).await {
                 Ok(state) if state.position >= head && state.stopped.is_none() => {}
                 _ => return,
@@ -567,6 +604,18 @@ impl Runner {
         let key = (lane.consumer.name(), lane.workspace);
         let stopped = Stopped { consumer: lane.consumer.name(), workspace: lane.workspace, at, error };
         self.stopped.lock().unwrap_or_else(|p| p.into_inner()).insert(key, stopped);
+    }
+
+    /// Makes `consumer`'s lane in `workspace` read its watermark again before its next page,
+    /// and wakes it (starting it if needed): for a [`Watermark::Own`] consumer whose output
+    /// was lost (its index deleted), so that it starts again from where that output stands.
+    pub fn reposition(&self, workspace: WorkspaceId, consumer: &str) {
+        if let Some(lane) = self.lanes().0.get(&workspace).and_then(|ls| ls.iter().find(|l| l.consumer.name() == consumer)) {
+            lane.reread.store(true, Ordering::Release);
+        }
+        if let Some(c) = self.durable.iter().find(|c| c.name() == consumer) {
+            self.wake_durable(c, workspace);
+        }
     }
 
     /// Lets a stopped consumer go again in `workspace` (it retries the event it stopped at).
@@ -659,10 +708,14 @@ async fn drain(lane: Arc<LaneShared>, given: Option<Arc<dyn TenantStore>>, runne
                 }
             }
         };
-        // Durable lanes read their watermark from the store (again after a conflict).
+        if lane.reread.swap(false, Ordering::AcqRel) && matches!(kind, Position::Durable) {
+            position = None;
+        }
+        // Durable lanes read their watermark from the store or the consumer (again after a
+        // conflict).
         let from = match position {
             Some(at) => at,
-            None => match tenant.consumers().state(name).await {
+            None => match watermark_of(lane.consumer.as_ref(), &tenant).await {
                 Ok(state) => {
                     if let Some((at, error)) = state.stopped {
                         tracing::warn!(consumer = name, workspace = %lane.workspace, at, %error, "log consumer is stopped in this workspace");
@@ -748,7 +801,7 @@ async fn drain(lane: Arc<LaneShared>, given: Option<Arc<dyn TenantStore>>, runne
                     tracing::warn!(consumer = name, workspace = %lane.workspace, error = %err, "a log consumer's page failed; retrying event by event");
                     limit = 1;
                     attempts = attempts.min(1);
-                } else if attempts >= MAX_ATTEMPTS && matches!(kind, Position::Durable) {
+                } else if attempts >= MAX_ATTEMPTS && matches!(kind, Position::Durable) && lane.consumer.watermark() == Watermark::Store {
                     let error = err.to_string();
                     tracing::error!(consumer = name, workspace = %lane.workspace, sync_id = last, %error,
                         "a log consumer stops in this workspace: this event failed {MAX_ATTEMPTS} times");
@@ -771,6 +824,14 @@ async fn drain(lane: Arc<LaneShared>, given: Option<Arc<dyn TenantStore>>, runne
     lane.running.store(false, Ordering::Release);
     if let Some(r) = runner.upgrade() {
         r.forget(&lane);
+    }
+}
+
+/// Where a durable consumer stands in `tenant`'s workspace, and whether it is stopped there.
+async fn watermark_of(consumer: &dyn Consumer, tenant: &Arc<dyn TenantStore>) -> Result<crate::store::ConsumerState, ConsumerError> {
+    match consumer.watermark() {
+        Watermark::Store => Ok(tenant.consumers().state(consumer.name()).await?),
+        Watermark::Own => Ok(crate::store::ConsumerState { position: consumer.position(tenant).await?, stopped: None }),
     }
 }
 

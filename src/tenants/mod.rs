@@ -6,6 +6,7 @@
 //! storage is even opened.
 
 mod extract;
+pub mod filter;
 mod routes;
 pub mod transfer;
 

@@ -12,9 +12,9 @@ use crate::auth::AuthState;
 use crate::error::{AppError, AppResult, FieldError, Problem};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::http::parse_limit;
-use crate::store::{AssigneeFilter, NewTicket, Priority, SortOrder, Status, Ticket, TicketPatch, TicketQuery, TicketSort, UserId};
+use crate::store::{NewTicket, Priority, SortOrder, Status, Ticket, TicketPatch, TicketQuery, TicketSort, UserId};
+use crate::tenants::filter::{FilterParams, Tag};
 use crate::tenants::{Guarded, TenantConn, TenantStaff, TenantsState};
-use validate::Tag;
 
 pub fn routes<S>() -> OpenApiRouter<S>
 where
@@ -35,20 +35,6 @@ pub const MAX_LIMIT: usize = 200;
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
-    /// `open`, `pending`, `resolved` or `closed`.
-    #[param(value_type = Option<Status>)]
-    status: Option<String>,
-    /// `low`, `normal`, `high` or `urgent`.
-    #[param(value_type = Option<Priority>)]
-    priority: Option<String>,
-    /// A user id, or `none` for unassigned tickets.
-    #[param(pattern = r"^(none|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$")]
-    assignee: Option<String>,
-    /// A user id.
-    #[param(value_type = Option<String>, format = Uuid)]
-    requester: Option<String>,
-    #[param(value_type = Option<Tag>)]
-    tag: Option<String>,
     /// `updated_at` (default) or `created_at`.
     #[param(pattern = r"^(updated_at|created_at)$")]
     sort: Option<String>,
@@ -64,8 +50,9 @@ pub struct ListParams {
 }
 
 impl ListParams {
-    fn into_query(self) -> AppResult<TicketQuery> {
+    fn into_query(self, filter: &FilterParams) -> AppResult<TicketQuery> {
         let mut errors = Vec::new();
+        let filter = filter.parse(&mut errors);
         let mut enum_param = |field: &str, raw: Option<&str>, parse: &dyn Fn(&str) -> bool, allowed: &str| {
             if let Some(raw) = raw
                 && !parse(raw)
@@ -73,22 +60,8 @@ impl ListParams {
                 errors.push(FieldError::new(field, format!("must be one of {allowed}")));
             }
         };
-        enum_param("status", self.status.as_deref(), &|s| Status::parse(s).is_some(), "open, pending, resolved, closed");
-        enum_param("priority", self.priority.as_deref(), &|s| Priority::parse(s).is_some(), "low, normal, high, urgent");
         enum_param("sort", self.sort.as_deref(), &|s| matches!(s, "updated_at" | "created_at"), "updated_at, created_at");
         enum_param("order", self.order.as_deref(), &|s| matches!(s, "asc" | "desc"), "asc, desc");
-        let assignee = match self.assignee.as_deref() {
-            None => None,
-            Some("none") => Some(AssigneeFilter::Unassigned),
-            Some(id) => {
-                id.parse().map(AssigneeFilter::User).map_err(|_| errors.push(FieldError::new("assignee", "must be a user id or none"))).ok()
-            }
-        };
-        let requester = match self.requester.as_deref() {
-            None => None,
-            Some(id) => id.parse::<UserId>().map_err(|_| errors.push(FieldError::new("requester", "must be a user id"))).ok(),
-        };
-        let tag = self.tag.as_deref().map(validate::tag_filter).transpose().map_err(|e| errors.push(e)).ok().flatten();
         let limit = parse_limit(self.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT).map_err(|e| errors.push(e)).unwrap_or(DEFAULT_LIMIT);
         if !errors.is_empty() {
             return Err(AppError::Validation(errors));
@@ -97,11 +70,11 @@ impl ListParams {
         let order = if self.order.as_deref() == Some("asc") { SortOrder::Asc } else { SortOrder::Desc };
         let after = self.cursor.as_deref().map(|c| cursor::decode(c, sort, order)).transpose()?;
         Ok(TicketQuery {
-            status: self.status.as_deref().and_then(Status::parse),
-            priority: self.priority.as_deref().and_then(Priority::parse),
-            assignee,
-            requester,
-            tag,
+            status: filter.status,
+            priority: filter.priority,
+            assignee: filter.assignee,
+            requester: filter.requester,
+            tag: filter.tag,
             sort,
             order,
             after,
@@ -118,10 +91,14 @@ pub struct TicketList {
 }
 
 /// Lists tickets the caller may see (requesters: their own).
-#[utoipa::path(get, path = "/api/workspaces/{ws}/tickets", tag = "tickets", params(("ws" = uuid::Uuid, Path, description = "Workspace id"), ListParams),
+#[utoipa::path(get, path = "/api/workspaces/{ws}/tickets", tag = "tickets", params(("ws" = uuid::Uuid, Path, description = "Workspace id"), FilterParams, ListParams),
     responses((status = 200, body = TicketList), (status = 400, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
-async fn list_tickets(conn: TenantConn, ApiQuery(params): ApiQuery<ListParams>) -> AppResult<axum::Json<TicketList>> {
-    let query = params.into_query()?;
+async fn list_tickets(
+    conn: TenantConn,
+    ApiQuery(filter): ApiQuery<FilterParams>,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> AppResult<axum::Json<TicketList>> {
+    let query = params.into_query(&filter)?;
     let page = conn.store.list_tickets(conn.audience(), &query).await?;
     let next_cursor = match (page.has_more, page.items.last()) {
         (true, Some(last)) => Some(cursor::encode(query.sort, query.order, last)),

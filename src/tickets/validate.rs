@@ -7,7 +7,6 @@ use crate::tenants::TenantConn;
 pub const TITLE_MAX: usize = 300;
 pub const BODY_MAX: usize = 65_536;
 pub const TAGS_MAX: usize = 20;
-pub const TAG_MAX: usize = 40;
 
 pub fn title(value: &str) -> Result<String, FieldError> {
     crate::auth::validate_text("title", value, TITLE_MAX)
@@ -43,31 +42,23 @@ pub fn reply_files(ids: Vec<crate::store::blobs::AttachmentId>) -> Result<Vec<cr
     Ok(once)
 }
 
-/// Tags are trimmed and lower-cased, de-duplicated in order, 1–40 characters of
-/// `a-z 0-9 - _ : .`, at most 20 per ticket.
+/// Tags are normalised ([`normalise_tag`]) and de-duplicated in order, at most 20 per ticket.
+///
+/// [`normalise_tag`]: crate::tenants::filter::normalise_tag
 pub fn tags(values: &[String]) -> Result<Vec<String>, FieldError> {
     if values.len() > TAGS_MAX {
         return Err(FieldError::new("tags", format!("at most {TAGS_MAX} tags")));
     }
     let mut out: Vec<String> = Vec::with_capacity(values.len());
     for (i, raw) in values.iter().enumerate() {
-        let tag = raw.trim_matches(crate::http::is_space).to_lowercase();
-        let ok = !tag.is_empty()
-            && tag.chars().count() <= TAG_MAX
-            && tag.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | '.'));
-        if !ok {
+        let Some(tag) = crate::tenants::filter::normalise_tag(raw) else {
             return Err(FieldError::new(format!("tags[{i}]"), "1-40 characters of a-z, 0-9, '-', '_', ':', '.'"));
-        }
+        };
         if !out.contains(&tag) {
             out.push(tag);
         }
     }
     Ok(out)
-}
-
-/// A single tag used as a filter.
-pub fn tag_filter(value: &str) -> Result<String, FieldError> {
-    tags(&[value.to_string()]).map(|mut v| v.remove(0)).map_err(|_| FieldError::new("tag", "not a valid tag"))
 }
 
 /// `user` must be a member of the workspace; with `staff`, an owner, admin or agent.
@@ -93,9 +84,3 @@ mod tests {
         assert!(tags(&["x".repeat(41)]).is_err());
     }
 }
-
-/// A tag as the schema shows it: what [`tags`] accepts (surrounding spaces are trimmed and
-/// letters lower-cased).
-#[derive(utoipa::ToSchema)]
-#[schema(value_type = String, pattern = r"^\s*[A-Za-z0-9_:.\-]{1,40}\s*$")]
-pub struct Tag(#[allow(dead_code)] String);

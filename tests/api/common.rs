@@ -161,8 +161,8 @@ impl TestServer {
         &self.server.as_ref().expect("a running server").app
     }
 
-    /// Waits until every durable log consumer of `ws` stands at the log's head (its own
-    /// events, such as notifications, included).
+    /// Waits until every durable log consumer of `ws` whose watermark the store keeps stands
+    /// at the log's head (its own events, such as notifications, included).
     pub async fn consumers_caught_up(&self, ws: &str) {
         let ws: edgedesk::store::WorkspaceId = ws.parse().expect("workspace id");
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -171,7 +171,7 @@ impl TestServer {
             let tenant = store.tenants.open(ws).await.expect("workspace opens");
             let head = tenant.head().await.expect("head");
             let mut behind = false;
-            for name in self.app().runner().durable_names() {
+            for name in self.app().runner().stored_names() {
                 behind |= tenant.consumers().state(name).await.expect("state").position < head;
             }
             if !behind {

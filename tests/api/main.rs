@@ -29,6 +29,7 @@ mod pgdb;
 mod postgres;
 mod postgres_tls;
 mod runner;
+mod search;
 mod store;
 mod surface_lint;
 mod sync;

@@ -72,6 +72,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("delete", "/api/workspaces/{ws}/mail/channels/{id}"),
     ("post", "/api/workspaces/{ws}/mail/channels/{id}/test"),
     ("get", "/api/workspaces/{ws}/tickets/{id}/mail"),
+    ("get", "/api/workspaces/{ws}/search"),
+    ("get", "/api/workspaces/{ws}/search/status"),
     ("get", "/metrics"),
 ];
 

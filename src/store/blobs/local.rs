@@ -24,17 +24,17 @@ const IO_CHUNK: usize = 256 * 1024;
 const TEMP_PREFIX: &str = ".upload-";
 
 pub struct LocalBlobs {
-    tenants: PathBuf,
+    data_dir: PathBuf,
 }
 
 impl LocalBlobs {
     /// Objects under `<data_dir>/tenants/<ws>/blobs/`.
     pub fn new(data_dir: &Path) -> Self {
-        Self { tenants: data_dir.join("tenants") }
+        Self { data_dir: data_dir.to_owned() }
     }
 
     fn root(&self, workspace: WorkspaceId) -> PathBuf {
-        self.tenants.join(workspace.to_string()).join("blobs")
+        crate::store::workspace_folder(&self.data_dir, workspace).join("blobs")
     }
 
     fn path(&self, key: &BlobKey) -> PathBuf {

@@ -198,13 +198,17 @@ impl NoteStore for PgTenant {
     async fn set_text(&self, ticket: TicketId, text: String) -> StoreResult<()> {
         let ws = self.workspace_id();
         let mut client = self.client().await?;
-        let mut b = Bookkeeping::begin(&mut client, ws).await?;
-        b.exempt("the text projection of a note: its updates' own events announced the change");
-        b.tx()
-            .execute("UPDATE notes SET text = $3 WHERE workspace_id = $1 AND ticket_id = $2", &[&ws, &ticket, &text])
+        let mut w = self.write_tx(&mut client).await?;
+        let changed = w
+            .tx()
+            .execute("UPDATE notes SET text = $3 WHERE workspace_id = $1 AND ticket_id = $2 AND text <> $3", &[&ws, &ticket, &text])
             .await
             .map_err(error)?;
-        b.commit().await
+        if changed > 0 {
+            let change = NoteTextChange { ticket_id: ticket, chars: text.chars().count() as u64 };
+            w.record(None, Event::note_text_updated(&change)).await?;
+        }
+        w.commit().await
     }
 
     async fn needing_compaction(&self, min_updates: u64, limit: usize) -> StoreResult<Vec<TicketId>> {

@@ -152,10 +152,14 @@ impl NoteStore for SqliteTenant {
 
     async fn set_text(&self, ticket: TicketId, text: String) -> StoreResult<()> {
         self.write(move |tx| {
-            tx.exempt("the text projection of a note: its updates' own events announced the change");
-            tx.prepare_cached("UPDATE notes SET text = ?2 WHERE ticket_id = ?1")
+            let changed = tx
+                .prepare_cached("UPDATE notes SET text = ?2 WHERE ticket_id = ?1 AND text <> ?2")
                 .and_then(|mut stmt| stmt.execute(params![ticket, text]))
                 .map_err(error)?;
+            if changed > 0 {
+                let change = NoteTextChange { ticket_id: ticket, chars: text.chars().count() as u64 };
+                tx.record(None, Event::note_text_updated(&change))?;
+            }
             Ok(())
         })
         .await

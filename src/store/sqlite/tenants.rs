@@ -89,7 +89,7 @@ impl SqliteTenants {
     }
 
     fn db_path(&self, workspace: WorkspaceId) -> PathBuf {
-        self.data_dir.join("tenants").join(workspace.to_string()).join("tenant.db")
+        crate::store::workspace_folder(&self.data_dir, workspace).join("tenant.db")
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<WorkspaceId, Arc<SqliteTenant>>> {
@@ -181,7 +181,7 @@ impl TenantStores for SqliteTenants {
         if imported.is_err() {
             // Nothing was committed; leave no empty file behind to block a retry.
             drop(tenant);
-            let _ = tokio::fs::remove_dir_all(self.data_dir.join("tenants").join(workspace.id.to_string())).await;
+            let _ = tokio::fs::remove_dir_all(crate::store::workspace_folder(&self.data_dir, workspace.id)).await;
         }
         imported
     }
