@@ -30,6 +30,7 @@ mod postgres;
 mod postgres_tls;
 mod runner;
 mod search;
+mod search_crash;
 mod store;
 mod surface_lint;
 mod sync;
