@@ -63,6 +63,8 @@ mod mailservers;
 mod notes;
 #[path = "../tests/api/pgdb.rs"]
 mod pgdb;
+#[path = "load/search.rs"]
+mod search;
 #[path = "load/sse.rs"]
 mod sse;
 
@@ -804,6 +806,11 @@ async fn main() {
     if all || args.which == "attachments" {
         let (_keep, dir) = scratch("attachments");
         attachments::bench_attachments(&dir).await;
+    }
+    if all || args.which == "search" {
+        let (_keep, dir) = scratch("search");
+        let _ = rlimit::increase_nofile_limit(u64::MAX);
+        search::bench_search(&dir, args.rows, args.tenants).await;
     }
     if all || args.which == "pg-fanin" {
         let (_keep, dir) = scratch("pg-fanin");
