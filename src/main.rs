@@ -6,7 +6,9 @@ use tracing_subscriber::EnvFilter;
 fn main() -> std::process::ExitCode {
     let cli = edgedesk::cli::Cli::parse();
     let json = std::env::var("EDGEDESK_LOG_FORMAT").is_ok_and(|v| v == "json");
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // tantivy warns when a merge ends after a commit emptied its segments (a reply replaces
+    // its ticket's document): harmless, and constant under steady writes.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,tantivy=error"));
     let subscriber = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if json {
         subscriber.json().init();

@@ -29,8 +29,9 @@ fn seed(db: &Path, requester: &str, rows: u64) {
             let mut ticket_row = tx
                 .prepare("INSERT INTO tickets (number, id, title, status, priority, requester_id, tags, created_at, updated_at) VALUES (?1, ?2, ?3, 'open', 'normal', ?4, '[]', ?5, ?5)")
                 .expect("prepare");
-            let mut comment_row =
-                tx.prepare("INSERT INTO comments (id, ticket_id, author_id, body, internal, created_at) VALUES (?1, ?2, ?3, ?4, 0, ?5)").expect("prepare");
+            let mut comment_row = tx
+                .prepare("INSERT INTO comments (id, ticket_id, author_id, body, internal, created_at) VALUES (?1, ?2, ?3, ?4, 0, ?5)")
+                .expect("prepare");
             let mut action = tx
                 .prepare("INSERT INTO sync_actions (at, actor, kind, entity, entity_id, data, ticket_id, staff_only) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0)")
                 .expect("prepare");
@@ -62,7 +63,12 @@ fn seed(db: &Path, requester: &str, rows: u64) {
                         id: edgedesk::store::CommentId::new(),
                         ticket_id: ticket.id,
                         author_id: requester,
-                        body: format!("Reply {c}: the {} {} still fails after the {} was replaced", words[(c as usize + 3) % 10], words[(c as usize + number as usize) % 10], words[(c as usize * 7) % 10]),
+                        body: format!(
+                            "Reply {c}: the {} {} still fails after the {} was replaced",
+                            words[(c as usize + 3) % 10],
+                            words[(c as usize + number as usize) % 10],
+                            words[(c as usize * 7) % 10]
+                        ),
                         internal: false,
                         created_at: at,
                     };
@@ -79,7 +85,14 @@ fn seed(db: &Path, requester: &str, rows: u64) {
 }
 
 async fn status(http: &reqwest::Client, base: &str, token: &str, ws: &str) -> serde_json::Value {
-    http.get(format!("{base}/api/workspaces/{ws}/search/status")).bearer_auth(token).send().await.expect("status").json().await.expect("json")
+    http.get(format!("{base}/api/workspaces/{ws}/search/status"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("json")
 }
 
 fn ms(d: Duration) -> f64 {
@@ -91,7 +104,8 @@ pub async fn bench_search(dir: &Path, rows: u64, tenants: usize) {
     let data = dir.join("data");
     let server = ServerProc::start(&data).await;
     let (token, ws) = admin_and_workspace(&http, &server.base).await;
-    let me: serde_json::Value = http.get(format!("{}/api/me", server.base)).bearer_auth(&token).send().await.expect("me").json().await.expect("json");
+    let me: serde_json::Value =
+        http.get(format!("{}/api/me", server.base)).bearer_auth(&token).send().await.expect("me").json().await.expect("json");
     server.stop().await;
 
     // 1. Indexing the log.
@@ -207,7 +221,8 @@ pub async fn bench_search(dir: &Path, rows: u64, tenants: usize) {
     let after_create = server.rss_kib();
     let searched = Instant::now();
     for id in &ids {
-        let res = http.get(format!("{}/api/workspaces/{id}/search?q=printer", server.base)).bearer_auth(&token).send().await.expect("search");
+        let res =
+            http.get(format!("{}/api/workspaces/{id}/search?q=printer", server.base)).bearer_auth(&token).send().await.expect("search");
         assert!(res.status().is_success());
     }
     println!(

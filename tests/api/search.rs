@@ -258,3 +258,39 @@ async fn a_write_through_one_postgres_instance_is_found_through_the_other() {
     two.stop().await;
     one.stop().await;
 }
+
+#[tokio::test]
+async fn an_unreadable_or_older_index_is_rebuilt_from_the_log() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let admin = s.admin().await;
+    let ws = s.workspace(&admin, "Desk").await;
+    let t = s.ticket(&admin, &ws, json!({ "title": "Heating broken" })).await;
+    let id = t["id"].as_str().unwrap().to_string();
+    let (ids, _) = find(&s, &admin, &ws, "heating").await;
+    assert_eq!(ids, [id.as_str()]);
+    let dir = index_dir(&s, &ws);
+
+    // Written by an older build: its commit says another schema version (changed while
+    // the server is down, before the new one opens it).
+    let meta_file = dir.join("meta.json");
+    let older = meta_file.clone();
+    let s = s
+        .restart_with(move |_| {
+            let mut meta: Value = serde_json::from_str(&std::fs::read_to_string(&older).unwrap()).unwrap();
+            let payload: Value = serde_json::from_str(meta["payload"].as_str().expect("a payload")).unwrap();
+            assert_eq!(payload["schema"], 1, "{payload}");
+            meta["payload"] = Value::String(json!({ "schema": 0, "watermark": payload["watermark"] }).to_string());
+            std::fs::write(&older, meta.to_string()).unwrap();
+        })
+        .await;
+    let page = until_found(&s, &admin, &ws, "heating", &id).await;
+    assert_eq!(page["head"], page["indexed_through"]);
+    let meta: Value = serde_json::from_str(&std::fs::read_to_string(&meta_file).unwrap()).unwrap();
+    assert!(meta["payload"].as_str().unwrap().contains("\"schema\":1"), "rebuilt under this schema: {meta}");
+
+    // Unreadable: its metadata is garbage.
+    let garbage = meta_file.clone();
+    let s = s.restart_with(move |_| std::fs::write(&garbage, b"{ not json").unwrap()).await;
+    until_found(&s, &admin, &ws, "heating", &id).await;
+    s.stop().await;
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::common::{Backend, both_backends};
+use crate::common::both_backends;
 use crate::crash::{json_call, process_fixture, spawn_server};
 
 /// Tickets per writer at most: every hit of one query stays within search's deepest page.
