@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -161,6 +161,12 @@ pub struct WorkspaceIndex {
     pub waiting: AtomicUsize,
     /// The directory's identity when opened.
     identity: Option<u64>,
+    /// `inner`'s position and whether it has a writer, readable without waiting for a write
+    /// in progress (the registry and the routes ask from async code).
+    handled: AtomicI64,
+    writing: AtomicBool,
+    /// When it last wrote (Unix milliseconds).
+    wrote_at: AtomicU64,
     /// Set when a write failed in a way that calls for a fresh start.
     broken: AtomicBool,
 }
@@ -199,6 +205,9 @@ impl WorkspaceIndex {
             waiting: AtomicUsize::new(0),
             identity: identity(dir),
             broken: AtomicBool::new(false),
+            handled: AtomicI64::new(watermark),
+            writing: AtomicBool::new(false),
+            wrote_at: AtomicU64::new(crate::store::Millis::now().0.max(0) as u64),
         })
     }
 
@@ -248,7 +257,7 @@ impl WorkspaceIndex {
 
     /// Every event up to this is handled.
     pub fn position(&self) -> i64 {
-        self.inner().position
+        self.handled.load(Ordering::Acquire)
     }
 
     /// Every event up to this is searchable.
@@ -261,7 +270,19 @@ impl WorkspaceIndex {
     }
 
     pub fn has_writer(&self) -> bool {
-        self.inner().writer.is_some()
+        self.writing.load(Ordering::Acquire)
+    }
+
+    /// Moves the position (under the `inner` lock).
+    fn set_position(&self, inner: &mut Inner, to: i64) {
+        inner.position = to;
+        self.handled.store(to, Ordering::Release);
+    }
+
+    /// Takes the writer away (under the `inner` lock).
+    fn take_writer(&self, inner: &mut Inner) -> Option<Writer> {
+        self.writing.store(false, Ordering::Release);
+        inner.writer.take()
     }
 
     /// Whether the directory under this index was deleted or replaced, or a write failed.
@@ -295,7 +316,7 @@ impl WorkspaceIndex {
             return Err(IndexError::Moved { at: inner.position, from });
         }
         if changes.is_empty() {
-            inner.position = to;
+            self.set_position(&mut inner, to);
             if inner.dirty.is_empty() {
                 self.visible.send_replace(to);
             }
@@ -310,6 +331,7 @@ impl WorkspaceIndex {
                 .build();
             let writer = self.index.writer_with_options(options).map_err(|e| tantivy_error(&self.dir, e))?;
             inner.writer = Some(Writer { writer, _permit: permit });
+            self.writing.store(true, Ordering::Release);
         }
         let mut touched = Vec::new();
         for change in changes.drain(..) {
@@ -341,8 +363,9 @@ impl WorkspaceIndex {
                 writer.writer.add_document(doc).map_err(|e| tantivy_error(&self.dir, e))?;
             }
         }
-        inner.position = to;
+        self.set_position(&mut inner, to);
         inner.last_write = Instant::now();
+        self.wrote_at.store(crate::store::Millis::now().0.max(0) as u64, Ordering::Relaxed);
         if inner.last_commit.elapsed() >= config.commit_every || self.waiting.load(Ordering::Acquire) > 0 {
             self.commit(&mut inner)?;
         }
@@ -394,13 +417,14 @@ impl WorkspaceIndex {
             // Start again from the last commit: the lane is told (`Moved`) at its next page.
             tracing::warn!(workspace = %self.workspace, error = %err, "cannot commit the search index; indexing resumes from its last commit");
             inner.dirty.clear();
-            inner.position = inner.committed;
-            inner.writer = None;
+            let committed = inner.committed;
+            self.set_position(&mut inner, committed);
+            drop(self.take_writer(&mut inner));
             inner.tidying = false;
             return None;
         }
         if close {
-            if let Some(writer) = inner.writer.take()
+            if let Some(writer) = self.take_writer(&mut inner)
                 && let Err(err) = writer.writer.wait_merging_threads()
             {
                 tracing::debug!(workspace = %self.workspace, error = %err, "a search index merge ended with an error");
@@ -422,7 +446,7 @@ impl WorkspaceIndex {
         if inner.writer.is_some() && (!inner.dirty.is_empty() || inner.position > inner.committed) {
             self.commit(&mut inner)?;
         }
-        if let Some(writer) = inner.writer.take() {
+        if let Some(writer) = self.take_writer(&mut inner) {
             writer.writer.wait_merging_threads().map_err(|e| tantivy_error(&self.dir, e))?;
         }
         inner.tidying = false;
@@ -440,14 +464,15 @@ impl WorkspaceIndex {
         if (!inner.dirty.is_empty() || inner.position > inner.committed) && self.commit(&mut inner).is_err() {
             return false;
         }
-        if let Some(writer) = inner.writer.take() {
+        if let Some(writer) = self.take_writer(&mut inner) {
             let _ = writer.writer.wait_merging_threads();
         }
         true
     }
 
-    fn last_write(&self) -> Instant {
-        self.inner().last_write
+    /// When it last wrote (Unix milliseconds).
+    fn last_write(&self) -> u64 {
+        self.wrote_at.load(Ordering::Relaxed)
     }
 }
 
