@@ -41,6 +41,8 @@ pub enum Command {
     /// Search index upkeep.
     #[command(subcommand)]
     Search(SearchCommand),
+    /// Print the API's OpenAPI document (JSON), as served at /api/openapi.json.
+    Openapi,
 }
 
 #[derive(Debug, Subcommand)]
@@ -128,6 +130,12 @@ pub async fn run(cli: Cli, config: Config) -> Result<(), BoxError> {
         Command::User(cmd) => user(&config, cmd).await,
         Command::Attachments(cmd) => attachments(&config, cmd).await,
         Command::Search(cmd) => search(&config, cmd).await,
+        Command::Openapi => {
+            let (_, _, openapi) = crate::router::api();
+            use std::io::Write;
+            writeln!(std::io::stdout().lock(), "{}", openapi.to_pretty_json()?)?;
+            Ok(())
+        }
     }
 }
 

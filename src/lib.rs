@@ -14,6 +14,7 @@ pub mod cache;
 pub mod caps;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod crypto;
 pub mod error;
 pub mod http;

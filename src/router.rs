@@ -85,7 +85,7 @@ pub fn build(app: App) -> Router {
     // live stream writes a frame per event to every subscriber, so the stream routes get
     // `stream_guard` instead.
     api.merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", openapi))
-        .fallback(not_found)
+        .fallback(crate::console::serve)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| AppError::internal("handler panicked").into_response()))
         .layer(TraceLayer::new_for_http())
@@ -105,10 +105,6 @@ async fn stream_guard(request: Request, next: Next) -> Response {
     let response = opened.unwrap_or_else(|_| AppError::internal("handler panicked").into_response());
     tracing::debug!(parent: &span, status = response.status().as_u16(), latency_ms = started.elapsed().as_millis() as u64, "stream answered");
     response
-}
-
-async fn not_found() -> AppError {
-    AppError::NotFound
 }
 
 async fn method_not_allowed() -> AppError {

@@ -42,6 +42,9 @@ where
             return Ok(cached.clone());
         }
         let token = presented_token(parts).filter(|t| !t.is_empty() && t.len() <= 256).ok_or(AppError::Unauthorized)?;
+        if !parts.headers.contains_key(header::AUTHORIZATION) {
+            super::csrf::check(parts)?;
+        }
         let auth = AuthState::from_ref(state);
         let hash = token_hash(&token);
         let caller = match auth.credentials.get(&hash) {

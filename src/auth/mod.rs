@@ -4,8 +4,10 @@
 //! Tokens are opaque random strings (`eds_…` sessions, `edt_…` API tokens); only their
 //! SHA-256 is stored. A session travels as a bearer token or as the HttpOnly,
 //! SameSite=Strict cookie `edgedesk_session` (Strict keeps cross-site requests from
-//! carrying it, which is the CSRF defence for cookie-authenticated calls).
+//! carrying it); on top of that, `csrf` refuses a cookie-authenticated write that the
+//! browser reports as coming from another origin.
 
+pub mod csrf;
 mod extract;
 pub mod password;
 mod routes;

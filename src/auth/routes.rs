@@ -28,7 +28,7 @@ where
     S: Clone + Send + Sync + 'static,
 {
     OpenApiRouter::new()
-        .routes(routes!(setup))
+        .routes(routes!(setup_state, setup))
         .routes(routes!(login))
         .routes(routes!(logout))
         .routes(routes!(me))
@@ -103,6 +103,18 @@ impl NewUserRequest {
             is_admin: self.is_admin,
         })
     }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SetupState {
+    /// True until the first administrator exists (then `POST /api/setup` is refused).
+    pub needed: bool,
+}
+
+/// Whether the first administrator is still to be created (the console's first-run screen).
+#[utoipa::path(get, path = "/api/setup", tag = "auth", security(()), responses((status = 200, body = SetupState)))]
+async fn setup_state(State(auth): State<AuthState>) -> AppResult<axum::Json<SetupState>> {
+    Ok(axum::Json(SetupState { needed: auth.platform.user_count().await? == 0 }))
 }
 
 /// Creates the first platform administrator. Refused (409) once any user exists.

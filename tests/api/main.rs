@@ -9,6 +9,7 @@ mod bad_input;
 mod blobs;
 mod cli;
 mod common;
+mod console;
 mod crash;
 mod eventsource;
 mod exactly_once;
