@@ -37,6 +37,18 @@ class LiveWorkspace {
     };
   }
 
+  /** Lets the connection go (the page is hidden away); `resume` reopens it after the last event seen. */
+  pause() {
+    this.source?.close();
+    this.source = null;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+  }
+
+  resume() {
+    if (!this.closed && !this.source && !this.timer) this.open();
+  }
+
   close() {
     this.closed = true;
     this.source?.close();
@@ -116,6 +128,15 @@ const KINDS = [
 ];
 
 const open = new Map<string, LiveWorkspace>();
+
+// A page that is left (or put in the back-forward cache) lets its streams go, so it holds no
+// connection while hidden; restored, it reopens them where they left off.
+addEventListener('pagehide', () => {
+  for (const stream of open.values()) stream.pause();
+});
+addEventListener('pageshow', (event) => {
+  if (event.persisted) for (const stream of open.values()) stream.resume();
+});
 
 /** The live stream of a workspace, opened on first use and kept while the tab lives. */
 export function live(workspace: string): LiveWorkspace {
