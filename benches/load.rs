@@ -1,7 +1,7 @@
 //! Load and speed harness for the foundation. Prints its figures; see docs/benchmarks.md.
 //!
 //! ```text
-//! cargo bench --bench load -- [creates|get|bootstrap|tenants|sse|pg-creates|consumers|sqlite-fanin|pg-fanin|notes|attachments|mail|imap|all] [--secs S] [--clients C] [--threads T] [--eager-read] [--rows N] [--tenants N]
+//! cargo bench --bench load -- [creates|get|bootstrap|tenants|sse|pg-creates|consumers|sqlite-fanin|pg-fanin|notes|attachments|mail|imap|search|console|all] [--secs S] [--clients C] [--threads T] [--eager-read] [--rows N] [--tenants N]
 //! ```
 //!
 //! The server runs as its own process (the real `edgedesk serve` binary, release build)
@@ -29,7 +29,8 @@
 //! - mail: messages per second from the outbox to a local SMTP sink beside lettre sending
 //!   the same number of messages straight to it;
 //! - imap: messages per second from a real dovecot mailbox to tickets beside a raw
-//!   async-imap client fetching the same messages the same way.
+//!   async-imap client fetching the same messages the same way;
+//! - search and console: see their own files.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -46,6 +47,11 @@ use tokio::process::{Child, Command};
 
 #[path = "load/attachments.rs"]
 mod attachments;
+#[path = "../tests/api/browser.rs"]
+#[allow(dead_code)]
+mod browser;
+#[path = "load/console.rs"]
+mod console;
 #[path = "load/consumers.rs"]
 mod consumers;
 #[path = "load/fleet.rs"]
@@ -806,6 +812,10 @@ async fn main() {
     if all || args.which == "attachments" {
         let (_keep, dir) = scratch("attachments");
         attachments::bench_attachments(&dir).await;
+    }
+    if all || args.which == "console" {
+        let (_keep, dir) = scratch("console");
+        console::bench_console(&dir).await;
     }
     if all || args.which == "search" {
         let (_keep, dir) = scratch("search");

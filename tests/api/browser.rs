@@ -95,9 +95,16 @@ impl Driver {
 
 /// A WebDriver command fantoccini has no method for: Chrome's logs and DevTools calls.
 #[derive(Debug)]
-struct Raw {
+pub struct Raw {
     path: &'static str,
     body: Value,
+}
+
+impl Raw {
+    /// A DevTools protocol call (`Network.clearBrowserCache`, …).
+    pub fn cdp(cmd: &str, params: Value) -> Self {
+        Self { path: "goog/cdp/execute", body: json!({ "cmd": cmd, "params": params }) }
+    }
 }
 
 impl WebDriverCompatibleCommand for Raw {
@@ -227,6 +234,33 @@ impl Browser {
             }
         }
         (exchanges, messages)
+    }
+
+    /// What each response since the last call cost on the wire: (url, resource type, bytes).
+    pub async fn transfer_sizes(&self) -> Vec<(String, String, u64)> {
+        let mut requests = std::collections::HashMap::new();
+        let mut sizes = Vec::new();
+        for (method, params) in self.performance_log().await {
+            let id = params["requestId"].as_str().unwrap_or_default().to_string();
+            match method.as_str() {
+                "Network.responseReceived" => {
+                    requests.insert(
+                        id,
+                        (
+                            params["response"]["url"].as_str().unwrap_or_default().to_string(),
+                            params["type"].as_str().unwrap_or_default().to_string(),
+                        ),
+                    );
+                }
+                "Network.loadingFinished" => {
+                    if let Some((url, kind)) = requests.get(&id) {
+                        sizes.push((url.clone(), kind.clone(), params["encodedDataLength"].as_f64().unwrap_or(0.0) as u64));
+                    }
+                }
+                _ => {}
+            }
+        }
+        sizes
     }
 
     /// The console's errors since the last call (a CSP violation or a script error is one;

@@ -406,6 +406,7 @@ async fn every_screen_passes_axe_in_light_and_dark_and_fits_a_phone() {
     let s = TestServer::start(Backend::Sqlite).await;
     let Team { admin, agent, customer, ws } = team(&s).await;
     let mut first = String::new();
+    let mut ids = Vec::new();
     for (i, title) in ["Printer on fire", "Cannot log in after the update", "Invoice shows the wrong amount", "Feature request: dark mode"]
         .iter()
         .enumerate()
@@ -424,6 +425,7 @@ async fn every_screen_passes_axe_in_light_and_dark_and_fits_a_phone() {
             .await
             .ok(201);
         s.post(&comments, &agent.token, json!({ "body": "Looks like the firmware bug from last week.", "internal": true })).await.ok(201);
+        ids.push(id.clone());
         if i == 0 {
             s.patch(
                 &format!("/api/workspaces/{ws}/tickets/{id}"),
@@ -435,6 +437,9 @@ async fn every_screen_passes_axe_in_light_and_dark_and_fits_a_phone() {
             first = id;
         }
     }
+    s.post(&format!("/api/workspaces/{ws}/tickets/{first}/links"), &agent.token, json!({ "target_id": ids[1], "kind": "blocks" }))
+        .await
+        .ok(201);
     let screens = [
         ("queue", format!("/w/{ws}"), "#queue-title"),
         ("search", format!("/w/{ws}?q=printer"), "ol.list a"),
@@ -462,6 +467,13 @@ async fn every_screen_passes_axe_in_light_and_dark_and_fits_a_phone() {
         b.wait("dialog[open] #nt-title").await;
         b.axe(&format!("new ticket dialog ({scheme})")).await;
     }
+    // The ticket's links, both ways.
+    b.goto(&format!("/w/{ws}/t/{first}")).await;
+    b.until_text("Blocks").await;
+    b.until_text("#2 Cannot log in after the update").await;
+    b.goto(&format!("/w/{ws}/t/{}", ids[1])).await;
+    b.until_text("Blocked by").await;
+    b.until_text("#1 Printer on fire").await;
     no_console_errors(&b, "every screen").await;
     b.close().await;
 
