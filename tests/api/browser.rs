@@ -214,10 +214,7 @@ impl Browser {
                     let id = params["requestId"].as_str().unwrap_or_default().to_string();
                     let body = self
                         .client
-                        .issue_cmd(Raw {
-                            path: "goog/cdp/execute",
-                            body: json!({ "cmd": "Network.getResponseBody", "params": { "requestId": id } }),
-                        })
+                        .issue_cmd(Raw::cdp("Network.getResponseBody", json!({ "requestId": id })))
                         .await
                         .ok()
                         .and_then(|v| v["body"].as_str().map(str::to_string))
@@ -280,10 +277,7 @@ impl Browser {
     /// Light or dark, as the system would ask for it.
     pub async fn color_scheme(&self, scheme: &str) {
         self.client
-            .issue_cmd(Raw {
-                path: "goog/cdp/execute",
-                body: json!({ "cmd": "Emulation.setEmulatedMedia", "params": { "features": [{ "name": "prefers-color-scheme", "value": scheme }] } }),
-            })
+            .issue_cmd(Raw::cdp("Emulation.setEmulatedMedia", json!({ "features": [{ "name": "prefers-color-scheme", "value": scheme }] })))
             .await
             .expect("emulates the colour scheme");
     }

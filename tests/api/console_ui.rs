@@ -242,7 +242,13 @@ both_backends! {
         ada.sign_in(&admin.email, PASSWORD).await;
         let grace = driver.browser(&other_base).await;
         grace.sign_in(&agent.email, PASSWORD).await;
+        // The editor's code arrives with the note, not before.
+        ada.goto(&format!("/w/{ws}/t/{id}")).await;
+        ada.wait("section.note button").await;
+        let editor_bytes = |sizes: Vec<(String, String, u64)>| sizes.iter().filter(|(url, _, _)| url.contains("NoteEditor")).count();
+        assert_eq!(editor_bytes(ada.transfer_sizes().await), 0, "no note editor before the note opens");
         open_note(&ada, &ws, &id).await;
+        assert!(editor_bytes(ada.transfer_sizes().await) > 0, "the note editor's chunk arrives with the note");
         open_note(&grace, &ws, &id).await;
 
         type_in_note(&ada, "Steps from Ada. ").await;
