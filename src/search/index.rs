@@ -497,6 +497,9 @@ pub struct Indexes {
     pub config: SearchConfig,
     fields: Fields,
     open: Mutex<HashMap<WorkspaceId, Entry>>,
+    /// One opener at a time per workspace: opening may rebuild the directory, and two
+    /// rebuilding it at once (a search and the indexer after a restart) would tear it apart.
+    opening: Mutex<HashMap<WorkspaceId, Arc<tokio::sync::Mutex<()>>>>,
     clock: AtomicU64,
     writers: Arc<Semaphore>,
     shutdown: CancellationToken,
@@ -511,6 +514,7 @@ impl Indexes {
             config,
             fields: Fields::new(),
             open: Mutex::new(HashMap::new()),
+            opening: Mutex::new(HashMap::new()),
             clock: AtomicU64::new(0),
             shutdown,
             tasks,
@@ -536,6 +540,24 @@ impl Indexes {
     /// The open index of `workspace`, opened (or created) if needed. One whose directory
     /// was deleted or replaced under it is opened again.
     pub async fn get(self: &Arc<Self>, workspace: WorkspaceId) -> Result<Arc<WorkspaceIndex>, IndexError> {
+        if let Some(index) = self.open_fresh(workspace).await {
+            return Ok(index);
+        }
+        let gate = self.gate(workspace);
+        let opened = {
+            let _one_opener = gate.lock().await;
+            // Whoever held the gate before may have opened it meanwhile.
+            match self.open_fresh(workspace).await {
+                Some(index) => Ok(index),
+                None => self.open_now(workspace).await,
+            }
+        };
+        self.ungate(workspace, gate);
+        opened
+    }
+
+    /// The open index of `workspace`, unless there is none or its directory went away.
+    async fn open_fresh(self: &Arc<Self>, workspace: WorkspaceId) -> Option<Arc<WorkspaceIndex>> {
         let stale = {
             let mut map = self.map();
             match map.get_mut(&workspace) {
@@ -546,15 +568,32 @@ impl Indexes {
                 None => None,
             }
         };
-        if let Some(index) = stale {
-            let check = index.clone();
-            let is_stale = tokio::task::spawn_blocking(move || check.is_stale()).await.unwrap_or(true);
-            if !is_stale {
-                return Ok(index);
-            }
-            tracing::warn!(%workspace, dir = %index.dir.display(), "the search index was deleted or replaced; opening it again");
-            self.forget(&index);
+        let index = stale?;
+        let check = index.clone();
+        let is_stale = tokio::task::spawn_blocking(move || check.is_stale()).await.unwrap_or(true);
+        if !is_stale {
+            return Some(index);
         }
+        tracing::warn!(%workspace, dir = %index.dir.display(), "the search index was deleted or replaced; opening it again");
+        self.forget(&index);
+        None
+    }
+
+    fn gate(&self, workspace: WorkspaceId) -> Arc<tokio::sync::Mutex<()>> {
+        self.opening.lock().unwrap_or_else(|p| p.into_inner()).entry(workspace).or_default().clone()
+    }
+
+    /// Drops the gate once nobody else waits at it.
+    fn ungate(&self, workspace: WorkspaceId, gate: Arc<tokio::sync::Mutex<()>>) {
+        let mut opening = self.opening.lock().unwrap_or_else(|p| p.into_inner());
+        // The map's reference and ours: nobody else holds or waits.
+        if Arc::strong_count(&gate) <= 2 {
+            opening.remove(&workspace);
+        }
+    }
+
+    /// Opens (or builds anew) the index of `workspace`; the caller holds its gate.
+    async fn open_now(self: &Arc<Self>, workspace: WorkspaceId) -> Result<Arc<WorkspaceIndex>, IndexError> {
         let dir = self.dir(workspace);
         let fields = self.fields.clone();
         let opened = tokio::task::spawn_blocking(move || WorkspaceIndex::open(workspace, &dir, &fields))
@@ -574,17 +613,25 @@ impl Indexes {
     /// Deletes the index of `workspace` and opens it again empty (its indexer then fills it
     /// from the start of the log, once repositioned).
     pub async fn reset(self: &Arc<Self>, workspace: WorkspaceId) -> Result<Arc<WorkspaceIndex>, IndexError> {
-        let old = self.map().remove(&workspace);
-        let dir = self.dir(workspace);
-        let removed = tokio::task::spawn_blocking(move || {
-            drop(old);
-            match std::fs::remove_dir_all(&dir) {
-                Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(tantivy_error(&dir, err)),
-                _ => Ok(()),
+        let gate = self.gate(workspace);
+        let reopened = {
+            let _one_opener = gate.lock().await;
+            let old = self.map().remove(&workspace);
+            let dir = self.dir(workspace);
+            let removed = tokio::task::spawn_blocking(move || {
+                drop(old);
+                match std::fs::remove_dir_all(&dir) {
+                    Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(tantivy_error(&dir, err)),
+                    _ => Ok(()),
+                }
+            });
+            match removed.await.map_err(|e| IndexError::Tantivy { dir: String::new(), message: e.to_string() }) {
+                Ok(Ok(())) => self.open_now(workspace).await,
+                Ok(Err(e)) | Err(e) => Err(e),
             }
-        });
-        removed.await.map_err(|e| IndexError::Tantivy { dir: String::new(), message: e.to_string() })??;
-        self.get(workspace).await
+        };
+        self.ungate(workspace, gate);
+        reopened
     }
 
     /// Drops `index` from the registry (if it is still the one there).
