@@ -27,7 +27,7 @@ use yrs::{Doc, Options, ReadTxn, StateVector, Transact, Update};
 
 use super::protocol::{self, Incoming};
 use super::{NotesConfig, NotesMetrics};
-use crate::store::notes::{NewNoteUpdate, NoteUpdate, StoredNote};
+use crate::store::notes::{NewNoteUpdate, NoteUpdate, PresenceEntry, StoredNote};
 use crate::store::{StoreError, TenantStore, TicketId, UserId, WorkspaceId};
 
 /// WebSocket close codes the server uses.
@@ -132,7 +132,18 @@ pub struct DocContext {
     /// Removes the document from the registry when nobody holds it (or always, when
     /// forced: its ticket is gone). True when removed: the task may end.
     pub evict: Evict,
+    /// This instance, as other instances know its shared presence states.
+    pub instance: uuid::Uuid,
 }
+
+/// How often a document with connections exchanges presence with other instances.
+const PRESENCE_EVERY: Duration = Duration::from_millis(250);
+/// Re-read this far back on the store's clock, so a state committed late is still seen
+/// (clocks make reading one twice harmless).
+const PRESENCE_OVERLAP_MS: i64 = 2_000;
+/// A client on another instance whose state was not renewed this long is gone (its instance
+/// died); Yjs clients renew every 15 s.
+const PRESENCE_EXPIRES: Duration = Duration::from_secs(45);
 
 /// A Yjs document built from what storage holds.
 pub fn build(note: &StoredNote, client_id: u64) -> Result<Doc, StoreError> {
@@ -195,6 +206,10 @@ struct Actor {
     loaded_through: i64,
     conns: HashMap<ConnId, Conn>,
     awareness: HashMap<ClientID, AwarenessUpdateEntry>,
+    /// Presence shared between instances (Postgres): local changes not yet written, the
+    /// clients whose state came from other instances (and when it was last renewed), where
+    /// the next read starts on the store's clock, and when the next exchange is due.
+    presence: Presence,
     round: Vec<Pending>,
     /// When the text projection is due to be written (`None`: up to date).
     text_due: Option<Instant>,
@@ -241,6 +256,7 @@ async fn run(handle: Arc<DocHandle>, ctx: DocContext, mut rx: mpsc::Receiver<Com
         loaded_through,
         conns: HashMap::new(),
         awareness: HashMap::new(),
+        presence: Presence::default(),
         round: Vec::new(),
         text_due: None,
         last_text: None,
@@ -249,6 +265,14 @@ async fn run(handle: Arc<DocHandle>, ctx: DocContext, mut rx: mpsc::Receiver<Com
     };
     actor.main(&mut rx).await;
     actor.ctx.metrics.documents.fetch_sub(1, Ordering::Relaxed);
+}
+
+#[derive(Default)]
+struct Presence {
+    unsent: HashMap<ClientID, AwarenessUpdateEntry>,
+    remote: HashMap<ClientID, Instant>,
+    since: i64,
+    due: Option<Instant>,
 }
 
 /// The note could not be loaded: everyone who joins is told to come back later, until the
@@ -311,15 +335,15 @@ impl Actor {
 
     fn next_deadline(&self) -> Option<Instant> {
         let evict = self.idle_since.map(|t| t + self.ctx.config.idle);
-        match (self.text_due, evict) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.text_due, evict, self.presence.due].into_iter().flatten().min()
     }
 
     /// The text projection and eviction. True when the task ends.
     async fn on_timer(&mut self) -> bool {
         let now = Instant::now();
+        if self.presence.due.is_some_and(|t| t <= now) {
+            self.exchange_presence().await;
+        }
         if self.text_due.is_some_and(|t| t <= now) {
             self.write_text().await;
         }
@@ -367,6 +391,10 @@ impl Actor {
             Command::Join(peer) => {
                 self.flush().await?;
                 self.idle_since = None;
+                if self.ctx.store.notes().shares_presence() && self.presence.due.is_none() {
+                    // Before the hello: whoever is on other instances is in it.
+                    self.exchange_presence().await;
+                }
                 // The server speaks first, as y-websocket's server does: its state vector,
                 // then who is here.
                 let sv = self.doc.transact().state_vector();
@@ -378,6 +406,9 @@ impl Actor {
                 self.conns.insert(peer.id, conn);
                 for frame in hello {
                     self.send(peer.id, frame);
+                }
+                if self.ctx.store.notes().shares_presence() && self.presence.due.is_none() {
+                    self.presence.due = Some(Instant::now() + PRESENCE_EVERY);
                 }
             }
             Command::Leave(id) => self.leave(id),
@@ -556,13 +587,90 @@ impl Actor {
                 if current.is_none() && self.awareness.len() >= self.ctx.config.awareness_states {
                     continue;
                 }
-                self.awareness.insert(client, entry);
+                self.awareness.insert(client, entry.clone());
+            }
+            if self.ctx.store.notes().shares_presence() {
+                self.presence.remote.remove(&client);
+                self.presence.unsent.insert(client, entry);
             }
             changed = true;
         }
         if changed {
             self.broadcast(Some(from), frame);
         }
+    }
+
+    /// Shares presence with the other instances (a no-op where there are none): writes the
+    /// local changes, takes in theirs, forgets their clients that went quiet, and tells the
+    /// connections here what changed. Repeats while anyone is connected; a failure is retried
+    /// at the next round (presence is best effort, the document is not affected).
+    async fn exchange_presence(&mut self) {
+        let notes = self.ctx.store.notes();
+        if !notes.shares_presence() {
+            return;
+        }
+        let (ticket, instance) = (self.handle.ticket, self.ctx.instance);
+        if !self.presence.unsent.is_empty() {
+            let entries = self
+                .presence
+                .unsent
+                .iter()
+                .map(|(client, e)| PresenceEntry { client: client.get(), clock: e.clock, state: e.json.to_string() })
+                .collect();
+            match notes.share_presence(ticket, instance, entries).await {
+                Ok(()) => self.presence.unsent.clear(),
+                Err(err) => tracing::debug!(%ticket, error = %err, "cannot share note presence; retrying"),
+            }
+        }
+        let now = Instant::now();
+        let mut changed = HashMap::new();
+        match notes.shared_presence(ticket, instance, self.presence.since).await {
+            Ok(shared) => {
+                self.presence.since = shared.now - PRESENCE_OVERLAP_MS;
+                for entry in shared.entries {
+                    let client = ClientID::new(entry.client);
+                    let removal = entry.state == "null";
+                    let current = self.awareness.get(&client).map(|e| e.clock);
+                    let newer = match current {
+                        None => !removal,
+                        Some(clock) => {
+                            clock < entry.clock || (clock == entry.clock && removal && self.presence.remote.contains_key(&client))
+                        }
+                    };
+                    // A client connected here is this instance's to speak for.
+                    let local = self.conns.values().any(|c| c.controlled.contains(&client));
+                    if !newer || local {
+                        continue;
+                    }
+                    let update = AwarenessUpdateEntry { clock: entry.clock, json: entry.state.into() };
+                    if removal {
+                        self.awareness.remove(&client);
+                        self.presence.remote.remove(&client);
+                    } else {
+                        if current.is_none() && self.awareness.len() >= self.ctx.config.awareness_states {
+                            continue;
+                        }
+                        self.awareness.insert(client, update.clone());
+                        self.presence.remote.insert(client, now);
+                    }
+                    changed.insert(client, update);
+                }
+            }
+            Err(err) => tracing::debug!(%ticket, error = %err, "cannot read shared note presence; retrying"),
+        }
+        let quiet: Vec<ClientID> =
+            self.presence.remote.iter().filter(|(_, renewed)| now.duration_since(**renewed) >= PRESENCE_EXPIRES).map(|(c, _)| *c).collect();
+        for client in quiet {
+            self.presence.remote.remove(&client);
+            if let Some(entry) = self.awareness.remove(&client) {
+                changed.insert(client, AwarenessUpdateEntry { clock: entry.clock + 1, json: "null".into() });
+            }
+        }
+        if !changed.is_empty() {
+            self.broadcast(None, protocol::awareness(&AwarenessUpdate { clients: changed }));
+        }
+        // Again while anyone is here, or while a departure is still to be told.
+        self.presence.due = (!self.conns.is_empty() || !self.presence.unsent.is_empty()).then(|| now + PRESENCE_EVERY);
     }
 
     /// Sends to one connection; one that cannot keep up is closed (it reconnects and syncs).
@@ -616,7 +724,11 @@ impl Actor {
         let mut removed = HashMap::new();
         for client in conn.controlled {
             if let Some(entry) = self.awareness.remove(&client) {
-                removed.insert(client, AwarenessUpdateEntry { clock: entry.clock + 1, json: "null".into() });
+                let gone = AwarenessUpdateEntry { clock: entry.clock + 1, json: "null".into() };
+                if self.ctx.store.notes().shares_presence() {
+                    self.presence.unsent.insert(client, gone.clone());
+                }
+                removed.insert(client, gone);
             }
         }
         if !removed.is_empty() {

@@ -18,8 +18,11 @@
 //!   nothing a client saw can be lost (`doc.rs`).
 //! - **Between instances.** A runner consumer with an in-memory watermark (like the live
 //!   bus) reads `note.updated` events, fetches the stored bytes of those it did not make,
-//!   and applies them to the documents open here. Awareness (cursors, presence) stays on
-//!   the instance and never touches the log.
+//!   and applies them to the documents open here. Awareness (cursors, presence) never
+//!   touches the log: where other instances may serve the note (Postgres), each document
+//!   with connections exchanges it every 250 ms through the store (`note_presence`, an
+//!   UNLOGGED table: its own clients' states out, the others' in), and forgets a remote
+//!   client not renewed for 45 s (its instance died).
 //! - **Compaction.** A background sweep folds the updates of busy notes into a new
 //!   snapshot, in one transaction, without changing anyone's content.
 //! - **Text.** The document's `XmlFragment` named `default` (the field Tiptap's
@@ -127,6 +130,8 @@ pub struct Notes {
     /// Workspaces whose notes changed through this instance since the last compaction sweep.
     touched: Arc<Mutex<HashSet<WorkspaceId>>>,
     next_conn: AtomicU64,
+    /// This instance, in the presence states it shares with others (Postgres).
+    instance: uuid::Uuid,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     me: Weak<Notes>,
@@ -162,6 +167,7 @@ impl Notes {
             open: Mutex::default(),
             touched: Arc::default(),
             next_conn: AtomicU64::new(1),
+            instance: uuid::Uuid::new_v4(),
             shutdown,
             tasks: tasks.clone(),
             me: me.clone(),
@@ -233,6 +239,7 @@ impl Notes {
                 let me = self.me.clone();
                 move |doc: &DocHandle, force: bool| me.upgrade().is_none_or(|notes| notes.evict(doc, force))
             }),
+            instance: self.instance,
         };
         let doc = doc::spawn(workspace, ticket, ctx, &self.tasks);
         doc.connections.fetch_add(1, Ordering::AcqRel);

@@ -25,6 +25,25 @@ use utoipa::ToSchema;
 
 use super::{Event, Millis, StoreResult, TicketId, UserId};
 
+/// Stored presence states older than this are deleted (clients renew theirs every 15 s).
+pub const PRESENCE_FORGOTTEN_MS: i64 = 120_000;
+
+/// One Yjs client's presence (an awareness entry): its clock and its state as JSON, `null`
+/// when it left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceEntry {
+    pub client: u64,
+    pub clock: u32,
+    pub state: String,
+}
+
+/// What other instances shared, and the store's clock when it was read.
+#[derive(Debug, Clone, Default)]
+pub struct SharedPresence {
+    pub entries: Vec<PresenceEntry>,
+    pub now: i64,
+}
+
 /// One update a client sent, validated by applying it, to be stored.
 #[derive(Debug, Clone)]
 pub struct NewNoteUpdate {
@@ -143,6 +162,19 @@ pub const NOTE_UPDATED: &str = "note.updated";
 /// One workspace's notes (reached through the workspace's store, as notifications are).
 #[async_trait]
 pub trait NoteStore: Send + Sync {
+    /// Whether other instances may serve this workspace's notes, so presence must be shared
+    /// through the store (Postgres); with one instance (SQLite) it never leaves the process.
+    fn shares_presence(&self) -> bool;
+
+    /// Records the presence states of clients connected to `instance` (a state of `null`:
+    /// the client left), replacing older clocks; drops states nobody refreshed for
+    /// [`PRESENCE_FORGOTTEN_MS`].
+    async fn share_presence(&self, ticket: TicketId, instance: uuid::Uuid, entries: Vec<PresenceEntry>) -> StoreResult<()>;
+
+    /// The states other instances recorded after `since` (the database's clock, Unix ms),
+    /// and the database's clock now.
+    async fn shared_presence(&self, ticket: TicketId, instance: uuid::Uuid, since: i64) -> StoreResult<SharedPresence>;
+
     /// Appends each update to the note of `ticket` with its own `note.updated` event, all in
     /// one transaction; returns their sync_ids in order. `NotFound` for a missing or deleted
     /// ticket.

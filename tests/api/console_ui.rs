@@ -261,15 +261,11 @@ both_backends! {
         }
         let ada_text = ada.eval(&format!("return {NOTE_TEXT};")).await;
         grace.until(&format!("{NOTE_TEXT} === {ada_text}"), "both end with the same text").await;
-        // Each sees the other: the caret with their name, and who is here. Presence (Yjs
-        // awareness) does not cross instances yet, so on two instances this is not checked.
-        if second.is_some() {
-            eprintln!("NOT CHECKED on two instances: remote carets (awareness stays on its instance)");
-        } else {
+        // Each sees the other (on two instances too): the caret with their name, and who is here.
         ada.until("[...document.querySelectorAll('.collaboration-carets__label')].some(l => l.innerText.includes('grace'))", "Grace's caret in Ada's editor").await;
         ada.until("document.querySelector('[aria-label=\"Also editing\"]').innerText.includes('grace')", "Grace listed as editing").await;
         grace.until("[...document.querySelectorAll('.collaboration-carets__label')].some(l => l.innerText.includes('Admin'))", "Ada's caret in Grace's editor").await;
-        }
+        grace.until("document.querySelector('[aria-label=\"Also editing\"]').innerText.includes('Admin')", "Ada listed as editing").await;
         ada.screenshot("ticket-with-note").await;
         ada.color_scheme("dark").await;
         ada.screenshot("ticket-with-note-dark").await;

@@ -561,3 +561,59 @@ async fn a_connection_over_its_rate_is_slowed_down_and_loses_nothing() {
     assert!(throttled > 0, "{metrics}");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn presence_crosses_instances_and_leaves_with_its_connection() {
+    let Some((one, two)) = TestServer::two_postgres_instances().await else { return };
+    let admin = one.admin().await;
+    let agent = one.user(&admin, "agent").await;
+    let ws = one.workspace(&admin, "Support").await;
+    one.add_member(&admin, &ws, &agent, "agent").await;
+    let ticket = one.ticket(&admin, &ws, json!({ "title": "Printer on fire" })).await["id"].as_str().unwrap().to_string();
+    let a = YClient::connect(&note_url(&one, &ws, &ticket), Some(&admin.token)).await.unwrap();
+    let b = YClient::connect(&note_url(&two, &ws, &ticket), Some(&agent.token)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut update = yrs::sync::AwarenessUpdate { clients: Default::default() };
+    update.clients.insert(
+        yrs::block::ClientID::new(77),
+        yrs::sync::awareness::AwarenessUpdateEntry { clock: 1, json: r#"{"user":{"name":"Admin on one"}}"#.into() },
+    );
+    a.send_raw(edgedesk::notes::protocol::awareness(&update).to_vec());
+    let has =
+        |c: &YClient, needle: &str| c.received.lock().unwrap().iter().any(|f| f[0] == 1 && String::from_utf8_lossy(f).contains(needle));
+    b.wait_for("the cursor from the other instance", WAIT, |b| has(b, "Admin on one")).await;
+    // Someone joining the second instance later is told who is on the first.
+    let c = YClient::connect(&note_url(&two, &ws, &ticket), Some(&agent.token)).await.unwrap();
+    c.wait_for("who is here, on another instance", WAIT, |c| has(c, "Admin on one")).await;
+    drop(a);
+    b.wait_for("the cursor leaving, from the other instance", WAIT, |b| has(b, "null")).await;
+    drop((b, c));
+    two.stop().await;
+    one.stop().await;
+}
+
+both_backends! {
+    async fn storing_a_notes_unchanged_text_again_is_not_an_error(b: Backend) {
+        let (s, admin, _agent, ws, ticket) = setup(b).await;
+        let tenant = s.app().store().tenants.open(ws.parse().unwrap()).await.unwrap();
+        let ticket_id: edgedesk::store::TicketId = ticket.parse().unwrap();
+        let doc = yrs::Doc::new();
+        {
+            use yrs::{Transact, XmlFragment, XmlTextPrelim};
+            let fragment = doc.get_or_insert_xml_fragment("default");
+            let mut txn = doc.transact_mut();
+            fragment.push_back(&mut txn, XmlTextPrelim::new("hello"));
+        }
+        let bytes = yrs::Transact::transact(&doc).encode_state_as_update_v1(&yrs::StateVector::default());
+        let update = edgedesk::store::notes::NewNoteUpdate { author: admin.id.parse().unwrap(), bytes: bytes.into() };
+        tenant.notes().append(ticket_id, vec![update]).await.unwrap();
+        tenant.notes().set_text(ticket_id, "hello".into()).await.unwrap();
+        // Another instance holding the document, or an edit of formatting only, stores the
+        // same text again: nothing changes and nothing fails.
+        tenant.notes().set_text(ticket_id, "hello".into()).await.expect("the same text again");
+        let delta = s.get(&format!("/api/workspaces/{ws}/sync/delta?after=0&limit=1000"), &admin.token).await.ok(200).clone();
+        let texts = delta["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "note.text_updated").count();
+        assert_eq!(texts, 1, "one change, one event: {delta}");
+        s.stop().await;
+    }
+}

@@ -20,6 +20,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/auth/tokens"),
     ("post", "/api/auth/tokens"),
     ("delete", "/api/auth/tokens/{id}"),
+    ("get", "/api/setup"),
     ("get", "/api/users"),
     ("post", "/api/users"),
     ("patch", "/api/users/{id}"),

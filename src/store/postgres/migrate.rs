@@ -38,6 +38,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(8, "0008_mail"),
     migration!(9, "0009_outbox"),
     migration!(10, "0010_inbound"),
+    migration!(11, "0011_note_presence"),
 ];
 
 /// "edgedesk" in ASCII: the advisory lock migrations hold.
@@ -60,6 +61,7 @@ pub const TENANT_TABLES: &[&str] = &[
     "notifications",
     "notes",
     "note_updates",
+    "note_presence",
     "attachments",
     "attachment_versions",
     "storage_quota",
@@ -94,6 +96,7 @@ const GRANTS: &[(&str, &str)] = &[
     ("notification_preferences", "SELECT, INSERT, UPDATE, DELETE"),
     ("notes", "SELECT, INSERT, UPDATE"),
     ("note_updates", "SELECT, INSERT, DELETE"),
+    ("note_presence", "SELECT, INSERT, UPDATE, DELETE"),
     ("attachments", "SELECT, INSERT, UPDATE"),
     ("attachment_versions", "SELECT, INSERT, DELETE"),
     ("storage_quota", "SELECT, INSERT, UPDATE"),

@@ -51,8 +51,69 @@ pub(super) fn update_from_row(row: &tokio_postgres::Row) -> StoreResult<NoteUpda
     })
 }
 
+/// The database's clock in Unix milliseconds (every instance compares against it).
+const DB_NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+
 #[async_trait]
 impl NoteStore for PgTenant {
+    /// Several instances may serve a workspace: presence goes through `note_presence`.
+    fn shares_presence(&self) -> bool {
+        true
+    }
+
+    async fn share_presence(&self, ticket: TicketId, instance: uuid::Uuid, entries: Vec<PresenceEntry>) -> StoreResult<()> {
+        let ws = self.workspace_id();
+        let mut client = self.client().await?;
+        // Not a log write: no head lock, nothing any client syncs.
+        let mut b = Bookkeeping::begin(&mut client, ws).await?;
+        b.exempt("presence is ephemeral: shared between instances, never in the log");
+        let tx = b.tx();
+        let clients: Vec<i64> = entries.iter().map(|e| e.client as i64).collect();
+        let clocks: Vec<i64> = entries.iter().map(|e| i64::from(e.clock)).collect();
+        let states: Vec<&str> = entries.iter().map(|e| e.state.as_str()).collect();
+        tx.execute(
+            &format!(
+                "INSERT INTO note_presence (workspace_id, ticket_id, client_id, instance_id, clock, state, updated_at)
+                 SELECT $1, $2, c, $3, k, s, {DB_NOW_MS} FROM unnest($4::bigint[], $5::bigint[], $6::text[]) AS u(c, k, s)
+                 ON CONFLICT (workspace_id, ticket_id, client_id) DO UPDATE
+                   SET instance_id = EXCLUDED.instance_id, clock = EXCLUDED.clock, state = EXCLUDED.state, updated_at = EXCLUDED.updated_at
+                   WHERE note_presence.clock <= EXCLUDED.clock"
+            ),
+            &[&ws, &ticket, &instance, &clients, &clocks, &states],
+        )
+        .await
+        .map_err(error)?;
+        tx.execute(
+            &format!("DELETE FROM note_presence WHERE workspace_id = $1 AND ticket_id = $2 AND updated_at < {DB_NOW_MS} - $3"),
+            &[&ws, &ticket, &PRESENCE_FORGOTTEN_MS],
+        )
+        .await
+        .map_err(error)?;
+        b.commit().await
+    }
+
+    async fn shared_presence(&self, ticket: TicketId, instance: uuid::Uuid, since: i64) -> StoreResult<SharedPresence> {
+        let ws = self.workspace_id();
+        let mut client = self.client().await?;
+        let tx = log::read_tx(&mut client, ws, false).await?;
+        let now: i64 = tx.query_one(&format!("SELECT {DB_NOW_MS}"), &[]).await.map_err(error)?.try_get(0).map_err(error)?;
+        let rows = tx
+            .query(
+                "SELECT client_id, clock, state FROM note_presence
+                 WHERE workspace_id = $1 AND ticket_id = $2 AND updated_at > $3 AND instance_id <> $4",
+                &[&ws, &ticket, &since, &instance],
+            )
+            .await
+            .map_err(error)?;
+        let mut entries = Vec::with_capacity(rows.len());
+        for row in rows {
+            let (client, clock, state): (i64, i64, String) =
+                (row.try_get(0).map_err(error)?, row.try_get(1).map_err(error)?, row.try_get(2).map_err(error)?);
+            entries.push(PresenceEntry { client: client as u64, clock: u32::try_from(clock).unwrap_or(u32::MAX), state });
+        }
+        Ok(SharedPresence { entries, now })
+    }
+
     async fn append(&self, ticket: TicketId, updates: Vec<NewNoteUpdate>) -> StoreResult<Vec<i64>> {
         let ws = self.workspace_id();
         let mut client = self.client().await?;
@@ -207,6 +268,9 @@ impl NoteStore for PgTenant {
         if changed > 0 {
             let change = NoteTextChange { ticket_id: ticket, chars: text.chars().count() as u64 };
             w.record(None, Event::note_text_updated(&change)).await?;
+        } else {
+            // Another instance (holding the same document) stored this text first.
+            w.exempt("the note's text was already stored: nothing changed");
         }
         w.commit().await
     }

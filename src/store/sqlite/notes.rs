@@ -66,6 +66,19 @@ fn delete_covered(tx: &mut super::log::WriteTx<'_>, ticket: TicketId, through: i
 
 #[async_trait]
 impl NoteStore for SqliteTenant {
+    /// One instance serves a SQLite data directory: presence stays in its process.
+    fn shares_presence(&self) -> bool {
+        false
+    }
+
+    async fn share_presence(&self, _ticket: TicketId, _instance: uuid::Uuid, _entries: Vec<PresenceEntry>) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn shared_presence(&self, _ticket: TicketId, _instance: uuid::Uuid, _since: i64) -> StoreResult<SharedPresence> {
+        Ok(SharedPresence::default())
+    }
+
     async fn append(&self, ticket: TicketId, updates: Vec<NewNoteUpdate>) -> StoreResult<Vec<i64>> {
         self.write(move |tx| {
             visible_ticket(tx, None, ticket)?.ok_or(StoreError::NotFound)?;
@@ -159,6 +172,9 @@ impl NoteStore for SqliteTenant {
             if changed > 0 {
                 let change = NoteTextChange { ticket_id: ticket, chars: text.chars().count() as u64 };
                 tx.record(None, Event::note_text_updated(&change))?;
+            } else {
+                // An edit that left the plain text as it was (formatting, say).
+                tx.exempt("the note's text was already stored: nothing changed");
             }
             Ok(())
         })
