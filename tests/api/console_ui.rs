@@ -266,6 +266,14 @@ both_backends! {
         ada.until("document.querySelector('[aria-label=\"Also editing\"]').innerText.includes('grace')", "Grace listed as editing").await;
         grace.until("[...document.querySelectorAll('.collaboration-carets__label')].some(l => l.innerText.includes('Admin'))", "Ada's caret in Grace's editor").await;
         grace.until("document.querySelector('[aria-label=\"Also editing\"]').innerText.includes('Admin')", "Ada listed as editing").await;
+        // Drawn, not only present: a box on the page with the colour of its editor.
+        ada.until(
+            "(() => { const l = [...document.querySelectorAll('.collaboration-carets__label')].find(l => l.innerText.includes('grace'));
+               if (!l) return false; const r = l.getBoundingClientRect();
+               return r.width > 0 && r.height > 0 && getComputedStyle(l).backgroundColor !== 'rgba(0, 0, 0, 0)'; })()",
+            "Grace's caret label is drawn",
+        )
+        .await;
         ada.screenshot("ticket-with-note").await;
         ada.color_scheme("dark").await;
         ada.screenshot("ticket-with-note-dark").await;
