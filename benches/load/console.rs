@@ -5,6 +5,8 @@
 //! - navigation to the queue showing 50 tickets (50 loaded into the list, the rows in view
 //!   drawn), cold and warm, beside the floor: the same browser navigating to `/health`, and
 //!   the API call the queue makes, timed from this process;
+//! - scrolling the queue through all 10,000 tickets (pages of 100 load as it goes; only the
+//!   rows in view exist): frame times, beside the same page's frames when idle;
 //! - a live event's way into an open queue: from the write's answer (here) to the row in the
 //!   DOM (a MutationObserver timestamp in the page), p50/p99 over 100 writes, beside a raw
 //!   SSE client in this process receiving the same events.
@@ -125,7 +127,58 @@ pub async fn bench_console(dir: &Path) {
         pct(&api, 0.5)
     );
 
-    // 2. The note editor arrives only with a note.
+    // 2. Scrolling through every ticket: one `scrollBy` per frame until all are loaded and
+    // the end is reached, each frame's time noted (requestAnimationFrame), beside idle frames.
+    b.goto(&queue).await;
+    b.until("window.__queueReady", "the queue").await;
+    let idle = b
+        .client
+        .execute_async(
+            "const done = arguments[arguments.length - 1]; const f = []; let last = performance.now(); const start = last;
+             const step = t => { f.push(t - last); last = t; if (t - start > 2000) done(f); else requestAnimationFrame(step); };
+             requestAnimationFrame(step);",
+            vec![],
+        )
+        .await
+        .expect("idle frames");
+    let scrolled = b
+        .client
+        .execute_async(
+            &format!(
+                "const done = arguments[arguments.length - 1]; const f = []; let last = performance.now(); const start = last;
+                 const step = t => {{ f.push(t - last); last = t; scrollBy(0, 1600);
+                   const n = Number(document.querySelector('ol.list').dataset.count);
+                   if (n >= {TICKETS} && scrollY + innerHeight >= document.documentElement.scrollHeight - 2) done({{ f, ms: t - start, n }});
+                   else if (t - start > 25000) done({{ f, ms: t - start, n, unfinished: true }});
+                   else requestAnimationFrame(step); }};
+                 requestAnimationFrame(step);"
+            ),
+            vec![],
+        )
+        .await
+        .expect("scrolled");
+    let frames = |v: &Value| {
+        let mut f: Vec<f64> = v.as_array().into_iter().flatten().filter_map(Value::as_f64).skip(1).collect();
+        f.sort_by(f64::total_cmp);
+        f
+    };
+    let (idle, moving) = (frames(&idle), frames(&scrolled["f"]));
+    let rows_drawn = b.eval("return document.querySelectorAll('ol.list li').length;").await;
+    println!(
+        "console scrolling the queue through {} tickets in {:.1} s ({} frames{}): frame p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {} frames over 50 ms; idle frames on the same page p50 {:.1} ms, p99 {:.1} ms; rows in the DOM at the end: {rows_drawn}",
+        scrolled["n"],
+        scrolled["ms"].as_f64().unwrap_or(f64::NAN) / 1000.0,
+        moving.len(),
+        if scrolled["unfinished"] == json!(true) { ", did NOT reach the end" } else { "" },
+        pct(&moving, 0.5),
+        pct(&moving, 0.99),
+        moving.last().copied().unwrap_or(f64::NAN),
+        moving.iter().filter(|f| **f > 50.0).count(),
+        pct(&idle, 0.5),
+        pct(&idle, 0.99)
+    );
+
+    // 3. The note editor arrives only with a note.
     b.goto(&queue).await;
     b.until("window.__queueReady", "the queue").await;
     b.performance_log().await;
@@ -137,7 +190,7 @@ pub async fn bench_console(dir: &Path) {
     let after: u64 = b.transfer_sizes().await.iter().filter(|(u, _, _)| u.contains("NoteEditor")).map(|(_, _, n)| n).sum();
     println!("console note editor: {before} bytes of it with the ticket, {:.1} KB sent when the note opens", after as f64 / 1000.0);
 
-    // 3. Live events into an open queue, beside a raw SSE client.
+    // 4. Live events into an open queue, beside a raw SSE client.
     b.goto(&queue).await;
     b.until("window.__queueReady", "the queue").await;
     b.eval(

@@ -127,6 +127,24 @@ async fn a_requesters_portal_shows_and_receives_only_their_own_public_conversati
         assert!(!m.contains("SECRET-INTERNAL") && !m.contains("Dora's private"), "a live event carried it: {m}");
     }
     no_console_errors(&b, "portal").await;
+
+    // The requester opens a new ticket from the portal and replies on it.
+    b.goto(&format!("/w/{ws}")).await;
+    b.click("section .head button").await;
+    b.fill("#nt-title", "Second invoice also wrong").await;
+    b.fill("#nt-body", "The March invoice has the same problem.").await;
+    b.click("dialog form button[type=submit]").await;
+    b.until_text("The March invoice has the same problem.").await;
+    b.fill("#reply-body", "Attaching nothing, just adding: it is urgent.").await;
+    b.click("form.reply button[type=submit]").await;
+    b.until_text("it is urgent.").await;
+    let created = b.eval("return location.pathname.split('/')[4];").await;
+    let created = created.as_str().expect("a ticket id in the URL");
+    let t = s.get(&format!("/api/workspaces/{ws}/tickets/{created}"), &admin.token).await.ok(200).clone();
+    assert_eq!((t["title"].as_str(), t["requester_id"].as_str()), (Some("Second invoice also wrong"), Some(carl.id.as_str())));
+    let replies = s.get(&format!("/api/workspaces/{ws}/tickets/{created}/comments"), &admin.token).await.ok(200).clone();
+    assert_eq!(replies["items"].as_array().map(Vec::len), Some(2), "{replies}");
+    no_console_errors(&b, "portal: a new ticket").await;
     b.close().await;
     s.stop().await;
 }
@@ -189,6 +207,8 @@ both_backends! {
         grace.wait("#reply-body").await;
         ada.click("ol.list a").await;
         ada.wait("#reply-body").await;
+        // A new page: its title, and focus at its start.
+        ada.until("document.activeElement?.id === 'main' && document.title.startsWith('Ticket · Support')", "focus and title move with the page").await;
         grace.fill("#reply-body", "Have you tried turning it off and on again?").await;
         grace.click("form.reply button[type=submit]").await;
         ada.until_text("Have you tried turning it off and on again?").await;
@@ -321,6 +341,14 @@ async fn attachments_upload_with_progress_and_download_intact() {
            { subtree: true, childList: true, attributes: true, attributeFilter: ['data-progress'] }); return true;",
     )
     .await;
+    // A 12 Mbit/s uplink (loopback would finish before the bar could move).
+    b.client
+        .issue_cmd(crate::browser::Raw::cdp(
+            "Network.emulateNetworkConditions",
+            json!({ "offline": false, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 1_500_000 }),
+        ))
+        .await
+        .expect("uplink throttled");
     b.wait("form.reply input[type=file]").await.send_keys(path.to_str().expect("utf-8 path")).await.expect("picks the file");
     b.until_text("server-log.bin (2.9 MB)").await;
     b.fill("#reply-body", "Here is the log you asked for.").await;
@@ -331,7 +359,10 @@ async fn attachments_upload_with_progress_and_download_intact() {
     )
     .await;
     let progress = b.eval("return window.__progress;").await;
-    assert_eq!(progress.as_array().and_then(|p| p.last()), Some(&json!(100)), "the bar reached 100%: {progress}");
+    let seen: Vec<u64> = progress.as_array().expect("values").iter().filter_map(|v| v.as_u64()).collect();
+    assert_eq!(seen.last(), Some(&100), "the bar reached 100%: {seen:?}");
+    assert!(seen.iter().any(|p| (1..100).contains(p)), "the bar moved through the upload: {seen:?}");
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "and only forward: {seen:?}");
     // The link downloads the same bytes.
     let digest = b
         .client
@@ -477,6 +508,28 @@ async fn every_screen_passes_axe_in_light_and_dark_and_fits_a_phone() {
         b.wait("dialog[open] #nt-title").await;
         b.axe(&format!("new ticket dialog ({scheme})")).await;
     }
+    // The keyboard: j moves down the queue, Enter opens the ticket.
+    b.goto(&format!("/w/{ws}")).await;
+    b.wait("ol.list a").await;
+    b.click("#queue-title").await;
+    let body = b.client.find(fantoccini::Locator::Css("body")).await.expect("body");
+    body.send_keys("j").await.expect("j");
+    b.until("document.activeElement?.id === 'row-1'", "j selects the second ticket").await;
+    let second = b.eval("return document.getElementById('row-1').getAttribute('href');").await;
+    body.send_keys(&fantoccini::key::Key::Enter.to_string()).await.expect("Enter");
+    b.until(&format!("location.pathname === {second}"), "Enter opens it").await;
+
+    // An API token, shown once.
+    b.goto("/account").await;
+    b.fill("#t-name", "Reporting script").await;
+    b.click("form.row button[type=submit]").await;
+    let shown = b.until("document.querySelector('code.token')?.innerText", "the new token is shown").await;
+    let token = shown.as_str().expect("token").to_string();
+    assert_eq!(s.get("/api/me", &token).await.ok(200)["email"], json!(admin.email), "the token works");
+    b.goto("/account").await;
+    b.until_text("Reporting script").await;
+    assert!(!b.text().await.contains(&token), "shown once only");
+
     // The ticket's links, both ways.
     b.goto(&format!("/w/{ws}/t/{first}")).await;
     b.until_text("Blocks").await;

@@ -52,6 +52,8 @@ class Router {
     if (to === location.pathname + location.search) return;
     history[replace ? 'replaceState' : 'pushState'](null, '', to);
     this.sync();
+    // A new page starts at its top; a changed view of the same page stays where it was.
+    if (!replace) scrollTo(0, 0);
   }
 
   /** Changes the query string of the current page (a saved view), replacing history. */
