@@ -6,6 +6,12 @@ use serde_json::json;
 use crate::browser::{Browser, Driver};
 use crate::common::*;
 
+/// Fails when the screen shows an error message (`role=alert`).
+async fn no_error_shown(b: &Browser, screen: &str) {
+    let shown = b.eval("return [...document.querySelectorAll('[role=alert]')].map(e => e.innerText);").await;
+    assert_eq!(shown, json!([]), "{screen} shows an error");
+}
+
 /// Fails on any console error the page logged (a CSP violation, a script error).
 async fn no_console_errors(b: &Browser, screen: &str) {
     let errors = b.console_errors().await;
@@ -98,8 +104,13 @@ async fn a_requesters_portal_shows_and_receives_only_their_own_public_conversati
     b.axe("portal queue").await;
     b.click("ol.list a").await;
     b.until_text("We are looking into your invoice.").await;
+    no_error_shown(&b, "portal ticket").await;
     b.axe("portal ticket").await;
     b.screenshot("portal-ticket").await;
+    b.color_scheme("dark").await;
+    b.axe("portal ticket (dark)").await;
+    b.screenshot("portal-ticket-dark").await;
+    b.color_scheme("light").await;
 
     // While the ticket is open, staff add another internal note and a public reply.
     s.post(&comments, &admin.token, json!({ "body": "SECRET-INTERNAL-9b21 refund approved internally", "internal": true })).await.ok(201);
@@ -498,6 +509,7 @@ async fn every_screen_passes_axe_in_light_and_dark_and_fits_a_phone() {
             b.goto(path).await;
             b.wait(ready).await;
             b.until("!document.querySelector('[aria-busy=true]')", "loaded").await;
+            no_error_shown(&b, name).await;
             b.axe(&format!("{name} ({scheme})")).await;
             if ["queue", "ticket", "settings-members"].contains(name) {
                 b.screenshot(&format!("{name}-{scheme}")).await;
@@ -555,6 +567,8 @@ async fn every_screen_passes_axe_in_light_and_dark_and_fits_a_phone() {
     portal.sign_in(&customer.email, PASSWORD).await;
     portal.goto(&format!("/w/{ws}/t/{first}")).await;
     portal.wait("#reply-body").await;
+    portal.until_text("Thanks, we are on it.").await;
+    no_error_shown(&portal, "portal ticket at 375 px").await;
     assert!(!portal.scrolls_sideways().await, "the portal scrolls sideways at 375 px");
     portal.axe("portal ticket at 375 px").await;
     portal.close().await;
