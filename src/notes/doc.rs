@@ -248,6 +248,7 @@ async fn run(handle: Arc<DocHandle>, ctx: DocContext, mut rx: mpsc::Receiver<Com
     if updates as u64 >= ctx.config.compact_after {
         ctx.touched.lock().unwrap_or_else(|p| p.into_inner()).insert(handle.workspace);
     }
+    let shared = ctx.store.notes().shares_presence();
     let mut actor = Actor {
         handle,
         ctx,
@@ -256,7 +257,7 @@ async fn run(handle: Arc<DocHandle>, ctx: DocContext, mut rx: mpsc::Receiver<Com
         loaded_through,
         conns: HashMap::new(),
         awareness: HashMap::new(),
-        presence: Presence::default(),
+        presence: Presence { shared, ..Presence::default() },
         round: Vec::new(),
         text_due: None,
         last_text: None,
@@ -269,6 +270,8 @@ async fn run(handle: Arc<DocHandle>, ctx: DocContext, mut rx: mpsc::Receiver<Com
 
 #[derive(Default)]
 struct Presence {
+    /// Whether other instances may serve this note (fixed for the store's life).
+    shared: bool,
     unsent: HashMap<ClientID, AwarenessUpdateEntry>,
     remote: HashMap<ClientID, Instant>,
     since: i64,
@@ -391,7 +394,7 @@ impl Actor {
             Command::Join(peer) => {
                 self.flush().await?;
                 self.idle_since = None;
-                if self.ctx.store.notes().shares_presence() && self.presence.due.is_none() {
+                if self.presence.shared && self.presence.due.is_none() {
                     // Before the hello: whoever is on other instances is in it.
                     self.exchange_presence().await;
                 }
@@ -407,7 +410,7 @@ impl Actor {
                 for frame in hello {
                     self.send(peer.id, frame);
                 }
-                if self.ctx.store.notes().shares_presence() && self.presence.due.is_none() {
+                if self.presence.shared && self.presence.due.is_none() {
                     self.presence.due = Some(Instant::now() + PRESENCE_EVERY);
                 }
             }
@@ -589,7 +592,7 @@ impl Actor {
                 }
                 self.awareness.insert(client, entry.clone());
             }
-            if self.ctx.store.notes().shares_presence() {
+            if self.presence.shared {
                 self.presence.remote.remove(&client);
                 self.presence.unsent.insert(client, entry);
             }
@@ -605,10 +608,10 @@ impl Actor {
     /// connections here what changed. Repeats while anyone is connected; a failure is retried
     /// at the next round (presence is best effort, the document is not affected).
     async fn exchange_presence(&mut self) {
-        let notes = self.ctx.store.notes();
-        if !notes.shares_presence() {
+        if !self.presence.shared {
             return;
         }
+        let notes = self.ctx.store.notes();
         let (ticket, instance) = (self.handle.ticket, self.ctx.instance);
         if !self.presence.unsent.is_empty() {
             let entries = self
@@ -725,7 +728,7 @@ impl Actor {
         for client in conn.controlled {
             if let Some(entry) = self.awareness.remove(&client) {
                 let gone = AwarenessUpdateEntry { clock: entry.clock + 1, json: "null".into() };
-                if self.ctx.store.notes().shares_presence() {
+                if self.presence.shared {
                     self.presence.unsent.insert(client, gone.clone());
                 }
                 removed.insert(client, gone);
