@@ -1,9 +1,10 @@
 //! Objects as files beside each workspace's database: `<data>/tenants/<ws>/blobs/<att>/<ver>`.
 //!
-//! A write goes to a temporary name in the same directory, is fsynced, renamed into place,
-//! and the directory is fsynced (as is the parent of any directory it had to create): after
+//! A write goes to a temporary name in the same directory, is fsynced (with the parent of
+//! any directory it had to create), renamed into place, and the directory is fsynced: after
 //! a crash an object is either whole or absent (a temporary file left behind is not an
-//! object, and the orphan sweep removes it). All file work runs on tokio's blocking threads.
+//! object, and the orphan sweep removes it). All file work runs on tokio's blocking threads;
+//! a read keeps the next chunk coming while the one before is sent.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,6 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::{BlobError, BlobKey, BlobResult, BlobStore, ByteStream, Listed, Meter, Read, Written, check_range};
 use crate::store::{Millis, WorkspaceId};
@@ -51,30 +51,35 @@ fn millis(time: std::io::Result<std::time::SystemTime>) -> Millis {
     Millis(ms)
 }
 
-/// One half of the work on an upload's bytes (hashing, or writing them to the file), owned
-/// by whichever side holds it: the upload's task, or the blocking thread on a batch.
+/// One part of the work on an upload's bytes (hashing them, or the file they are written
+/// to), owned by whichever side holds it: the upload's task, or a blocking thread at work on
+/// it.
 enum Stage<T> {
     Idle(T),
-    Busy(tokio::task::JoinHandle<(T, BlobResult<()>)>),
+    Busy(tokio::task::JoinHandle<BlobResult<T>>),
+    /// Its work failed (or it was taken for good).
+    Gone,
 }
 
 impl<T: Send + 'static> Stage<T> {
-    /// `part` at work on `bytes` on a blocking thread.
-    fn start(mut part: T, bytes: Bytes, work: fn(&mut T, &[u8]) -> BlobResult<()>) -> Self {
-        Self::Busy(tokio::task::spawn_blocking(move || {
-            let done = work(&mut part, &bytes);
-            (part, done)
-        }))
+    /// A part that is still being made (the file, while its directory is created).
+    fn making(make: impl FnOnce() -> BlobResult<T> + Send + 'static) -> Self {
+        Self::Busy(tokio::task::spawn_blocking(make))
     }
 
-    /// The part, once the batch in flight (if any) is done.
-    async fn ready(self) -> BlobResult<T> {
-        match self {
+    /// Once the work in flight is done, `work` on `bytes` on a blocking thread.
+    async fn feed(&mut self, bytes: Bytes, work: fn(&mut T, &[u8]) -> BlobResult<()>) -> BlobResult<()> {
+        let mut part = self.settle().await?;
+        *self = Self::Busy(tokio::task::spawn_blocking(move || work(&mut part, &bytes).map(|()| part)));
+        Ok(())
+    }
+
+    /// The part, once the work in flight (if any) is done.
+    async fn settle(&mut self) -> BlobResult<T> {
+        match std::mem::replace(self, Self::Gone) {
             Self::Idle(part) => Ok(part),
-            Self::Busy(batch) => {
-                let (part, done) = batch.await.map_err(|e| BlobError::Internal(e.to_string()))?;
-                done.map(|()| part)
-            }
+            Self::Busy(work) => work.await.map_err(|e| BlobError::Internal(e.to_string()))?,
+            Self::Gone => Err(BlobError::Internal("an upload's earlier step failed".into())),
         }
     }
 }
@@ -83,58 +88,148 @@ fn hash(meter: &mut Meter, bytes: &[u8]) -> BlobResult<()> {
     meter.take(bytes)
 }
 
-fn write(file: &mut std::fs::File, bytes: &[u8]) -> BlobResult<()> {
+fn write(temp: &mut Temp, bytes: &[u8]) -> BlobResult<()> {
     use std::io::Write;
-    file.write_all(bytes).map_err(io)
+    temp.file.write_all(bytes).map_err(io)
 }
 
-/// Writes the whole body into `file` and syncs it. The body is gathered into batches of
-/// [`IO_CHUNK`]; each batch is hashed on one blocking thread and written on another while
-/// the next one arrives, so receiving, hashing and writing overlap, the file's sync overlaps
-/// the last batch's hash, and no thread is held between batches (a slow client costs no
-/// thread). Past `limit` it stops at once.
-async fn write_all(file: std::fs::File, mut body: ByteStream, limit: u64) -> BlobResult<Written> {
-    let (mut meter, mut file) = (Stage::Idle(Meter::new(limit)), Stage::Idle(file));
-    let (mut batch, mut received) = (BytesMut::with_capacity(IO_CHUNK), 0u64);
-    loop {
-        let next = body.next().await.transpose().map_err(|e| BlobError::Cut(e.to_string()))?;
-        if let Some(chunk) = &next {
-            received += chunk.len() as u64;
-            if received > limit {
-                return Err(BlobError::TooLarge { limit });
-            }
-            batch.extend_from_slice(chunk);
-        }
-        if batch.len() >= IO_CHUNK || (next.is_none() && !batch.is_empty()) {
-            let bytes = std::mem::replace(&mut batch, BytesMut::with_capacity(IO_CHUNK)).freeze();
-            let (hasher, writer) = (meter.ready().await?, file.ready().await?);
-            meter = Stage::start(hasher, bytes.clone(), hash);
-            file = Stage::start(writer, bytes, write);
-        }
-        if next.is_none() {
-            break;
-        }
+/// An upload's temporary file, and the directories made for it whose new entries are not
+/// durable yet: they are synced with the file, so that making them costs no sync before
+/// the first byte is written.
+struct Temp {
+    file: std::fs::File,
+    new_entries: Vec<PathBuf>,
+}
+
+impl Temp {
+    /// Creates `path`, and the directories above it that it lacks.
+    fn create(path: &Path) -> std::io::Result<Self> {
+        let mut new_entries = Vec::new();
+        create_dirs(path.parent().ok_or_else(|| std::io::Error::other("a file without a directory"))?, &mut new_entries)?;
+        Ok(Self { file: std::fs::File::create(path)?, new_entries })
     }
-    let file = file.ready().await?;
-    let synced = tokio::task::spawn_blocking(move || file.sync_all());
-    let meter = meter.ready().await?;
+
+    /// Makes the bytes durable, and every directory entry made for them.
+    fn sync(self) -> std::io::Result<()> {
+        self.file.sync_all()?;
+        for holder in self.new_entries {
+            std::fs::File::open(holder)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes the whole body into the file `open` makes, and syncs it (with the directories made
+/// for it). The file is made while
+/// the first bytes arrive; the body is gathered into batches of at least [`IO_CHUNK`] (a
+/// frame that large is a batch as it is, uncopied); each batch is hashed on one blocking
+/// thread and written on another while the next one arrives, so receiving, hashing and
+/// writing overlap, the file's sync overlaps the last batch's hash, and no thread is held
+/// between batches (a slow client costs no thread). Past `limit` it stops at once. When it
+/// fails, `open` has finished (the file exists or never will) before it returns.
+async fn write_all(open: impl FnOnce() -> std::io::Result<Temp> + Send + 'static, mut body: ByteStream, limit: u64) -> BlobResult<Written> {
+    let (mut meter, mut file) = (Stage::Idle(Meter::new(limit)), Stage::making(move || open().map_err(io)));
+    if let Err(err) = receive(&mut body, limit, &mut meter, &mut file).await {
+        let _ = file.settle().await;
+        return Err(err);
+    }
+    let temp = file.settle().await?;
+    let synced = tokio::task::spawn_blocking(move || temp.sync());
+    let meter = meter.settle().await?;
     synced.await.map_err(|e| BlobError::Internal(e.to_string()))?.map_err(io)?;
     Ok(meter.finish())
 }
 
-/// Creates `dir` and any parents it lacks so that they survive a crash: each new directory's
-/// entry is made durable by syncing the directory that holds it.
-fn create_dir_durably(dir: &Path) -> std::io::Result<()> {
+/// The body's bytes, batch by batch, to the hash and the file.
+async fn receive(body: &mut ByteStream, limit: u64, meter: &mut Stage<Meter>, file: &mut Stage<Temp>) -> BlobResult<()> {
+    let (mut batch, mut received) = (BytesMut::new(), 0u64);
+    loop {
+        let next = body.next().await.transpose().map_err(|e| BlobError::Cut(e.to_string()))?;
+        let last = next.is_none();
+        let ready = match next {
+            Some(chunk) => {
+                received += chunk.len() as u64;
+                if received > limit {
+                    return Err(BlobError::TooLarge { limit });
+                }
+                if batch.is_empty() && chunk.len() >= IO_CHUNK {
+                    Some(chunk)
+                } else {
+                    if batch.is_empty() {
+                        batch.reserve(IO_CHUNK);
+                    }
+                    batch.extend_from_slice(&chunk);
+                    (batch.len() >= IO_CHUNK).then(|| batch.split().freeze())
+                }
+            }
+            None => (!batch.is_empty()).then(|| batch.split().freeze()),
+        };
+        if let Some(bytes) = ready {
+            meter.feed(bytes.clone(), hash).await?;
+            file.feed(bytes, write).await?;
+        }
+        if last {
+            return Ok(());
+        }
+    }
+}
+
+/// Creates `dir` and any parents it lacks, adding each directory that gained an entry to
+/// `holders` (outermost first): syncing those makes the new directories survive a crash.
+fn create_dirs(dir: &Path, holders: &mut Vec<PathBuf>) -> std::io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
     let parent = dir.parent().ok_or_else(|| std::io::Error::other("a directory without a parent"))?;
-    create_dir_durably(parent)?;
+    create_dirs(parent, holders)?;
     match std::fs::create_dir(dir) {
-        Ok(()) => std::fs::File::open(parent)?.sync_all(),
+        Ok(()) => {
+            holders.push(parent.to_owned());
+            Ok(())
+        }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// What is left of an object being read.
+struct Reading {
+    file: std::fs::File,
+    left: u64,
+}
+
+impl Reading {
+    /// The next [`IO_CHUNK`] (or what is left): empty at the end. A file that ends before
+    /// its size said is an error, not a short object.
+    fn chunk(mut self) -> std::io::Result<(Self, Bytes)> {
+        let mut buf = vec![0; self.left.min(IO_CHUNK as u64) as usize];
+        std::io::Read::read_exact(&mut self.file, &mut buf)?;
+        self.left -= buf.len() as u64;
+        Ok((self, Bytes::from(buf)))
+    }
+}
+
+/// The object's bytes from its first chunk on, each next chunk read on a blocking thread
+/// while the one before is being sent: reading and sending overlap, and at most two chunks
+/// of an object are in memory.
+fn read_ahead(first: (Reading, Bytes)) -> ByteStream {
+    type Next = Option<tokio::task::JoinHandle<std::io::Result<(Reading, Bytes)>>>;
+    fn next(reading: Reading) -> Next {
+        (reading.left > 0).then(|| tokio::task::spawn_blocking(move || reading.chunk()))
+    }
+    let (reading, bytes) = first;
+    let rest = futures::stream::unfold(next(reading), |pending: Next| async move {
+        let read = match pending?.await {
+            Ok(read) => read,
+            Err(join) => Err(std::io::Error::other(join)),
+        };
+        Some(match read {
+            Ok((reading, bytes)) => (Ok(bytes), next(reading)),
+            Err(err) => (Err(err), None),
+        })
+    });
+    let first = (!bytes.is_empty()).then_some(Ok(bytes));
+    Box::pin(futures::stream::iter(first).chain(rest))
 }
 
 /// Runs file work on a blocking thread.
@@ -148,18 +243,17 @@ impl BlobStore for LocalBlobs {
         let path = self.path(key);
         let dir = path.parent().ok_or_else(|| BlobError::Internal("object path has no parent".into()))?.to_owned();
         let temp = dir.join(format!("{TEMP_PREFIX}{}", uuid::Uuid::new_v4()));
-        let file = blocking({
-            let (dir, temp) = (dir.clone(), temp.clone());
-            move || {
-                create_dir_durably(&dir)?;
-                std::fs::File::create(&temp)
-            }
-        })
-        .await?;
-        let written = match write_all(file, body, limit).await {
+        let open = {
+            let temp = temp.clone();
+            move || Temp::create(&temp)
+        };
+        let written = match write_all(open, body, limit).await {
             Ok(written) => written,
             Err(err) => {
-                if let Err(e) = tokio::fs::remove_file(&temp).await {
+                // Absent when the file could not be made.
+                if let Err(e) = tokio::fs::remove_file(&temp).await
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
                     tracing::error!(path = %temp.display(), error = %e, "cannot remove a failed upload's temporary file");
                 }
                 return Err(err);
@@ -179,22 +273,19 @@ impl BlobStore for LocalBlobs {
 
     async fn get(&self, key: &BlobKey, range: Option<Range<u64>>) -> BlobResult<Read> {
         let path = self.path(key);
-        let (file, total) = blocking(move || {
-            let file = std::fs::File::open(path)?;
-            let total = file.metadata()?.len();
-            Ok((file, total))
-        })
-        .await?;
-        check_range(&range, total)?;
-        let mut file = tokio::fs::File::from_std(file);
-        let body: ByteStream = match range {
-            Some(r) => {
-                file.seek(std::io::SeekFrom::Start(r.start)).await.map_err(io)?;
-                Box::pin(tokio_util::io::ReaderStream::with_capacity(file.take(r.end - r.start), IO_CHUNK))
+        let (first, total) = tokio::task::spawn_blocking(move || {
+            let mut file = std::fs::File::open(path).map_err(io)?;
+            let total = file.metadata().map_err(io)?.len();
+            check_range(&range, total)?;
+            let span = range.unwrap_or(0..total);
+            if span.start > 0 {
+                std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(span.start)).map_err(io)?;
             }
-            None => Box::pin(tokio_util::io::ReaderStream::with_capacity(file, IO_CHUNK)),
-        };
-        Ok(Read { body, total })
+            Ok::<_, BlobError>((Reading { file, left: span.end - span.start }.chunk().map_err(io)?, total))
+        })
+        .await
+        .map_err(|e| BlobError::Internal(e.to_string()))??;
+        Ok(Read { body: read_ahead(first), total })
     }
 
     async fn delete(&self, key: &BlobKey) -> BlobResult<()> {
@@ -290,5 +381,43 @@ mod tests {
         blobs.delete(&key).await.unwrap();
         assert!(matches!(blobs.get(&key, None).await, Err(BlobError::NotFound)));
         assert!(blobs.list(key.workspace).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn objects_of_several_chunks_read_back_whole_and_in_ranges() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = LocalBlobs::new(dir.path());
+        let key = BlobKey { workspace: WorkspaceId::new(), attachment: AttachmentId::new(), version: VersionId::new() };
+        let bytes: Vec<u8> = (0..IO_CHUNK * 2 + 12_345).map(|i| (i % 251) as u8).collect();
+        // A frame larger than a batch, then small ones.
+        let (big, rest) = bytes.split_at(IO_CHUNK + 7);
+        let frames: Vec<Result<Bytes, std::io::Error>> =
+            std::iter::once(Ok(Bytes::copy_from_slice(big))).chain(rest.chunks(5000).map(|c| Ok(Bytes::copy_from_slice(c)))).collect();
+        let written = blobs.put(&key, Box::pin(futures::stream::iter(frames)), u64::MAX).await.unwrap();
+        assert_eq!(written.size, bytes.len() as u64);
+        assert_eq!(written.sha256, hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes)));
+        assert_eq!(read_all(blobs.get(&key, None).await.unwrap()).await, bytes);
+        let across = (IO_CHUNK as u64 - 3)..(2 * IO_CHUNK as u64 + 10);
+        let part = read_all(blobs.get(&key, Some(across.clone())).await.unwrap()).await;
+        assert_eq!(part, &bytes[across.start as usize..across.end as usize]);
+
+        // A file cut short under the reader is an error, not a short object.
+        let read = blobs.get(&key, None).await.unwrap();
+        std::fs::OpenOptions::new().write(true).open(blobs.path(&key)).unwrap().set_len(IO_CHUNK as u64 + 1).unwrap();
+        let mut body = read.body;
+        let mut failed = false;
+        while let Some(chunk) = body.next().await {
+            failed |= chunk.is_err();
+        }
+        assert!(failed);
+
+        // An empty object is an empty stream.
+        let empty = BlobKey { version: VersionId::new(), ..key };
+        blobs.put(&empty, body_of(vec![]), 10).await.unwrap();
+        assert!(read_all(blobs.get(&empty, None).await.unwrap()).await.is_empty());
+    }
+
+    fn body_of(chunks: Vec<&'static [u8]>) -> ByteStream {
+        body(chunks.into_iter().map(Ok).collect())
     }
 }
