@@ -217,51 +217,67 @@ impl Delivery {
     }
 
     /// Sends what is due in `workspace`, a batch at a time, then asks to be woken when the
-    /// next mail there is due.
+    /// next mail there is due. The next batch is claimed while one is being sent, so the
+    /// store's work and the relay's overlap.
     async fn deliver(&self, workspace: WorkspaceId) -> Result<(), StoreError> {
         let tenant = self.tenants.open(workspace).await?;
+        let claim = || async {
+            let now = Millis::now();
+            tenant.mail().claim(&self.owner, now, now.plus(self.config.lease), self.config.batch).await
+        };
         // One SMTP connection serves a workspace's mail while it lasts.
         let mut session: Option<Session> = None;
-        loop {
-            let now = Millis::now();
-            let claimed = tenant.mail().claim(&self.owner, now, now.plus(self.config.lease), self.config.batch).await?;
-            if claimed.is_empty() {
-                break;
-            }
-            // The batch's channels are read once, and its outcomes are recorded together: in
-            // one transaction at its end, or at once after a try that did not go through (a
-            // slow relay must not keep sent mail unrecorded until its lease ends).
-            let claimed_at = std::time::Instant::now();
-            let mut channels = HashMap::new();
-            let mut outcomes = Vec::with_capacity(claimed.len());
-            let mut settled = 0;
-            for mail in &claimed {
-                let outcome = self.try_one(&tenant, mail, &mut channels, &mut session).await;
-                match &outcome {
-                    Delivered::Sent { .. } => self.counters.sent.fetch_add(1, Ordering::Relaxed),
-                    Delivered::Retry { attempted: true, .. } => self.counters.retried.fetch_add(1, Ordering::Relaxed),
-                    Delivered::Retry { attempted: false, .. } => self.counters.held.fetch_add(1, Ordering::Relaxed),
-                    Delivered::Failed { .. } => self.counters.failed.fetch_add(1, Ordering::Relaxed),
-                };
-                let flush = !matches!(outcome, Delivered::Sent { .. }) || claimed_at.elapsed() > self.config.lease / 2;
-                outcomes.push((mail.mail.id, outcome));
-                if flush {
-                    settled += tenant.mail().settle(&self.owner, std::mem::take(&mut outcomes)).await?.len();
-                }
-            }
-            if !outcomes.is_empty() {
-                settled += tenant.mail().settle(&self.owner, outcomes).await?.len();
-            }
-            if settled < claimed.len() {
-                // Their leases ran out and other workers have them: theirs to record.
-                tracing::warn!(workspace = %workspace, mails = claimed.len() - settled, "mail leases ended before their tries did");
-            }
+        let mut claimed = claim().await?;
+        while !claimed.is_empty() {
+            // A batch claimed ahead and not sent (the store failed meanwhile) is tried again
+            // when its lease ends.
+            let (sent, next) = tokio::join!(self.send_batch(&tenant, &claimed, &mut session), claim());
+            sent?;
+            claimed = next?;
         }
         if let Some(mut done) = session {
             let _ = tokio::time::timeout(self.net.timeout, done.conn.quit()).await;
         }
         if let Some(at) = tenant.mail().next_due().await? {
             self.schedule(workspace, at).await?;
+        }
+        Ok(())
+    }
+
+    /// Tries each mail of a claimed batch and records the outcomes.
+    async fn send_batch(
+        &self,
+        tenant: &Arc<dyn TenantStore>,
+        claimed: &[ClaimedMail],
+        session: &mut Option<Session>,
+    ) -> Result<(), StoreError> {
+        // The batch's channels are read once, and its outcomes are recorded together: in one
+        // transaction at its end, or at once after a try that did not go through (a slow
+        // relay must not keep sent mail unrecorded until its lease ends).
+        let claimed_at = std::time::Instant::now();
+        let mut channels = HashMap::new();
+        let mut outcomes = Vec::with_capacity(claimed.len());
+        let mut settled = 0;
+        for mail in claimed {
+            let outcome = self.try_one(tenant, mail, &mut channels, session).await;
+            match &outcome {
+                Delivered::Sent { .. } => self.counters.sent.fetch_add(1, Ordering::Relaxed),
+                Delivered::Retry { attempted: true, .. } => self.counters.retried.fetch_add(1, Ordering::Relaxed),
+                Delivered::Retry { attempted: false, .. } => self.counters.held.fetch_add(1, Ordering::Relaxed),
+                Delivered::Failed { .. } => self.counters.failed.fetch_add(1, Ordering::Relaxed),
+            };
+            let flush = !matches!(outcome, Delivered::Sent { .. }) || claimed_at.elapsed() > self.config.lease / 2;
+            outcomes.push((mail.mail.id, outcome));
+            if flush {
+                settled += tenant.mail().settle(&self.owner, std::mem::take(&mut outcomes)).await?.len();
+            }
+        }
+        if !outcomes.is_empty() {
+            settled += tenant.mail().settle(&self.owner, outcomes).await?.len();
+        }
+        if settled < claimed.len() {
+            // Their leases ran out and other workers have them: theirs to record.
+            tracing::warn!(workspace = %tenant.workspace_id(), mails = claimed.len() - settled, "mail leases ended before their tries did");
         }
         Ok(())
     }

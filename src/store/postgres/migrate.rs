@@ -39,6 +39,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(9, "0009_outbox"),
     migration!(10, "0010_inbound"),
     migration!(11, "0011_note_presence"),
+    migration!(12, "0012_mail_thread"),
 ];
 
 /// "edgedesk" in ASCII: the advisory lock migrations hold.

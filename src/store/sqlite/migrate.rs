@@ -41,6 +41,7 @@ pub const TENANT: &[Migration] = &[
     migration!(5, "tenant", "0005_mail"),
     migration!(6, "tenant", "0006_outbox"),
     migration!(7, "tenant", "0007_inbound"),
+    migration!(8, "tenant", "0008_mail_thread"),
 ];
 
 /// Applies every migration newer than the file's `user_version`. Returns how many ran.
