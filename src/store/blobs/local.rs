@@ -46,6 +46,11 @@ fn io(err: std::io::Error) -> BlobError {
     if err.kind() == std::io::ErrorKind::NotFound { BlobError::NotFound } else { BlobError::Internal(err.to_string()) }
 }
 
+/// A blocking task that panicked or was cancelled.
+fn unjoined(err: tokio::task::JoinError) -> BlobError {
+    BlobError::Internal(err.to_string())
+}
+
 fn millis(time: std::io::Result<std::time::SystemTime>) -> Millis {
     let ms = time.ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_millis() as i64);
     Millis(ms)
@@ -78,7 +83,7 @@ impl<T: Send + 'static> Stage<T> {
     async fn settle(&mut self) -> BlobResult<T> {
         match std::mem::replace(self, Self::Gone) {
             Self::Idle(part) => Ok(part),
-            Self::Busy(work) => work.await.map_err(|e| BlobError::Internal(e.to_string()))?,
+            Self::Busy(work) => work.await.map_err(unjoined)?,
             Self::Gone => Err(BlobError::Internal("an upload's earlier step failed".into())),
         }
     }
@@ -119,16 +124,16 @@ impl Temp {
     }
 }
 
-/// Writes the whole body into the file `open` makes, and syncs it (with the directories made
-/// for it). The file is made while
-/// the first bytes arrive; the body is gathered into batches of at least [`IO_CHUNK`] (a
-/// frame that large is a batch as it is, uncopied); each batch is hashed on one blocking
-/// thread and written on another while the next one arrives, so receiving, hashing and
-/// writing overlap, the file's sync overlaps the last batch's hash, and no thread is held
-/// between batches (a slow client costs no thread). Past `limit` it stops at once. When it
-/// fails, `open` has finished (the file exists or never will) before it returns.
-async fn write_all(open: impl FnOnce() -> std::io::Result<Temp> + Send + 'static, mut body: ByteStream, limit: u64) -> BlobResult<Written> {
-    let (mut meter, mut file) = (Stage::Idle(Meter::new(limit)), Stage::making(move || open().map_err(io)));
+/// Writes the whole body into a new file at `temp`, and syncs it (with the directories made
+/// for it). The file is made while the first bytes arrive; the body is gathered into batches
+/// of at least [`IO_CHUNK`] (a frame that large is a batch as it is, uncopied); each batch is
+/// hashed on one blocking thread and written on another while the next one arrives, so
+/// receiving, hashing and writing overlap, the file's sync overlaps the last batch's hash,
+/// and no thread is held between batches (a slow client costs no thread). Past `limit` it
+/// stops at once. When it fails, making the file has finished (it exists or never will)
+/// before it returns.
+async fn write_all(temp: PathBuf, mut body: ByteStream, limit: u64) -> BlobResult<Written> {
+    let (mut meter, mut file) = (Stage::Idle(Meter::new(limit)), Stage::making(move || Temp::create(&temp).map_err(io)));
     if let Err(err) = receive(&mut body, limit, &mut meter, &mut file).await {
         let _ = file.settle().await;
         return Err(err);
@@ -136,7 +141,7 @@ async fn write_all(open: impl FnOnce() -> std::io::Result<Temp> + Send + 'static
     let temp = file.settle().await?;
     let synced = tokio::task::spawn_blocking(move || temp.sync());
     let meter = meter.settle().await?;
-    synced.await.map_err(|e| BlobError::Internal(e.to_string()))?.map_err(io)?;
+    synced.await.map_err(unjoined)?.map_err(io)?;
     Ok(meter.finish())
 }
 
@@ -234,7 +239,7 @@ fn read_ahead(first: (Reading, Bytes)) -> ByteStream {
 
 /// Runs file work on a blocking thread.
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> BlobResult<T> {
-    tokio::task::spawn_blocking(work).await.map_err(|e| BlobError::Internal(e.to_string()))?.map_err(io)
+    tokio::task::spawn_blocking(work).await.map_err(unjoined)?.map_err(io)
 }
 
 #[async_trait]
@@ -243,11 +248,7 @@ impl BlobStore for LocalBlobs {
         let path = self.path(key);
         let dir = path.parent().ok_or_else(|| BlobError::Internal("object path has no parent".into()))?.to_owned();
         let temp = dir.join(format!("{TEMP_PREFIX}{}", uuid::Uuid::new_v4()));
-        let open = {
-            let temp = temp.clone();
-            move || Temp::create(&temp)
-        };
-        let written = match write_all(open, body, limit).await {
+        let written = match write_all(temp.clone(), body, limit).await {
             Ok(written) => written,
             Err(err) => {
                 // Absent when the file could not be made.
@@ -284,7 +285,7 @@ impl BlobStore for LocalBlobs {
             Ok::<_, BlobError>((Reading { file, left: span.end - span.start }.chunk().map_err(io)?, total))
         })
         .await
-        .map_err(|e| BlobError::Internal(e.to_string()))??;
+        .map_err(unjoined)??;
         Ok(Read { body: read_ahead(first), total })
     }
 
