@@ -85,12 +85,15 @@ async fn attachments(
     ticket: TicketId,
     one: Option<AttachmentId>,
 ) -> StoreResult<Vec<Attachment>> {
+    // Two statements, not `($4 IS NULL OR a.id = $4)`: a generic plan for the OR reads
+    // every attachment of the ticket to find one.
+    let which = if one.is_some() { "a.id = $4" } else { "$4::uuid IS NULL" };
     tx.query(
         &format!(
             "SELECT {ATTACHMENT_COLS} FROM attachments a
              JOIN attachment_versions v ON v.workspace_id = a.workspace_id AND v.id = a.latest_version
              JOIN tickets t ON t.workspace_id = a.workspace_id AND t.id = a.ticket_id
-             WHERE a.workspace_id = $2 AND {VISIBLE} AND a.ticket_id = $3 AND ($4::uuid IS NULL OR a.id = $4) ORDER BY a.id"
+             WHERE a.workspace_id = $2 AND {VISIBLE} AND a.ticket_id = $3 AND {which} ORDER BY a.id"
         ),
         &[&requester, &ws, &ticket, &one],
     )

@@ -74,9 +74,12 @@ fn visible(requester: Option<UserId>) -> (&'static str, Option<UserId>) {
 
 fn attachments(conn: &Connection, requester: Option<UserId>, ticket: TicketId, one: Option<AttachmentId>) -> StoreResult<Vec<Attachment>> {
     let (rule, requester) = visible(requester);
+    // Two statements, not `(?3 IS NULL OR a.id = ?3)`: with the OR, SQLite reads every
+    // attachment of the ticket to find one.
+    let which = if one.is_some() { "a.id = ?3" } else { "?3 IS NULL" };
     conn.prepare_cached(&format!(
         "SELECT {ATTACHMENT_COLS} FROM attachments a JOIN attachment_versions v ON v.id = a.latest_version
-         JOIN tickets t ON t.id = a.ticket_id WHERE {rule} AND a.ticket_id = ?2 AND (?3 IS NULL OR a.id = ?3) ORDER BY a.id"
+         JOIN tickets t ON t.id = a.ticket_id WHERE {rule} AND a.ticket_id = ?2 AND {which} ORDER BY a.id"
     ))
     .and_then(|mut stmt| stmt.query_map(params![requester, ticket, one], attachment_from_row)?.collect::<Result<Vec<_>, _>>())
     .map_err(error)
