@@ -10,8 +10,10 @@
 //!   version's SHA-256), `Range` (206), `Content-Disposition: attachment` with a cleaned
 //!   name and `X-Content-Type-Options: nosniff`.
 //! - **An upload, in order.** The caller may see the ticket (and the comment: requesters
-//!   only their own tickets, never internal notes) → the projected size is reserved
-//!   against the quota (413 with `used`, `limit`, `requested` when it would cross it) →
+//!   only their own tickets, never internal notes), and the projected size is reserved
+//!   against the quota (413 with `used`, `limit`, `requested` when it would cross it): the
+//!   two checks run side by side, and one who may not see the ticket gets 404 whatever the
+//!   quota says, the reservation given back →
 //!   the object is written under the server's own key, its bytes counted, hashed and
 //!   refused past the upload limit or the declared length → the version's row is written
 //!   with its event and its usage → if that fails, the object is deleted again (logged
@@ -36,7 +38,7 @@ pub use routes::routes;
 use crate::error::{AppError, AppResult};
 use crate::store::attachments::{Attachment, NewVersion, Upload, UploadError, Uploads};
 use crate::store::blobs::{AttachmentId, BlobError, BlobKey, BlobStore, ByteStream, VersionId};
-use crate::store::{Millis, TenantStore, UserId, WorkspaceId};
+use crate::store::{Audience, Millis, TenantStore, UserId};
 
 /// What the attachment routes need from the application.
 #[derive(Clone)]
@@ -59,21 +61,35 @@ impl AttachmentsState {
 /// How long a reservation holds its bytes if its upload never ends (a crash).
 const RESERVATION_TTL_MS: i64 = 60 * 60 * 1000;
 
-/// Stores `body` as `upload`, in the order the module header gives: reserve against the
-/// quota, write the object (counted, hashed, cut at the limit), write the row with its
-/// event, and undo the object and the reservation if a later step fails. The one upload
-/// path: the routes', and other features' through [`Uploads`].
+/// Stores `body` as `upload`, in the order the module header gives: check that `audience`
+/// may see where it goes and reserve against the quota, write the object (counted, hashed,
+/// cut at the limit), write the row with its event, and undo the object and the
+/// reservation if a later step fails. The one upload path: the routes', and other
+/// features' through [`Uploads`].
 pub async fn store_file(
     store: &Arc<dyn TenantStore>,
     state: &AttachmentsState,
-    workspace: WorkspaceId,
+    audience: Audience,
     actor: UserId,
     upload: Upload,
     body: ByteStream,
 ) -> AppResult<Attachment> {
     let attachments = store.attachments();
     let limit = upload.declared_length.unwrap_or(state.upload_limit).min(state.upload_limit);
-    let reservation = attachments.reserve(limit, Millis(Millis::now().0 + RESERVATION_TTL_MS)).await?;
+    // Both before a byte is stored, one beside the other: a destination the caller may not
+    // see answers 404 (never 413), its reservation given back at once.
+    let (seen, reserved) = tokio::join!(
+        attachments.target(audience, upload.ticket, upload.comment, upload.existing),
+        attachments.reserve(limit, Millis(Millis::now().0 + RESERVATION_TTL_MS)),
+    );
+    if let Err(err) = seen {
+        if let Ok(reservation) = reserved {
+            let _ = attachments.release(reservation).await;
+        }
+        return Err(err.into());
+    }
+    let reservation = reserved?;
+    let workspace = store.workspace_id();
     let key = BlobKey { workspace, attachment: upload.existing.unwrap_or_default(), version: VersionId::new() };
     let written = match state.blobs.put(&key, body, limit).await {
         Ok(written) => written,
@@ -132,7 +148,8 @@ impl Uploads for AttachmentsState {
         if upload.existing.is_none() {
             upload.name = content::clean_name(&upload.name).unwrap_or_else(|| "attachment".into());
         }
-        store_file(tenant, self, tenant.workspace_id(), actor, upload, body).await.map_err(|err| match err {
+        // Incoming mail files on the ticket it was threaded to, which it sees whole.
+        store_file(tenant, self, Audience::Staff(actor), actor, upload, body).await.map_err(|err| match err {
             AppError::PayloadTooLarge | AppError::QuotaExceeded { .. } => UploadError::Refused(err.to_string()),
             other => UploadError::Failed(other.to_string()),
         })

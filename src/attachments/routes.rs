@@ -184,9 +184,14 @@ async fn store_upload(
         None if params.name.chars().count() > 255 => return Err(AppError::invalid("name", "at most 255 characters")),
         None => content::clean_name(&params.name).ok_or_else(|| AppError::invalid("name", "must name the file (1–255 characters)"))?,
     };
-    // The caller may see where it goes.
-    conn.store.attachments().target(conn.audience(), ticket, params.comment_id, existing).await?;
-    let declared = declared_length(headers, state.upload_limit)?;
+    let declared = match declared_length(headers, state.upload_limit) {
+        Ok(declared) => declared,
+        Err(err) => {
+            // One who may not see where it goes learns nothing but 404.
+            conn.store.attachments().target(conn.audience(), ticket, params.comment_id, existing).await?;
+            return Err(err);
+        }
+    };
     let upload = Upload {
         ticket,
         comment: params.comment_id,
@@ -197,7 +202,7 @@ async fn store_upload(
         encryption,
     };
     let stream = body.into_data_stream().map_err(std::io::Error::other);
-    store_file(&conn.store, state, conn.workspace, conn.user(), upload, Box::pin(stream)).await
+    store_file(&conn.store, state, conn.audience(), conn.user(), upload, Box::pin(stream)).await
 }
 
 /// Attaches a file to the ticket (or, with `comment_id`, to one of its comments). The body

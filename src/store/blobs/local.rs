@@ -114,13 +114,15 @@ impl Temp {
         Ok(Self { file: std::fs::File::create(path)?, new_entries })
     }
 
-    /// Makes the bytes durable, and every directory entry made for them.
-    fn sync(self) -> std::io::Result<()> {
-        self.file.sync_all()?;
-        for holder in self.new_entries {
-            std::fs::File::open(holder)?.sync_all()?;
+    /// Makes the bytes durable, and (beside them, on another blocking thread) every
+    /// directory entry made for them; done when both are.
+    async fn sync(self) -> BlobResult<()> {
+        let Self { file, new_entries } = self;
+        let file = tokio::task::spawn_blocking(move || file.sync_all());
+        if !new_entries.is_empty() {
+            blocking(move || new_entries.into_iter().try_for_each(|holder| std::fs::File::open(holder)?.sync_all())).await?;
         }
-        Ok(())
+        file.await.map_err(unjoined)?.map_err(io)
     }
 }
 
@@ -139,10 +141,9 @@ async fn write_all(temp: PathBuf, mut body: ByteStream, limit: u64) -> BlobResul
         return Err(err);
     }
     let temp = file.settle().await?;
-    let synced = tokio::task::spawn_blocking(move || temp.sync());
-    let meter = meter.settle().await?;
-    synced.await.map_err(unjoined)?.map_err(io)?;
-    Ok(meter.finish())
+    let (synced, meter) = tokio::join!(temp.sync(), meter.settle());
+    synced?;
+    Ok(meter?.finish())
 }
 
 /// The body's bytes, batch by batch, to the hash and the file.
@@ -207,9 +208,15 @@ impl Reading {
     /// The next [`IO_CHUNK`] (or what is left): empty at the end. A file that ends before
     /// its size said is an error, not a short object.
     fn chunk(mut self) -> std::io::Result<(Self, Bytes)> {
-        let mut buf = vec![0; self.left.min(IO_CHUNK as u64) as usize];
-        std::io::Read::read_exact(&mut self.file, &mut buf)?;
-        self.left -= buf.len() as u64;
+        use std::io::Read;
+        let want = self.left.min(IO_CHUNK as u64);
+        // Read into the buffer's spare capacity (a file reads into it as it is, unzeroed).
+        let mut buf = Vec::with_capacity(want as usize);
+        (&mut self.file).take(want).read_to_end(&mut buf)?;
+        if buf.len() as u64 != want {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        self.left -= want;
         Ok((self, Bytes::from(buf)))
     }
 }
