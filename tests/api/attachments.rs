@@ -307,6 +307,12 @@ async fn files(b: Backend, s3: bool) {
         }
         let res = upload(&s, &customer.token, &format!("{base}?name=x.txt&comment_id={note}"), "text/plain", b"x".to_vec()).await;
         assert_eq!(res.status(), 404, "a requester cannot attach to an internal note");
+        // Past the quota or the upload limit, one who may not see the ticket still gets 404.
+        for body in [vec![7; 5_000], vec![0; (1 << 20) + 1]] {
+            let res = upload(&s, &other.token, &format!("{base}?name=x.bin"), "application/octet-stream", body).await;
+            assert_eq!(res.status(), 404, "another requester learns nothing of this ticket's workspace's limits");
+        }
+        assert_eq!(tenant.attachments().usage().await.unwrap().reserved, 0, "the reservations were given back");
         let listed = s.get(&base, &customer.token).await.ok(200).clone();
         assert!(listed.as_array().unwrap().iter().all(|a| a["id"] != log["id"]));
         // The same object through another workspace's path: not there.
