@@ -112,8 +112,12 @@ pub fn watch(tenants_dir: &Path, wakeups: broadcast::Sender<Wakeup>) -> Option<F
         while let Ok(dir) = appeared.recv() {
             let Some(watcher) = weak.upgrade() else { return };
             add_watch(&watcher, &dir);
-            // Its database may have been written before the watch was there.
-            if let Some(ws) = dir.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse().ok()) {
+            // Its database may have been written before the watch was there. Not yet made
+            // (a workspace being created): the watch now reports it when it is, and a wakeup
+            // before then would send consumers to a file that is not there, to back off.
+            if let Some(ws) = dir.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse().ok())
+                && dir.join("tenant.db").exists()
+            {
                 let _ = changed.send(ws);
             }
         }
