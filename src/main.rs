@@ -3,6 +3,14 @@
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc, not the system's malloc. With glibc's, the 256 KiB buffers an upload or a
+/// download passes between threads were kept by the allocator: the server's RSS grew by
+/// about 160 KB with every 1 MB file (45 → 211 MiB over 1,250 uploads) and stayed there.
+/// jemalloc holds it near 60 MiB under the same load and hands freed pages back within
+/// seconds of it ending (43 MiB). mimalloc was tried and kept more than glibc.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = edgedesk::cli::Cli::parse();
     let json = std::env::var("EDGEDESK_LOG_FORMAT").is_ok_and(|v| v == "json");
