@@ -76,17 +76,23 @@ pub async fn store_file(
 ) -> AppResult<Attachment> {
     let attachments = store.attachments();
     let limit = upload.declared_length.unwrap_or(state.upload_limit).min(state.upload_limit);
-    // Both before a byte is stored, one beside the other: a destination the caller may not
-    // see answers 404 (never 413), its reservation given back at once.
+    // Both before a byte is stored, one beside the other. What is refused, in this order: a
+    // destination the caller may not see (404, whatever the limits say), a declared length
+    // past the upload limit, then the quota; a reservation made meanwhile is given back.
     let (seen, reserved) = tokio::join!(
         attachments.target(audience, upload.ticket, upload.comment, upload.existing),
         attachments.reserve(limit, Millis(Millis::now().0 + RESERVATION_TTL_MS)),
     );
-    if let Err(err) = seen {
+    let refused = match seen {
+        Err(err) => Some(AppError::from(err)),
+        Ok(_) if upload.declared_length.is_some_and(|d| d > state.upload_limit) => Some(AppError::PayloadTooLarge),
+        Ok(_) => None,
+    };
+    if let Some(err) = refused {
         if let Ok(reservation) = reserved {
             let _ = attachments.release(reservation).await;
         }
-        return Err(err.into());
+        return Err(err);
     }
     let reservation = reserved?;
     let workspace = store.workspace_id();

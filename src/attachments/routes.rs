@@ -151,14 +151,12 @@ impl EncryptionParams {
     }
 }
 
-/// The declared length, if any; beyond the limit, 413 before a byte is read.
-fn declared_length(headers: &HeaderMap, limit: u64) -> AppResult<Option<u64>> {
+/// The declared length, if any (one beyond the upload limit is refused by [`store_file`],
+/// after the visibility check and before a byte is read).
+fn declared_length(headers: &HeaderMap) -> AppResult<Option<u64>> {
     let Some(value) = headers.get(header::CONTENT_LENGTH) else { return Ok(None) };
     let length: u64 =
         value.to_str().ok().and_then(|v| v.parse().ok()).ok_or_else(|| AppError::BadRequest("malformed Content-Length".into()))?;
-    if length > limit {
-        return Err(AppError::PayloadTooLarge);
-    }
     Ok(Some(length))
 }
 
@@ -184,14 +182,7 @@ async fn store_upload(
         None if params.name.chars().count() > 255 => return Err(AppError::invalid("name", "at most 255 characters")),
         None => content::clean_name(&params.name).ok_or_else(|| AppError::invalid("name", "must name the file (1–255 characters)"))?,
     };
-    let declared = match declared_length(headers, state.upload_limit) {
-        Ok(declared) => declared,
-        Err(err) => {
-            // One who may not see where it goes learns nothing but 404.
-            conn.store.attachments().target(conn.audience(), ticket, params.comment_id, existing).await?;
-            return Err(err);
-        }
-    };
+    let declared = declared_length(headers)?;
     let upload = Upload {
         ticket,
         comment: params.comment_id,
